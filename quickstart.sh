@@ -10,7 +10,7 @@ JOBS=$(nproc 2>/dev/null || echo 2)
 
 BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev librdkafka-dev
     libpq-dev libsqlite3-dev libjson-c-dev libinih-dev libsodium-dev libssl-dev libcmocka-dev)
-TEST_DEPS=(clang libclang-rt-14-dev postgresql chromium abigail-tools procps curl)
+TEST_DEPS=(clang libclang-rt-14-dev postgresql chromium fonts-nanum abigail-tools procps curl)
 
 log() { printf '[quickstart] %s\n' "$*" >&2; }
 

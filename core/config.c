@@ -1,0 +1,519 @@
+/*
+ * core/config.c - the configuration file: parsing (inih), --set overrides,
+ * and validation of the [chatd] section and of every plugin section against
+ * the keys its plugin declares.
+ *
+ * Every error names where the value came from: "FILE:LINE: reason" for the
+ * file, "--set SECTION.KEY: reason" for an override.
+ */
+#include "config.h"
+
+#include "core.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Accepted keys of [chatd]; same form as a plugin's table. */
+static const chatd_cfg_key core_keys[] = {
+    {"node_id", CHATD_CFG_INT, "0", 0, 1023, "node number in message ids (unique per node)"},
+    {"log_level", CHATD_CFG_STRING, "info", 0, 0, "error, warn, info or debug"},
+    {"session_ttl", CHATD_CFG_INT, "604800", 60, INT64_C(315360000),
+     "seconds a login session lasts"},
+    {"max_message_bytes", CHATD_CFG_SIZE, "4096", 1, 1048576,
+     "largest chat message text accepted, in bytes of UTF-8"},
+    {"publish_rate", CHATD_CFG_INT, "50", 0, 1000000,
+     "publishes per member per second, bursts up to twice that (0: unlimited)"},
+    {"plugin_dir", CHATD_CFG_STRING, NULL, 0, 0, "directory of the plugin modules"},
+    {"max_pending", CHATD_CFG_INT, "10000", 1, 10000000,
+     "messages in flight before publishes are refused as busy"},
+    {"stop_timeout", CHATD_CFG_INT, "10", 1, 3600, "seconds each stop phase may take"},
+    {"auth_threads", CHATD_CFG_INT, "2", 1, 64, "threads hashing passwords"},
+    {NULL, 0, NULL, 0, 0, NULL},
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d) {
+        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
+        abort();
+    }
+    return d;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
+        abort();
+    }
+    return q;
+}
+
+cfg *cfg_new(void)
+{
+    cfg *c = calloc(1, sizeof(*c));
+    if (!c) return NULL;
+    c->file = xstrdup("(none)");
+    c->log_level = CHATD_LOG_INFO;
+    c->session_ttl = 604800;
+    c->max_message_bytes = 4096;
+    c->publish_rate = 50;
+    c->max_pending = 10000;
+    c->stop_timeout = 10;
+    c->auth_threads = 2;
+    return c;
+}
+
+static void section_free(cfg_section *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->entries[i].key);
+        free(s->entries[i].value);
+    }
+    free(s->entries);
+    free(s->name);
+    free(s);
+}
+
+void cfg_free(cfg *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < c->n; i++)
+        section_free(c->sections[i]);
+    free(c->sections);
+    free(c->file);
+    free(c);
+}
+
+cfg_section *cfg_section_find(const cfg *c, const char *name)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->sections[i]->name, name) == 0) return c->sections[i];
+    return NULL;
+}
+
+cfg_entry *cfg_entry_find(const cfg_section *s, const char *key)
+{
+    if (!s) return NULL;
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->entries[i].key, key) == 0) return &s->entries[i];
+    return NULL;
+}
+
+static cfg_section *section_add(cfg *c, const char *name, int line)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 8;
+        c->sections = xrealloc(c->sections, c->cap * sizeof(*c->sections));
+    }
+    cfg_section *s = calloc(1, sizeof(*s));
+    if (!s) {
+        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
+        abort();
+    }
+    s->name = xstrdup(name);
+    s->line = line;
+    c->sections[c->n++] = s;
+    return s;
+}
+
+static cfg_entry *entry_add(cfg_section *s, const char *key, const char *value, int line,
+                            bool from_set)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 8;
+        s->entries = xrealloc(s->entries, s->cap * sizeof(*s->entries));
+    }
+    cfg_entry *e = &s->entries[s->n++];
+    e->key = xstrdup(key);
+    e->value = xstrdup(value);
+    e->line = line;
+    e->from_set = from_set;
+    return e;
+}
+
+void cfg_verror(const cfg *c, const cfg_section *s, const cfg_entry *e, const char *fmt, va_list ap)
+{
+    char reason[1024];
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    if (e && e->from_set)
+        log_msg(CHATD_LOG_ERROR, NULL, "--set %s.%s: %s", s ? s->name : "?", e->key, reason);
+    else if (e)
+        log_msg(CHATD_LOG_ERROR, NULL, "%s:%d: [%s] %s: %s", c->file, e->line, s ? s->name : "?",
+                e->key, reason);
+    else if (s && s->line > 0)
+        log_msg(CHATD_LOG_ERROR, NULL, "%s:%d: [%s] %s", c->file, s->line, s->name, reason);
+    else if (s)
+        log_msg(CHATD_LOG_ERROR, NULL, "--set %s: %s", s->name, reason);
+    else
+        log_msg(CHATD_LOG_ERROR, NULL, "%s: %s", c->file, reason);
+}
+
+void cfg_error(const cfg *c, const cfg_section *s, const cfg_entry *e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cfg_verror(c, s, e, fmt, ap);
+    va_end(ap);
+}
+
+/* ------------------------------------------------------------ values */
+
+int cfg_parse_int(const char *s, int64_t *out)
+{
+    if (!s || !*s) return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || end == s) return -1;
+    *out = v;
+    return 0;
+}
+
+int cfg_parse_size(const char *s, int64_t *out)
+{
+    if (!s || !*s || *s == '-') return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0) return -1;
+    int64_t mul = 1;
+    if (*end) {
+        switch (*end) {
+        case 'k':
+        case 'K':
+            mul = 1024;
+            break;
+        case 'm':
+        case 'M':
+            mul = 1024 * 1024;
+            break;
+        case 'g':
+        case 'G':
+            mul = INT64_C(1024) * 1024 * 1024;
+            break;
+        default:
+            return -1;
+        }
+        end++;
+        if (*end == 'b' || *end == 'B') end++;
+        if (*end) return -1;
+    }
+    if (v > INT64_MAX / mul) return -1;
+    *out = v * mul;
+    return 0;
+}
+
+int cfg_parse_bool(const char *s, int *out)
+{
+    static const char *const yes[] = {"true", "yes", "on", "1"};
+    static const char *const no[] = {"false", "no", "off", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const chatd_cfg_key *cfg_key_match(const chatd_cfg_key *keys, const char *key)
+{
+    if (!keys) return NULL;
+    for (const chatd_cfg_key *k = keys; k->name; k++) {
+        size_t n = strlen(k->name);
+        if (n > 0 && k->name[n - 1] == '.') {
+            if (strncmp(key, k->name, n) == 0 && key[n] != '\0') return k;
+        } else if (strcmp(key, k->name) == 0) {
+            return k;
+        }
+    }
+    return NULL;
+}
+
+/* Check one value against its declared type; NULL or a reason in buf. */
+static const char *value_check(const chatd_cfg_key *k, const char *v, char *buf, size_t size)
+{
+    int64_t n;
+    int b;
+    switch (k->type) {
+    case CHATD_CFG_STRING:
+        return NULL;
+    case CHATD_CFG_BOOL:
+        if (cfg_parse_bool(v, &b) != 0) {
+            snprintf(buf, size, "'%s' is not a boolean (use true/false, yes/no, on/off, 1/0)", v);
+            return buf;
+        }
+        return NULL;
+    case CHATD_CFG_INT:
+    case CHATD_CFG_SIZE:
+        if ((k->type == CHATD_CFG_INT ? cfg_parse_int(v, &n) : cfg_parse_size(v, &n)) != 0) {
+            snprintf(buf, size, "'%s' is not %s", v,
+                     k->type == CHATD_CFG_INT ? "an integer" : "a size (number with k/m/g)");
+            return buf;
+        }
+        if (k->min < k->max && (n < k->min || n > k->max)) {
+            snprintf(buf, size, "%lld is out of range [%lld, %lld]", (long long)n,
+                     (long long)k->min, (long long)k->max);
+            return buf;
+        }
+        return NULL;
+    default:
+        snprintf(buf, size, "the plugin declares an unknown type %d for this key", (int)k->type);
+        return buf;
+    }
+}
+
+/* ------------------------------------------------------------ parsing */
+
+typedef struct parse_state {
+    cfg *c;
+    FILE *f;
+    int line;        /* line the reader returned last */
+    int header_line; /* line of the last [section] header */
+    cfg_section *cur;
+    int errors;
+} parse_state;
+
+/* fgets-style reader for inih that counts lines and refuses long ones. */
+static char *reader(char *str, int num, void *stream)
+{
+    parse_state *ps = stream;
+    if (!fgets(str, num, ps->f)) return NULL;
+    ps->line++;
+    size_t len = strlen(str);
+    if (len == (size_t)num - 1 && str[len - 1] != '\n' && !feof(ps->f)) {
+        int ch;
+        while ((ch = fgetc(ps->f)) != EOF && ch != '\n')
+            ;
+        if (ps->errors++ == 0)
+            log_msg(CHATD_LOG_ERROR, NULL, "%s:%d: line too long (at most %d bytes)", ps->c->file,
+                    ps->line, num - 2);
+        str[0] = '#'; /* make inih skip it */
+        str[1] = '\0';
+        return str;
+    }
+    const char *p = str;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p == '[') ps->header_line = ps->line;
+    return str;
+}
+
+static bool name_ok(const char *s, size_t max, bool dots)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max) return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-' || (dots && ch == '.')))
+            return false;
+    }
+    return true;
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value)
+{
+    parse_state *ps = user;
+    cfg *c = ps->c;
+    if (!section[0]) {
+        if (ps->errors++ == 0)
+            log_msg(CHATD_LOG_ERROR, NULL, "%s:%d: key '%s' outside any [section]", c->file,
+                    ps->line, name);
+        return 1;
+    }
+    if (!ps->cur || strcmp(ps->cur->name, section) != 0) {
+        cfg_section *old = cfg_section_find(c, section);
+        if (old) {
+            if (ps->errors++ == 0)
+                log_msg(CHATD_LOG_ERROR, NULL,
+                        "%s:%d: section [%s] appears twice (first at line %d)", c->file,
+                        ps->header_line, section, old->line);
+            ps->cur = old;
+        } else {
+            if (!name_ok(section, 64, false)) {
+                if (ps->errors++ == 0)
+                    log_msg(CHATD_LOG_ERROR, NULL,
+                            "%s:%d: bad section name [%s] (1..64 of A-Z a-z 0-9 _ -)", c->file,
+                            ps->header_line, section);
+            }
+            ps->cur = section_add(c, section, ps->header_line);
+        }
+    }
+    if (!name_ok(name, 128, true)) {
+        if (ps->errors++ == 0)
+            log_msg(CHATD_LOG_ERROR, NULL, "%s:%d: bad key name '%s' (A-Z a-z 0-9 _ - .)", c->file,
+                    ps->line, name);
+        return 1;
+    }
+    cfg_entry *e = cfg_entry_find(ps->cur, name);
+    if (e) {
+        if (ps->errors++ == 0)
+            log_msg(CHATD_LOG_ERROR, NULL, "%s:%d: [%s] %s: set twice (first at line %d)", c->file,
+                    ps->line, section, name, e->line);
+        return 1;
+    }
+    entry_add(ps->cur, name, value, ps->line, false);
+    return 1;
+}
+
+int cfg_load(cfg *c, const char *file)
+{
+    free(c->file);
+    c->file = xstrdup(file);
+    parse_state ps = {.c = c};
+    ps.f = fopen(file, "r");
+    if (!ps.f) {
+        log_msg(CHATD_LOG_ERROR, NULL, "%s: cannot open: %s", file, strerror(errno));
+        return -1;
+    }
+    int rc = ini_parse_stream(reader, &ps, handler, &ps);
+    int rerr = ferror(ps.f);
+    fclose(ps.f);
+    if (rerr) {
+        log_msg(CHATD_LOG_ERROR, NULL, "%s: read error", file);
+        return -1;
+    }
+    if (ps.errors) return -1;
+    if (rc > 0) {
+        log_msg(CHATD_LOG_ERROR, NULL,
+                "%s:%d: syntax error (expected [section], key = value or a # comment)", file, rc);
+        return -1;
+    }
+    if (rc < 0) {
+        log_msg(CHATD_LOG_ERROR, NULL, "%s: cannot parse (out of memory)", file);
+        return -1;
+    }
+    return 0;
+}
+
+int cfg_set(cfg *c, const char *arg)
+{
+    const char *eq = strchr(arg, '=');
+    const char *dot = strchr(arg, '.');
+    if (!eq || !dot || dot > eq || dot == arg || dot + 1 == eq) {
+        log_msg(CHATD_LOG_ERROR, NULL, "--set %s: expected SECTION.KEY=VALUE", arg);
+        return -1;
+    }
+    char section[128], key[256];
+    size_t sl = (size_t)(dot - arg), kl = (size_t)(eq - dot - 1);
+    if (sl >= sizeof(section) || kl >= sizeof(key)) {
+        log_msg(CHATD_LOG_ERROR, NULL, "--set %s: section or key name too long", arg);
+        return -1;
+    }
+    memcpy(section, arg, sl);
+    section[sl] = '\0';
+    memcpy(key, dot + 1, kl);
+    key[kl] = '\0';
+    if (!name_ok(section, 64, false) || !name_ok(key, 128, true)) {
+        log_msg(CHATD_LOG_ERROR, NULL, "--set %s.%s: bad section or key name", section, key);
+        return -1;
+    }
+    cfg_section *s = cfg_section_find(c, section);
+    if (!s) s = section_add(c, section, 0);
+    cfg_entry *e = cfg_entry_find(s, key);
+    if (e) {
+        free(e->value);
+        e->value = xstrdup(eq + 1);
+        e->from_set = true;
+        e->line = 0;
+    } else {
+        entry_add(s, key, eq + 1, 0, true);
+    }
+    return 0;
+}
+
+int cfg_check_section(cfg *c, cfg_section *s, const chatd_cfg_key *keys)
+{
+    int bad = 0;
+    bool core_sec = strcmp(s->name, CFG_CORE_SECTION) == 0;
+    for (size_t i = 0; i < s->n; i++) {
+        cfg_entry *e = &s->entries[i];
+        if (!core_sec && strcmp(e->key, "plugin") == 0) continue;
+        const chatd_cfg_key *k = cfg_key_match(keys, e->key);
+        if (!k) {
+            cfg_error(c, s, e, "unknown key");
+            bad = 1;
+            continue;
+        }
+        char buf[256];
+        const char *why = value_check(k, e->value, buf, sizeof(buf));
+        if (why) {
+            cfg_error(c, s, e, "%s", why);
+            bad = 1;
+        }
+    }
+    if (!bad) s->keys = keys;
+    return bad ? -1 : 0;
+}
+
+static int64_t core_int(cfg_section *s, const char *key)
+{
+    cfg_entry *e = cfg_entry_find(s, key);
+    const chatd_cfg_key *k = cfg_key_match(core_keys, key);
+    const char *v = e ? e->value : k->default_value;
+    int64_t n = 0;
+    if (k->type == CHATD_CFG_SIZE)
+        cfg_parse_size(v, &n);
+    else
+        cfg_parse_int(v, &n);
+    return n;
+}
+
+int cfg_check_core(cfg *c)
+{
+    int bad = 0;
+    cfg_section *s = cfg_section_find(c, CFG_CORE_SECTION);
+    if (!s) s = section_add(c, CFG_CORE_SECTION, 0);
+    if (cfg_check_section(c, s, core_keys) != 0) bad = 1;
+    cfg_entry *ll = cfg_entry_find(s, "log_level");
+    if (ll && log_level_parse(ll->value, &c->log_level) != 0) {
+        cfg_error(c, s, ll, "'%s' is not a log level (error, warn, info, debug)", ll->value);
+        bad = 1;
+    }
+    cfg_entry *pd = cfg_entry_find(s, "plugin_dir");
+    if (pd && !pd->value[0]) {
+        cfg_error(c, s, pd, "empty directory");
+        bad = 1;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        cfg_section *p = c->sections[i];
+        if (p == s) continue;
+        if (!name_ok(p->name, 64, false)) {
+            cfg_error(c, p, NULL, "bad section name (1..64 of A-Z a-z 0-9 _ -)");
+            bad = 1;
+        }
+        cfg_entry *pl = cfg_entry_find(p, "plugin");
+        if (!pl) {
+            cfg_error(c, p, NULL, "missing key 'plugin' (the plugin module of this instance)");
+            bad = 1;
+        } else if (!pl->value[0]) {
+            cfg_error(c, p, pl, "empty plugin name");
+            bad = 1;
+        }
+    }
+    if (bad) return -1;
+    c->node_id = core_int(s, "node_id");
+    c->session_ttl = core_int(s, "session_ttl");
+    c->max_message_bytes = core_int(s, "max_message_bytes");
+    c->publish_rate = core_int(s, "publish_rate");
+    c->max_pending = core_int(s, "max_pending");
+    c->stop_timeout = core_int(s, "stop_timeout");
+    c->auth_threads = core_int(s, "auth_threads");
+    c->plugin_dir = pd ? pd->value : NULL;
+    return 0;
+}

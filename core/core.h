@@ -1,0 +1,341 @@
+/*
+ * core/core.h - internal interfaces between the modules of the chatd daemon.
+ *
+ * Nothing here is part of the plugin ABI (that is include/chatd/plugin.h).
+ * Every function runs on the event-loop thread unless its comment says
+ * otherwise.
+ */
+#ifndef CHATD_CORE_H
+#define CHATD_CORE_H
+
+#include <chatd/plugin.h>
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct event;
+
+typedef struct core core;
+
+/* ------------------------------------------------------------------ log.c */
+
+/** Only messages at this level or more severe are written. Any thread. */
+void log_set_level(chatd_log_level level);
+chatd_log_level log_get_level(void);
+/** "error", "warn", "info", "debug" -> level; returns 0, or -1 when unknown. */
+int log_level_parse(const char *s, chatd_log_level *out);
+/** One line to stderr: level, instance (or "core"), message. Any thread. */
+void log_msg(chatd_log_level level, const char *instance, const char *fmt, ...) CHATD_PRINTF(3, 4);
+void log_vmsg(chatd_log_level level, const char *instance, const char *fmt, va_list ap)
+    CHATD_PRINTF(3, 0);
+
+/* --------------------------------------------------------------- config.c */
+
+/** One key = value line of a section (or a --set override). */
+typedef struct cfg_entry {
+    char *key;
+    char *value;
+    int line;      /**< line in the file; 0 for --set */
+    bool from_set; /**< value comes from --set SECTION.KEY=VALUE */
+} cfg_entry;
+
+/** One [section]: [chatd] or a plugin instance. */
+typedef struct cfg_section {
+    char *name;
+    int line; /**< line of the [header] (0 when created by --set) */
+    cfg_entry *entries;
+    size_t n, cap;
+    const chatd_cfg_key *keys; /**< accepted keys once validated */
+} cfg_section;
+
+/** A parsed configuration and the values of the [chatd] section. */
+typedef struct cfg {
+    char *file;
+    cfg_section **sections; /**< in file order */
+    size_t n, cap;
+
+    int64_t node_id;
+    chatd_log_level log_level;
+    int64_t session_ttl;       /**< seconds */
+    int64_t max_message_bytes; /**< bytes of UTF-8 text */
+    int64_t publish_rate;      /**< per member per second; 0 = unlimited */
+    const char *plugin_dir;    /**< NULL: the compiled-in directory */
+    int64_t max_pending;       /**< publishes in flight */
+    int64_t stop_timeout;      /**< seconds per stop phase */
+    int64_t auth_threads;      /**< password hashing threads */
+} cfg;
+
+/** Name of the core's own section. */
+#define CFG_CORE_SECTION "chatd"
+
+cfg *cfg_new(void);
+void cfg_free(cfg *c);
+/** Parse FILE. Errors logged as "FILE:LINE: reason"; returns 0 or -1. */
+int cfg_load(cfg *c, const char *file);
+/** Apply "SECTION.KEY=VALUE". Errors logged as "--set ARG: reason". */
+int cfg_set(cfg *c, const char *assignment);
+/** Validate [chatd] and the section names, fill the cfg_* values. 0 or -1. */
+int cfg_check_core(cfg *c);
+/** Validate the keys of a plugin section against `keys` (may be NULL). 0/-1. */
+int cfg_check_section(cfg *c, cfg_section *s, const chatd_cfg_key *keys);
+cfg_section *cfg_section_find(const cfg *c, const char *name);
+cfg_entry *cfg_entry_find(const cfg_section *s, const char *key);
+/** The accepted-key entry matching `key` (exact, or a prefix ending in '.'). */
+const chatd_cfg_key *cfg_key_match(const chatd_cfg_key *keys, const char *key);
+/** Log "FILE:LINE: [section] key: reason" for entry e (or the section). */
+void cfg_verror(const cfg *c, const cfg_section *s, const cfg_entry *e, const char *fmt, va_list ap)
+    CHATD_PRINTF(4, 0);
+void cfg_error(const cfg *c, const cfg_section *s, const cfg_entry *e, const char *fmt, ...)
+    CHATD_PRINTF(4, 5);
+/** Value parsers; each returns 0, or -1 with a reason in why. */
+int cfg_parse_int(const char *s, int64_t *out);
+int cfg_parse_size(const char *s, int64_t *out);
+int cfg_parse_bool(const char *s, int *out);
+
+/* --------------------------------------------------------------- loader.c */
+
+/** A loaded plugin module: its descriptor and hooks, copied within the sizes
+ *  the plugin declared (fields beyond them are zero). */
+typedef struct plugin {
+    char *path;
+    void *dl;
+    chatd_plugin_desc desc;
+    union {
+        chatd_transport_ops transport;
+        chatd_queue_ops queue;
+        chatd_store_ops store;
+        chatd_filter_ops filter;
+    } ops;
+} plugin;
+
+/**
+ * Find and load plugin `spec` (a name, looked up in plugin_dir or the
+ * compiled-in directory and, when running from the build tree, the build's
+ * plugins/NAME/.libs; or a path containing '/'). Checks the ABI. On refusal
+ * logs "FILE: reason" for `instance`, copies the reason to why, returns NULL.
+ */
+plugin *loader_open(const char *spec, const char *plugin_dir, const char *instance, char *why,
+                    size_t whylen);
+void loader_close(plugin *p);
+/** Name of a plugin kind ("transport", ...) or "unknown". */
+const char *loader_kind_name(chatd_plugin_kind kind);
+
+/* ------------------------------------------------------------------ ids.c */
+
+/** Epoch of message ids: 2024-01-01T00:00:00Z in ms since the Unix epoch. */
+#define IDS_EPOCH_MS INT64_C(1704067200000)
+
+typedef struct ids {
+    uint64_t node_id;
+    int64_t last_ms; /**< ms since IDS_EPOCH_MS of the last id */
+    uint32_t seq;
+} ids;
+
+void ids_init(ids *g, uint64_t node_id);
+/** Next id for wall time now_ms (Unix ms); strictly increasing. */
+uint64_t ids_next(ids *g, int64_t now_ms);
+/** Wall time (Unix ms) and node of an id. */
+int64_t ids_time_ms(uint64_t id);
+unsigned ids_node(uint64_t id);
+/** Strict decimal parse ("0" or no leading zero, no sign); 0 or -1. */
+int ids_parse(const char *s, size_t len, uint64_t *out);
+
+/* ------------------------------------------------------------------ msg.c */
+
+/** Allocate a message from fields (strings copied, validated). */
+chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out);
+chatd_status msg_parse_json(const char *json, size_t len, chatd_msg **out);
+chatd_msg *msg_ref(chatd_msg *m);
+void msg_unref(chatd_msg *m);
+chatd_msg_kind msg_kind(const chatd_msg *m);
+uint64_t msg_id(const chatd_msg *m);
+const char *msg_room(const chatd_msg *m);
+int64_t msg_writer_id(const chatd_msg *m);
+const char *msg_writer(const chatd_msg *m);
+const char *msg_text(const chatd_msg *m, size_t *len);
+int64_t msg_time_ms(const chatd_msg *m);
+uint64_t msg_up_to(const chatd_msg *m);
+const char *msg_json(chatd_msg *m, size_t *len);
+chatd_status msg_set_text(chatd_msg *m, const char *text, size_t len);
+/** Allow or forbid msg_set_text (only during the filter stage). */
+void msg_set_mutable(chatd_msg *m, bool on);
+/** Is [s, s+len) valid UTF-8 without NUL, overlongs or surrogates? */
+bool utf8_valid(const char *s, size_t len);
+/** Format Unix ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes). */
+void time_format_iso(int64_t ms, char *buf, size_t size);
+
+/* ----------------------------------------------------------- completion.c */
+
+/** Called once when a completion finishes; reason NULL when none. */
+typedef void (*completion_fn)(void *arg, chatd_status status, const char *reason);
+
+/** A completion for `owner` (used in logs). Never NULL: aborts on OOM. */
+chatd_completion *completion_new(core *c, chatd_ctx *owner, completion_fn fn, void *arg);
+/** Finish: calls fn exactly once; a second completion is logged and ignored. */
+void completion_complete(chatd_completion *comp, chatd_status status, const char *reason);
+/** Drop a completion the plugin never got (hook returned non-ASYNC). */
+void completion_discard(chatd_completion *comp);
+/** Keep the completion alive but never call fn (the waiter gave up). */
+void completion_abandon(chatd_completion *comp);
+/** Free the quarantine of finished completions (at shutdown). */
+void completion_cleanup(core *c);
+
+/* ----------------------------------------------------------------- post.c */
+
+typedef struct post_task post_task;
+
+typedef struct post_queue {
+    pthread_mutex_t mu;
+    post_task *head, *tail;
+    bool closed;
+    struct event *ev;
+} post_queue;
+
+int post_init(post_queue *q, struct event_base *base);
+/** Queue fn(arg) to run on the loop. Any thread. CHATD_ERR_UNAVAILABLE when
+ *  closed. */
+chatd_status post_add(post_queue *q, chatd_task_fn fn, void *arg);
+/** Refuse further posts and run what is queued (loop thread, at shutdown). */
+void post_close(post_queue *q);
+void post_free(post_queue *q);
+
+/* -------------------------------------------------------------- metrics.c */
+
+typedef struct metrics metrics;
+
+/** Histograms of the core (latency in ms). */
+enum { METRIC_HIST_QUEUE = 0, METRIC_HIST_STORE = 1, METRIC_HIST_COUNT };
+
+metrics *metrics_new(void);
+void metrics_free(metrics *m);
+/** name must be a Prometheus metric name; instance a label value. */
+int metrics_counter_add(metrics *m, const char *name, const char *instance, uint64_t delta);
+int metrics_gauge_set(metrics *m, const char *name, const char *instance, int64_t value);
+void metrics_observe(metrics *m, int which, double ms);
+void metrics_render(metrics *m, chatd_write_fn fn, void *arg);
+
+/* -------------------------------------------------------------- members.c */
+
+/** A cached member (members never change once created). */
+typedef struct member_entry {
+    int64_t id;
+    char *login_id;
+    char *name;
+    int64_t created_ms;
+} member_entry;
+
+typedef void (*member_entry_cb)(void *arg, chatd_status status, const member_entry *m);
+
+typedef struct members members;
+
+members *members_new(core *c);
+void members_free(members *ms);
+/** The member with this id, from the cache or the store. */
+void members_get(core *c, int64_t id, member_entry_cb cb, void *arg);
+/** Remember a member record (e.g. after register or login). */
+const member_entry *members_put(members *ms, const chatd_member *m);
+/** Parse "a&b" (positive decimal ids, a != b) into low/high; 0 or -1. */
+int room_parse(const char *room, int64_t *low, int64_t *high);
+/** Canonical "low&high" into buf (>= 42 bytes). */
+void room_format(int64_t low, int64_t high, char *buf, size_t size);
+/** chatd_api.room_check. */
+void members_room_check(core *c, int64_t member_id, const char *room, chatd_room_cb cb, void *arg);
+
+/* ------------------------------------------------------------- pipeline.c */
+
+typedef struct pipeline pipeline;
+
+pipeline *pipeline_new(core *c);
+void pipeline_free(pipeline *p);
+void pipeline_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg);
+void pipeline_consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status_cb done,
+                      void *arg);
+/** Publishes and consumes in flight. */
+size_t pipeline_pending(const pipeline *p);
+
+/* ----------------------------------------------------------------- auth.c */
+
+typedef struct auth auth;
+
+auth *auth_new(core *c, unsigned threads);
+/** Stop the hashing threads; callbacks of unfinished requests get
+ *  CHATD_ERR_UNAVAILABLE. */
+void auth_shutdown(auth *a);
+void auth_free(auth *a);
+void auth_register(core *c, const char *login_id, const char *name, const char *password,
+                   chatd_member_cb cb, void *arg);
+void auth_login(core *c, const char *login_id, const char *password, chatd_login_cb cb, void *arg);
+void auth_logout(core *c, const char *token, chatd_status_cb cb, void *arg);
+void auth_authenticate(core *c, const char *token, chatd_member_cb cb, void *arg);
+/** Validation rules of the member fields; return NULL or the reason. */
+const char *auth_check_login_id(const char *login_id);
+const char *auth_check_name(const char *name);
+const char *auth_check_password(const char *password);
+
+/* ------------------------------------------------------------------ api.c */
+
+/** The services table handed to every plugin instance. */
+const chatd_api *api_table(void);
+const char *api_status_str(chatd_status st);
+
+/* ----------------------------------------------------------------- core.c */
+
+/** A plugin instance (or the core itself), as plugins see it. */
+struct chatd_ctx {
+    core *core;
+    const char *name; /**< the section name ("core" for the core) */
+    cfg_section *sec; /**< NULL for the core */
+    plugin *plugin;   /**< NULL for the core */
+    void *inst;
+    chatd_plugin_kind kind;
+    bool created, started, failed;
+};
+
+typedef enum core_state { CORE_LOADED = 0, CORE_RUNNING, CORE_STOPPING, CORE_STOPPED } core_state;
+
+struct core {
+    cfg *cfg;
+    struct event_base *base;
+    pthread_t loop_thread;
+    core_state state;
+    int exit_code;
+
+    chatd_ctx self;    /**< the core's own context ("core") */
+    chatd_ctx **insts; /**< plugin instances in config order */
+    size_t ninst;
+    chatd_ctx *queue, *store;
+
+    ids ids;
+    post_queue post;
+    metrics *metrics;
+    members *members;
+    pipeline *pipeline;
+    auth *auth;
+    void *completions; /**< completion.c state */
+
+    struct event *sig_int, *sig_term, *sig_hup;
+    void *stopper; /**< core.c stop state while stopping */
+};
+
+/** The configuration must have been checked with cfg_check_core. Loads every
+ *  plugin and validates its section; returns NULL on any error (logged). */
+core *core_new(cfg *c);
+/** Create every instance and start them (store, queue, filters, transports).
+ *  0, or -1 after undoing what was started. */
+int core_start(core *c);
+/** Begin a graceful stop (idempotent). The loop exits once stopped. */
+void core_stop(core *c);
+/** Run the loop until stopped; returns the exit code (0 after a clean stop). */
+int core_run(core *c);
+/** Destroy instances, unload plugins, free. Does not free the cfg. */
+void core_free(core *c);
+chatd_ctx *core_instance(core *c, const char *name);
+/** Every instance of a kind, in config order, through fn. */
+void core_each(core *c, chatd_plugin_kind kind, void (*fn)(void *arg, chatd_ctx *ctx), void *arg);
+bool core_on_loop(const core *c);
+
+#endif /* CHATD_CORE_H */

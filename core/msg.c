@@ -1,0 +1,362 @@
+/*
+ * core/msg.c - the reference-counted message (chatd_msg): creation from
+ * fields, the JSON wire form (encoded once with json-c and cached, so one
+ * body is shared by every subscriber and the queue), and parsing it back.
+ *
+ * A message is immutable once it leaves the filter stage; msg_set_text is
+ * refused outside it.
+ */
+#include "config.h"
+
+#include "core.h"
+
+#include <json-c/json.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Longest room id: two int64 decimals and '&'. */
+#define ROOM_MAX 41
+/* Longest login id accepted from the wire. */
+#define WRITER_MAX 64
+
+struct chatd_msg {
+    atomic_uint refs;
+    bool mut; /* msg_set_text allowed (filter stage) */
+    chatd_msg_kind kind;
+    uint64_t id;
+    uint64_t up_to;
+    int64_t writer_id;
+    int64_t time_ms;
+    char *room;
+    char *writer;
+    char *text;
+    size_t text_len;
+    char *json; /* cached wire form */
+    size_t json_len;
+};
+
+bool utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        if (c == 0) return false;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n;
+        uint32_t cp;
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false; /* continuation byte, overlong lead or > U+10FFFF */
+        }
+        if (len - i <= n) return false;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+void time_format_iso(int64_t ms, char *buf, size_t size)
+{
+    time_t sec = (time_t)(ms / 1000);
+    int milli = (int)(ms % 1000);
+    if (milli < 0) {
+        milli += 1000;
+        sec--;
+    }
+    struct tm tm;
+    if (!gmtime_r(&sec, &tm)) {
+        snprintf(buf, size, "1970-01-01T00:00:00.000Z");
+        return;
+    }
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, milli);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS[.mmm]Z" -> Unix ms; 0 or -1. */
+static int time_parse_iso(const char *s, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p) return -1;
+    int milli = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 3) milli = milli * 10 + (*p - '0');
+            digits++;
+            p++;
+        }
+        if (digits == 0) return -1;
+        for (; digits < 3; digits++)
+            milli *= 10;
+    }
+    if (strcmp(p, "Z") != 0) return -1;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1) return -1;
+    *out = (int64_t)t * 1000 + milli;
+    return 0;
+}
+
+static bool room_ok(const char *room)
+{
+    int64_t lo, hi;
+    return room && strlen(room) <= ROOM_MAX && room_parse(room, &lo, &hi) == 0;
+}
+
+chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
+{
+    *out = NULL;
+    if (!f || f->size < offsetof(chatd_msg_fields, up_to) + sizeof(f->up_to))
+        return CHATD_ERR_INVALID;
+    if (f->kind != CHATD_MSG_CHAT && f->kind != CHATD_MSG_READ) return CHATD_ERR_INVALID;
+    if (!room_ok(f->room_id) || !f->writer || !f->writer[0] || strlen(f->writer) > WRITER_MAX ||
+        f->writer_id <= 0)
+        return CHATD_ERR_INVALID;
+    const char *text = "";
+    size_t text_len = 0;
+    if (f->kind == CHATD_MSG_CHAT) {
+        if (!f->text || !utf8_valid(f->text, f->text_len)) return CHATD_ERR_INVALID;
+        text = f->text;
+        text_len = f->text_len;
+    }
+    chatd_msg *m = calloc(1, sizeof(*m));
+    if (!m) return CHATD_ERR_NOMEM;
+    atomic_init(&m->refs, 1);
+    m->kind = f->kind;
+    m->id = f->id;
+    m->up_to = f->kind == CHATD_MSG_READ ? f->up_to : 0;
+    m->writer_id = f->writer_id;
+    m->time_ms = f->time_ms;
+    m->room = strdup(f->room_id);
+    m->writer = strdup(f->writer);
+    m->text = malloc(text_len + 1);
+    if (!m->room || !m->writer || !m->text) {
+        msg_unref(m);
+        return CHATD_ERR_NOMEM;
+    }
+    memcpy(m->text, text, text_len);
+    m->text[text_len] = '\0';
+    m->text_len = text_len;
+    *out = m;
+    return CHATD_OK;
+}
+
+chatd_msg *msg_ref(chatd_msg *m)
+{
+    if (m) atomic_fetch_add(&m->refs, 1);
+    return m;
+}
+
+void msg_unref(chatd_msg *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
+    free(m->room);
+    free(m->writer);
+    free(m->text);
+    free(m->json);
+    free(m);
+}
+
+chatd_msg_kind msg_kind(const chatd_msg *m)
+{
+    return m->kind;
+}
+uint64_t msg_id(const chatd_msg *m)
+{
+    return m->id;
+}
+const char *msg_room(const chatd_msg *m)
+{
+    return m->room;
+}
+int64_t msg_writer_id(const chatd_msg *m)
+{
+    return m->writer_id;
+}
+const char *msg_writer(const chatd_msg *m)
+{
+    return m->writer;
+}
+int64_t msg_time_ms(const chatd_msg *m)
+{
+    return m->time_ms;
+}
+uint64_t msg_up_to(const chatd_msg *m)
+{
+    return m->up_to;
+}
+
+const char *msg_text(const chatd_msg *m, size_t *len)
+{
+    if (len) *len = m->text_len;
+    return m->text;
+}
+
+void msg_set_mutable(chatd_msg *m, bool on)
+{
+    m->mut = on;
+}
+
+chatd_status msg_set_text(chatd_msg *m, const char *text, size_t len)
+{
+    if (!m || !m->mut || m->kind != CHATD_MSG_CHAT || !text || !utf8_valid(text, len))
+        return CHATD_ERR_INVALID;
+    char *t = malloc(len + 1);
+    if (!t) return CHATD_ERR_NOMEM;
+    memcpy(t, text, len);
+    t[len] = '\0';
+    free(m->text);
+    m->text = t;
+    m->text_len = len;
+    free(m->json);
+    m->json = NULL;
+    m->json_len = 0;
+    return CHATD_OK;
+}
+
+static int add_u64(json_object *o, const char *key, uint64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
+    json_object *s = json_object_new_string(buf);
+    return s ? json_object_object_add(o, key, s) : -1;
+}
+
+static int add_str(json_object *o, const char *key, const char *v, size_t len)
+{
+    json_object *s = json_object_new_string_len(v, (int)len);
+    return s ? json_object_object_add(o, key, s) : -1;
+}
+
+static int add_int(json_object *o, const char *key, int64_t v)
+{
+    json_object *s = json_object_new_int64(v);
+    return s ? json_object_object_add(o, key, s) : -1;
+}
+
+const char *msg_json(chatd_msg *m, size_t *len)
+{
+    if (m->json) {
+        if (len) *len = m->json_len;
+        return m->json;
+    }
+    json_object *o = json_object_new_object();
+    if (!o) return NULL;
+    char ts[32];
+    time_format_iso(m->time_ms, ts, sizeof(ts));
+    bool chat = m->kind == CHATD_MSG_CHAT;
+    int rc = add_str(o, "type", chat ? "chat" : "read", chat ? 4 : 4);
+    rc |= add_u64(o, "id", m->id);
+    rc |= add_str(o, "roomId", m->room, strlen(m->room));
+    rc |= add_str(o, "writer", m->writer, strlen(m->writer));
+    rc |= add_int(o, "writerId", m->writer_id);
+    if (chat) {
+        rc |= add_str(o, "message", m->text, m->text_len);
+    } else {
+        rc |= add_int(o, "memberId", m->writer_id);
+        rc |= add_u64(o, "upTo", m->up_to);
+    }
+    rc |= add_str(o, "timestamp", ts, strlen(ts));
+    const char *s = NULL;
+    size_t n = 0;
+    if (rc == 0)
+        s = json_object_to_json_string_length(
+            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    if (s && (m->json = malloc(n + 1))) {
+        memcpy(m->json, s, n + 1);
+        m->json_len = n;
+    }
+    json_object_put(o);
+    if (m->json && len) *len = m->json_len;
+    return m->json;
+}
+
+static const char *get_str(json_object *o, const char *key, size_t *len)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    if (len) *len = (size_t)json_object_get_string_len(v);
+    return json_object_get_string(v);
+}
+
+static int get_id(json_object *o, const char *key, uint64_t *out)
+{
+    size_t n;
+    const char *s = get_str(o, key, &n);
+    return s ? ids_parse(s, n, out) : -1;
+}
+
+static int get_int(json_object *o, const char *key, int64_t *out)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int)) return -1;
+    *out = json_object_get_int64(v);
+    return 0;
+}
+
+chatd_status msg_parse_json(const char *json, size_t len, chatd_msg **out)
+{
+    *out = NULL;
+    if (!json || len == 0 || len > 16 * 1024 * 1024) return CHATD_ERR_INVALID;
+    json_tokener *tok = json_tokener_new();
+    if (!tok) return CHATD_ERR_NOMEM;
+    json_object *o = json_tokener_parse_ex(tok, json, (int)len);
+    bool complete = json_tokener_get_error(tok) == json_tokener_success &&
+                    json_tokener_get_parse_end(tok) == len;
+    json_tokener_free(tok);
+    chatd_status st = CHATD_ERR_INVALID;
+    if (!o || !complete || !json_object_is_type(o, json_type_object)) goto out;
+
+    chatd_msg_fields f = {.size = sizeof(f)};
+    const char *type = get_str(o, "type", NULL);
+    if (!type) goto out;
+    if (strcmp(type, "chat") == 0)
+        f.kind = CHATD_MSG_CHAT;
+    else if (strcmp(type, "read") == 0)
+        f.kind = CHATD_MSG_READ;
+    else
+        goto out;
+    const char *ts = get_str(o, "timestamp", NULL);
+    f.room_id = get_str(o, "roomId", NULL);
+    f.writer = get_str(o, "writer", NULL);
+    if (get_id(o, "id", &f.id) != 0 || f.id == 0 || !ts || time_parse_iso(ts, &f.time_ms) != 0 ||
+        get_int(o, "writerId", &f.writer_id) != 0)
+        goto out;
+    if (f.kind == CHATD_MSG_CHAT) {
+        f.text = get_str(o, "message", &f.text_len);
+        if (!f.text) goto out;
+    } else {
+        int64_t member;
+        if (get_id(o, "upTo", &f.up_to) != 0 || get_int(o, "memberId", &member) != 0 ||
+            member != f.writer_id)
+            goto out;
+    }
+    st = msg_create(&f, out);
+out:
+    json_object_put(o);
+    return st;
+}

@@ -1,0 +1,77 @@
+/*
+ * http_parser.h - strict, incremental HTTP/1.1 request parser of transport-ws.
+ *
+ * Pure C, no libevent: fed with whatever bytes arrived, it copies one request
+ * into its own bounded buffer and reports how many input bytes it used, so the
+ * rest (a pipelined request, or WebSocket frames after an upgrade) stays with
+ * the caller. Violations yield the HTTP status to answer with:
+ *   400 malformed, 411 Transfer-Encoding (chunked request bodies are refused:
+ *   send Content-Length), 413 body too large, 414 request line too long,
+ *   431 too many or too large headers, 501 unknown method, 505 version.
+ */
+#ifndef TW_HTTP_PARSER_H
+#define TW_HTTP_PARSER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct http_limits {
+    size_t max_request_line; /* bytes of "METHOD target HTTP/1.1" */
+    size_t max_header_bytes; /* request line + all header lines */
+    size_t max_headers;      /* number of header fields */
+    size_t max_body;         /* Content-Length bound */
+} http_limits;
+
+typedef struct http_header {
+    const char *name;  /* as received (compare case-insensitively) */
+    const char *value; /* leading/trailing whitespace removed */
+} http_header;
+
+typedef struct http_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *target; /* origin-form, raw (not percent-decoded) */
+    int version_minor;  /* 0 or 1 (HTTP/1.x) */
+    http_header *headers;
+    size_t nheaders;
+    const char *body; /* NUL-terminated copy; body_len bytes */
+    size_t body_len;
+    int keep_alive; /* after this response, keep the connection */
+} http_request;
+
+enum { HTTP_PARSE_MORE = 0, HTTP_PARSE_DONE = 1, HTTP_PARSE_ERROR = -1 };
+
+typedef struct http_parser {
+    http_limits lim;
+    int state;           /* internal */
+    char *head;          /* request line + headers, max_header_bytes + 1 */
+    size_t head_len;
+    char *body;          /* Content-Length + 1 bytes */
+    size_t body_need;
+    http_request req;    /* valid after HTTP_PARSE_DONE until reset/feed */
+    int status;          /* HTTP status of the error after HTTP_PARSE_ERROR */
+    const char *error;   /* static reason after HTTP_PARSE_ERROR */
+} http_parser;
+
+/* Allocate buffers. Returns 0, or -1 on out of memory. */
+int http_parser_init(http_parser *p, const http_limits *lim);
+void http_parser_free(http_parser *p);
+/* Forget the current request; ready for the next one. */
+void http_parser_reset(http_parser *p);
+
+/* Feed bytes; *consumed says how many were used (the rest belongs to what
+ * follows the request). Returns HTTP_PARSE_MORE, HTTP_PARSE_DONE (p->req is
+ * complete) or HTTP_PARSE_ERROR (p->status, p->error; answer and close). */
+int http_parser_feed(http_parser *p, const char *data, size_t len, size_t *consumed);
+
+/* First header called `name` (case-insensitive), or NULL. */
+const char *http_request_header(const http_request *r, const char *name);
+
+/* Does the comma-separated list `value` contain `token` (case-insensitive)? */
+int http_has_token(const char *value, const char *token);
+
+/* Percent-decode `in` (len bytes) into out (size outsz, NUL-terminated).
+ * '+' is kept. Returns the decoded length, or -1 on a bad escape, an encoded
+ * NUL, or no room. */
+long http_percent_decode(const char *in, size_t len, char *out, size_t outsz);
+
+#endif

@@ -1,0 +1,624 @@
+/*
+ * rest.c - the REST API of transport-ws (JSON through json-c): members,
+ * login/logout with the chatd_session cookie, the member's rooms, room
+ * history pages, /healthz and /metrics. Every call that needs the core is
+ * asynchronous: the connection stops reading until the answer is written.
+ */
+#include "config.h"
+
+#include "tw.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { OP_ME = 1, OP_MEMBERS, OP_ROOMS, OP_HISTORY };
+
+struct rest_op {
+    tw_conn *c;
+    int kind;
+    int64_t member_id;
+    char room[128];
+    uint64_t before;
+    unsigned limit;
+};
+
+int tw_status_http(chatd_status st)
+{
+    switch (st) {
+    case CHATD_OK: return 200;
+    case CHATD_REJECT: return 422;
+    case CHATD_ERR_INVALID: return 400;
+    case CHATD_ERR_AUTH: return 401;
+    case CHATD_ERR_FORBIDDEN: return 403;
+    case CHATD_ERR_NOTFOUND: return 404;
+    case CHATD_ERR_EXISTS: return 409;
+    case CHATD_ERR_BUSY: return 429;
+    case CHATD_ERR_UNAVAILABLE: return 503;
+    default: return 500;
+    }
+}
+
+/* ---- request helpers ------------------------------------------------------ */
+
+char *tw_cookie_get(const char *cookies, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *s = cookies;
+    while (s && *s) {
+        while (*s == ' ' || *s == ';' || *s == '\t')
+            s++;
+        const char *end = strchr(s, ';');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        if (len > nl && strncmp(s, name, nl) == 0 && s[nl] == '=') {
+            const char *v = s + nl + 1;
+            size_t vl = len - nl - 1;
+            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+                vl--;
+            if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+                v++;
+                vl -= 2;
+            }
+            if (vl == 0)
+                return NULL;
+            return strndup(v, vl);
+        }
+        s = end;
+    }
+    return NULL;
+}
+
+char *tw_request_token(const http_request *req, int *from_cookie)
+{
+    const char *auth = http_request_header(req, "Authorization");
+    *from_cookie = 0;
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        const char *t = auth + 7;
+        while (*t == ' ')
+            t++;
+        return *t ? strdup(t) : NULL;
+    }
+    const char *cookies = http_request_header(req, "Cookie");
+    if (!cookies)
+        return NULL;
+    char *t = tw_cookie_get(cookies, "chatd_session");
+    *from_cookie = t != NULL;
+    return t;
+}
+
+/* Value of `key` in a query string, percent-decoded into out. 1 found,
+ * 0 absent, -1 malformed. */
+static int query_get(const char *q, const char *key, char *out, size_t outsz)
+{
+    size_t kl = strlen(key);
+    const char *s = q;
+    while (s && *s) {
+        const char *end = strchr(s, '&');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        if (len >= kl && strncmp(s, key, kl) == 0 && (len == kl || s[kl] == '=')) {
+            const char *v = len == kl ? s + kl : s + kl + 1;
+            size_t vl = len == kl ? 0 : len - kl - 1;
+            return http_percent_decode(v, vl, out, outsz) < 0 ? -1 : 1;
+        }
+        s = end ? end + 1 : NULL;
+    }
+    return 0;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+static void respond_json(tw_conn *c, int status, json_object *o, const char *extra)
+{
+    size_t len = 0;
+    const char *s = json_object_to_json_string_length(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    char hdrs[512];
+    snprintf(hdrs, sizeof(hdrs), "Cache-Control: no-store\r\n%s", extra ? extra : "");
+    if (!s) {
+        tw_http_error(c, 500, "out of memory");
+        return;
+    }
+    tw_http_respond(c, status, "application/json", hdrs, s, len);
+}
+
+static void respond_status(tw_conn *c, chatd_status st, const char *msg)
+{
+    tw_http_error(c, tw_status_http(st), msg ? msg : c->srv->api->status_str(st));
+}
+
+static json_object *member_json(const chatd_member *m)
+{
+    json_object *o = json_object_new_object();
+    if (!o)
+        return NULL;
+    json_object_object_add(o, "id", json_object_new_int64(m->id));
+    json_object_object_add(o, "loginId", json_object_new_string(m->login_id ? m->login_id : ""));
+    json_object_object_add(o, "name", json_object_new_string(m->name ? m->name : ""));
+    return o;
+}
+
+static void op_finish(struct rest_op *op)
+{
+    tw_conn *c = op->c;
+    if (!c->closed) {
+        tw_http_done(c);
+        tw_conn_kick(c);
+    }
+    free(op);
+    tw_conn_unref(c);
+}
+
+static struct rest_op *op_new(tw_conn *c, int kind)
+{
+    struct rest_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        return NULL;
+    op->c = c;
+    op->kind = kind;
+    tw_conn_ref(c);
+    return op;
+}
+
+/* parse the JSON object body of a POST; responds and returns NULL on error */
+static json_object *body_json(tw_conn *c, const http_request *req)
+{
+    const char *ct = http_request_header(req, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
+        tw_http_error(c, 415, "send the body as Content-Type: application/json");
+        return NULL;
+    }
+    json_tokener *tok = json_tokener_new();
+    if (!tok) {
+        tw_http_error(c, 503, "out of memory");
+        return NULL;
+    }
+    json_object *o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    enum json_tokener_error e = json_tokener_get_error(tok);
+    json_tokener_free(tok);
+    if (!o || e != json_tokener_success || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        tw_http_error(c, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return o;
+}
+
+static const char *jstr(json_object *o, const char *k)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* ---- POST /api/members ---------------------------------------------------- */
+
+static void register_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+{
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    if (!c->closed) {
+        if (st == CHATD_OK && n > 0) {
+            json_object *o = member_json(&rows[0]);
+            respond_json(c, 201, o, NULL);
+            json_object_put(o);
+        } else if (st == CHATD_ERR_EXISTS) {
+            tw_http_error(c, 409, "that login id is taken");
+        } else if (st == CHATD_ERR_INVALID) {
+            tw_http_error(c, 400, "invalid loginId, name or password");
+        } else {
+            respond_status(c, st == CHATD_OK ? CHATD_ERR_INTERNAL : st, NULL);
+        }
+    }
+    op_finish(op);
+}
+
+static void login_cb(void *arg, chatd_status st, const char *token, const chatd_member *m)
+{
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    if (!c->closed) {
+        if (st == CHATD_OK && token && m) {
+            json_object *o = json_object_new_object();
+            json_object_object_add(o, "token", json_object_new_string(token));
+            json_object_object_add(o, "member", member_json(m));
+            char cookie[256];
+            snprintf(cookie, sizeof(cookie),
+                     "Set-Cookie: chatd_session=%s; HttpOnly; SameSite=Strict; Path=/%s\r\n",
+                     token, c->tls ? "; Secure" : "");
+            respond_json(c, 200, o, cookie);
+            json_object_put(o);
+        } else if (st == CHATD_ERR_AUTH || st == CHATD_ERR_NOTFOUND) {
+            tw_http_error(c, 401, "wrong login id or password");
+        } else {
+            respond_status(c, st == CHATD_OK ? CHATD_ERR_INTERNAL : st, NULL);
+        }
+    }
+    op_finish(op);
+}
+
+static void logout_cb(void *arg, chatd_status st)
+{
+    (void)st;
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    if (!c->closed)
+        tw_http_respond(c, 204, NULL,
+                        "Cache-Control: no-store\r\nSet-Cookie: chatd_session=; HttpOnly; "
+                        "SameSite=Strict; Path=/; Max-Age=0\r\n",
+                        NULL, 0);
+    op_finish(op);
+}
+
+/* ---- authenticated GETs --------------------------------------------------- */
+
+static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+{
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    if (!c->closed) {
+        if (st != CHATD_OK) {
+            respond_status(c, st, NULL);
+        } else {
+            json_object *a = json_object_new_array();
+            for (size_t i = 0; a && i < n; i++)
+                json_object_array_add(a, member_json(&rows[i]));
+            respond_json(c, 200, a, NULL);
+            json_object_put(a);
+        }
+    }
+    op_finish(op);
+}
+
+static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows, size_t n)
+{
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    if (!c->closed) {
+        if (st != CHATD_OK) {
+            respond_status(c, st, NULL);
+        } else {
+            json_object *a = json_object_new_array();
+            for (size_t i = 0; a && i < n; i++) {
+                const chatd_room_summary *r = &rows[i];
+                json_object *o = json_object_new_object(), *peer = json_object_new_object();
+                char ts[32], id[24], rd[24];
+                json_object_object_add(peer, "id", json_object_new_int64(r->peer_id));
+                json_object_object_add(peer, "loginId",
+                                       json_object_new_string(r->peer_login ? r->peer_login : ""));
+                json_object_object_add(peer, "name",
+                                       json_object_new_string(r->peer_name ? r->peer_name : ""));
+                json_object_object_add(o, "roomId", json_object_new_string(r->room_id));
+                json_object_object_add(o, "peer", peer);
+                json_object_object_add(o, "lastMessage",
+                                       json_object_new_string(r->last_message ? r->last_message
+                                                                              : ""));
+                snprintf(id, sizeof(id), "%" PRIu64, r->last_msg_id);
+                json_object_object_add(o, "lastMessageId",
+                                       r->last_msg_id ? json_object_new_string(id) : NULL);
+                if (r->last_ms > 0) {
+                    tw_iso_time(r->last_ms, ts);
+                    json_object_object_add(o, "lastTimestamp", json_object_new_string(ts));
+                } else {
+                    json_object_object_add(o, "lastTimestamp", NULL);
+                }
+                json_object_object_add(o, "unread", json_object_new_int64(r->unread));
+                snprintf(rd, sizeof(rd), "%" PRIu64, r->last_read_id);
+                json_object_object_add(o, "lastReadId",
+                                       r->last_read_id ? json_object_new_string(rd) : NULL);
+                json_object_array_add(a, o);
+            }
+            respond_json(c, 200, a, NULL);
+            json_object_put(a);
+        }
+    }
+    op_finish(op);
+}
+
+static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n,
+                       uint64_t next)
+{
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    const chatd_api *api = c->srv->api;
+    if (!c->closed) {
+        if (st != CHATD_OK) {
+            respond_status(c, st, NULL);
+        } else {
+            /* the bodies are the messages' own JSON wire form, spliced as is */
+            struct evbuffer *b = evbuffer_new();
+            int rc = b ? evbuffer_add(b, "{\"messages\":[", 13) : -1;
+            for (size_t i = 0; rc == 0 && i < n; i++) {
+                size_t jl = 0;
+                const char *j = api->msg_json(msgs[i], &jl);
+                if (!j) {
+                    rc = -1;
+                    break;
+                }
+                if (i > 0)
+                    rc = evbuffer_add(b, ",", 1);
+                if (rc == 0)
+                    rc = evbuffer_add(b, j, jl);
+            }
+            if (rc == 0) {
+                if (next)
+                    rc = evbuffer_add_printf(b, "],\"next\":\"%" PRIu64 "\"}", next) < 0 ? -1 : 0;
+                else
+                    rc = evbuffer_add(b, "],\"next\":null}", 14);
+            }
+            if (rc == 0)
+                tw_http_respond_buffer(c, 200, "application/json", "Cache-Control: no-store\r\n",
+                                       b);
+            else
+                tw_http_error(c, 503, "out of memory");
+            if (b)
+                evbuffer_free(b);
+        }
+    }
+    op_finish(op);
+}
+
+static void history_room_cb(void *arg, chatd_status st, const char *room_id, int64_t peer)
+{
+    (void)peer;
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    if (c->closed || st != CHATD_OK) {
+        if (!c->closed)
+            respond_status(c, st, st == CHATD_ERR_FORBIDDEN  ? "you are not a member of this room"
+                                  : st == CHATD_ERR_NOTFOUND ? "no such room"
+                                  : st == CHATD_ERR_INVALID  ? "malformed room id"
+                                                             : NULL);
+        op_finish(op);
+        return;
+    }
+    snprintf(op->room, sizeof(op->room), "%s", room_id);
+    c->srv->api->history(c->srv->ctx, op->member_id, op->room, op->before, op->limit,
+                         history_cb, op);
+}
+
+static void rest_auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+{
+    struct rest_op *op = arg;
+    tw_conn *c = op->c;
+    const chatd_api *api = c->srv->api;
+    chatd_ctx *ctx = c->srv->ctx;
+    if (c->closed) {
+        op_finish(op);
+        return;
+    }
+    if (st != CHATD_OK || n < 1) {
+        tw_http_error(c, 401, "authentication required: log in first");
+        op_finish(op);
+        return;
+    }
+    op->member_id = rows[0].id;
+    switch (op->kind) {
+    case OP_ME: {
+        json_object *o = member_json(&rows[0]);
+        respond_json(c, 200, o, NULL);
+        json_object_put(o);
+        op_finish(op);
+        return;
+    }
+    case OP_MEMBERS:
+        api->member_list(ctx, members_cb, op);
+        return;
+    case OP_ROOMS:
+        api->room_list(ctx, op->member_id, rooms_cb, op);
+        return;
+    case OP_HISTORY:
+        api->room_check(ctx, op->member_id, op->room, history_room_cb, op);
+        return;
+    default:
+        tw_http_error(c, 500, "internal error");
+        op_finish(op);
+    }
+}
+
+/* ---- /metrics ------------------------------------------------------------- */
+
+static void metrics_write(void *arg, const char *data, size_t len)
+{
+    evbuffer_add(arg, data, len);
+}
+
+/* ---- router --------------------------------------------------------------- */
+
+static void method_not_allowed(tw_conn *c, const char *allow)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+    tw_http_respond(c, 405, "application/json", extra, "{\"error\":\"method not allowed\"}",
+                    30);
+    tw_http_done(c);
+}
+
+static void start_authed(tw_conn *c, const http_request *req, struct rest_op *op)
+{
+    int from_cookie = 0;
+    char *token = tw_request_token(req, &from_cookie);
+    if (!token) {
+        tw_http_error(c, 401, "authentication required: log in first");
+        op_finish(op);
+        return;
+    }
+    c->srv->api->authenticate(c->srv->ctx, token, rest_auth_cb, op);
+    free(token);
+}
+
+int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const char *query)
+{
+    tw_server *s = c->srv;
+    const chatd_api *api = s->api;
+    int get = strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+    int post = strcmp(req->method, "POST") == 0;
+
+    if (strcmp(path, "/healthz") == 0) {
+        if (!get) {
+            method_not_allowed(c, "GET, HEAD");
+            return 1;
+        }
+        int up = api->healthy(s->ctx) && !s->stopping;
+        const char *b = up ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
+        tw_http_respond(c, up ? 200 : 503, "application/json", "Cache-Control: no-store\r\n", b,
+                        strlen(b));
+        tw_http_done(c);
+        return 1;
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        if (!get) {
+            method_not_allowed(c, "GET, HEAD");
+            return 1;
+        }
+        struct evbuffer *b = evbuffer_new();
+        if (!b) {
+            tw_http_error(c, 503, "out of memory");
+        } else {
+            api->metrics_render(s->ctx, metrics_write, b);
+            tw_http_respond_buffer(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                   "Cache-Control: no-store\r\n", b);
+            evbuffer_free(b);
+        }
+        tw_http_done(c);
+        return 1;
+    }
+    if (strncmp(path, "/api/", 5) != 0 && strcmp(path, "/api") != 0)
+        return 0;
+
+    if (strcmp(path, "/api/members") == 0 && post) {
+        json_object *o = body_json(c, req);
+        if (!o) {
+            tw_http_done(c);
+            return 1;
+        }
+        const char *login = jstr(o, "loginId"), *name = jstr(o, "name"),
+                   *pw = jstr(o, "password");
+        if (!login || !*login || !name || !*name || !pw || !*pw) {
+            json_object_put(o);
+            tw_http_error(c, 400, "loginId, name and password are required strings");
+            tw_http_done(c);
+            return 1;
+        }
+        struct rest_op *op = op_new(c, 0);
+        if (!op) {
+            json_object_put(o);
+            tw_http_error(c, 503, "out of memory");
+            tw_http_done(c);
+            return 1;
+        }
+        api->member_register(s->ctx, login, name, pw, register_cb, op);
+        json_object_put(o);
+        return 1;
+    }
+    if (strcmp(path, "/api/login") == 0 && post) {
+        json_object *o = body_json(c, req);
+        if (!o) {
+            tw_http_done(c);
+            return 1;
+        }
+        const char *login = jstr(o, "loginId"), *pw = jstr(o, "password");
+        if (!login || !pw) {
+            json_object_put(o);
+            tw_http_error(c, 400, "loginId and password are required strings");
+            tw_http_done(c);
+            return 1;
+        }
+        struct rest_op *op = op_new(c, 0);
+        if (!op) {
+            json_object_put(o);
+            tw_http_error(c, 503, "out of memory");
+            tw_http_done(c);
+            return 1;
+        }
+        api->login(s->ctx, login, pw, login_cb, op);
+        json_object_put(o);
+        return 1;
+    }
+    if (strcmp(path, "/api/logout") == 0 && post) {
+        int from_cookie = 0;
+        char *token = tw_request_token(req, &from_cookie);
+        struct rest_op *op = op_new(c, 0);
+        if (!op) {
+            free(token);
+            tw_http_error(c, 503, "out of memory");
+            tw_http_done(c);
+            return 1;
+        }
+        if (token)
+            api->logout(s->ctx, token, logout_cb, op);
+        else
+            logout_cb(op, CHATD_OK);
+        free(token);
+        return 1;
+    }
+    int kind = 0;
+    char room[128] = "";
+    if (strcmp(path, "/api/me") == 0) {
+        kind = OP_ME;
+    } else if (strcmp(path, "/api/members") == 0) {
+        kind = OP_MEMBERS;
+    } else if (strcmp(path, "/api/rooms") == 0) {
+        kind = OP_ROOMS;
+    } else if (strncmp(path, "/api/rooms/", 11) == 0) {
+        const char *seg = path + 11, *slash = strchr(seg, '/');
+        if (slash && strcmp(slash, "/messages") == 0 && slash > seg &&
+            http_percent_decode(seg, (size_t)(slash - seg), room, sizeof(room)) > 0)
+            kind = OP_HISTORY;
+    }
+    if (!kind) {
+        int known = strcmp(path, "/api/members") == 0 || strcmp(path, "/api/login") == 0 ||
+                    strcmp(path, "/api/logout") == 0;
+        if (known) {
+            method_not_allowed(c, strcmp(path, "/api/members") == 0 ? "GET, POST" : "POST");
+        } else {
+            tw_http_error(c, 404, "no such API endpoint");
+            tw_http_done(c);
+        }
+        return 1;
+    }
+    if (!get) {
+        method_not_allowed(c, kind == OP_MEMBERS ? "GET, POST" : "GET");
+        return 1;
+    }
+    struct rest_op *op = op_new(c, kind);
+    if (!op) {
+        tw_http_error(c, 503, "out of memory");
+        tw_http_done(c);
+        return 1;
+    }
+    if (kind == OP_HISTORY) {
+        char v[32];
+        int rc;
+        snprintf(op->room, sizeof(op->room), "%s", room);
+        op->limit = 50;
+        if ((rc = query_get(query, "before", v, sizeof(v))) != 0) {
+            char *end;
+            errno = 0;
+            op->before = rc > 0 && *v ? strtoull(v, &end, 10) : 0;
+            if (rc < 0 || (*v && (errno || *end || *v < '0' || *v > '9'))) {
+                tw_http_error(c, 400, "before must be a message id");
+                op_finish(op);
+                return 1;
+            }
+        }
+        if ((rc = query_get(query, "limit", v, sizeof(v))) != 0) {
+            char *end;
+            errno = 0;
+            long l = rc > 0 ? strtol(v, &end, 10) : 0;
+            if (rc < 0 || errno || *end || l < 1 || l > 200) {
+                tw_http_error(c, 400, "limit must be 1..200");
+                op_finish(op);
+                return 1;
+            }
+            op->limit = (unsigned)l;
+        }
+    }
+    start_authed(c, req, op);
+    return 1;
+}

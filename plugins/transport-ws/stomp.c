@@ -1,0 +1,286 @@
+/*
+ * stomp.c - STOMP frame parser and header escaping (see stomp.h).
+ * Independent of libevent.
+ */
+#include "stomp.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int stomp_parser_init(stomp_parser *p, const stomp_limits *lim)
+{
+    memset(p, 0, sizeof(*p));
+    p->lim = *lim;
+    p->version = STOMP_V12;
+    p->cap = 2 * lim->max_frame + 1;
+    p->buf = malloc(p->cap);
+    p->hdrs = calloc(lim->max_headers ? lim->max_headers : 1, sizeof(stomp_header));
+    if (!p->buf || !p->hdrs) {
+        stomp_parser_free(p);
+        return -1;
+    }
+    return 0;
+}
+
+void stomp_parser_free(stomp_parser *p)
+{
+    free(p->buf);
+    free(p->hdrs);
+    p->buf = NULL;
+    p->hdrs = NULL;
+}
+
+static void drop_last(stomp_parser *p)
+{
+    p->start += p->last;
+    p->last = 0;
+    if (p->start >= p->len)
+        p->start = p->len = 0;
+}
+
+int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
+{
+    drop_last(p);
+    if (p->start > 0 && p->len + len > p->cap - 1) {
+        memmove(p->buf, p->buf + p->start, p->len - p->start);
+        p->len -= p->start;
+        p->start = 0;
+    }
+    if (p->len + len > p->cap - 1) {
+        p->error = "frame too large";
+        return -1;
+    }
+    memcpy(p->buf + p->len, data, len);
+    p->len += len;
+    p->buf[p->len] = '\0';
+    return 0;
+}
+
+static int perr(stomp_parser *p, const char *why)
+{
+    p->error = why;
+    return -1;
+}
+
+/* In-place unescape of a header string. Returns 0, or -1 on an undefined
+ * escape sequence (fatal in 1.1 and 1.2). */
+static int unescape(char *s, int version)
+{
+    char *o = s;
+    for (char *i = s; *i; i++) {
+        if (*i != '\\') {
+            *o++ = *i;
+            continue;
+        }
+        i++;
+        switch (*i) {
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'c':
+            *o++ = ':';
+            break;
+        case '\\':
+            *o++ = '\\';
+            break;
+        case 'r':
+            if (version < STOMP_V12)
+                return -1;
+            *o++ = '\r';
+            break;
+        default:
+            return -1;
+        }
+    }
+    *o = '\0';
+    return 0;
+}
+
+int stomp_parser_next(stomp_parser *p, stomp_frame *f)
+{
+    drop_last(p);
+    /* heart-beats: EOLs between frames */
+    while (p->start < p->len) {
+        if (p->buf[p->start] == '\n') {
+            p->start++;
+            p->heartbeats++;
+        } else if (p->buf[p->start] == '\r') {
+            if (p->start + 1 == p->len)
+                return 0;
+            if (p->buf[p->start + 1] != '\n')
+                return perr(p, "stray carriage return between frames");
+            p->start += 2;
+            p->heartbeats++;
+        } else {
+            break;
+        }
+    }
+    if (p->start >= p->len) {
+        p->start = p->len = 0;
+        return 0;
+    }
+
+    /* pass 1: find the end of the header block without modifying anything */
+    char *b = p->buf + p->start;
+    size_t avail = p->len - p->start;
+    size_t pos = 0, lines = 0;
+    long long clen = -1;
+    size_t body_at = 0;
+    for (;;) {
+        char *nl = memchr(b + pos, '\n', avail - pos);
+        if (!nl) {
+            if (avail - pos > p->lim.max_header_line)
+                return perr(p, "header line too long");
+            if (avail >= p->lim.max_frame)
+                return perr(p, "frame too large");
+            return 0;
+        }
+        size_t ll = (size_t)(nl - (b + pos));
+        if (ll > p->lim.max_header_line)
+            return perr(p, "header line too long");
+        if (memchr(b + pos, '\0', ll))
+            return perr(p, "NUL byte in a header line");
+        size_t content = ll > 0 && b[pos + ll - 1] == '\r' ? ll - 1 : ll;
+        if (content == 0) {
+            if (lines == 0)
+                return perr(p, "missing command");
+            body_at = pos + ll + 1;
+            break;
+        }
+        if (lines > 0) {
+            if (lines > p->lim.max_headers)
+                return perr(p, "too many headers");
+            if (clen < 0 && content >= 15 && memcmp(b + pos, "content-length:", 15) == 0) {
+                long long v = 0;
+                size_t i = pos + 15;
+                if (i == pos + content)
+                    return perr(p, "malformed content-length");
+                for (; i < pos + content; i++) {
+                    if (b[i] < '0' || b[i] > '9')
+                        return perr(p, "malformed content-length");
+                    v = v * 10 + (b[i] - '0');
+                    if (v > (long long)p->lim.max_body)
+                        return perr(p, "body too large");
+                }
+                clen = v;
+            }
+        }
+        lines++;
+        pos += ll + 1;
+    }
+    if (lines - 1 > p->lim.max_headers)
+        return perr(p, "too many headers");
+
+    /* the body must be complete too before anything is modified */
+    size_t body_len, frame_len;
+    if (clen >= 0) {
+        if (body_at + (size_t)clen + 1 > p->lim.max_frame)
+            return perr(p, "frame too large");
+        if (avail < body_at + (size_t)clen + 1)
+            return 0;
+        if (b[body_at + clen] != '\0')
+            return perr(p, "body not followed by NUL");
+        body_len = (size_t)clen;
+    } else {
+        char *nul = memchr(b + body_at, '\0', avail - body_at);
+        if (!nul) {
+            if (avail - body_at > p->lim.max_body)
+                return perr(p, "body too large");
+            if (avail >= p->lim.max_frame)
+                return perr(p, "frame too large");
+            return 0;
+        }
+        body_len = (size_t)(nul - (b + body_at));
+        if (body_len > p->lim.max_body)
+            return perr(p, "body too large");
+    }
+    frame_len = body_at + body_len + 1;
+
+    /* pass 2: split lines in place */
+    char *line = b;
+    char *nl = strchr(line, '\n'); /* no NUL before the blank line */
+    *nl = '\0';
+    if (nl > line && nl[-1] == '\r')
+        nl[-1] = '\0';
+    if (!*line)
+        return perr(p, "missing command");
+    for (char *c = line; *c; c++)
+        if (*c < 'A' || *c > 'Z')
+            return perr(p, "malformed command");
+    f->command = line;
+    int esc = strcmp(line, "CONNECT") != 0 && strcmp(line, "CONNECTED") != 0 &&
+              p->version >= STOMP_V11;
+    f->headers = p->hdrs;
+    f->nheaders = 0;
+    line = nl + 1;
+    while (line < b + body_at) {
+        nl = strchr(line, '\n');
+        *nl = '\0';
+        if (nl > line && nl[-1] == '\r')
+            nl[-1] = '\0';
+        if (!*line)
+            break;
+        char *colon = strchr(line, ':');
+        if (!colon)
+            return perr(p, "header line without a colon");
+        *colon = '\0';
+        if (esc && (unescape(line, p->version) || unescape(colon + 1, p->version)))
+            return perr(p, "undefined escape sequence in a header");
+        p->hdrs[f->nheaders].name = line;
+        p->hdrs[f->nheaders].value = colon + 1;
+        f->nheaders++;
+        line = nl + 1;
+    }
+    f->body = b + body_at;
+    f->body_len = body_len;
+    p->last = frame_len;
+    return 1;
+}
+
+const char *stomp_frame_header(const stomp_frame *f, const char *name)
+{
+    for (size_t i = 0; i < f->nheaders; i++)
+        if (strcmp(f->headers[i].name, name) == 0)
+            return f->headers[i].value;
+    return NULL;
+}
+
+size_t stomp_escape(char *dst, size_t dstsz, const char *src, int version)
+{
+    size_t n = 0;
+    for (const char *s = src; *s; s++) {
+        char e = 0;
+        if (version >= STOMP_V11) {
+            switch (*s) {
+            case '\n':
+                e = 'n';
+                break;
+            case ':':
+                e = 'c';
+                break;
+            case '\\':
+                e = '\\';
+                break;
+            case '\r':
+                e = version >= STOMP_V12 ? 'r' : 0;
+                break;
+            default:
+                break;
+            }
+        }
+        if (e) {
+            if (n + 2 < dstsz) {
+                dst[n] = '\\';
+                dst[n + 1] = e;
+            }
+            n += 2;
+        } else {
+            if (n + 1 < dstsz)
+                dst[n] = *s;
+            n++;
+        }
+    }
+    if (dstsz)
+        dst[n < dstsz ? n : dstsz - 1] = '\0';
+    return n;
+}

@@ -1,0 +1,163 @@
+/*
+ * tw.h - internal declarations shared by the files of the transport-ws
+ * plugin: the instance (server), connections, STOMP subscriptions, and the
+ * functions each file offers the others. Not installed; not part of the ABI.
+ */
+#ifndef TW_H
+#define TW_H
+
+#include <chatd/plugin.h>
+#include <stdint.h>
+
+#include "http_parser.h"
+#include "stomp.h"
+#include "ws_codec.h"
+
+struct event_base;
+struct evconnlistener;
+struct bufferevent;
+struct event;
+struct lh_table;
+struct evbuffer;
+typedef struct ssl_ctx_st SSL_CTX;
+
+typedef struct tw_server tw_server;
+typedef struct tw_conn tw_conn;
+typedef struct tw_sub tw_sub;
+typedef struct tw_dest tw_dest;
+typedef struct tw_tx tw_tx;
+
+/* Most publishes one connection may have in flight before reading pauses. */
+#define TW_MAX_INFLIGHT 256
+/* Open transactions per connection, and SENDs buffered per transaction. */
+#define TW_MAX_TX 16
+#define TW_MAX_TX_SENDS 1024
+/* Longest subscription id / transaction name / receipt we keep. */
+#define TW_MAX_ID 256
+
+struct tw_server {
+    const chatd_api *api;
+    chatd_ctx *ctx;
+    struct event_base *base;
+    /* config */
+    const char *listen;
+    char *web_root; /* realpath, NULL when static files are off */
+    char **origins;
+    size_t norigins;
+    SSL_CTX *ssl;
+    int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line,
+        max_body, max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout,
+        connect_timeout, hb_send, hb_recv, static_max;
+    /* state */
+    struct evconnlistener *lis;
+    tw_conn *conns;
+    int64_t nconns, nsessions, nsubs;
+    struct lh_table *dests; /* destination name -> tw_dest */
+    int stopping;
+    chatd_completion *stop_done;
+    struct event *stop_timer;
+    uint64_t serial;
+};
+
+enum { TW_MODE_HTTP = 0, TW_MODE_WS = 1 };
+enum { TW_ST_NONE = 0, TW_ST_CONNECTING, TW_ST_CONNECTED, TW_ST_DONE };
+enum { TW_ACK_AUTO = 0, TW_ACK_CLIENT, TW_ACK_INDIVIDUAL };
+
+struct tw_conn {
+    tw_server *srv;
+    tw_conn *prev, *next;
+    int refs;
+    int closed;  /* socket gone; only async callbacks still hold it */
+    int closing; /* flushing output, then lingering, then closed */
+    struct bufferevent *bev;
+    int fd;
+    int tls;
+    char peer[64];
+    uint64_t serial;
+    int mode;
+    /* HTTP */
+    http_parser hp;
+    int http_busy;   /* an async REST call is pending */
+    int req_keep;    /* keep-alive after the current response */
+    int req_head;    /* current request is HEAD */
+    /* WebSocket + STOMP */
+    ws_decoder wd;
+    stomp_parser sp;
+    int ws_close_sent;
+    const char *subproto;
+    char *cookie_token;
+    int st;
+    int version; /* STOMP_V10/11/12 */
+    int busy;    /* waiting for an async answer before the next frame */
+    int in_process;
+    int slow; /* over max_outbuf: disconnect */
+    int inflight; /* publishes pending */
+    int64_t member_id;
+    char *login;
+    int64_t hb_out_ms, hb_in_ms;
+    int64_t opened_ms, last_rx_ms, last_tx_ms, ping_ms;
+    struct event *tick;
+    tw_sub *subs;
+    int64_t nsubs;
+    tw_tx *txs;
+    int ntx;
+    uint64_t ack_serial;
+};
+
+struct tw_dest {
+    char *name;
+    tw_sub *head;
+};
+
+struct tw_sub {
+    tw_conn *c;
+    tw_dest *d;
+    tw_sub *dprev, *dnext; /* in the destination's list */
+    tw_sub *cnext;         /* in the connection's list */
+    char *id;
+    int ack;
+};
+
+/* transport_ws.c: connections and output */
+void tw_conn_ref(tw_conn *c);
+void tw_conn_unref(tw_conn *c);
+void tw_conn_close(tw_conn *c);
+void tw_conn_close_flush(tw_conn *c);
+struct evbuffer *tw_conn_out(tw_conn *c);
+int tw_conn_over_limit(tw_conn *c);
+void tw_conn_kick(tw_conn *c);
+void tw_ws_send(tw_conn *c, int opcode, const void *data, size_t len);
+void tw_ws_send_buffer(tw_conn *c, int opcode, struct evbuffer *payload);
+void tw_ws_close(tw_conn *c, int code, const char *reason);
+int tw_origin_allowed(tw_server *s, const char *origin, const char *host);
+void tw_schedule_tick(tw_conn *c);
+
+/* HTTP responses (transport_ws.c). extra: "Name: value\r\n" lines or NULL. */
+void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra,
+                     const void *body, size_t len);
+void tw_http_respond_buffer(tw_conn *c, int status, const char *ctype, const char *extra,
+                            struct evbuffer *body);
+void tw_http_error(tw_conn *c, int status, const char *msg);
+void tw_http_done(tw_conn *c);
+const char *tw_status_text(int status);
+
+/* rest.c: /api/..., /healthz, /metrics. Returns 1 when the path is its. */
+int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const char *query);
+int tw_status_http(chatd_status st);
+char *tw_request_token(const http_request *req, int *from_cookie);
+char *tw_cookie_get(const char *cookies, const char *name);
+
+/* static_files.c */
+void tw_static_serve(tw_conn *c, const http_request *req, const char *path);
+
+/* stomp_session.c */
+void tw_stomp_frame(tw_conn *c, const stomp_frame *f);
+void tw_stomp_error(tw_conn *c, const char *msg, const char *receipt, int ws_code);
+void tw_stomp_tick(tw_conn *c, int64_t now);
+void tw_subs_drop_conn(tw_conn *c);
+void tw_tx_free_all(tw_conn *c);
+void tw_deliver(void *inst, const char *destination, chatd_msg *msg);
+int tw_room_canon(const char *in, char *out, size_t outsz);
+void tw_iso_time(int64_t ms, char out[32]);
+
+#endif

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# tests/suites/30-e2e.sh - the node:test end-to-end suites (real @stomp/stompjs
+# and ws clients, raw WebSocket frames, REST) against a fresh chatd with the
+# embedded default config (queue-local + store-sqlite in a temporary file).
+set -euo pipefail
+: "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+export CHATD_TOP
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+CHATD_E2E_NAME=e2e-sqlite "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \
+    --set "store.path=$tmp/chatd.db" \
+    -- timeout 600 node --test --test-reporter=spec "$CHATD_TOP"/tests/e2e/*.test.mjs
