@@ -20,7 +20,7 @@
 #define CHATD_VALUE(name, v) static_assert((name) == (v), #name " changed value")
 
 #if defined(__LP64__)
-#define CHATD_OFFSET(type, member, off)                                                \
+#define CHATD_OFFSET(type, member, off)                                                            \
     static_assert(offsetof(type, member) == (off), #type "." #member " moved")
 #define CHATD_SIZE_AT_LEAST(type, n) static_assert(sizeof(type) >= (n), #type " shrank")
 #else

@@ -34,6 +34,8 @@ def num(v):
 def fmt(v, unit=""):
     if v is None:
         return "-"
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}" + unit
     if abs(v) >= 100:
         s = f"{v:,.0f}"
     elif abs(v) >= 10:
@@ -76,7 +78,7 @@ def main():
 
     def get(t, s, k):
         r = R.get((t, s))
-        return num(r[k]) if r else None
+        return num(r.get(k)) if r else None
 
     L = []
     L.append(BEGIN)
@@ -87,7 +89,7 @@ def main():
     L.append("")
     L.append("| machine | |")
     L.append("|---|---|")
-    for k in ("cpu", "mem", "kernel", "os", "chatd", "rabbitmq", "libevent"):
+    for k in ("date", "cpu", "mem", "kernel", "os", "load", "chatd", "rabbitmq", "libevent"):
         if k in mach:
             L.append(f"| {k} | {mach[k]} |")
     L.append("")
@@ -116,15 +118,16 @@ def main():
                          f"{fmt((get(t, s, 'rss_conn_kb') or 0) / 1024)} | "
                          f"{fmt(get(t, s, 'rss_bytes_per_conn'))} |")
         else:
-            L.append("| server | conns | published/s | delivered/s | lost | dup | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | loadgen CPU % |")
-            L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            L.append("| server | conns | published/s | delivered/s | lost | dup | dropped conns | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | loadgen CPU % |")
+            L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for t in targets:
                 if (t, s) not in R:
                     continue
                 ms = lambda k: (get(t, s, k) or 0) / 1000.0
                 L.append(f"| {t} | {fmt(get(t, s, 'ready'))} | {fmt(get(t, s, 'pub_per_s'))} | "
                          f"{fmt(get(t, s, 'deliv_per_s'))} | {fmt(get(t, s, 'lost'))} | "
-                         f"{fmt(get(t, s, 'dups'))} | {fmt(ms('p50_us'))} | {fmt(ms('p99_us'))} | "
+                         f"{fmt(get(t, s, 'dups'))} | {fmt(get(t, s, 'dropped'))} | "
+                         f"{fmt(ms('p50_us'))} | {fmt(ms('p99_us'))} | "
                          f"{fmt(ms('p999_us'))} | {fmt(ms('max_us'))} | "
                          f"{fmt(get(t, s, 'server_cpu_pct'))} | {fmt(get(t, s, 'loadgen_cpu_pct'))} |")
         L.append("")

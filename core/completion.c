@@ -22,6 +22,7 @@
 struct chatd_completion {
     uint32_t magic;
     bool abandoned;
+    chatd_completion *prev, *next; /* in the abandoned list while abandoned */
     core *core;
     chatd_ctx *owner;
     completion_fn fn;
@@ -31,6 +32,7 @@ struct chatd_completion {
 typedef struct completions {
     chatd_completion *ring[QUARANTINE];
     size_t next;
+    chatd_completion *abandoned; /* given up on, never completed (yet) */
 } completions;
 
 static completions *state(core *c)
@@ -64,6 +66,15 @@ static void retire(chatd_completion *comp)
 {
     comp->magic = COMPLETION_DONE;
     completions *q = state(comp->core);
+    if (comp->abandoned) { /* completed after all: no longer the list's */
+        if (comp->prev)
+            comp->prev->next = comp->next;
+        else
+            q->abandoned = comp->next;
+        if (comp->next)
+            comp->next->prev = comp->prev;
+        comp->prev = comp->next = NULL;
+    }
     free(q->ring[q->next]);
     q->ring[q->next] = comp;
     q->next = (q->next + 1) % QUARANTINE;
@@ -126,7 +137,13 @@ void completion_discard(chatd_completion *comp)
 
 void completion_abandon(chatd_completion *comp)
 {
-    if (comp) comp->abandoned = true;
+    if (!comp || comp->abandoned || comp->magic != COMPLETION_LIVE) return;
+    completions *q = state(comp->core);
+    comp->abandoned = true;
+    comp->prev = NULL;
+    comp->next = q->abandoned;
+    if (q->abandoned) q->abandoned->prev = comp;
+    q->abandoned = comp;
 }
 
 void completion_cleanup(core *c)
@@ -135,6 +152,12 @@ void completion_cleanup(core *c)
     if (!q) return;
     for (size_t i = 0; i < QUARANTINE; i++)
         free(q->ring[i]);
+    /* plugins are destroyed by now: nobody can complete these any more */
+    while (q->abandoned) {
+        chatd_completion *next = q->abandoned->next;
+        free(q->abandoned);
+        q->abandoned = next;
+    }
     free(q);
     c->completions = NULL;
 }

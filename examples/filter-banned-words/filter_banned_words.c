@@ -32,8 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WORDS 256    /* bound on the word list */
-#define MAX_WORD_LEN 64  /* bytes per banned word */
+#define MAX_WORDS 256   /* bound on the word list */
+#define MAX_WORD_LEN 64 /* bytes per banned word */
 #define MAX_REPLACEMENT 16
 #define MAX_FILE_BYTES 65536 /* bound on words_file */
 
@@ -72,8 +72,8 @@ static char lower_ascii(char c)
 
 static bool is_word_byte(unsigned char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c >= 0x80;
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c >= 0x80;
 }
 
 static void words_clear(word_list *l)
@@ -96,19 +96,15 @@ static const char *words_parse(word_list *l, const char *spec)
     while (*p) {
         while (is_separator(*p))
             p++;
-        if (!*p)
-            break;
+        if (!*p) break;
         const char *start = p;
         while (*p && !is_separator(*p))
             p++;
         size_t len = (size_t)(p - start);
-        if (len > MAX_WORD_LEN)
-            return "a word is longer than 64 bytes";
-        if (l->n == MAX_WORDS)
-            return "more than 256 words";
+        if (len > MAX_WORD_LEN) return "a word is longer than 64 bytes";
+        if (l->n == MAX_WORDS) return "more than 256 words";
         char *w = malloc(len + 1);
-        if (!w)
-            return "out of memory";
+        if (!w) return "out of memory";
         for (size_t i = 0; i < len; i++)
             w[i] = lower_ascii(start[i]);
         w[len] = '\0';
@@ -149,13 +145,11 @@ static const char *words_read_file(word_list *l, const char *path, char *buf, si
         text[n] = '\0';
         for (char *line = text; line && !why;) {
             char *next = strchr(line, '\n');
-            if (next)
-                *next++ = '\0';
+            if (next) *next++ = '\0';
             const char *q = line;
             while (*q == ' ' || *q == '\t')
                 q++;
-            if (*q != '#')
-                why = words_parse(l, q);
+            if (*q != '#') why = words_parse(l, q);
             line = next;
         }
     }
@@ -166,19 +160,15 @@ static const char *words_read_file(word_list *l, const char *path, char *buf, si
 /* Length of the banned word that starts at text[i] on a word boundary, or 0. */
 static size_t match_at(const word_list *l, const char *text, size_t len, size_t i)
 {
-    if (i > 0 && is_word_byte((unsigned char)text[i - 1]))
-        return 0;
+    if (i > 0 && is_word_byte((unsigned char)text[i - 1])) return 0;
     for (size_t w = 0; w < l->n; w++) {
         size_t wl = l->lens[w];
-        if (wl > len - i)
-            continue;
-        if (i + wl < len && is_word_byte((unsigned char)text[i + wl]))
-            continue;
+        if (wl > len - i) continue;
+        if (i + wl < len && is_word_byte((unsigned char)text[i + wl])) continue;
         size_t k = 0;
         while (k < wl && lower_ascii(text[i + k]) == l->words[w][k])
             k++;
-        if (k == wl)
-            return wl;
+        if (k == wl) return wl;
     }
     return 0;
 }
@@ -227,8 +217,7 @@ static chatd_status banned_configure(banned *b, bool at_create)
         why = words_read_file(&fresh, file, buf, sizeof(buf));
         key = "words_file";
     }
-    if (!why && fresh.n == 0)
-        why = "no banned words: set words = w1 w2 ... or words_file = PATH";
+    if (!why && fresh.n == 0) why = "no banned words: set words = w1 w2 ... or words_file = PATH";
     if (why) {
         words_clear(&fresh);
         report(b, at_create, key, why);
@@ -288,8 +277,7 @@ static chatd_status banned_filter(void *inst, chatd_msg *msg, chatd_completion *
     banned *b = inst;
     const chatd_api *api = b->api;
 
-    if (api->msg_kind(msg) != CHATD_MSG_CHAT)
-        return CHATD_OK; /* read events carry no text */
+    if (api->msg_kind(msg) != CHATD_MSG_CHAT) return CHATD_OK; /* read events carry no text */
 
     size_t len;
     const char *text = api->msg_text(msg, &len);
@@ -308,8 +296,7 @@ static chatd_status banned_filter(void *inst, chatd_msg *msg, chatd_completion *
             i++;
         }
     }
-    if (hits == 0)
-        return CHATD_OK;
+    if (hits == 0) return CHATD_OK;
 
     if (b->mode == MODE_REJECT) {
         api->counter_add(b->ctx, "chatd_filter_rejected_total", 1);

@@ -93,8 +93,7 @@ static void *vec_push(vec *v)
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 16;
         void *p = realloc(v->items, cap * v->elem);
-        if (!p)
-            return NULL;
+        if (!p) return NULL;
         v->items = p;
         v->cap = cap;
     }
@@ -108,12 +107,10 @@ static void *vec_at(const vec *v, size_t i)
 
 static char *dup_str(const char *s)
 {
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
+    if (d) memcpy(d, s, n);
     return d;
 }
 
@@ -122,8 +119,7 @@ static char *dup_str(const char *s)
 static int room_members(const char *room, int64_t *a, int64_t *b)
 {
     long long x, y;
-    if (sscanf(room, "%lld&%lld", &x, &y) != 2)
-        return -1;
+    if (sscanf(room, "%lld&%lld", &x, &y) != 2) return -1;
     *a = x;
     *b = y;
     return 0;
@@ -133,8 +129,7 @@ static mem_member *member_by_id(mem_store *s, int64_t id)
 {
     for (size_t i = 0; i < s->members.n; i++) {
         mem_member *m = vec_at(&s->members, i);
-        if (m->id == id)
-            return m;
+        if (m->id == id) return m;
     }
     return NULL;
 }
@@ -143,8 +138,7 @@ static mem_member *member_by_login(mem_store *s, const char *login_id)
 {
     for (size_t i = 0; i < s->members.n; i++) {
         mem_member *m = vec_at(&s->members, i);
-        if (strcmp(m->login_id, login_id) == 0)
-            return m;
+        if (strcmp(m->login_id, login_id) == 0) return m;
     }
     return NULL;
 }
@@ -166,18 +160,15 @@ static mem_summary *summary_find(mem_store *s, int64_t member_id, const char *ro
 {
     for (size_t i = 0; i < s->summaries.n; i++) {
         mem_summary *r = vec_at(&s->summaries, i);
-        if (r->member_id == member_id && strcmp(r->room_id, room) == 0)
-            return r;
+        if (r->member_id == member_id && strcmp(r->room_id, room) == 0) return r;
     }
     return NULL;
 }
 
-static mem_summary *summary_get(mem_store *s, int64_t member_id, int64_t peer_id,
-                                const char *room)
+static mem_summary *summary_get(mem_store *s, int64_t member_id, int64_t peer_id, const char *room)
 {
     mem_summary *r = summary_find(s, member_id, room);
-    if (r)
-        return r;
+    if (r) return r;
     char *room_copy = dup_str(room);
     char *empty = dup_str("");
     r = room_copy && empty ? vec_push(&s->summaries) : NULL;
@@ -186,8 +177,8 @@ static mem_summary *summary_get(mem_store *s, int64_t member_id, int64_t peer_id
         free(empty);
         return NULL;
     }
-    *r = (mem_summary){.member_id = member_id, .peer_id = peer_id, .room_id = room_copy,
-                       .last_message = empty};
+    *r = (mem_summary){
+        .member_id = member_id, .peer_id = peer_id, .room_id = room_copy, .last_message = empty};
     return r;
 }
 
@@ -214,8 +205,7 @@ static int64_t unread_count(mem_store *s, const char *room, int64_t member_id, u
     int64_t n = 0;
     for (size_t i = message_lower_bound(s, after + 1); i < s->messages.n; i++) {
         chatd_msg *m = *(chatd_msg **)vec_at(&s->messages, i);
-        if (api->msg_writer_id(m) != member_id && strcmp(api->msg_room(m), room) == 0)
-            n++;
+        if (api->msg_writer_id(m) != member_id && strcmp(api->msg_room(m), room) == 0) n++;
     }
     return n;
 }
@@ -230,8 +220,7 @@ static chatd_status summary_take_last(mem_store *s, mem_summary *r, chatd_msg *m
     size_t len;
     const char *text = api->msg_text(msg, &len);
     char *copy = malloc(len + 1);
-    if (!copy)
-        return CHATD_ERR_NOMEM;
+    if (!copy) return CHATD_ERR_NOMEM;
     memcpy(copy, text, len);
     copy[len] = '\0';
     free(r->last_message);
@@ -255,13 +244,11 @@ static chatd_status persist_chat(mem_store *s, chatd_msg *msg)
 
     const char *room = api->msg_room(msg);
     int64_t a, b, writer = api->msg_writer_id(msg);
-    if (room_members(room, &a, &b) != 0)
-        return CHATD_ERR_INVALID;
+    if (room_members(room, &a, &b) != 0) return CHATD_ERR_INVALID;
     int64_t peer = writer == a ? b : a;
     mem_summary *mine = summary_get(s, writer, peer, room);
     mem_summary *theirs = mine ? summary_get(s, peer, writer, room) : NULL;
-    if (!mine || !theirs)
-        return CHATD_ERR_NOMEM;
+    if (!mine || !theirs) return CHATD_ERR_NOMEM;
     /* summary_get may move the array: look mine up again */
     mine = summary_find(s, writer, room);
 
@@ -269,25 +256,21 @@ static chatd_status persist_chat(mem_store *s, chatd_msg *msg)
         /* forget the oldest message (the summaries keep their copies) */
         chatd_msg *old = *(chatd_msg **)vec_at(&s->messages, 0);
         api->msg_unref(old);
-        memmove(s->messages.items, vec_at(&s->messages, 1),
-                (s->messages.n - 1) * s->messages.elem);
+        memmove(s->messages.items, vec_at(&s->messages, 1), (s->messages.n - 1) * s->messages.elem);
         s->messages.n--;
-        if (at > 0)
-            at--;
+        if (at > 0) at--;
     }
-    if (!vec_push(&s->messages))
-        return CHATD_ERR_NOMEM;
+    if (!vec_push(&s->messages)) return CHATD_ERR_NOMEM;
     memmove(vec_at(&s->messages, at + 1), vec_at(&s->messages, at),
             (s->messages.n - 1 - at) * s->messages.elem);
     *(chatd_msg **)vec_at(&s->messages, at) = api->msg_ref(msg); /* we keep a reference */
 
-    if (summary_take_last(s, mine, msg) != CHATD_OK || summary_take_last(s, theirs, msg) != CHATD_OK)
+    if (summary_take_last(s, mine, msg) != CHATD_OK ||
+        summary_take_last(s, theirs, msg) != CHATD_OK)
         return CHATD_ERR_NOMEM;
-    if (id > mine->last_read_id)
-        mine->last_read_id = id;
+    if (id > mine->last_read_id) mine->last_read_id = id;
     mine->unread = 0; /* writing in a room means having read it */
-    if (id > theirs->last_read_id)
-        theirs->unread++;
+    if (id > theirs->last_read_id) theirs->unread++;
     return CHATD_OK;
 }
 
@@ -298,11 +281,9 @@ static chatd_status persist_read(mem_store *s, chatd_msg *msg)
     const char *room = api->msg_room(msg);
     int64_t reader = api->msg_writer_id(msg);
     mem_summary *r = summary_find(s, reader, room);
-    if (!r)
-        return CHATD_OK; /* nothing was ever said in this room */
+    if (!r) return CHATD_OK; /* nothing was ever said in this room */
     uint64_t up_to = api->msg_up_to(msg);
-    if (up_to > r->last_read_id)
-        r->last_read_id = up_to;
+    if (up_to > r->last_read_id) r->last_read_id = up_to;
     r->unread = unread_count(s, room, reader, r->last_read_id);
     return CHATD_OK;
 }
@@ -319,8 +300,8 @@ static chatd_status persist_read(mem_store *s, chatd_msg *msg)
 static chatd_status mem_persist(void *inst, chatd_msg *msg, chatd_completion *done)
 {
     mem_store *s = inst;
-    chatd_status st = s->api->msg_kind(msg) == CHATD_MSG_CHAT ? persist_chat(s, msg)
-                                                              : persist_read(s, msg);
+    chatd_status st =
+        s->api->msg_kind(msg) == CHATD_MSG_CHAT ? persist_chat(s, msg) : persist_read(s, msg);
     if (st != CHATD_OK)
         s->api->log(s->ctx, CHATD_LOG_ERROR, "could not persist message %llu: %s",
                     (unsigned long long)s->api->msg_id(msg), s->api->status_str(st));
@@ -415,13 +396,11 @@ static void mem_session_put(void *inst, const chatd_session *ses, chatd_status_c
     mem_session *slot = hash ? vec_push(&s->sessions) : NULL;
     if (!slot) {
         free(hash);
-        if (cb)
-            cb(arg, CHATD_ERR_NOMEM);
+        if (cb) cb(arg, CHATD_ERR_NOMEM);
         return;
     }
     *slot = (mem_session){hash, ses->member_id, ses->expires_ms};
-    if (cb)
-        cb(arg, CHATD_OK);
+    if (cb) cb(arg, CHATD_OK);
 }
 
 static mem_session *session_find(mem_store *s, const char *token_hash, size_t *index)
@@ -429,8 +408,7 @@ static mem_session *session_find(mem_store *s, const char *token_hash, size_t *i
     for (size_t i = 0; i < s->sessions.n; i++) {
         mem_session *x = vec_at(&s->sessions, i);
         if (strcmp(x->token_hash, token_hash) == 0) {
-            if (index)
-                *index = i;
+            if (index) *index = i;
             return x;
         }
     }
@@ -462,15 +440,13 @@ static void mem_session_del(void *inst, const char *token_hash, chatd_status_cb 
         *x = *(mem_session *)vec_at(&s->sessions, s->sessions.n - 1);
         s->sessions.n--;
     }
-    if (cb)
-        cb(arg, CHATD_OK);
+    if (cb) cb(arg, CHATD_OK);
 }
 
 static int summary_newer_first(const void *pa, const void *pb)
 {
     const chatd_room_summary *a = pa, *b = pb;
-    if (a->last_ms != b->last_ms)
-        return a->last_ms > b->last_ms ? -1 : 1;
+    if (a->last_ms != b->last_ms) return a->last_ms > b->last_ms ? -1 : 1;
     return a->last_msg_id > b->last_msg_id ? -1 : a->last_msg_id < b->last_msg_id;
 }
 
@@ -487,8 +463,7 @@ static void mem_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void
     size_t n = 0;
     for (size_t i = 0; i < s->summaries.n; i++) {
         mem_summary *r = vec_at(&s->summaries, i);
-        if (r->member_id != member_id)
-            continue;
+        if (r->member_id != member_id) continue;
         mem_member *peer = member_by_id(s, r->peer_id);
         rows[n++] = (chatd_room_summary){
             .size = sizeof(chatd_room_summary),
@@ -532,8 +507,7 @@ static void mem_history(void *inst, const char *room_id, uint64_t before, unsign
     /* walk back from the newest candidate, collecting newest first */
     for (size_t i = end; i-- > 0;) {
         chatd_msg *m = *(chatd_msg **)vec_at(&s->messages, i);
-        if (strcmp(api->msg_room(m), room_id) != 0)
-            continue;
+        if (strcmp(api->msg_room(m), room_id) != 0) continue;
         if (n == limit) {
             older = true;
             break;

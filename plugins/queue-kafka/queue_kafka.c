@@ -185,6 +185,7 @@ struct qk {
     pthread_cond_t cq_cv;
     struct qk_cq *cq_req; /* one pending request (the newest wins) */
     int cq_quit;
+    int cq_init;
 
     /* fan-out consumer: next offset per partition, -1 when unknown */
     int64_t *fanout_next;
@@ -336,6 +337,239 @@ static void qk_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 /* ------------------------------------------------------------------------ */
+/* persisted watermark: hold fan-out and RECEIPTs until the local store     */
+/* has committed (loop thread)                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Must (partition, offset) wait for the local store? */
+static int qk_gated(struct qk *qk, int32_t partition, int64_t offset)
+{
+    struct qk_track *t;
+    int64_t lw;
+    if (!qk->persist || qk->state != QK_RUNNING || qk->gate_timeout_ms == 0)
+        return 0;
+    if (!qk->assigned_once)
+        return 1; /* the group has not told us yet which partitions are ours */
+    if (partition < 0 || partition >= qk->ntracks || !(t = qk->tracks[partition]))
+        return 0; /* another node persists it */
+    if (t->base < 0)
+        return 1; /* committed offset not known yet */
+    lw = t->stored > t->base ? t->stored : t->base;
+    return offset >= lw;
+}
+
+static void qk_held_release(struct qk *qk, struct qk_held *h)
+{
+    if (h->done)
+        qk->api->complete(h->done, CHATD_OK, NULL);
+    if (h->msg) {
+        qk->api->consume(qk->ctx, h->msg, CHATD_CONSUME_FANOUT, NULL, NULL);
+        qk->api->msg_unref(h->msg);
+    }
+    free(h);
+}
+
+/* Release what no longer waits in one partition (everything when force),
+ * keeping fan-out messages in offset order. */
+static void qk_gate_release(struct qk *qk, int32_t partition, int force)
+{
+    struct qk_held *h, *next;
+    int keep_msgs = 0, timed_out = 0;
+    int64_t now;
+
+    if (partition < 0 || partition >= qk->nheld_parts)
+        return;
+    now = qk->api->now_ms();
+    for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
+        next = TAILQ_NEXT(h, link);
+        if (!force) {
+            int wait = qk_gated(qk, partition, h->offset);
+            if (wait && now - h->since_ms >= qk->gate_timeout_ms) {
+                wait = 0;
+                timed_out++;
+            }
+            if (wait || (h->msg && keep_msgs)) {
+                if (h->msg)
+                    keep_msgs = 1;
+                continue;
+            }
+        }
+        TAILQ_REMOVE(&qk->held[partition], h, link);
+        qk->nheld--;
+        qk_held_release(qk, h);
+    }
+    if (timed_out)
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "%d deliveries of %s[%" PRId32 "] released after %" PRId64
+                     " ms without the local store's commit (is the store slow or down?)",
+                     timed_out, qk->topic, partition, qk->gate_timeout_ms);
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
+}
+
+static void qk_gate_release_all(struct qk *qk, int force)
+{
+    for (int32_t p = 0; p < qk->nheld_parts; p++)
+        qk_gate_release(qk, p, force);
+    if (qk->nheld == 0 && qk->gate_tick)
+        event_del(qk->gate_tick);
+}
+
+static void qk_gate_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    qk_gate_release_all(arg, 0);
+}
+
+/* Hold msg (a reference is taken over) or done until the watermark passes
+ * offset. Returns 0, or -1 when it could not be held (release it now). */
+static int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
+                   chatd_completion *done)
+{
+    struct qk_held *h;
+    if (partition < 0 || partition >= QK_MAX_PARTITIONS)
+        return -1;
+    if (partition >= qk->nheld_parts) {
+        int32_t n = partition + 16;
+        struct qk_held_list *nl = realloc(qk->held, (size_t)n * sizeof *nl);
+        if (!nl)
+            return -1;
+        /* TAILQ heads point into themselves: re-link the moved ones */
+        for (int32_t i = 0; i < qk->nheld_parts; i++) {
+            if (TAILQ_EMPTY(&nl[i]))
+                TAILQ_INIT(&nl[i]);
+            else
+                TAILQ_FIRST(&nl[i])->link.tqe_prev = &TAILQ_FIRST(&nl[i]);
+        }
+        for (int32_t i = qk->nheld_parts; i < n; i++)
+            TAILQ_INIT(&nl[i]);
+        qk->held = nl;
+        qk->nheld_parts = n;
+    }
+    if (!qk->gate_tick) {
+        qk->gate_tick = event_new(qk->base, -1, EV_PERSIST, qk_gate_tick_cb, qk);
+        if (!qk->gate_tick)
+            return -1;
+    }
+    if (!evtimer_pending(qk->gate_tick, NULL)) {
+        struct timeval tv = {0, 100 * 1000};
+        if (evtimer_add(qk->gate_tick, &tv) != 0)
+            return -1;
+    }
+    h = calloc(1, sizeof *h);
+    if (!h)
+        return -1;
+    h->offset = offset;
+    h->since_ms = qk->api->now_ms();
+    h->msg = msg;
+    h->done = done;
+    TAILQ_INSERT_TAIL(&qk->held[partition], h, link);
+    qk->nheld++;
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
+    return 0;
+}
+
+/* committed-offsets worker: rd_kafka_committed blocks, so it runs here and
+ * posts the answer to the loop */
+static void qk_cq_free(struct qk_cq *r)
+{
+    if (r) {
+        rd_kafka_topic_partition_list_destroy(r->parts);
+        free(r);
+    }
+}
+
+static void qk_cq_done(void *arg)
+{
+    struct qk_cq *r = arg;
+    struct qk *qk = r->qk;
+    if (qk->state != QK_RUNNING) {
+        qk_cq_free(r);
+        return;
+    }
+    if (r->err)
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "cannot read the committed offsets of group %s: %s; deliveries wait at "
+                     "most gate_timeout",
+                     qk->group, rd_kafka_err2str(r->err));
+    for (int i = 0; i < r->parts->cnt && !r->err; i++) {
+        rd_kafka_topic_partition_t *e = &r->parts->elems[i];
+        int32_t p = e->partition;
+        struct qk_track *t = p >= 0 && p < qk->ntracks ? qk->tracks[p] : NULL;
+        if (!t || t->base >= 0 || t->gen > r->gen || e->err)
+            continue;
+        /* no commit yet: the group starts at the beginning, all of it ours */
+        t->base = e->offset >= 0 ? e->offset : 0;
+    }
+    qk_cq_free(r);
+    qk_gate_release_all(qk, 0);
+}
+
+static void *qk_cq_main(void *arg)
+{
+    struct qk *qk = arg;
+    pthread_mutex_lock(&qk->cq_mu);
+    for (;;) {
+        while (!qk->cq_req && !qk->cq_quit)
+            pthread_cond_wait(&qk->cq_cv, &qk->cq_mu);
+        if (qk->cq_quit)
+            break;
+        struct qk_cq *r = qk->cq_req;
+        qk->cq_req = NULL;
+        pthread_mutex_unlock(&qk->cq_mu);
+        r->err = rd_kafka_committed(qk->cl[QK_PERSIST].rk, r->parts, 5000);
+        if (qk->api->post(qk->ctx, qk_cq_done, r) != CHATD_OK)
+            qk_cq_free(r);
+        pthread_mutex_lock(&qk->cq_mu);
+    }
+    pthread_mutex_unlock(&qk->cq_mu);
+    return NULL;
+}
+
+/* ask the worker for the committed offsets of newly assigned partitions */
+static void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts)
+{
+    if (!qk->cq_started || parts->cnt == 0)
+        return;
+    pthread_mutex_lock(&qk->cq_mu);
+    if (!qk->cq_req) {
+        qk->cq_req = calloc(1, sizeof *qk->cq_req);
+        if (qk->cq_req) {
+            qk->cq_req->qk = qk;
+            qk->cq_req->parts = rd_kafka_topic_partition_list_new(parts->cnt);
+            if (!qk->cq_req->parts) {
+                free(qk->cq_req);
+                qk->cq_req = NULL;
+            }
+        }
+    }
+    if (qk->cq_req) {
+        qk->cq_req->gen = qk->assign_gen;
+        for (int i = 0; i < parts->cnt; i++)
+            rd_kafka_topic_partition_list_add(qk->cq_req->parts, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+        pthread_cond_signal(&qk->cq_cv);
+    } else {
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR, "out of memory asking for committed offsets");
+    }
+    pthread_mutex_unlock(&qk->cq_mu);
+}
+
+static void qk_cq_stop(struct qk *qk)
+{
+    if (!qk->cq_started)
+        return;
+    pthread_mutex_lock(&qk->cq_mu);
+    qk->cq_quit = 1;
+    pthread_cond_signal(&qk->cq_cv);
+    pthread_mutex_unlock(&qk->cq_mu);
+    pthread_join(qk->cq_thread, NULL);
+    qk->cq_started = 0;
+    qk_cq_free(qk->cq_req);
+    qk->cq_req = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
 /* producer: enqueue and delivery reports (loop thread)                     */
 /* ------------------------------------------------------------------------ */
 
@@ -363,7 +597,10 @@ static void qk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         qk->api->complete(s->done, CHATD_ERR_IO, reason);
     } else {
         qk->api->counter_add(qk->ctx, "chatd_kafka_produced_total", 1);
-        qk->api->complete(s->done, CHATD_OK, NULL);
+        /* durable now; wait for the local store when it persists this */
+        if (!qk_gated(qk, m->partition, m->offset) ||
+            qk_hold(qk, m->partition, m->offset, NULL, s->done) != 0)
+            qk->api->complete(s->done, CHATD_OK, NULL);
     }
     qk->api->gauge_set(qk->ctx, "chatd_kafka_produce_pending", qk->produce_pending);
     free(s);
@@ -475,6 +712,9 @@ static struct qk_track *qk_track_new(struct qk *qk, int32_t partition)
         return NULL;
     t->qk = qk;
     t->partition = partition;
+    t->gen = qk->assign_gen;
+    t->base = -1;
+    t->stored = -1;
     TAILQ_INIT(&t->entries);
     qk->tracks[partition] = t;
     return t;
@@ -515,6 +755,10 @@ static void qk_track_advance(struct qk *qk, struct qk_track *t)
         if (TAILQ_EMPTY(&t->entries))
             free(t);
         return;
+    }
+    if (next >= 0) {
+        t->stored = next;
+        qk_gate_release(qk, t->partition, 0);
     }
     if (next >= 0 && qk->cl[QK_PERSIST].rk && !atomic_load(&qk->closing)) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -675,6 +919,13 @@ static void qk_fanout_message(struct qk *qk, rd_kafka_message_t *m)
         qk->api->counter_add(qk->ctx, "chatd_kafka_malformed_total", 1);
         return;
     }
+    /* persisted here first (and after what is already held, in order) */
+    if ((qk_gated(qk, m->partition, m->offset) ||
+         (m->partition < qk->nheld_parts && !TAILQ_EMPTY(&qk->held[m->partition]))) &&
+        qk_hold(qk, m->partition, m->offset, msg, NULL) == 0) {
+        qk_gate_release(qk, m->partition, 0);
+        return;
+    }
     qk->api->consume(qk->ctx, msg, CHATD_CONSUME_FANOUT, NULL, NULL);
     qk->api->msg_unref(msg);
 }
@@ -708,6 +959,7 @@ static void qk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (closing)
             goto out;
         if (c->role == QK_PERSIST) {
+            qk->assign_gen++;
             for (int i = 0; i < parts->cnt; i++)
                 if (!qk_track_new(qk, parts->elems[i].partition))
                     qk->api->log(qk->ctx, CHATD_LOG_ERROR,
@@ -719,6 +971,9 @@ static void qk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             qk->api->log(qk->ctx, CHATD_LOG_INFO,
                          "persist consumer: assigned %d partitions of %s (group %s)",
                          parts->cnt, qk->topic, qk->group);
+            qk->assigned_once = 1;
+            qk_cq_ask(qk, parts);
+            qk_gate_release_all(qk, 0); /* what another node persists goes now */
         } else {
             /* offsets were set before the assign call below took effect */
             qk->api->log(qk->ctx, CHATD_LOG_INFO,
@@ -731,8 +986,10 @@ static void qk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             qk->api->log(qk->ctx, CHATD_LOG_WARN, "%s: rebalance error %s; unassigning",
                          qk_role_name[c->role], rd_kafka_err2str(err));
         if (!closing && c->role == QK_PERSIST) {
-            for (int i = 0; i < parts->cnt; i++)
+            for (int i = 0; i < parts->cnt; i++) {
                 qk_track_revoke(qk, parts->elems[i].partition);
+                qk_gate_release(qk, parts->elems[i].partition, 0);
+            }
             qk->api->log(qk->ctx, CHATD_LOG_INFO,
                          "persist consumer: %d partitions revoked (group %s)", parts->cnt,
                          qk->group);
@@ -865,8 +1122,20 @@ static void qk_client_destroy(struct qk_client *c)
 
 static void qk_free(struct qk *qk)
 {
+    qk_cq_stop(qk);
     if (qk->stop_tick)
         event_free(qk->stop_tick);
+    if (qk->gate_tick)
+        event_free(qk->gate_tick);
+    for (int32_t p = 0; p < qk->nheld_parts; p++) {
+        struct qk_held *h;
+        while ((h = TAILQ_FIRST(&qk->held[p]))) {
+            TAILQ_REMOVE(&qk->held[p], h, link);
+            qk->api->msg_unref(h->msg); /* completions were finished at stop */
+            free(h);
+        }
+    }
+    free(qk->held);
     if (qk->rkt)
         rd_kafka_topic_destroy(qk->rkt);
     for (int r = 0; r < QK_NROLES; r++)
@@ -884,6 +1153,10 @@ static void qk_free(struct qk *qk)
     }
     free(qk->tracks);
     free(qk->fanout_next);
+    if (qk->cq_init) {
+        pthread_mutex_destroy(&qk->cq_mu);
+        pthread_cond_destroy(&qk->cq_cv);
+    }
     free(qk);
 }
 
@@ -901,6 +1174,16 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     qk->state = QK_CREATED;
     atomic_init(&qk->closing, 0);
     atomic_init(&qk->closed, 0);
+    if (pthread_mutex_init(&qk->cq_mu, NULL) != 0) {
+        free(qk);
+        return CHATD_ERR_NOMEM;
+    }
+    if (pthread_cond_init(&qk->cq_cv, NULL) != 0) {
+        pthread_mutex_destroy(&qk->cq_mu);
+        free(qk);
+        return CHATD_ERR_NOMEM;
+    }
+    qk->cq_init = 1;
     for (int r = 0; r < QK_NROLES; r++) {
         qk->cl[r].qk = qk;
         qk->cl[r].role = (enum qk_role)r;
@@ -1047,6 +1330,14 @@ static chatd_status qk_start(void *inst)
     }
     if (qk->persist && qk_client_start(qk, &qk->cl[QK_PERSIST]) != 0)
         return CHATD_ERR_IO;
+    if (qk->persist) {
+        int rc = pthread_create(&qk->cq_thread, NULL, qk_cq_main, qk);
+        if (rc != 0) {
+            qk->api->log(qk->ctx, CHATD_LOG_ERROR, "cannot start a thread: %s", strerror(rc));
+            return CHATD_ERR_NOMEM;
+        }
+        qk->cq_started = 1;
+    }
     if (qk->fanout && qk_client_start(qk, &qk->cl[QK_FANOUT]) != 0)
         return CHATD_ERR_IO;
     qk->state = QK_RUNNING;
@@ -1066,6 +1357,7 @@ static void *qk_closer_main(void *arg)
 {
     struct qk *qk = arg;
     rd_kafka_t *p = qk->cl[QK_PERSIST].rk, *f = qk->cl[QK_FANOUT].rk;
+    qk_cq_stop(qk); /* may wait for one rd_kafka_committed call */
     if (p) {
         rd_kafka_resp_err_t err = rd_kafka_commit(p, NULL, 0);
         if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -1187,6 +1479,7 @@ static chatd_status qk_stop(void *inst, chatd_completion *done)
      * yet started is redelivered to the group's next owner */
     qk->cl[QK_FANOUT].polling = 0;
     qk->cl[QK_PERSIST].polling = 0;
+    qk_gate_release_all(qk, 1); /* durable already: answer the senders */
     qk->api->log(qk->ctx, CHATD_LOG_INFO,
                  "stopping: flushing %" PRId64 " deliveries, waiting for %" PRId64 " persists",
                  qk->produce_pending, qk->awaiting);

@@ -12,6 +12,12 @@
  *     PQgetResult when the socket is readable, in the order sent; PQflush runs
  *     when the socket is writable.
  *
+ * One connection, not two (one for writes, one for reads): reads are
+ * pipelined on the same connection and the server answers them in order, so
+ * a read waits at most for the batch sent before it (a few ms); in exchange
+ * there is one reconnect path, one migration, and reads see every batch
+ * committed before them.
+ *
  * Messages (persist) are queued in memory in arrival order and written in
  * batches of up to batch_max: one multi-row statement per run of CHAT
  * messages (INSERT ... ON CONFLICT DO NOTHING RETURNING feeding the room
@@ -46,14 +52,14 @@
 #include <string.h>
 
 #define PG_VERSION_STR "0.1.0"
-#define PG_MAX_QUEUED_READS 4096     /* reads waiting for the first connection */
+#define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256
 #define PG_BATCH_MAX_LIMIT 8192 /* 6 parameters per message stays under 65535 */
-#define PG_HISTORY_DEFAULT 50u   /* history page when limit is 0 (as store-sqlite) */
-#define PG_HISTORY_MAX 1000u     /* largest history page */
-#define PG_ROOMS_MAX "10000"     /* most room summaries returned */
-#define PG_MEMBERS_MAX "100000"  /* most members returned by member_list */
+#define PG_HISTORY_DEFAULT 50u  /* history page when limit is 0 (as store-sqlite) */
+#define PG_HISTORY_MAX 1000u    /* largest history page */
+#define PG_ROOMS_MAX "10000"    /* most room summaries returned */
+#define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                   */
@@ -213,9 +219,9 @@ typedef struct pg_req {
     PGresult *res; /* result of main_q */
     void *cb;      /* the caller's callback (type by kind) */
     void *arg;
-    char *s[3];  /* owned copies of string arguments */
-    int64_t i[3]; /* integer arguments */
-    size_t nbatch; /* REQ_BATCH: number of pending messages it covers */
+    char *s[3];      /* owned copies of string arguments */
+    int64_t i[3];    /* integer arguments */
+    size_t nbatch;   /* REQ_BATCH: number of pending messages it covers */
     int64_t sent_ms; /* when it was put on the connection */
 } pg_req;
 
@@ -232,7 +238,7 @@ typedef struct pg_store {
     int64_t query_timeout_ms;
 
     pg_state state;
-    int ever_ready;   /* the first connection succeeded once */
+    int ever_ready; /* the first connection succeeded once */
     int64_t backoff_ms;
     PGconn *conn;
     struct event *ev_conn;  /* connecting: one-shot read/write */
@@ -251,10 +257,11 @@ typedef struct pg_store {
 
     /* messages */
     pg_pending *p_head, *p_tail;
-    size_t npending;     /* all uncommitted, including the batch in flight */
-    size_t inflight;     /* first `inflight` pending messages are in a sent batch */
-    size_t solo_left;    /* after a failed batch: this many go one per transaction */
+    size_t npending;  /* all uncommitted, including the batch in flight */
+    size_t inflight;  /* first `inflight` pending messages are in a sent batch */
+    size_t solo_left; /* after a failed batch: this many go one per transaction */
     int busy_logged;
+    unsigned failures; /* failed connection attempts since the last success */
 
     int stopping;
     chatd_completion *stop_done;
@@ -320,7 +327,8 @@ static void sb_add(sbuf *b, const char *fmt, ...)
             return;
         }
         size_t ncap = b->cap ? b->cap * 2 : 4096;
-        while (ncap < b->len + (size_t)n + 1) ncap *= 2;
+        while (ncap < b->len + (size_t)n + 1)
+            ncap *= 2;
         char *np = realloc(b->p, ncap);
         if (!np) {
             b->oom = 1;
@@ -350,15 +358,18 @@ static void req_free(pg_req *r)
 {
     if (!r) return;
     if (r->res) PQclear(r->res);
-    for (size_t k = 0; k < 3; k++) free(r->s[k]);
+    for (size_t k = 0; k < 3; k++)
+        free(r->s[k]);
     free(r);
 }
 
 static void list_push(pg_req **head, pg_req **tail, pg_req *r)
 {
     r->next = NULL;
-    if (*tail) (*tail)->next = r;
-    else *head = r;
+    if (*tail)
+        (*tail)->next = r;
+    else
+        *head = r;
     *tail = r;
 }
 
@@ -500,8 +511,10 @@ static void deliver_history(pg_store *st, pg_req *r)
         f.time_ms = parse_i64(PQgetvalue(res, row, 5));
         msgs[k] = st->api->msg_new(st->ctx, &f);
         if (!msgs[k]) {
-            LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " of room %s from the"
-                " database (invalid fields or out of memory)", f.id, f.room_id);
+            LOG(st, CHATD_LOG_ERROR,
+                "could not rebuild message %" PRIu64 " of room %s from the"
+                " database (invalid fields or out of memory)",
+                f.id, f.room_id);
             status = CHATD_ERR_INTERNAL;
             break;
         }
@@ -512,7 +525,8 @@ static void deliver_history(pg_store *st, pg_req *r)
     } else {
         ((chatd_history_cb)r->cb)(r->arg, status, NULL, 0, 0);
     }
-    for (size_t k = 0; k < n; k++) st->api->msg_unref(msgs[k]);
+    for (size_t k = 0; k < n; k++)
+        st->api->msg_unref(msgs[k]);
     free(msgs);
 }
 
@@ -589,10 +603,11 @@ static void schedule_reconnect(pg_store *st)
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
     if (evtimer_add(st->ev_timer, &tv) != 0)
-        LOG(st, CHATD_LOG_ERROR, "could not arm the reconnect timer (libevent); PostgreSQL will"
+        LOG(st, CHATD_LOG_ERROR,
+            "could not arm the reconnect timer (libevent); PostgreSQL will"
             " not be retried: restart chatd");
-    st->backoff_ms = st->backoff_ms * 2 > st->reconnect_max_ms ? st->reconnect_max_ms
-                                                                : st->backoff_ms * 2;
+    st->backoff_ms =
+        st->backoff_ms * 2 > st->reconnect_max_ms ? st->reconnect_max_ms : st->backoff_ms * 2;
 }
 
 /* The connection failed or was lost: log it, keep the messages, give
@@ -604,14 +619,17 @@ static void conn_lost(pg_store *st, const char *what)
     conn_close(st);
     st->state = PG_DOWN;
     st->api->counter_add(st->ctx, "chatd_store_connection_failures_total", 1);
+    st->failures++;
     if (was_ready)
-        LOG(st, CHATD_LOG_ERROR, "lost the connection to PostgreSQL (%s); keeping %zu"
-            " uncommitted messages, reconnecting in %" PRId64 " ms", what, st->npending,
-            st->backoff_ms);
-    else
-        LOG(st, CHATD_LOG_WARN, "cannot reach PostgreSQL (%s): check that the server is up"
-            " and conninfo is right; %zu messages waiting, retrying in %" PRId64 " ms", what,
-            st->npending, st->backoff_ms);
+        LOG(st, CHATD_LOG_ERROR,
+            "lost the connection to PostgreSQL (%s); keeping %zu"
+            " uncommitted messages, reconnecting in %" PRId64 " ms",
+            what, st->npending, st->backoff_ms);
+    else /* the first failures, then every 10th, so that a long outage stays readable */
+        LOG(st, st->failures <= 3 || st->failures % 10 == 0 ? CHATD_LOG_WARN : CHATD_LOG_DEBUG,
+            "cannot reach PostgreSQL (%s): check that the server is up and conninfo is right;"
+            " %zu messages waiting, attempt %u, retrying in %" PRId64 " ms",
+            what, st->npending, st->failures, st->backoff_ms);
     schedule_reconnect(st);
     fail_requests(st, CHATD_ERR_UNAVAILABLE);
 }
@@ -695,13 +713,14 @@ static int send_batch(pg_store *st, size_t n)
     while (n > 0 && ok) {
         chatd_msg_kind kind = api->msg_kind(p->msg);
         size_t run = 0;
-        for (pg_pending *q = p; q && run < n && api->msg_kind(q->msg) == kind; q = q->next) run++;
+        for (pg_pending *q = p; q && run < n && api->msg_kind(q->msg) == kind; q = q->next)
+            run++;
         int per = kind == CHATD_MSG_CHAT ? 6 : 3;
         size_t np = run * (size_t)per;
         const char **vals = calloc(np, sizeof(*vals));
         int *lens = calloc(np, sizeof(*lens));
         int *fmts = calloc(np, sizeof(*fmts));
-        char (*nums)[24] = calloc(run * 3, sizeof(*nums));
+        char(*nums)[24] = calloc(run * 3, sizeof(*nums));
         sbuf sql = {0};
         if (!vals || !lens || !fmts || !nums) {
             ok = 0;
@@ -724,9 +743,10 @@ static int send_batch(pg_store *st, size_t n)
                     lens[b + 4] = (int)tlen; /* binary text: exact bytes, no NUL needed */
                     fmts[b + 4] = 1;
                     vals[b + 5] = n2;
-                    sb_add(&sql, "%s($%zu::bigint,$%zu::text,$%zu::bigint,$%zu::text,$%zu::text,"
-                           "$%zu::bigint)", k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5,
-                           b + 6);
+                    sb_add(&sql,
+                           "%s($%zu::bigint,$%zu::text,$%zu::bigint,$%zu::text,$%zu::text,"
+                           "$%zu::bigint)",
+                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
                 } else {
                     snprintf(n2, 24, "%" PRIu64, api->msg_up_to(p->msg));
                     vals[b] = api->msg_room(p->msg);
@@ -737,8 +757,10 @@ static int send_batch(pg_store *st, size_t n)
                 }
             }
             sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_tail : sql_read_tail);
-            if (sql.oom) ok = 0;
-            else ok = send_q(st, sql.p, (int)np, vals, lens, fmts);
+            if (sql.oom)
+                ok = 0;
+            else
+                ok = send_q(st, sql.p, (int)np, vals, lens, fmts);
         }
         free(sql.p);
         free(vals);
@@ -778,8 +800,10 @@ static int req_send(pg_store *st, pg_req *r)
         const char *key[1] = {PG_ADVISORY_KEY};
         ok = send_q(st, "BEGIN", 0, NULL, NULL, NULL) &&
              send_q(st, "SELECT pg_advisory_xact_lock($1::bigint)", 1, key, NULL, NULL) &&
-             send_q(st, "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())", 0, NULL, NULL, NULL) &&
+             send_q(st,
+                    "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())",
+                    0, NULL, NULL, NULL) &&
              send_q(st, "SELECT coalesce(max(version), 0) FROM chatd_schema", 0, NULL, NULL, NULL);
         r->main_q = 3;
         break;
@@ -796,9 +820,11 @@ static int req_send(pg_store *st, pg_req *r)
         v[1] = r->s[1];
         v[2] = r->s[2];
         v[3] = n0;
-        ok = send_q(st, "INSERT INTO members (login_id, name, pw_hash, created_ms)"
+        ok = send_q(st,
+                    "INSERT INTO members (login_id, name, pw_hash, created_ms)"
                     " VALUES ($1, $2, $3, $4::bigint) ON CONFLICT (login_id) DO NOTHING"
-                    " RETURNING " MEMBER_COLS, 4, v, NULL, NULL);
+                    " RETURNING " MEMBER_COLS,
+                    4, v, NULL, NULL);
         r->main_q = 0;
         break;
     case REQ_MEMBER_GET:
@@ -809,8 +835,8 @@ static int req_send(pg_store *st, pg_req *r)
         } else {
             snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
             v[0] = n0;
-            ok = send_q(st, "SELECT " MEMBER_COLS " FROM members WHERE id = $1::bigint", 1, v,
-                        NULL, NULL);
+            ok = send_q(st, "SELECT " MEMBER_COLS " FROM members WHERE id = $1::bigint", 1, v, NULL,
+                        NULL);
         }
         r->main_q = 0;
         break;
@@ -825,15 +851,18 @@ static int req_send(pg_store *st, pg_req *r)
         v[0] = r->s[0];
         v[1] = n0;
         v[2] = n1;
-        ok = send_q(st, "INSERT INTO sessions (token_hash, member_id, expires_ms)"
+        ok = send_q(st,
+                    "INSERT INTO sessions (token_hash, member_id, expires_ms)"
                     " VALUES ($1, $2::bigint, $3::bigint) ON CONFLICT (token_hash) DO UPDATE"
                     " SET member_id = EXCLUDED.member_id, expires_ms = EXCLUDED.expires_ms",
                     3, v, NULL, NULL);
         break;
     case REQ_SESSION_GET:
         v[0] = r->s[0];
-        ok = send_q(st, "SELECT token_hash, member_id, expires_ms FROM sessions"
-                    " WHERE token_hash = $1", 1, v, NULL, NULL);
+        ok = send_q(st,
+                    "SELECT token_hash, member_id, expires_ms FROM sessions"
+                    " WHERE token_hash = $1",
+                    1, v, NULL, NULL);
         r->main_q = 0;
         break;
     case REQ_SESSION_DEL:
@@ -843,7 +872,8 @@ static int req_send(pg_store *st, pg_req *r)
     case REQ_ROOM_LIST:
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         v[0] = n0;
-        ok = send_q(st, "SELECT r.room_id, r.member_id, r.peer_id, coalesce(m.login_id, ''),"
+        ok = send_q(st,
+                    "SELECT r.room_id, r.member_id, r.peer_id, coalesce(m.login_id, ''),"
                     " coalesce(m.name, ''), r.last_msg_id, r.last_message, r.last_ms, r.unread,"
                     " r.last_read_id FROM rooms r LEFT JOIN members m ON m.id = r.peer_id"
                     " WHERE r.member_id = $1::bigint"
@@ -857,9 +887,11 @@ static int req_send(pg_store *st, pg_req *r)
         v[0] = r->s[0];
         v[1] = n0;
         v[2] = n2;
-        ok = send_q(st, "SELECT id, room_id, writer_id, writer, message, created_ms"
+        ok = send_q(st,
+                    "SELECT id, room_id, writer_id, writer, message, created_ms"
                     " FROM messages WHERE room_id = $1 AND id < $2::bigint"
-                    " ORDER BY id DESC LIMIT $3::bigint", 3, v, NULL, NULL);
+                    " ORDER BY id DESC LIMIT $3::bigint",
+                    3, v, NULL, NULL);
         r->main_q = 0;
         break;
     }
@@ -894,8 +926,10 @@ static void pump(pg_store *st)
             if (st->solo_left > 0) n = 1;
             r = req_new(REQ_BATCH, NULL, NULL);
             if (!r) {
-                LOG(st, CHATD_LOG_ERROR, "out of memory starting a batch of %zu messages;"
-                    " retrying soon", n);
+                LOG(st, CHATD_LOG_ERROR,
+                    "out of memory starting a batch of %zu messages;"
+                    " retrying soon",
+                    n);
             } else {
                 r->nbatch = n;
                 st->inflight = n;
@@ -915,6 +949,7 @@ static void go_ready(pg_store *st)
 {
     st->state = PG_READY;
     st->backoff_ms = st->reconnect_min_ms;
+    st->failures = 0;
     st->busy_logged = 0;
     if (!st->ever_ready)
         LOG(st, CHATD_LOG_INFO, "connected to PostgreSQL (server %d, schema version %d)",
@@ -950,8 +985,10 @@ static void batch_done(pg_store *st, pg_req *r)
     }
     st->api->counter_add(st->ctx, "chatd_store_failed_batches_total", 1);
     if (n > 1) {
-        LOG(st, CHATD_LOG_WARN, "a batch of %zu messages failed (%s%s%s); retrying them one per"
-            " transaction", n, r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
+        LOG(st, CHATD_LOG_WARN,
+            "a batch of %zu messages failed (%s%s%s); retrying them one per"
+            " transaction",
+            n, r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
         st->solo_left = n;
         return;
     }
@@ -963,9 +1000,10 @@ static void batch_done(pg_store *st, pg_req *r)
         if (!st->p_head) st->p_tail = NULL;
         st->npending--;
         if (st->solo_left > 0) st->solo_left--;
-        LOG(st, CHATD_LOG_ERROR, "PostgreSQL refused message %" PRIu64 " (%s%s%s); the queue"
-            " will redeliver it", st->api->msg_id(p->msg), r->err,
-            r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
+        LOG(st, CHATD_LOG_ERROR,
+            "PostgreSQL refused message %" PRIu64 " (%s%s%s); the queue"
+            " will redeliver it",
+            st->api->msg_id(p->msg), r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
         snprintf(reason, sizeof(reason), "database error: %s", r->err);
         st->api->complete(p->done, CHATD_ERR_IO, reason);
         st->api->msg_unref(p->msg);
@@ -992,8 +1030,10 @@ static void req_finish(pg_store *st, pg_req *r)
             st->schema_version = r->res ? (int)parse_i64(PQgetvalue(r->res, 0, 0)) : 0;
             if (st->schema_version > PG_SCHEMA_VERSION) {
                 char buf[128];
-                snprintf(buf, sizeof(buf), "the database schema is version %d, newer than this"
-                         " store-pg (%d): upgrade chatd", st->schema_version, PG_SCHEMA_VERSION);
+                snprintf(buf, sizeof(buf),
+                         "the database schema is version %d, newer than this"
+                         " store-pg (%d): upgrade chatd",
+                         st->schema_version, PG_SCHEMA_VERSION);
                 conn_lost(st, buf);
                 return;
             }
@@ -1014,8 +1054,10 @@ static void req_finish(pg_store *st, pg_req *r)
     }
     if (r->failed) {
         chatd_status s = CHATD_ERR_IO;
-        if (strcmp(r->sqlstate, "23505") == 0) s = CHATD_ERR_EXISTS;
-        else if (strncmp(r->sqlstate, "22", 2) == 0) s = CHATD_ERR_INVALID;
+        if (strcmp(r->sqlstate, "23505") == 0)
+            s = CHATD_ERR_EXISTS;
+        else if (strncmp(r->sqlstate, "22", 2) == 0)
+            s = CHATD_ERR_INVALID;
         LOG(st, s == CHATD_ERR_IO ? CHATD_LOG_ERROR : CHATD_LOG_DEBUG,
             "PostgreSQL query failed: %s%s%s", r->err, r->sqlstate[0] ? ", SQLSTATE " : "",
             r->sqlstate);
@@ -1253,7 +1295,8 @@ static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!done) return;
     st->stop_done = NULL;
-    LOG(st, CHATD_LOG_ERROR, "stopping: PostgreSQL did not commit %zu messages within %" PRId64
+    LOG(st, CHATD_LOG_ERROR,
+        "stopping: PostgreSQL did not commit %zu messages within %" PRId64
         " ms; they stay with the queue, which redelivers them at the next start",
         st->npending, st->stop_timeout_ms);
     evtimer_del(st->ev_timer);
@@ -1272,12 +1315,11 @@ static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 /* Queue request r (or fail it at once when the database is down). */
 static void submit(pg_store *st, pg_req *r)
 {
-    if (st->stopping || st->state == PG_STOPPED || st->state == PG_IDLE ||
-        st->state == PG_DOWN || (st->ever_ready && st->state != PG_READY) ||
-        st->nqueued >= PG_MAX_QUEUED_READS) {
+    if (st->stopping || st->state == PG_STOPPED || st->state == PG_IDLE || st->state == PG_DOWN ||
+        (st->ever_ready && st->state != PG_READY) || st->nqueued >= PG_MAX_QUEUED_READS) {
         /* down, stopping, or the first connection is taking too many reads */
-        req_fail_cb(st, r, st->nqueued >= PG_MAX_QUEUED_READS ? CHATD_ERR_BUSY
-                                                              : CHATD_ERR_UNAVAILABLE);
+        req_fail_cb(st, r,
+                    st->nqueued >= PG_MAX_QUEUED_READS ? CHATD_ERR_BUSY : CHATD_ERR_UNAVAILABLE);
         req_free(r);
         return;
     }
@@ -1299,11 +1341,15 @@ static chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *don
         st->api->counter_add(st->ctx, "chatd_store_busy_total", 1);
         if (!st->busy_logged) {
             if (st->state != PG_READY)
-                LOG(st, CHATD_LOG_ERROR, "PostgreSQL is unavailable and %zu messages wait for it"
-                    " (max_pending): refusing new messages until it is back", st->npending);
+                LOG(st, CHATD_LOG_ERROR,
+                    "PostgreSQL is unavailable and %zu messages wait for it"
+                    " (max_pending): refusing new messages until it is back",
+                    st->npending);
             else
-                LOG(st, CHATD_LOG_WARN, "%zu messages wait for PostgreSQL (max_pending): refusing"
-                    " new messages until it catches up", st->npending);
+                LOG(st, CHATD_LOG_WARN,
+                    "%zu messages wait for PostgreSQL (max_pending): refusing"
+                    " new messages until it catches up",
+                    st->npending);
             st->busy_logged = 1;
         }
         return CHATD_ERR_BUSY;
@@ -1312,8 +1358,10 @@ static chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *don
     if (!p) return CHATD_ERR_NOMEM;
     p->msg = st->api->msg_ref(msg);
     p->done = done;
-    if (st->p_tail) st->p_tail->next = p;
-    else st->p_head = p;
+    if (st->p_tail)
+        st->p_tail->next = p;
+    else
+        st->p_head = p;
     st->p_tail = p;
     st->npending++;
     if ((st->npending & 63) == 0 || st->state != PG_READY)
@@ -1531,7 +1579,8 @@ static chatd_status pg_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     PQconninfoOption *opts;
 
     if (!conninfo || !*conninfo) {
-        api->cfg_error(ctx, "conninfo", "required: a libpq connection string such as"
+        api->cfg_error(ctx, "conninfo",
+                       "required: a libpq connection string such as"
                        " host=127.0.0.1 port=5432 dbname=chatd user=chatd");
         return CHATD_ERR_INVALID;
     }
@@ -1591,7 +1640,8 @@ static chatd_status pg_start(void *inst)
     struct timeval second = {1, 0};
     if (st->state != PG_IDLE) return CHATD_OK;
     if (st->query_timeout_ms > 0 && event_add(st->ev_watch, &second) != 0)
-        LOG(st, CHATD_LOG_WARN, "could not arm the query watchdog (libevent); a server that"
+        LOG(st, CHATD_LOG_WARN,
+            "could not arm the query watchdog (libevent); a server that"
             " stops answering will not be noticed");
     pg_connect(st); /* asynchronous; failures are retried with backoff */
     return CHATD_OK;
@@ -1625,8 +1675,10 @@ static void pg_destroy(void *inst)
     if (!st) return;
     conn_close(st);
     if (st->npending > 0)
-        LOG(st, CHATD_LOG_WARN, "destroyed with %zu uncommitted messages; the queue redelivers"
-            " them", st->npending);
+        LOG(st, CHATD_LOG_WARN,
+            "destroyed with %zu uncommitted messages; the queue redelivers"
+            " them",
+            st->npending);
     st->state = PG_STOPPED;
     fail_requests(st, CHATD_ERR_UNAVAILABLE);
     fail_pending(st, CHATD_ERR_UNAVAILABLE, "store destroyed before PostgreSQL committed it");

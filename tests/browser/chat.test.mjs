@@ -251,6 +251,8 @@ test('older pages load when scrolling up', async () => {
     await client.deactivate();
     const all = 5 + total; // 5 earlier messages in this room
 
+    // bob's list hears about them live (after they are stored)
+    await roomItem(pageB).locator('.room-last', { hasText: `bulk ${total}` }).waitFor();
     await roomItem(pageB).click();
     await waitText(pageB, `bulk ${total}`);
     const first = await messages(pageB).count();

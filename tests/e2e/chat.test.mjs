@@ -121,12 +121,16 @@ test('history: pages of ?before=&limit=, oldest to newest, with a next cursor', 
     const b = await makeMember('hist');
     const room = roomOf(a, b);
     const ca = await connect(a);
+    // a RECEIPT means durable in the queue; the fan-out comes after the store
+    // wrote it, so wait for the fan-out before reading history
+    const seen = await collectSynced(ca, `/sub/chat/room/${room}`);
     const sent = [];
     for (let i = 0; i < 7; i++) {
         const message = `history ${i} 한글`;
         await publish(ca, '/pub/chat/message', { roomId: room, message });
         sent.push(message);
     }
+    await seen.waitFor(7);
     const first = await http('GET', `/api/rooms/${room}/messages?limit=3`, { token: b.token });
     assert.equal(first.status, 200, first.text);
     assert.deepEqual(first.json.messages.map((m) => m.message), sent.slice(4), 'newest page, oldest first');
@@ -212,6 +216,7 @@ test('unread counts rise, then /pub/chat/read clears them with a read event on t
 
     // reading an older id later never raises the count again
     await publish(cb, '/pub/chat/read', { roomId: room, upTo: ids[0] });
+    await bSide.waitFor((msgs) => msgs.filter((m) => m.type === 'read').length === 3);
     bNow = await http('GET', '/api/rooms', { token: b.token });
     assert.equal(bNow.json.find((x) => x.roomId === room).unread, 0, 'last read never goes back');
 
@@ -219,12 +224,15 @@ test('unread counts rise, then /pub/chat/read clears them with a read event on t
     await sleep(300);
     assert.equal(aSide.messages.filter((m) => m.type === 'read').length, 0, 'alice gets no read event');
     assert.equal(aSide.messages.length, 3);
+    // (each REST read below waits for the fan-out first: it follows the store's write)
 
     // a new message counts again; bob's reply clears his own count
     await publish(ca, '/pub/chat/message', { roomId: room, message: 'four' });
+    await bSide.waitFor((msgs) => msgs.some((m) => m.message === 'four'));
     bNow = await http('GET', '/api/rooms', { token: b.token });
     assert.equal(bNow.json.find((x) => x.roomId === room).unread, 1);
     await publish(cb, '/pub/chat/message', { roomId: room, message: 'reply' });
+    await aSide.waitFor((msgs) => msgs.some((m) => m.message === 'reply'));
     bNow = await http('GET', '/api/rooms', { token: b.token });
     const rb = bNow.json.find((x) => x.roomId === room);
     assert.equal(rb.unread, 0, 'writing in a room reads it');
@@ -237,9 +245,11 @@ test('conversations are listed newest first', async () => {
     const me = await makeMember('list');
     const [p1, p2, p3] = await Promise.all([makeMember('p'), makeMember('p'), makeMember('p')]);
     const c = await connect(me);
+    const side = await collectSynced(c, `/sub/chat/side/${me.id}`);
     for (const p of [p1, p2, p3, p1]) {
         await publish(c, '/pub/chat/message', { roomId: roomOf(me, p), message: `to ${p.loginId}` });
     }
+    await side.waitFor(4);
     const r = await http('GET', '/api/rooms', { token: me.token });
     assert.deepEqual(r.json.map((x) => Number(x.peer.id)), [p1.id, p3.id, p2.id]);
     for (let i = 1; i < r.json.length; i++) {

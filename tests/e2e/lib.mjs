@@ -186,7 +186,7 @@ export function collect(client, destination, headers = {}) {
 
 /* collectSynced: collect() with a receipt on the SUBSCRIBE, resolved once the
  * server answered it (so nothing published afterwards can be missed) */
-export async function collectSynced(client, destination) {
+export async function collectSynced(client, destination, headers = {}) {
     const receipt = uid('sub-');
     const got = new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`no RECEIPT for SUBSCRIBE ${destination}`)), 8000);
@@ -195,7 +195,7 @@ export async function collectSynced(client, destination) {
             resolve();
         });
     });
-    const box = collect(client, destination, { receipt });
+    const box = collect(client, destination, { ...headers, receipt });
     await got;
     return box;
 }

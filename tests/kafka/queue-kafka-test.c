@@ -80,6 +80,7 @@ struct chatd_ctx {
 static int persisted[MAXMSG], fanned[MAXMSG];
 static uint64_t last_persist_seq[NROOMS], last_fanout_seq[NROOMS];
 static int order_errors;
+static int early_fanout, early_receipt; /* before the message was persisted */
 static int fail_next_persist; /* answer this many persists with ERR_IO */
 static int hold_persists;     /* keep done callbacks instead of answering */
 struct held {
@@ -195,8 +196,17 @@ static chatd_status api_post(chatd_ctx *ctx, chatd_task_fn fn, void *arg)
     return CHATD_OK;
 }
 
+struct batch {
+    int from, to; /* ids [from, to) */
+    chatd_completion c[MAXMSG];
+};
+static struct batch B;
+static int64_t t0;
+
 static void api_complete(chatd_completion *c, chatd_status st, const char *reason)
 {
+    if (c >= B.c && c < B.c + MAXMSG && st == CHATD_OK && !persisted[c - B.c])
+        early_receipt++;
     if (c->completed)
         failures++, fprintf(stderr, "FAIL: completion finished twice\n");
     c->completed = 1;
@@ -288,6 +298,8 @@ static void api_consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_st
         return;
     }
     if (flags & CHATD_CONSUME_FANOUT) {
+        if (!persisted[id])
+            early_fanout++;
         fanned[id]++;
         note_order(last_fanout_seq, id);
     }
@@ -379,11 +391,6 @@ static int run_until(int (*cond)(void *), void *arg, int timeout_ms)
 
 static int never(void *arg) { return 0; }
 
-struct batch {
-    int from, to; /* ids [from, to) */
-    chatd_completion c[MAXMSG];
-};
-
 static int all_completed(void *arg)
 {
     struct batch *b = arg;
@@ -457,8 +464,7 @@ static int count_range(int *arr, int from, int to, int want)
     return bad;
 }
 
-static struct batch B;
-static int64_t t0;
+
 
 int main(int argc, char **argv)
 {
@@ -527,6 +533,9 @@ int main(int argc, char **argv)
     CHECK(count_range(persisted, 1, 301, 1) == 0, "a message persisted more than once");
     CHECK(count_range(fanned, 1, 301, 1) == 0, "a message fanned out more than once");
     CHECK(order_errors == 0, "%d messages out of room order", order_errors);
+    /* one node owns every partition: fan-out and RECEIPT wait for the store */
+    CHECK(early_fanout == 0, "%d messages fanned out before they were persisted", early_fanout);
+    CHECK(early_receipt == 0, "%d completions before the message was persisted", early_receipt);
 
     /* 2. a failed persist is retried */
     fprintf(stderr, "   fanned out: missing %d\n", count_range(fanned, 1, 301, 1));

@@ -3,6 +3,8 @@
  *   text containing "badword"  -> CHATD_REJECT, synchronously
  *   text "shout"               -> ASYNC: rewritten to "SHOUT" on a later
  *                                 loop turn, then completed OK
+ *   text "twice"               -> ASYNC, then completed twice (a plugin bug
+ *                                 the core must catch: exactly once)
  *   anything else              -> CHATD_OK
  */
 #include <chatd/plugin.h>
@@ -46,19 +48,29 @@ static void tf_shout(void *arg)
     free(l);
 }
 
+static void tf_twice(void *arg)
+{
+    later *l = arg;
+    const chatd_api *api = l->f->api;
+    api->complete(l->done, CHATD_OK, NULL);
+    api->complete(l->done, CHATD_REJECT, "second completion");
+    api->msg_unref(l->msg);
+    free(l);
+}
+
 static chatd_status tf_filter(void *inst, chatd_msg *msg, chatd_completion *done)
 {
     tf *f = inst;
     size_t len;
     const char *text = f->api->msg_text(msg, &len);
     if (strstr(text, "badword")) return CHATD_REJECT;
-    if (strcmp(text, "shout") == 0) {
+    if (strcmp(text, "shout") == 0 || strcmp(text, "twice") == 0) {
         later *l = malloc(sizeof(*l));
         if (!l) return CHATD_ERR_NOMEM;
         l->f = f;
         l->msg = f->api->msg_ref(msg);
         l->done = done;
-        if (f->api->post(f->ctx, tf_shout, l) != CHATD_OK) {
+        if (f->api->post(f->ctx, text[0] == 's' ? tf_shout : tf_twice, l) != CHATD_OK) {
             f->api->msg_unref(msg);
             free(l);
             return CHATD_ERR_UNAVAILABLE;

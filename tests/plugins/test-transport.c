@@ -3,18 +3,23 @@
  * accepts no clients, and records every delivery as one line
  * "DESTINATION<TAB>JSON" in the file named by its `record` key, so a test
  * can check the fan-out. It also declares keys of every type so the config
- * tests can check validation against a plugin's key table. (It writes the
+ * tests can check validation against a plugin's key table, and a `stop` key
+ * choosing how its stop hook behaves: "sync", "async" (completes on a later
+ * loop turn) or "never" (so the core's stop timeout is exercised). (It writes the
  * file synchronously: acceptable for a test plugin, never for a real one.)
  */
 #include <chatd/plugin.h>
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 typedef struct tt {
     const chatd_api *api;
     chatd_ctx *ctx;
     FILE *rec;
+    const char *stop_mode;
+    chatd_completion *stopping;
 } tt;
 
 static const chatd_cfg_key tt_keys[] = {
@@ -23,6 +28,7 @@ static const chatd_cfg_key tt_keys[] = {
     {"flag", CHATD_CFG_BOOL, "false", 0, 0, "a boolean key for the config tests"},
     {"limit", CHATD_CFG_SIZE, "1k", 1, 1048576, "a size key for the config tests"},
     {"opt.", CHATD_CFG_STRING, NULL, 0, 0, "pass-through keys for the config tests"},
+    {"stop", CHATD_CFG_STRING, "async", 0, 0, "stop hook: sync, async or never"},
     {NULL, 0, NULL, 0, 0, NULL},
 };
 
@@ -41,8 +47,52 @@ static chatd_status tt_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
             return CHATD_ERR_INVALID;
         }
     }
+    t->stop_mode = api->cfg_str(ctx, "stop");
+    if (strcmp(t->stop_mode, "sync") != 0 && strcmp(t->stop_mode, "async") != 0 &&
+        strcmp(t->stop_mode, "never") != 0) {
+        api->cfg_error(ctx, "stop", "'%s' is not sync, async or never", t->stop_mode);
+        if (t->rec)
+            fclose(t->rec);
+        free(t);
+        return CHATD_ERR_INVALID;
+    }
     *inst = t;
     return CHATD_OK;
+}
+
+static void tt_record(tt *t, const char *line)
+{
+    if (t->rec) {
+        fprintf(t->rec, "%s\n", line);
+        fflush(t->rec);
+    }
+}
+
+static void tt_stopped(void *arg)
+{
+    tt *t = arg;
+    tt_record(t, "event\tstopped");
+    t->api->complete(t->stopping, CHATD_OK, NULL);
+    t->stopping = NULL;
+}
+
+static chatd_status tt_stop(void *inst, chatd_completion *done)
+{
+    tt *t = inst;
+    tt_record(t, "event\tstop");
+    if (strcmp(t->stop_mode, "sync") == 0)
+        return CHATD_OK;
+    if (strcmp(t->stop_mode, "never") == 0)
+        return CHATD_ASYNC; /* never completes: the core gives up after stop_timeout */
+    t->stopping = done;
+    if (t->api->post(t->ctx, tt_stopped, t) != CHATD_OK)
+        return CHATD_ERR_UNAVAILABLE;
+    return CHATD_ASYNC;
+}
+
+static void tt_reload(void *inst)
+{
+    tt_record(inst, "event\treload");
 }
 
 static void tt_destroy(void *inst)
@@ -79,7 +129,9 @@ static const chatd_plugin_desc tt_desc = {
     .description = "records deliveries to a file (tests only)",
     .cfg_keys = tt_keys,
     .create = tt_create,
+    .stop = tt_stop,
     .destroy = tt_destroy,
+    .reload = tt_reload,
     .ops = &tt_ops,
 };
 

@@ -9,6 +9,8 @@
 #   4. outage end to end: chatd on etc/chatd-postgres.conf, a stream published
 #      with @stomp/stompjs while PostgreSQL stops and starts; every message that
 #      got a RECEIPT is stored exactly once (tests/pg/outage.mjs, checked with psql);
+#      and with PostgreSQL down, publishes beyond store.max_pending are refused
+#      with a STOMP ERROR (tests/pg/busy.mjs);
 #   5. the end-to-end chat suites (tests/e2e/) against chatd on PostgreSQL.
 # The server runs in a temp dir on 127.0.0.1 and a free port, and is stopped
 # and removed at the end (tests/pg/pg-start.sh, pg-stop.sh).
@@ -107,6 +109,20 @@ outage_e2e() {
     grep -q "PostgreSQL is back" "$log" || { echo "50-pg: no 'PostgreSQL is back' in $log" >&2; return 1; }
 }
 step outage-e2e outage_e2e
+
+# 4b. the pending bound end to end: chatd with store.max_pending=10 while
+# PostgreSQL is down refuses further publishes with a STOMP ERROR
+busy_e2e() {
+    local log=$CHATD_OUT/pg-busy-e2e.log
+    BUSY_MAX_PENDING=10 CHATD_E2E_NAME=pg-busy-e2e CHATD_E2E_TIMEOUT=180 \
+        "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd-postgres.conf" \
+        --set "store.conninfo=$PGTEST_CONNINFO" --set store.max_pending=10 \
+        --set store.reconnect_max_ms=500 \
+        -- node --test --test-reporter=spec "$CHATD_TOP/tests/pg/busy.mjs" || return 1
+    grep -q "refusing new messages until it is back" "$log" ||
+        { echo "50-pg: no max_pending refusal logged in $log" >&2; return 1; }
+}
+step busy-e2e busy_e2e
 
 # 5. the end-to-end chat suites on PostgreSQL
 step e2e-pg env CHATD_E2E_NAME=e2e-pg "$CHATD_TOP/tests/e2e/run.sh" \

@@ -9,9 +9,13 @@
 #   3. the ABI check (abidiff against the baseline, and the static asserts
 #      compiled against the installed header);
 #   4. the installed config passes `chatd -t`; the shipped unit is sane;
+#      `chatd -h PLUGIN` lists a third-party plugin's keys; a bad value is
+#      refused with FILE:LINE; plugins built for ABI major+1 or minor+1 are
+#      refused with a log line naming both versions;
 #   5. the installed chatd with the filter loaded twice ([mask], [block]):
 #      a real STOMP client sees masked and rejected messages, GET /metrics is
-#      scraped during the chat, SIGHUP reloads and chatd keeps serving;
+#      scraped during the chat; SIGHUP makes [mask] re-read its words_file
+#      (and keep the old list when the new file is bad);
 #   6. the installed chatd on the store-memory example: a whole chat works.
 # Needs: a C compiler, make, pkg-config, node + tests/node_modules; abidw for
 # the abidiff half of step 3 (skipped with a notice when missing).
@@ -49,7 +53,8 @@ mkdir -p "$tmp/build"
 for f in bin/chatd include/chatd/plugin.h lib/pkgconfig/chatd-plugin.pc \
     lib/chatd/plugins/transport-ws.so lib/chatd/plugins/queue-local.so \
     lib/chatd/plugins/store-sqlite.so share/man/man8/chatd.8 share/man/man5/chatd.conf.5 \
-    etc/chatd/chatd.conf lib/systemd/system/chatd.service share/chatd/web/index.html \
+    etc/chatd/chatd.conf lib/systemd/system/chatd.service lib/sysusers.d/chatd.conf \
+    share/chatd/web/index.html \
     share/doc/chatd/plugin-guide.md; do
     [ -e "$prefix/$f" ] || fail "make install did not install $f"
 done
@@ -89,7 +94,8 @@ say "examples built out of tree with pkg-config and installed"
 
 # ---- 3. ABI check -----------------------------------------------------------
 cc=${CC:-cc}
-"$cc" -std=c11 -Wall -Wextra -Werror $(pc --cflags) -fPIE -o "$tmp/abi-check" "$CHATD_TOP/abi/abi-check.c" ||
+read -ra sdk_cflags <<<"$(pc --cflags)"
+"$cc" -std=c11 -Wall -Wextra -Werror "${sdk_cflags[@]}" -fPIE -o "$tmp/abi-check" "$CHATD_TOP/abi/abi-check.c" ||
     fail "abi/abi-check.c does not compile against the installed header: the ABI is broken"
 "$tmp/abi-check" || fail "abi-check"
 rc=0
@@ -102,17 +108,65 @@ esac
 
 # ---- 4. installed config and unit -------------------------------------------
 chatd=$prefix/bin/chatd
-CHATD_BIN=$chatd # start_chatd runs the installed daemon
+export CHATD_BIN=$chatd # start_chatd runs the installed daemon
 unit=$prefix/lib/systemd/system/chatd.service
 grep -qx "ExecStart=$chatd -c $prefix/etc/chatd/chatd.conf" "$unit" || fail "ExecStart of chatd.service"
 grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$unit" || fail "ExecReload of chatd.service"
 grep -qx 'StateDirectory=chatd' "$unit" || fail "StateDirectory of chatd.service"
 grep -qx 'User=chatd' "$unit" || fail "User of chatd.service"
+if command -v systemd-analyze >/dev/null 2>&1; then
+    timeout 30 systemd-analyze verify --man=no "$unit" >"$tmp/verify.log" 2>&1 ||
+        fail "systemd-analyze verify chatd.service: $(cat "$tmp/verify.log")"
+    if [ -s "$tmp/verify.log" ]; then fail "systemd-analyze verify warns: $(cat "$tmp/verify.log")"; fi
+fi
 grep -q "^web_root = $prefix/share/chatd/web\$" "$prefix/etc/chatd/chatd.conf" || fail "web_root of the installed config"
 grep -q '^path = /var/lib/chatd/chatd.db$' "$prefix/etc/chatd/chatd.conf" || fail "store path of the installed config"
 timeout 20 "$chatd" -t -c "$prefix/etc/chatd/chatd.conf" --set store.path="$tmp/var/chatd.db" \
     >"$CHATD_OUT/70-sdk-t.log" 2>&1 || { cat "$CHATD_OUT/70-sdk-t.log" >&2; fail "chatd -t on the installed config"; }
 say "installed config and unit ok"
+
+# ---- 4b. what a plugin author sees from the installed daemon -------------------
+"$chatd" -h filter-banned-words >"$tmp/help.txt" 2>&1 || fail "chatd -h filter-banned-words"
+grep -q '^ *words_file ' "$tmp/help.txt" || fail "chatd -h does not list the filter's keys: $(cat "$tmp/help.txt")"
+# a bad value is refused at create, with the file and line of the key
+cat >"$tmp/bad.conf" <<EOF
+[ws]
+plugin = transport-ws
+listen = 127.0.0.1:$(free_port)
+[banned]
+plugin = filter-banned-words
+words = spam
+mode = drop
+[queue]
+plugin = queue-local
+[store]
+plugin = store-memory
+EOF
+rc=0
+timeout 20 "$chatd" -c "$tmp/bad.conf" >"$tmp/bad.log" 2>&1 || rc=$?
+[ "$rc" = 1 ] || fail "chatd with mode = drop exited $rc, not 1"
+grep -q "bad.conf:7: \[banned\] mode: 'drop' is not mask or reject" "$tmp/bad.log" ||
+    fail "no FILE:LINE error for a bad filter value: $(cat "$tmp/bad.log")"
+# the ABI promise, enforced: a plugin of another major, or of a newer minor, is refused
+for v in MAJOR MINOR; do
+    lv=${v,,}
+    d=$tmp/abi-$lv
+    mkdir -p "$d"
+    sed -e "s/CHATD_ABI_$v,/CHATD_ABI_$v + 1,/" -e "s/\"filter-banned-words\"/\"filter-abi-$lv\"/" \
+        "$tmp/src/filter-banned-words/filter_banned_words.c" >"$d/f.c"
+    grep -q "CHATD_ABI_$v + 1," "$d/f.c" || fail "could not make the ABI $lv test plugin"
+    "$cc" -std=c11 "${sdk_cflags[@]}" -shared -o "$d/filter-abi-$lv.so" "$d/f.c" || fail "building the $lv test plugin"
+    # a plugin named by path (with a '/') is loaded from there
+    sed -e "s|^plugin = filter-banned-words|plugin = $d/filter-abi-$lv.so|" -e 's/^mode = drop/mode = mask/' \
+        "$tmp/bad.conf" >"$d/chatd.conf"
+    rc=0
+    timeout 20 "$chatd" -t -c "$d/chatd.conf" >"$d/log" 2>&1 || rc=$?
+    [ "$rc" = 1 ] || fail "a plugin of ABI $lv+1 was not refused (exit $rc): $(cat "$d/log")"
+    if [ $v = MAJOR ]; then want="built for plugin ABI $((hdr_major + 1))\\.$hdr_minor, this chatd speaks $hdr_major\\.$hdr_minor"
+    else want="built for a newer plugin ABI $hdr_major\\.$((hdr_minor + 1)) than this chatd's $hdr_major\\.$hdr_minor"; fi
+    grep -q "\[banned\].*$want" "$d/log" || fail "the refusal of ABI $lv+1 does not say why: $(cat "$d/log")"
+    say "ABI $lv+1 plugin refused: $(grep "$want" "$d/log" | head -1 | sed 's/^[^]]*] //' | cut -c1-160)"
+done
 
 # ---- 5. the filter, end to end, and /metrics ----------------------------------
 command -v node >/dev/null || fail "node is not installed"
@@ -155,8 +209,8 @@ CHATD_URL=http://127.0.0.1:$port timeout 120 node "$CHATD_TOP/tests/suites/70-sd
 
 # SIGHUP: [mask] re-reads its words_file; chatd keeps serving
 waitlog() { # waitlog LOG REGEX: up to 5 s for a line
-    local i
-    for i in $(seq 50); do
+    local _
+    for _ in $(seq 50); do
         grep -q "$2" "$1" && return 0
         sleep 0.1
     done
