@@ -71,8 +71,7 @@ static void retire(chatd_completion *comp)
             comp->prev->next = comp->next;
         else
             q->abandoned = comp->next;
-        if (comp->next)
-            comp->next->prev = comp->prev;
+        if (comp->next) comp->next->prev = comp->prev;
         comp->prev = comp->next = NULL;
     }
     free(q->ring[q->next]);

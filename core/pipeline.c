@@ -197,6 +197,11 @@ static void pub_enqueued(void *arg, chatd_status st, const char *reason)
 {
     pub_req *r = arg;
     metrics_observe(r->core->metrics, METRIC_HIST_QUEUE, mono_ms_f() - r->t0);
+    /* health: a backend failure marks the queue down until it succeeds again */
+    if (st == CHATD_OK)
+        r->core->queue->failed = false;
+    else if (st == CHATD_ERR_IO || st == CHATD_ERR_UNAVAILABLE)
+        r->core->queue->failed = true;
     if (st != CHATD_OK)
         log_msg(CHATD_LOG_WARN, r->core->queue->name,
                 "enqueue of message %" PRIu64 " failed: %s%s%s", msg_id(r->msg), api_status_str(st),
@@ -446,6 +451,10 @@ static void con_persisted(void *arg, chatd_status st, const char *reason)
     con_req *r = arg;
     core *c = r->core;
     metrics_observe(c->metrics, METRIC_HIST_STORE, mono_ms_f() - r->t0);
+    if (st == CHATD_OK)
+        c->store->failed = false;
+    else if (st == CHATD_ERR_IO || st == CHATD_ERR_UNAVAILABLE)
+        c->store->failed = true;
     if (st != CHATD_OK) {
         log_msg(st == CHATD_ERR_BUSY ? CHATD_LOG_DEBUG : CHATD_LOG_WARN, c->store->name,
                 "persist of message %" PRIu64 " failed: %s%s%s (the queue will redeliver)",

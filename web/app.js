@@ -482,6 +482,14 @@
 
     function openRoom(roomId, peer) {
         if (!ROOM_RE.test(roomId) || !state.me) return;
+        var parts = roomId.split('&').map(Number);
+        var pid0 = peerIdOf(roomId);
+        /* only a room of mine with a member we know: a refused SUBSCRIBE would
+         * be an ERROR (and a closed connection) on every reconnect */
+        if (parts.indexOf(state.me.id) < 0 || pid0 === state.me.id ||
+            !(state.members.has(pid0) || state.rooms.has(roomId) || peer)) {
+            return;
+        }
         document.body.classList.add('room-open');
         if (state.current && state.current.roomId === roomId) {
             scheduleRead();
@@ -514,10 +522,7 @@
         $('messages').dataset.roomId = roomId;
         renderRooms();
         cur.sub = state.client.subscribe('/sub/chat/room/' + roomId, function (frame) { onRoomMessage(cur, frame); });
-        guard(api('GET', messagesPath(roomId, null))).catch(function (err) {
-            if (err.status === 404) return { messages: [], next: null };
-            throw err;
-        }).then(function (page) {
+        guard(api('GET', messagesPath(roomId, null))).then(function (page) {
             if (state.current !== cur) return;
             addMessages(page.messages || []);
             cur.next = page.next == null ? null : page.next;
@@ -530,6 +535,8 @@
             fillScreen();
         }).catch(function (err) {
             toast(err.message);
+            /* the server refuses this room: do not keep subscribing to it */
+            if (state.current === cur && err.status >= 400 && err.status < 500) closeRoom();
         });
         if (window.matchMedia('(min-width: 721px)').matches) $('msg-input').focus();
     }
@@ -661,8 +668,10 @@
             if (state.current !== cur) return;
             var box = $('messages');
             var fromBottom = box.scrollHeight - box.scrollTop;
-            addMessages(page.messages || []);
-            cur.next = page.next == null ? null : page.next;
+            var got = page.messages || [];
+            addMessages(got);
+            /* an empty page ends the history whatever the cursor says */
+            cur.next = page.next == null || got.length === 0 ? null : page.next;
             box.scrollTop = box.scrollHeight - fromBottom;
         }).catch(function (err) {
             toast(err.message);

@@ -69,6 +69,7 @@ after(async () => {
 async function shot(page, name) {
     const file = path.join(OUT, `browser-${name}.png`);
     await page.screenshot({ path: file, fullPage: false });
+    assert.ok(fs.statSync(file).size > 5000, `screenshot ${file} has content`);
     return file;
 }
 

@@ -51,8 +51,7 @@ static chatd_status tt_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     if (strcmp(t->stop_mode, "sync") != 0 && strcmp(t->stop_mode, "async") != 0 &&
         strcmp(t->stop_mode, "never") != 0) {
         api->cfg_error(ctx, "stop", "'%s' is not sync, async or never", t->stop_mode);
-        if (t->rec)
-            fclose(t->rec);
+        if (t->rec) fclose(t->rec);
         free(t);
         return CHATD_ERR_INVALID;
     }
@@ -80,13 +79,11 @@ static chatd_status tt_stop(void *inst, chatd_completion *done)
 {
     tt *t = inst;
     tt_record(t, "event\tstop");
-    if (strcmp(t->stop_mode, "sync") == 0)
-        return CHATD_OK;
+    if (strcmp(t->stop_mode, "sync") == 0) return CHATD_OK;
     if (strcmp(t->stop_mode, "never") == 0)
         return CHATD_ASYNC; /* never completes: the core gives up after stop_timeout */
     t->stopping = done;
-    if (t->api->post(t->ctx, tt_stopped, t) != CHATD_OK)
-        return CHATD_ERR_UNAVAILABLE;
+    if (t->api->post(t->ctx, tt_stopped, t) != CHATD_OK) return CHATD_ERR_UNAVAILABLE;
     return CHATD_ASYNC;
 }
 

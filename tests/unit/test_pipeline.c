@@ -50,6 +50,7 @@ typedef struct result {
     uint64_t ids[16];
     char texts[16][64];
     long committed; /* rows with the message id seen at receipt time */
+    int calls;      /* how often the publish callback ran */
     fixture *fx;
 } result;
 
@@ -101,6 +102,7 @@ static long count_rows(const char *db, uint64_t id)
 static void publish_done(void *arg, chatd_status st, const char *reason, chatd_msg *msg)
 {
     result *r = arg;
+    r->calls++;
     r->st = st;
     snprintf(r->reason, sizeof(r->reason), "%s", reason ? reason : "");
     if (msg) {
@@ -208,7 +210,7 @@ static size_t count_lines(const char *s)
 
 /* ------------------------------------------------------------ fixture */
 
-static int setup(void **state)
+static int setup_with(void **state, const char *chatd_extra, const char *t_extra)
 {
     fixture *fx = calloc(1, sizeof(*fx));
     assert_non_null(fx);
@@ -220,12 +222,13 @@ static int setup(void **state)
     char conf[4096];
     snprintf(conf, sizeof(conf),
              "[chatd]\nnode_id = 3\nlog_level = warn\npublish_rate = 0\nmax_message_bytes = 64\n"
-             "session_ttl = 3600\n\n"
-             "[t]\nplugin = %s/test-transport.so\nrecord = %s\n\n"
+             "session_ttl = 3600\n%s\n"
+             "[t]\nplugin = %s/test-transport.so\nrecord = %s\n%s\n"
              "[f]\nplugin = %s/test-filter.so\n\n"
              "[queue]\nplugin = %s/plugins/queue-local/.libs/queue-local.so\n\n"
              "[store]\nplugin = %s/plugins/store-sqlite/.libs/store-sqlite.so\npath = %s\n",
-             TEST_PLUGINS, fx->rec, TEST_PLUGINS, TOP_BUILDDIR, TOP_BUILDDIR, fx->db);
+             chatd_extra, TEST_PLUGINS, fx->rec, t_extra, TEST_PLUGINS, TOP_BUILDDIR, TOP_BUILDDIR,
+             fx->db);
     fx->conf = write_file(fx->dir, "chatd.conf", conf);
     fx->cf = cfg_new();
     assert_int_equal(cfg_load(fx->cf, fx->conf), 0);
@@ -239,6 +242,11 @@ static int setup(void **state)
     assert_int_equal(fx->api->healthy(fx->t), 1);
     *state = fx;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, "", "");
 }
 
 static int teardown(void **state)
@@ -448,11 +456,24 @@ static void publish_persist_fanout(void **state)
     assert_int_equal(count_lines(rec), 3); /* only the SHOUT message */
     free(rec);
 
+    /* a filter completing twice: logged, the publisher answered once */
+    capture_start();
+    result tw = publish(fx, CHATD_MSG_CHAT, fx->alice, room, "twice", 0);
+    int idle = 0;
+    loop_until(fx->c->base, &idle, 1); /* let anything late arrive */
+    char *log = capture_end();
+    assert_int_equal(tw.st, CHATD_OK);
+    assert_int_equal(tw.calls, 1);
+    assert_non_null(strstr(log, "[f] a completion was finished twice"));
+    free(log);
+    assert_int_equal(count_rows(fx->db, msg_id(tw.msg)), 1);
+    msg_unref(tw.msg);
+
     /* metrics */
     char *text = NULL;
     fx->api->metrics_render(fx->t, sink, &text);
     assert_non_null(text);
-    assert_non_null(strstr(text, "chatd_messages_published_total{instance=\"core\"} 3\n"));
+    assert_non_null(strstr(text, "chatd_messages_published_total{instance=\"core\"} 4\n"));
     assert_non_null(strstr(text, "chatd_test_deliveries_total{instance=\"t\"}"));
     assert_non_null(strstr(text, "chatd_errors_total{instance=\"core\",kind=\"forbidden\"} 1\n"));
     assert_non_null(strstr(text, "chatd_store_latency_ms_count"));
@@ -476,6 +497,72 @@ static void rate_limit(void **state)
     }
     assert_int_equal(busy, 2);
     fx->cf->publish_rate = 0;
+
+    /* max_pending: the second publish while one is in flight is busy
+     * (the test filter holds a "shout" until a later loop turn) */
+    int64_t a = do_register(fx, "alice", "Alice", "correct horse");
+    int64_t b = do_register(fx, "bob", "Bob", "battery staple");
+    char room[64];
+    snprintf(room, sizeof(room), "%" PRId64 "&%" PRId64, a, b);
+    fx->cf->max_pending = 1;
+    result first = {.fx = fx}, second = {.fx = fx};
+    chatd_msg_fields f = {.size = sizeof(f), .kind = CHATD_MSG_CHAT, .room_id = room,
+                          .writer_id = a, .text = "shout", .text_len = 5};
+    fx->api->publish(fx->t, &f, publish_done, &first);
+    assert_false(first.done);
+    fx->api->publish(fx->t, &f, publish_done, &second);
+    assert_true(second.done); /* answered at once */
+    assert_int_equal(second.st, CHATD_ERR_BUSY);
+    assert_non_null(strstr(second.reason, "in flight"));
+    WAIT(fx, first);
+    assert_int_equal(first.st, CHATD_OK);
+    msg_unref(first.msg);
+    fx->cf->max_pending = 10000;
+}
+
+/* Stop order and hooks: an async stop completes; one that never completes
+ * is given up after stop_timeout, and chatd still stops. */
+static void stop_async(void **state)
+{
+    fixture *fx = *state;
+    core_stop(fx->c);
+    result late = {.fx = fx};
+    chatd_msg_fields f = {.size = sizeof(f),
+                          .kind = CHATD_MSG_CHAT,
+                          .room_id = "1&2",
+                          .writer_id = 1,
+                          .text = "x",
+                          .text_len = 1};
+    fx->api->publish(fx->t, &f, publish_done, &late);
+    assert_true(late.done);
+    assert_int_equal(late.st, CHATD_ERR_UNAVAILABLE);
+    while (fx->c->state != CORE_STOPPED)
+        event_base_loop(fx->c->base, EVLOOP_ONCE);
+    long off = 0;
+    char *rec = read_record(fx, &off);
+    assert_non_null(strstr(rec, "event\tstop\nevent\tstopped\n"));
+    free(rec);
+}
+
+static int setup_never(void **state)
+{
+    return setup_with(state, "stop_timeout = 1\n", "stop = never\n");
+}
+
+static void stop_timeout(void **state)
+{
+    fixture *fx = *state;
+    time_t t0 = time(NULL);
+    capture_start();
+    core_stop(fx->c);
+    while (fx->c->state != CORE_STOPPED)
+        event_base_loop(fx->c->base, EVLOOP_ONCE);
+    char *log = capture_end();
+    assert_true(time(NULL) - t0 <= 3);
+    assert_non_null(strstr(log, "[t] did not stop within 1s"));
+    free(log);
+    assert_false(core_instance(fx->c, "store")->started);
+    assert_false(core_instance(fx->c, "queue")->started);
 }
 
 int main(void)
@@ -484,6 +571,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(members_and_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(publish_persist_fanout, setup, teardown),
         cmocka_unit_test_setup_teardown(rate_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_async, setup, teardown),
+        cmocka_unit_test_setup_teardown(stop_timeout, setup_never, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
