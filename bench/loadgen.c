@@ -40,9 +40,9 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#define LG_MAX_CONNS 20000      /* hard cap on connections per run */
-#define LG_MAX_DURATION 600     /* seconds */
-#define LG_MAX_SIZE 60000       /* largest message text */
+#define LG_MAX_CONNS 20000         /* hard cap on connections per run */
+#define LG_MAX_DURATION 600        /* seconds */
+#define LG_MAX_SIZE 60000          /* largest message text */
 #define LG_MAX_WS_FRAME (1u << 20) /* largest inbound WebSocket message */
 #define LG_MAX_STOMP_PENDING (1u << 20)
 #define LG_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -174,8 +174,7 @@ static uint64_t now_ns(void)
 static void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logmsg(const char *fmt, ...)
 {
-    if (g.quiet)
-        return;
+    if (g.quiet) return;
     va_list ap;
     va_start(ap, fmt);
     fputs("[loadgen] ", stderr);
@@ -200,8 +199,7 @@ static void die(const char *fmt, ...)
 
 static int hist_index(uint64_t v)
 {
-    if (v < H_SUB)
-        return (int)v;
+    if (v < H_SUB) return (int)v;
     int e = 63 - __builtin_clzll(v);
     int sub = (int)((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
     return (e - H_SUB_BITS + 1) * H_SUB + sub;
@@ -210,8 +208,7 @@ static int hist_index(uint64_t v)
 /* highest value that falls in bucket i */
 static uint64_t hist_upper(int i)
 {
-    if (i < H_SUB)
-        return (uint64_t)i;
+    if (i < H_SUB) return (uint64_t)i;
     int e = i / H_SUB + H_SUB_BITS - 1;
     uint64_t sub = (uint64_t)(i % H_SUB);
     uint64_t lo = (H_SUB | sub) << (e - H_SUB_BITS);
@@ -221,21 +218,17 @@ static uint64_t hist_upper(int i)
 static void hist_add(struct hist *h, uint64_t v)
 {
     h->count[hist_index(v)]++;
-    if (h->n == 0 || v < h->min)
-        h->min = v;
-    if (v > h->max)
-        h->max = v;
+    if (h->n == 0 || v < h->min) h->min = v;
+    if (v > h->max) h->max = v;
     h->n++;
     h->sum += v;
 }
 
 static uint64_t hist_pct(const struct hist *h, double p)
 {
-    if (h->n == 0)
-        return 0;
+    if (h->n == 0) return 0;
     uint64_t want = (uint64_t)((p / 100.0) * (double)h->n + 0.999999);
-    if (want < 1)
-        want = 1;
+    if (want < 1) want = 1;
     uint64_t acc = 0;
     for (int i = 0; i < H_BUCKETS; i++) {
         acc += h->count[i];
@@ -255,8 +248,7 @@ static long read_rss_kb(pid_t pid)
     long kb = -1;
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     while (fgets(line, sizeof line, f))
         if (strncmp(line, "VmRSS:", 6) == 0) {
             kb = strtol(line + 6, NULL, 10);
@@ -272,25 +264,30 @@ static double read_proc_cpu_s(pid_t pid)
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
     const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (!p)
-        return -1;
+    if (!p) return -1;
     unsigned long long ut = 0, st = 0;
-    /* after ") ": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    /* after ") ": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime
+     * stime */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
     return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
 }
 
-static double tv_s(struct timeval tv) { return (double)tv.tv_sec + tv.tv_usec / 1e6; }
+static double tv_s(struct timeval tv)
+{
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
 
-static double cpu_s(const struct rusage *r) { return tv_s(r->ru_utime) + tv_s(r->ru_stime); }
+static double cpu_s(const struct rusage *r)
+{
+    return tv_s(r->ru_utime) + tv_s(r->ru_stime);
+}
 
 static void mask_key(unsigned char out[4])
 {
@@ -316,8 +313,7 @@ static int ws_send(struct conn *c, int op, const char *data, size_t n)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     size_t hl = 2 + 4 + (n < 126 ? 0 : n < 65536 ? 2 : 8);
     struct evbuffer_iovec v;
-    if (evbuffer_reserve_space(out, hl + n, &v, 1) < 1 || v.iov_len < hl + n)
-        return -1;
+    if (evbuffer_reserve_space(out, hl + n, &v, 1) < 1 || v.iov_len < hl + n) return -1;
     unsigned char *p = v.iov_base;
     size_t i = 0;
     p[i++] = (unsigned char)(0x80 | op);
@@ -347,13 +343,11 @@ static int stomp_send(struct conn *c, const char *cmd, const char *headers, cons
                       size_t blen)
 {
     int h = snprintf(g.scratch, 1024, "%s\n%s", cmd, headers);
-    if (h < 0 || h >= 1024)
-        return -1;
+    if (h < 0 || h >= 1024) return -1;
     size_t n = (size_t)h;
     if (body) {
         int k = snprintf(g.scratch + n, 64, "content-length:%zu\n", blen);
-        if (k < 0 || k >= 64)
-            return -1;
+        if (k < 0 || k >= 64) return -1;
         n += (size_t)k;
     }
     g.scratch[n++] = '\n';
@@ -421,12 +415,10 @@ static const char *hdr_find(const char *hdrs, size_t hlen, const char *name, siz
     const char *p = hdrs, *end = hdrs + hlen;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
-        if (!eol)
-            eol = end;
+        if (!eol) eol = end;
         if ((size_t)(eol - p) > nl && p[nl] == ':' && memcmp(p, name, nl) == 0) {
             *vlen = (size_t)(eol - p) - nl - 1;
-            if (*vlen && p[nl + 1 + *vlen - 1] == '\r')
-                (*vlen)--;
+            if (*vlen && p[nl + 1 + *vlen - 1] == '\r') (*vlen)--;
             return p + nl + 1;
         }
         p = eol + 1;
@@ -467,8 +459,7 @@ static void on_message(struct conn *c, const char *body, size_t blen)
     }
     uint64_t *last = &c->last_seq[p->pos_in_room];
     if (seq > *last) {
-        if (seq != *last + 1)
-            g.gaps += seq - *last - 1;
+        if (seq != *last + 1) g.gaps += seq - *last - 1;
         *last = seq;
         g.unique++;
         if (t > ts)
@@ -483,11 +474,9 @@ static void on_message(struct conn *c, const char *body, size_t blen)
 static void on_frame(struct conn *c, const char *f, size_t n)
 {
     const char *eol = memchr(f, '\n', n);
-    if (!eol)
-        return;
+    if (!eol) return;
     size_t clen = (size_t)(eol - f);
-    if (clen && f[clen - 1] == '\r')
-        clen--;
+    if (clen && f[clen - 1] == '\r') clen--;
     const char *hdrs = eol + 1;
     const char *hend = memmem(hdrs, n - (size_t)(hdrs - f), "\n\n", 2);
     size_t hlen;
@@ -516,10 +505,8 @@ static void on_frame(struct conn *c, const char *f, size_t n)
             }
         } else if (v) {
             c->receipted++;
-            if (c->outstanding > 0)
-                c->outstanding--;
-            if (g.publishing && g.rate <= 0)
-                pub_send_due(c);
+            if (c->outstanding > 0) c->outstanding--;
+            if (g.publishing && g.rate <= 0) pub_send_due(c);
         }
     } else if (clen == 9 && memcmp(f, "CONNECTED", 9) == 0) {
         if (c->state == CS_STOMP) {
@@ -554,21 +541,18 @@ static size_t stomp_parse(struct conn *c, const char *p, size_t n)
             continue;
         }
         const char *hend = memmem(s, left, "\n\n", 2);
-        if (!hend)
-            break;
+        if (!hend) break;
         size_t vl;
         const char *cl = hdr_find(s, (size_t)(hend - s), "content-length", &vl);
         size_t flen;
         if (cl) {
             size_t blen = strtoul(cl, NULL, 10);
             size_t need = (size_t)(hend + 2 - s) + blen + 1;
-            if (left < need)
-                break;
+            if (left < need) break;
             flen = need - 1;
         } else {
             const char *nul = memchr(hend, '\0', left - (size_t)(hend - s));
-            if (!nul)
-                break;
+            if (!nul) break;
             flen = (size_t)(nul - s);
         }
         on_frame(c, s, flen);
@@ -581,15 +565,13 @@ static void stomp_feed(struct conn *c, const char *p, size_t n)
 {
     if (evbuffer_get_length(c->stomp_in) == 0) {
         size_t used = stomp_parse(c, p, n);
-        if (used < n && c->state != CS_FAILED)
-            evbuffer_add(c->stomp_in, p + used, n - used);
+        if (used < n && c->state != CS_FAILED) evbuffer_add(c->stomp_in, p + used, n - used);
     } else {
         evbuffer_add(c->stomp_in, p, n);
         size_t len = evbuffer_get_length(c->stomp_in);
         const char *q = (const char *)evbuffer_pullup(c->stomp_in, -1);
         size_t used = stomp_parse(c, q, len);
-        if (c->state != CS_FAILED)
-            evbuffer_drain(c->stomp_in, used);
+        if (c->state != CS_FAILED) evbuffer_drain(c->stomp_in, used);
     }
     if (c->state != CS_FAILED && evbuffer_get_length(c->stomp_in) > LG_MAX_STOMP_PENDING)
         conn_fail(c, "STOMP frame too large or unterminated");
@@ -600,8 +582,7 @@ static void stomp_feed(struct conn *c, const char *p, size_t n)
 static void ws_on_payload(struct conn *c, int op, const unsigned char *p, size_t n)
 {
     if (op == 9) { /* ping */
-        if (ws_send(c, 10, (const char *)p, n) != 0)
-            conn_fail(c, "cannot queue pong");
+        if (ws_send(c, 10, (const char *)p, n) != 0) conn_fail(c, "cannot queue pong");
     } else if (op == 8) {
         char why[160];
         if (n >= 2)
@@ -620,11 +601,9 @@ static void ws_read(struct conn *c, struct evbuffer *in)
     while (c->state != CS_FAILED) {
         unsigned char h[14];
         size_t have = evbuffer_get_length(in);
-        if (have < 2)
-            return;
+        if (have < 2) return;
         size_t hn = have < sizeof h ? have : sizeof h;
-        if (evbuffer_copyout(in, h, hn) < 2)
-            return;
+        if (evbuffer_copyout(in, h, hn) < 2) return;
         int fin = h[0] & 0x80, op = h[0] & 0x0f;
         if (h[1] & 0x80) {
             conn_fail(c, "server sent a masked frame");
@@ -633,13 +612,11 @@ static void ws_read(struct conn *c, struct evbuffer *in)
         uint64_t len = h[1] & 0x7f;
         size_t hl = 2;
         if (len == 126) {
-            if (hn < 4)
-                return;
+            if (hn < 4) return;
             len = ((uint64_t)h[2] << 8) | h[3];
             hl = 4;
         } else if (len == 127) {
-            if (hn < 10)
-                return;
+            if (hn < 10) return;
             len = 0;
             for (int i = 2; i < 10; i++)
                 len = (len << 8) | h[i];
@@ -649,8 +626,7 @@ static void ws_read(struct conn *c, struct evbuffer *in)
             conn_fail(c, "WebSocket frame too large");
             return;
         }
-        if (have < hl + len)
-            return;
+        if (have < hl + len) return;
         const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)(hl + len)) + hl;
         if (op == 0) {
             evbuffer_add(c->frag, p, (size_t)len);
@@ -663,8 +639,7 @@ static void ws_read(struct conn *c, struct evbuffer *in)
                 /* first byte of frag holds the original opcode */
                 const unsigned char *fp = evbuffer_pullup(c->frag, -1);
                 ws_on_payload(c, fp[0], fp + 1, fl - 1);
-                if (c->state != CS_FAILED)
-                    evbuffer_drain(c->frag, fl);
+                if (c->state != CS_FAILED) evbuffer_drain(c->frag, fl);
             }
         } else if (!fin && (op == 1 || op == 2)) {
             unsigned char o = (unsigned char)op;
@@ -674,16 +649,14 @@ static void ws_read(struct conn *c, struct evbuffer *in)
         } else {
             ws_on_payload(c, op, p, (size_t)len);
         }
-        if (c->state == CS_FAILED)
-            return;
+        if (c->state == CS_FAILED) return;
         evbuffer_drain(in, hl + len);
     }
 }
 
 static bool handshake_ok(struct conn *c, const char *resp, size_t n)
 {
-    if (n < 12 || memcmp(resp, "HTTP/1.1 101", 12) != 0)
-        return false;
+    if (n < 12 || memcmp(resp, "HTTP/1.1 101", 12) != 0) return false;
     unsigned char sha[SHA_DIGEST_LENGTH];
     char src[96], want[64];
     snprintf(src, sizeof src, "%s%s", c->ws_key, LG_WS_GUID);
@@ -693,8 +666,7 @@ static bool handshake_ok(struct conn *c, const char *resp, size_t n)
     const char *end = resp + n;
     while (p < end) {
         const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            break;
+        if (!eol) break;
         if ((size_t)(eol - p) > 21 && strncasecmp(p, "Sec-WebSocket-Accept:", 21) == 0) {
             const char *v = p + 21;
             while (*v == ' ')
@@ -713,8 +685,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     if (c->state == CS_WS) {
         struct evbuffer_ptr e = evbuffer_search(in, "\r\n\r\n", 4, NULL);
         if (e.pos < 0) {
-            if (evbuffer_get_length(in) > 8192)
-                conn_fail(c, "handshake response too large");
+            if (evbuffer_get_length(in) > 8192) conn_fail(c, "handshake response too large");
             return;
         }
         size_t hl = (size_t)e.pos + 4;
@@ -729,8 +700,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         evbuffer_drain(in, hl);
         send_connect(c);
     }
-    if (c->state != CS_FAILED && c->state != CS_WS)
-        ws_read(c, in);
+    if (c->state != CS_FAILED && c->state != CS_WS) ws_read(c, in);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -760,25 +730,23 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
-        const char *why = (what & BEV_EVENT_EOF) ? "server closed the connection"
-                                                 : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
+        const char *why = (what & BEV_EVENT_EOF)
+                              ? "server closed the connection"
+                              : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
         conn_fail(c, why);
     }
 }
 
 static void conn_fail(struct conn *c, const char *why)
 {
-    if (c->state == CS_FAILED)
-        return;
+    if (c->state == CS_FAILED) return;
     bool setup = c->state != CS_READY && c->state != CS_IDLE;
-    if (!setup)
-        g.dropped++;
+    if (!setup) g.dropped++;
     if (g.failed < 5 && !g.interrupted)
         logmsg("conn %d %s: %s", c->idx, setup ? "failed during set-up" : "dropped", why);
     c->state = CS_FAILED;
     g.failed++;
-    if (c->tick)
-        event_del(c->tick);
+    if (c->tick) event_del(c->tick);
     if (c->bev) {
         /* freed at exit: a callback may still be running on this bev */
         bufferevent_disable(c->bev, EV_READ | EV_WRITE);
@@ -801,8 +769,7 @@ static void conn_start(struct conn *c)
     c->bev = bufferevent_socket_new(g.base, -1, BEV_OPT_CLOSE_ON_FREE);
     c->frag = evbuffer_new();
     c->stomp_in = evbuffer_new();
-    if (!c->bev || !c->frag || !c->stomp_in)
-        die("out of memory creating connection %d", c->idx);
+    if (!c->bev || !c->frag || !c->stomp_in) die("out of memory creating connection %d", c->idx);
     bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->t_start = now_ns();
@@ -825,22 +792,19 @@ static int pub_send_one(struct conn *c)
     const struct room *r = &g.rooms[c->room];
     c->seq++;
     char marker[80];
-    int ml = snprintf(marker, sizeof marker, "~LG%d.%" PRIu64 ".%" PRIu64 "~", c->pub_idx,
-                      c->seq, now_ns());
-    if (ml < 0 || (size_t)ml >= sizeof marker)
-        return -1;
+    int ml = snprintf(marker, sizeof marker, "~LG%d.%" PRIu64 ".%" PRIu64 "~", c->pub_idx, c->seq,
+                      now_ns());
+    if (ml < 0 || (size_t)ml >= sizeof marker) return -1;
     int padn = g.size > ml ? g.size - ml : 0;
     char *body = g.body;
     int bl = snprintf(body, LG_MAX_SIZE + 512, "{\"roomId\":\"%s\",\"message\":\"%s%.*s\"}",
                       r->room_id, marker, padn, g.pad);
-    if (bl < 0)
-        return -1;
+    if (bl < 0) return -1;
     char h[256];
     snprintf(h, sizeof h, "destination:%s\ncontent-type:application/json\n%sreceipt:%" PRIu64 "\n",
              r->pub_dest, g.persistent && g.target == TARGET_RABBIT ? "persistent:true\n" : "",
              c->seq);
-    if (bl >= LG_MAX_SIZE + 512 || stomp_send(c, "SEND", h, body, (size_t)bl) != 0)
-        return -1;
+    if (bl >= LG_MAX_SIZE + 512 || stomp_send(c, "SEND", h, body, (size_t)bl) != 0) return -1;
     c->sent++;
     c->outstanding++;
     return 0;
@@ -848,8 +812,7 @@ static int pub_send_one(struct conn *c)
 
 static void pub_send_due(struct conn *c)
 {
-    if (c->state != CS_READY || !g.publishing)
-        return;
+    if (c->state != CS_READY || !g.publishing) return;
     if (g.rate <= 0) {
         while (c->outstanding < g.window)
             if (pub_send_one(c) != 0) {
@@ -862,8 +825,7 @@ static void pub_send_due(struct conn *c)
     uint64_t due = (uint64_t)(el_us / c->pub_interval_us) + 1;
     int burst = 0;
     while (c->sent < due && burst < 1000) {
-        if (g.window > 0 && c->outstanding >= g.window)
-            break;
+        if (g.window > 0 && c->outstanding >= g.window) break;
         if (pub_send_one(c) != 0) {
             conn_fail(c, "cannot queue SEND");
             return;
@@ -877,10 +839,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct conn *c = arg;
-    if (!g.publishing || c->state != CS_READY)
-        return;
-    if (c->sent == 0)
-        c->pub_t0 = now_ns();
+    if (!g.publishing || c->state != CS_READY) return;
+    if (c->sent == 0) c->pub_t0 = now_ns();
     pub_send_due(c);
     double iv = c->pub_interval_us < 1000 ? 1000 : c->pub_interval_us;
     struct timeval tv = {(time_t)(iv / 1e6), (suseconds_t)((uint64_t)iv % 1000000)};
@@ -907,20 +867,16 @@ static void start_publishing(void)
         g.rooms[i].nsubs_ready = 0;
     for (int i = 0; i < g.nconns; i++) {
         struct conn *c = &g.conns[i];
-        if (c->is_sub && c->state == CS_READY)
-            g.rooms[c->room].nsubs_ready++;
+        if (c->is_sub && c->state == CS_READY) g.rooms[c->room].nsubs_ready++;
     }
-    if (g.rss_pid > 0)
-        g.rss_after = read_rss_kb(g.rss_pid);
+    if (g.rss_pid > 0) g.rss_after = read_rss_kb(g.rss_pid);
     getrusage(RUSAGE_SELF, &g.ru0);
-    if (g.rss_pid > 0)
-        g.srv_cpu0 = read_proc_cpu_s(g.rss_pid);
+    if (g.rss_pid > 0) g.srv_cpu0 = read_proc_cpu_s(g.rss_pid);
     g.t_pub0 = now_ns();
     g.publishing = g.npubs > 0;
     for (int i = 0; i < g.npubs; i++) {
         struct conn *c = g.pubs[i];
-        if (c->state != CS_READY)
-            continue;
+        if (c->state != CS_READY) continue;
         c->pub_t0 = now_ns();
         if (g.rate <= 0) {
             pub_send_due(c);
@@ -929,8 +885,7 @@ static void start_publishing(void)
             double off = c->pub_interval_us * (double)i / (double)g.npubs;
             struct timeval tv = {(time_t)(off / 1e6), (suseconds_t)((uint64_t)off % 1000000)};
             c->tick = evtimer_new(g.base, on_tick, c);
-            if (!c->tick)
-                die("out of memory for publisher timers");
+            if (!c->tick) die("out of memory for publisher timers");
             evtimer_add(c->tick, &tv);
         }
     }
@@ -940,10 +895,8 @@ static void start_publishing(void)
 
 static void check_setup_done(void)
 {
-    if (g_phase != PH_SETUP_TIMEOUT)
-        return;
-    if (g.ready + (g.failed - g.dropped) < g.nconns)
-        return;
+    if (g_phase != PH_SETUP_TIMEOUT) return;
+    if (g.ready + (g.failed - g.dropped) < g.nconns) return;
     g.t_connect_done = now_ns();
     double s = (double)(g.t_connect_done - g.t_connect0) / 1e9;
     logmsg("%d connections ready, %d failed, in %.2f s (%.0f/s)", g.ready, g.failed, s,
@@ -993,8 +946,7 @@ static void phase_cb(evutil_socket_t fd, short what, void *arg)
         g.publishing = false;
         g.t_pub_end = now_ns();
         getrusage(RUSAGE_SELF, &g.ru1);
-        if (g.rss_pid > 0)
-            g.srv_cpu1 = read_proc_cpu_s(g.rss_pid);
+        if (g.rss_pid > 0) g.srv_cpu1 = read_proc_cpu_s(g.rss_pid);
         g.draining = true;
         g.unique_at_pub_end = g.unique;
         g.expected_total = expected_now();
@@ -1005,12 +957,10 @@ static void phase_cb(evutil_socket_t fd, short what, void *arg)
         double waited = (double)(now_ns() - g.t_pub_end) / 1e9;
         uint64_t outstanding = 0;
         for (int i = 0; i < g.npubs; i++)
-            if (g.pubs[i]->state == CS_READY)
-                outstanding += (uint64_t)g.pubs[i]->outstanding;
+            if (g.pubs[i]->state == CS_READY) outstanding += (uint64_t)g.pubs[i]->outstanding;
         if ((g.unique >= g.expected_total && outstanding == 0) || waited >= g.drain) {
             g.t_end = now_ns();
-            if (g.rss_pid > 0)
-                g.rss_end = read_rss_kb(g.rss_pid);
+            if (g.rss_pid > 0) g.rss_end = read_rss_kb(g.rss_pid);
             g_phase = PH_DONE;
             event_base_loopexit(g.base, NULL);
         } else {
@@ -1053,11 +1003,9 @@ struct http_job {
 
 static void token_cache_load(void)
 {
-    if (!g.token_cache)
-        return;
+    if (!g.token_cache) return;
     FILE *f = fopen(g.token_cache, "r");
-    if (!f)
-        return;
+    if (!f) return;
     char login[64], token[200];
     long id;
     int n = 0;
@@ -1076,8 +1024,7 @@ static void token_cache_load(void)
 
 static void token_cache_save(void)
 {
-    if (!g.token_cache)
-        return;
+    if (!g.token_cache) return;
     char tmp[PATH_MAX];
     snprintf(tmp, sizeof tmp, "%s.tmp", g.token_cache);
     FILE *f = fopen(tmp, "w");
@@ -1096,8 +1043,7 @@ static void build_rooms_and_connect(void);
 
 static void members_check_done(void)
 {
-    if (g.members_done + g.members_failed < g.nmembers)
-        return;
+    if (g.members_done + g.members_failed < g.nmembers) return;
     double s = (double)(now_ns() - g.t_setup0) / 1e9;
     logmsg("members ready: %d, failed: %d (%.1f s)", g.members_done, g.members_failed, s);
     if (g.members_failed) {
@@ -1131,8 +1077,7 @@ static void http_done(struct evhttp_request *req, void *arg)
         if (code == 201 || code == 409) {
             job->step = 1;
             char b[256];
-            snprintf(b, sizeof b, "{\"loginId\":\"%s\",\"password\":\"%s\"}", m->login,
-                     g.password);
+            snprintf(b, sizeof b, "{\"loginId\":\"%s\",\"password\":\"%s\"}", m->login, g.password);
             free(txt);
             http_post(job, "/api/login", b);
             return;
@@ -1153,22 +1098,19 @@ static void http_done(struct evhttp_request *req, void *arg)
             logmsg("POST /api/login for %s: HTTP %d %s", m->login, code, txt ? txt : "");
             g.members_failed++;
         }
-        if (root)
-            json_object_put(root);
+        if (root) json_object_put(root);
     }
     free(txt);
     struct evhttp_connection *hc = job->hc;
     free(job);
     members_check_done();
-    if (g_phase == PH_SETUP_TIMEOUT)
-        member_next(hc);
+    if (g_phase == PH_SETUP_TIMEOUT) member_next(hc);
 }
 
 static void http_post(struct http_job *job, const char *uri, const char *body)
 {
     struct evhttp_request *req = evhttp_request_new(http_done, job);
-    if (!req)
-        die("out of memory for an HTTP request");
+    if (!req) die("out of memory for an HTTP request");
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     char host[32];
     snprintf(host, sizeof host, "127.0.0.1:%d", g.port);
@@ -1183,11 +1125,9 @@ static void member_next(struct evhttp_connection *hc)
 {
     while (g.members_next < g.nmembers && g.members[g.members_next].have)
         g.members_next++;
-    if (g.members_next >= g.nmembers)
-        return;
+    if (g.members_next >= g.nmembers) return;
     struct http_job *job = calloc(1, sizeof *job);
-    if (!job)
-        die("out of memory");
+    if (!job) die("out of memory");
     job->hc = hc;
     job->member = g.members_next++;
     struct member *m = &g.members[job->member];
@@ -1201,16 +1141,14 @@ static void members_setup(void)
 {
     g.nmembers = 2 * g.nrooms;
     g.members = calloc((size_t)g.nmembers, sizeof *g.members);
-    if (!g.members)
-        die("out of memory");
+    if (!g.members) die("out of memory");
     for (int r = 0; r < g.nrooms; r++) {
         snprintf(g.members[2 * r].login, sizeof g.members[0].login, "%sa%d", g.prefix, r);
         snprintf(g.members[2 * r + 1].login, sizeof g.members[0].login, "%sb%d", g.prefix, r);
     }
     token_cache_load();
     for (int i = 0; i < g.nmembers; i++)
-        if (g.members[i].have)
-            g.members_done++;
+        if (g.members[i].have) g.members_done++;
     if (g.members_done == g.nmembers) {
         members_check_done();
         return;
@@ -1218,8 +1156,7 @@ static void members_setup(void)
     for (int k = 0; k < g.http_conc; k++) {
         struct evhttp_connection *hc =
             evhttp_connection_base_new(g.base, NULL, "127.0.0.1", (unsigned short)g.port);
-        if (!hc)
-            die("cannot create an HTTP connection to 127.0.0.1:%d", g.port);
+        if (!hc) die("cannot create an HTTP connection to 127.0.0.1:%d", g.port);
         evhttp_connection_set_timeout(hc, 60);
         member_next(hc);
     }
@@ -1250,12 +1187,10 @@ static void build_rooms_and_connect(void)
         struct conn *c = &g.conns[i];
         if (c->is_sub && g.rooms[c->room].npubs > 0) {
             c->last_seq = calloc((size_t)g.rooms[c->room].npubs, sizeof *c->last_seq);
-            if (!c->last_seq)
-                die("out of memory");
+            if (!c->last_seq) die("out of memory");
         }
     }
-    if (g.rss_pid > 0)
-        g.rss_before = read_rss_kb(g.rss_pid);
+    if (g.rss_pid > 0) g.rss_before = read_rss_kb(g.rss_pid);
     g.t_connect0 = now_ns();
     start_more_connections();
 }
@@ -1266,15 +1201,12 @@ static void topology(void)
     int pubs_only = g.npubsub ? 0 : g.npubs;
     g.nconns = g.npubsub + subs_only + pubs_only;
     g.npubs = g.npubsub ? (g.npubs ? g.npubsub : 0) : pubs_only;
-    if (g.nconns <= 0)
-        die("no connections: give --subs/--pubs or --pubsub");
-    if (g.nconns > LG_MAX_CONNS)
-        die("%d connections exceed the cap of %d", g.nconns, LG_MAX_CONNS);
+    if (g.nconns <= 0) die("no connections: give --subs/--pubs or --pubsub");
+    if (g.nconns > LG_MAX_CONNS) die("%d connections exceed the cap of %d", g.nconns, LG_MAX_CONNS);
     g.conns = calloc((size_t)g.nconns, sizeof *g.conns);
     g.rooms = calloc((size_t)g.nrooms, sizeof *g.rooms);
     g.pubs = calloc((size_t)(g.npubs ? g.npubs : 1), sizeof *g.pubs);
-    if (!g.conns || !g.rooms || !g.pubs)
-        die("out of memory");
+    if (!g.conns || !g.rooms || !g.pubs) die("out of memory");
     int p = 0;
     for (int i = 0; i < g.nconns; i++) {
         struct conn *c = &g.conns[i];
@@ -1308,7 +1240,8 @@ static void topology(void)
 
 static void print_report(void)
 {
-    double conn_s = g.t_connect_done > g.t_connect0 ? (double)(g.t_connect_done - g.t_connect0) / 1e9 : 0;
+    double conn_s =
+        g.t_connect_done > g.t_connect0 ? (double)(g.t_connect_done - g.t_connect0) / 1e9 : 0;
     uint64_t tend = g.t_pub_end ? g.t_pub_end : now_ns();
     double pub_s = g.t_pub0 && tend > g.t_pub0 ? (double)(tend - g.t_pub0) / 1e9 : 0;
     double tot_s = g.t_pub0 && g.t_end > g.t_pub0 ? (double)(g.t_end - g.t_pub0) / 1e9 : pub_s;
@@ -1317,8 +1250,7 @@ static void print_report(void)
         sent += g.pubs[i]->sent;
         rcpt += g.pubs[i]->receipted;
     }
-    if (!g.ru1.ru_utime.tv_sec && !g.ru1.ru_utime.tv_usec)
-        getrusage(RUSAGE_SELF, &g.ru1);
+    if (!g.ru1.ru_utime.tv_sec && !g.ru1.ru_utime.tv_usec) getrusage(RUSAGE_SELF, &g.ru1);
     double cpu = cpu_s(&g.ru1) - cpu_s(&g.ru0);
     double cpu_pct = pub_s > 0 ? 100.0 * cpu / pub_s : 0;
     uint64_t expected = g.expected_total;
@@ -1352,8 +1284,7 @@ static void print_report(void)
     if (g.rss_pid > 0)
         printf("server RSS      before %ld KB, connected %ld KB, end %ld KB: %.0f B/connection\n",
                g.rss_before, g.rss_after, g.rss_end, rss_per_conn);
-    if (g.rss_pid > 0)
-        printf("server CPU      %.1f%% of one core while publishing\n", srv_cpu_pct);
+    if (g.rss_pid > 0) printf("server CPU      %.1f%% of one core while publishing\n", srv_cpu_pct);
     printf("loadgen CPU     %.1f%% of one core while publishing\n", cpu_pct);
     fflush(stdout);
 
@@ -1372,9 +1303,9 @@ static void print_report(void)
                     "%s,%s,%s,%d,%d,%d,%d,%.3f,%d,%d,%.1f,%d,%d,%.3f,%.0f,%" PRIu64 ",%" PRIu64
                     ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
                     ",%.0f,%.0f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%ld,%ld,%ld,%.0f,%d,%.1f,%d\n",
-                    g.label, g.target == TARGET_RABBIT ? "rabbitmq" : "chatd", g.scenario,
-                    g.nconns, g.npubsub ? g.npubsub : g.nsubs, g.npubs, g.nrooms, g.rate, g.window,
-                    g.size, g.duration, g.ready, g.failed, conn_s, conn_rate, sent, rcpt, expected,
+                    g.label, g.target == TARGET_RABBIT ? "rabbitmq" : "chatd", g.scenario, g.nconns,
+                    g.npubsub ? g.npubsub : g.nsubs, g.npubs, g.nrooms, g.rate, g.window, g.size,
+                    g.duration, g.ready, g.failed, conn_s, conn_rate, sent, rcpt, expected,
                     g.unique, lost, g.dups, pub_rate, deliv_rate, hist_pct(h, 50) / us,
                     hist_pct(h, 99) / us, hist_pct(h, 99.9) / us, h->max / us,
                     h->n ? (double)(h->sum / h->n) / us : 0, cpu_pct, g.rss_before, g.rss_after,
@@ -1388,8 +1319,8 @@ static void print_report(void)
             logmsg("cannot write %s: %s", g.hist_out, strerror(errno));
         } else {
             fprintf(f, "# percentile latency_us one_over_one_minus_p\n");
-            static const double ps[] = {0,    10,    25,    50,     75,     90,     95,
-                                        99,   99.5,  99.9,  99.95,  99.99,  99.995, 99.999};
+            static const double ps[] = {0,  10,   25,   50,    75,    90,     95,
+                                        99, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999};
             for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
                 fprintf(f, "%g %.1f %g\n", ps[i], hist_pct(h, ps[i] ? ps[i] : 0.0001) / us,
                         1.0 / (1.0 - ps[i] / 100.0));
@@ -1449,17 +1380,35 @@ int main(int argc, char **argv)
     g.npubs = -1;
     bool target_set = false;
 
-    static const struct option opts[] = {
-        {"target", 1, 0, 't'},       {"port", 1, 0, 'p'},         {"path", 1, 0, 'P'},
-        {"subs", 1, 0, 's'},         {"pubs", 1, 0, 'm'},         {"pubsub", 1, 0, 'b'},
-        {"rooms", 1, 0, 'r'},        {"rate", 1, 0, 'R'},         {"window", 1, 0, 'w'},
-        {"size", 1, 0, 'z'},         {"duration", 1, 0, 'd'},     {"drain", 1, 0, 'D'},
-        {"settle", 1, 0, 'S'},       {"connect-conc", 1, 0, 'k'}, {"http-conc", 1, 0, 'H'},
-        {"setup-timeout", 1, 0, 'T'}, {"csv", 1, 0, 'c'},         {"hist", 1, 0, 'h'},
-        {"label", 1, 0, 'l'},        {"scenario", 1, 0, 'n'},     {"token-cache", 1, 0, 'C'},
-        {"prefix", 1, 0, 'x'},       {"password", 1, 0, 'W'},     {"dest-prefix", 1, 0, 'X'},
-        {"persistent", 0, 0, 'Y'},   {"rss-pid", 1, 0, 'M'},      {"server-pid", 1, 0, 'M'},      {"help", 0, 0, '?'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"target", 1, 0, 't'},
+                                         {"port", 1, 0, 'p'},
+                                         {"path", 1, 0, 'P'},
+                                         {"subs", 1, 0, 's'},
+                                         {"pubs", 1, 0, 'm'},
+                                         {"pubsub", 1, 0, 'b'},
+                                         {"rooms", 1, 0, 'r'},
+                                         {"rate", 1, 0, 'R'},
+                                         {"window", 1, 0, 'w'},
+                                         {"size", 1, 0, 'z'},
+                                         {"duration", 1, 0, 'd'},
+                                         {"drain", 1, 0, 'D'},
+                                         {"settle", 1, 0, 'S'},
+                                         {"connect-conc", 1, 0, 'k'},
+                                         {"http-conc", 1, 0, 'H'},
+                                         {"setup-timeout", 1, 0, 'T'},
+                                         {"csv", 1, 0, 'c'},
+                                         {"hist", 1, 0, 'h'},
+                                         {"label", 1, 0, 'l'},
+                                         {"scenario", 1, 0, 'n'},
+                                         {"token-cache", 1, 0, 'C'},
+                                         {"prefix", 1, 0, 'x'},
+                                         {"password", 1, 0, 'W'},
+                                         {"dest-prefix", 1, 0, 'X'},
+                                         {"persistent", 0, 0, 'Y'},
+                                         {"rss-pid", 1, 0, 'M'},
+                                         {"server-pid", 1, 0, 'M'},
+                                         {"help", 0, 0, 'Z'},
+                                         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
         switch (o) {
@@ -1472,43 +1421,97 @@ int main(int argc, char **argv)
                 die("--target must be chatd or rabbit");
             target_set = true;
             break;
-        case 'p': g.port = atoi(optarg); break;
-        case 'P': g.path = optarg; break;
-        case 's': g.nsubs = atoi(optarg); break;
-        case 'm': g.npubs = atoi(optarg); break;
-        case 'b': g.npubsub = atoi(optarg); break;
-        case 'r': g.nrooms = atoi(optarg); break;
-        case 'R': g.rate = atof(optarg); break;
-        case 'w': g.window = atoi(optarg); break;
-        case 'z': g.size = atoi(optarg); break;
-        case 'd': g.duration = atof(optarg); break;
-        case 'D': g.drain = atof(optarg); break;
-        case 'S': g.settle = atof(optarg); break;
-        case 'k': g.connect_conc = atoi(optarg); break;
-        case 'H': g.http_conc = atoi(optarg); break;
-        case 'T': g.setup_timeout = atof(optarg); break;
-        case 'c': g.csv = optarg; break;
-        case 'h': g.hist_out = optarg; break;
-        case 'l': g.label = optarg; break;
-        case 'n': g.scenario = optarg; break;
-        case 'C': g.token_cache = optarg; break;
-        case 'x': g.prefix = optarg; break;
-        case 'W': g.password = optarg; break;
-        case 'X': g.dest_prefix = optarg; break;
-        case 'Y': g.persistent = true; break;
-        case 'M': g.rss_pid = (pid_t)atoi(optarg); break;
-        case 'q': g.quiet = true; break;
-        default: usage(); return o == '?' ? 0 : 2;
+        case 'p':
+            g.port = atoi(optarg);
+            break;
+        case 'P':
+            g.path = optarg;
+            break;
+        case 's':
+            g.nsubs = atoi(optarg);
+            break;
+        case 'm':
+            g.npubs = atoi(optarg);
+            break;
+        case 'b':
+            g.npubsub = atoi(optarg);
+            break;
+        case 'r':
+            g.nrooms = atoi(optarg);
+            break;
+        case 'R':
+            g.rate = atof(optarg);
+            break;
+        case 'w':
+            g.window = atoi(optarg);
+            break;
+        case 'z':
+            g.size = atoi(optarg);
+            break;
+        case 'd':
+            g.duration = atof(optarg);
+            break;
+        case 'D':
+            g.drain = atof(optarg);
+            break;
+        case 'S':
+            g.settle = atof(optarg);
+            break;
+        case 'k':
+            g.connect_conc = atoi(optarg);
+            break;
+        case 'H':
+            g.http_conc = atoi(optarg);
+            break;
+        case 'T':
+            g.setup_timeout = atof(optarg);
+            break;
+        case 'c':
+            g.csv = optarg;
+            break;
+        case 'h':
+            g.hist_out = optarg;
+            break;
+        case 'l':
+            g.label = optarg;
+            break;
+        case 'n':
+            g.scenario = optarg;
+            break;
+        case 'C':
+            g.token_cache = optarg;
+            break;
+        case 'x':
+            g.prefix = optarg;
+            break;
+        case 'W':
+            g.password = optarg;
+            break;
+        case 'X':
+            g.dest_prefix = optarg;
+            break;
+        case 'Y':
+            g.persistent = true;
+            break;
+        case 'M':
+            g.rss_pid = (pid_t)atoi(optarg);
+            break;
+        case 'q':
+            g.quiet = true;
+            break;
+        case 'Z':
+            usage();
+            return 0;
+        default:
+            usage();
+            return 2;
         }
     }
     if (!target_set || g.port <= 0 || g.port > 65535)
         die("give --target chatd|rabbit and --port (see --help)");
-    if (g.npubs < 0)
-        g.npubs = g.npubsub ? g.npubsub : 0;
-    if (g.nrooms < 1 || g.nrooms > LG_MAX_CONNS)
-        die("--rooms must be 1..%d", LG_MAX_CONNS);
-    if (g.size < 0 || g.size > LG_MAX_SIZE)
-        die("--size must be 0..%d", LG_MAX_SIZE);
+    if (g.npubs < 0) g.npubs = g.npubsub ? g.npubsub : 0;
+    if (g.nrooms < 1 || g.nrooms > LG_MAX_CONNS) die("--rooms must be 1..%d", LG_MAX_CONNS);
+    if (g.size < 0 || g.size > LG_MAX_SIZE) die("--size must be 0..%d", LG_MAX_SIZE);
     if (g.duration <= 0 || g.duration > LG_MAX_DURATION)
         die("--duration must be in (0, %d] seconds", LG_MAX_DURATION);
     if (g.drain < 0 || g.drain > 120 || g.settle < 0 || g.settle > 120)
@@ -1517,8 +1520,7 @@ int main(int argc, char **argv)
         die("flat out (--rate 0) needs --window >= 1");
     if (g.connect_conc < 1 || g.http_conc < 1 || g.http_conc > 64)
         die("--connect-conc >= 1 and --http-conc 1..64");
-    if (g.setup_timeout <= 0 || g.setup_timeout > 600)
-        die("--setup-timeout must be in (0, 600]");
+    if (g.setup_timeout <= 0 || g.setup_timeout > 600) die("--setup-timeout must be in (0, 600]");
     if (strchr(g.password, '"') || strchr(g.prefix, '"') || strlen(g.prefix) > 20)
         die("--prefix (<= 20 chars) and --password must not contain quotes");
 
@@ -1526,8 +1528,7 @@ int main(int argc, char **argv)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rlim_t want = (rlim_t)LG_MAX_CONNS;
-        if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max)
-            want = rl.rlim_max;
+        if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max) want = rl.rlim_max;
         if (rl.rlim_cur < want) {
             rl.rlim_cur = want;
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
@@ -1540,21 +1541,18 @@ int main(int argc, char **argv)
     g.scratch = malloc(LG_MAX_SIZE + 4096);
     g.pad = malloc(LG_MAX_SIZE + 1);
     g.body = malloc(LG_MAX_SIZE + 512);
-    if (!g.scratch || !g.pad || !g.body)
-        die("out of memory");
+    if (!g.scratch || !g.pad || !g.body) die("out of memory");
     for (int i = 0; i < LG_MAX_SIZE; i++)
         g.pad[i] = (char)('a' + i % 26);
     g.pad[LG_MAX_SIZE] = '\0';
 
     topology();
     g.base = event_base_new();
-    if (!g.base)
-        die("cannot create the event loop");
+    if (!g.base) die("cannot create the event loop");
     g.phase_timer = evtimer_new(g.base, phase_cb, NULL);
     g.sig_ev = evsignal_new(g.base, SIGINT, on_signal, NULL);
     struct event *sig_term = evsignal_new(g.base, SIGTERM, on_signal, NULL);
-    if (!g.phase_timer || !g.sig_ev || !sig_term)
-        die("cannot create timers");
+    if (!g.phase_timer || !g.sig_ev || !sig_term) die("cannot create timers");
     event_add(g.sig_ev, NULL);
     event_add(sig_term, NULL);
     schedule_phase(g.setup_timeout);
@@ -1565,8 +1563,7 @@ int main(int argc, char **argv)
         build_rooms_and_connect();
 
     event_base_dispatch(g.base);
-    if (g_phase == PH_DONE || g.interrupted || g.t_pub0)
-        print_report();
+    if (g_phase == PH_DONE || g.interrupted || g.t_pub0) print_report();
     int rc = (g.ready == 0) ? 1 : 0;
     /* durable rabbit subscriptions: remove their queues */
     if (g.target == TARGET_RABBIT && g.persistent) {
@@ -1585,14 +1582,10 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < g.nconns; i++) {
         struct conn *c = &g.conns[i];
-        if (c->bev)
-            bufferevent_free(c->bev);
-        if (c->frag)
-            evbuffer_free(c->frag);
-        if (c->stomp_in)
-            evbuffer_free(c->stomp_in);
-        if (c->tick)
-            event_free(c->tick);
+        if (c->bev) bufferevent_free(c->bev);
+        if (c->frag) evbuffer_free(c->frag);
+        if (c->stomp_in) evbuffer_free(c->stomp_in);
+        if (c->tick) event_free(c->tick);
         free(c->last_seq);
     }
     event_free(g.phase_timer);

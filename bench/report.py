@@ -9,6 +9,7 @@ scenario is shown as "-" (never estimated).
 """
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -83,9 +84,10 @@ def main():
     L = []
     L.append(BEGIN)
     L.append("")
-    L.append(f"Run of `bench/run.sh{' --quick' if mach.get('quick') == '1' else ''}`, "
-             f"results directory `{os.path.relpath(out, os.path.dirname(os.path.dirname(os.path.abspath(doc))))}`"
-             f" (whole run {mach.get('elapsed', '?')} s, {mach.get('duration', '?')} s per measured run).")
+    L.append(f"Run of `bench/run.sh{' --quick' if mach.get('quick') == '1' else ''}` "
+             f"(results directory `{os.path.basename(os.path.normpath(out))}`; whole run "
+             f"{mach.get('elapsed', '?')} s including builds and member registration, "
+             f"{mach.get('duration', '?')} s per measured run).")
     L.append("")
     L.append("| machine | |")
     L.append("|---|---|")
@@ -183,14 +185,25 @@ def main():
         L.append(f"![{caption}]({rel}/{name})")
         L.append("")
 
-    prof = os.path.join(out, "perf-flat.txt")
-    if os.path.exists(prof) and os.path.getsize(prof) > 0:
-        scen = open(os.path.join(out, "profile-scenario.txt")).read().strip() \
-            if os.path.exists(os.path.join(out, "profile-scenario.txt")) else "?"
-        L.append(f"#### perf profile of chatd during `{scen}` (self time, symbols >= 1%)")
+    for scen in ("2-fanout", "3-flatout"):
+        flat = os.path.join(out, f"perf-{scen}-flat.txt")
+        dso = os.path.join(out, f"perf-{scen}-dso.txt")
+        if not (os.path.exists(flat) and os.path.getsize(flat) > 0):
+            continue
+        prun = os.path.join(out, "logs", f"profile-{scen}.txt")
+        L.append(f"#### perf profile of chatd (embedded) during an extra `{scen}` run")
         L.append("")
+        if os.path.exists(prun):
+            L.append("That run: " + "; ".join(l.strip() for l in open(prun)
+                                               if l.startswith(("delivered", "server CPU")))
+                     + ".")
+            L.append("")
         L.append("```")
-        L.extend(l.rstrip() for l in open(prof) if not l.startswith("# ") or "Samples" in l)
+        if os.path.exists(dso):
+            L.extend(l.rstrip() for l in open(dso) if not l.startswith("#") or "Samples" in l)
+            L.append("")
+        L.extend(re.sub(r"(\s+-)+\s*$", "", l.rstrip()) for l in open(flat)
+                 if not l.startswith("#"))
         L.append("```")
         L.append("")
     L.append(END)
@@ -220,12 +233,11 @@ def gnuplot(script, img):
 
 def make_plots(out, img, targets, R, get):
     plots = []
-    head = ("set terminal pngcairo size 900,480 font 'DejaVu Sans,10'\n"
-            if has_cairo() else "set terminal png size 900,480\n")
+    head = ("set terminal pngcairo noenhanced size 900,480 font 'DejaVu Sans,10'\n"
+            if has_cairo() else "set terminal png noenhanced size 900,480\n")
     # throughput bars
     dat = os.path.join(img, "throughput.dat")
     with open(dat, "w") as f:
-        f.write("measure " + " ".join(targets) + "\n")
         for name, s, k in (("fan-out_deliveries/s", "2-fanout", "deliv_per_s"),
                            ("flat-out_publishes/s", "3-flatout", "pub_per_s"),
                            ("flat-out_deliveries/s", "3-flatout", "deliv_per_s"),

@@ -289,28 +289,28 @@ for t in "${ACTIVE[@]}"; do # (5) latency at 50% of the flat-out peak
 done
 
 # ------------------------------------------------------------------ profile
-if [ "$PROFILE" = 1 ] && [[ " ${ACTIVE[*]} " == *" chatd "* ]] && command -v perf >/dev/null; then
-    # the hottest scenario for chatd: the one where it burnt the most CPU
-    hot=$(awk -F, '$1 == "chatd" && $3 != "4-idle" && $35 + 0 > m { m = $35 + 0; s = $3 } END { print s }' "$CSV")
-    log "profiling chatd with perf during ${hot:-2-fanout} (extra run, not in the figures)"
-    perf record -F 499 -g -p "${PID[chatd]}" -o "$OUT/perf.data" -- sleep $((D + 4)) \
-        >"$OUT/logs/perf-record.log" 2>&1 &
-    perf_pid=$!
+# perf of the embedded chatd during an extra run (not in the figures) of the
+# two busiest scenarios: fan-out and flat-out publish with persistence
+profile_run() { # SCENARIO LOADGEN-ARGS...
+    local s=$1; shift
+    log "profiling chatd with perf during $s (extra run, not in the figures)"
+    perf record -F 499 -g -p "${PID[chatd]}" -o "$OUT/perf-$s.data" -- sleep $((D + 3)) \
+        >"$OUT/logs/perf-record-$s.log" 2>&1 &
+    local perf_pid=$!
     sleep 1
-    case ${hot:-2-fanout} in
-    1-chat1to1) "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" \
-        --pubsub "$S1_CONNS" --rooms "$S1_ROOMS" --rate 1 --window 0 --duration "$D" -q ;;
-    3-flatout | 5-latency50) "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" \
-        --pubsub "$S3_CONNS" --rooms "$S3_ROOMS" --rate 0 --window "$S3_WINDOW" --duration "$D" -q ;;
-    *) "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" \
-        --subs "$S2_SUBS" --pubs "$S2_PUBS" --rooms 1 --rate 0 --window "$S2_WINDOW" --duration "$D" -q ;;
-    esac >"$OUT/logs/profile-run.txt" 2>&1 || true
+    "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" --size "$SIZE" \
+        --server-pid "${PID[chatd]}" --duration "$D" "$@" >"$OUT/logs/profile-$s.txt" 2>&1 || true
     wait "$perf_pid" || true
-    echo "${hot:-2-fanout}" >"$OUT/profile-scenario.txt"
-    perf report -i "$OUT/perf.data" --stdio --no-children --sort dso,symbol --percent-limit 1 \
-        -g none 2>/dev/null | grep -v '^$' | head -45 >"$OUT/perf-flat.txt" || true
-    perf report -i "$OUT/perf.data" --stdio --children --sort dso,symbol --percent-limit 5 \
-        -g none 2>/dev/null | grep -v '^$' | head -40 >"$OUT/perf-children.txt" || true
+    perf report -i "$OUT/perf-$s.data" --stdio --no-children --sort dso,symbol --percent-limit 1 \
+        -g none 2>/dev/null | grep -v '^$' | grep -v '^# *$' | grep -v Tip >"$OUT/perf-$s-flat.txt" || true
+    perf report -i "$OUT/perf-$s.data" --stdio --no-children --sort pid,dso --percent-limit 0.5 \
+        -g none 2>/dev/null | grep -v '^$' | grep -v '^# *$' | grep -v Tip >"$OUT/perf-$s-dso.txt" || true
+}
+if [ "$PROFILE" = 1 ] && [[ " ${ACTIVE[*]} " == *" chatd "* ]] && command -v perf >/dev/null; then
+    cool_down "${PID[chatd]}"
+    profile_run 2-fanout --subs "$S2_SUBS" --pubs "$S2_PUBS" --rooms 1 --rate 0 --window "$S2_WINDOW"
+    cool_down "${PID[chatd]}"
+    profile_run 3-flatout --pubsub "$S3_CONNS" --rooms "$S3_ROOMS" --rate 0 --window "$S3_WINDOW"
 fi
 
 # ------------------------------------------------------------------- report

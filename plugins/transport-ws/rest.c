@@ -543,6 +543,15 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
     if (strcmp(path, "/api/logout") == 0 && post) {
         int from_cookie = 0;
         char *token = tw_request_token(req, &from_cookie);
+        const char *origin = http_request_header(req, "Origin");
+        if (token && from_cookie && origin &&
+            !tw_origin_allowed(s, origin, http_request_header(req, "Host"))) {
+            /* a cross-site page may not end the session through the cookie */
+            free(token);
+            tw_http_error(c, 403, "Origin not allowed");
+            tw_http_done(c);
+            return 1;
+        }
         struct rest_op *op = op_new(c, 0);
         if (!op) {
             free(token);

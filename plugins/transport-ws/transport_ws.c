@@ -120,6 +120,10 @@ void tw_conn_close(tw_conn *c)
         event_free(c->tick);
         c->tick = NULL;
     }
+    /* drop queued output now: shared message bodies are released here, on
+     * the loop, instead of whenever libevent finalizes the bufferevent */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_drain(out, evbuffer_get_length(out));
     bufferevent_free(c->bev);
     c->bev = NULL;
     if (c->prev)
@@ -147,7 +151,8 @@ static void linger_read_cb(struct bufferevent *bev, void *arg)
 static void closing_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    (void)what;
+    if (what & BEV_EVENT_CONNECTED)
+        return;
     tw_conn_close(arg);
 }
 
@@ -334,7 +339,8 @@ void tw_http_done(tw_conn *c)
     }
     struct timeval tv = {c->srv->idle_timeout, 0};
     bufferevent_set_timeouts(c->bev, &tv, NULL);
-    bufferevent_enable(c->bev, EV_READ);
+    if (!c->out_paused)
+        bufferevent_enable(c->bev, EV_READ);
 }
 
 /* ---- origins -------------------------------------------------------------- */
@@ -507,6 +513,30 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
     s->api->counter_add(s->ctx, "chatd_ws_upgrades_total", 1);
 }
 
+/* ---- output back-pressure ------------------------------------------------- */
+
+/* A peer that sends requests (or pings) but does not read the answers must
+ * not make us queue without bound: past half of max_outbuf we stop reading
+ * its input until the output has drained to a quarter. */
+static int out_full(tw_conn *c)
+{
+    if ((int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 2)
+        return 0;
+    c->out_paused = 1;
+    return 1;
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    tw_conn *c = arg;
+    (void)bev;
+    if (c->out_paused && !c->closed && !c->closing &&
+        (int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 4) {
+        c->out_paused = 0;
+        tw_conn_kick(c);
+    }
+}
+
 /* ---- HTTP request dispatch ------------------------------------------------ */
 
 static void http_request_cb(tw_conn *c, const http_request *req)
@@ -541,6 +571,10 @@ static void http_process(tw_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     while (!c->closed && !c->closing && !c->http_busy && c->mode == TW_MODE_HTTP) {
+        if (out_full(c)) {
+            bufferevent_disable(c->bev, EV_READ);
+            break;
+        }
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
             break;
@@ -568,7 +602,8 @@ static void ws_process(tw_conn *c)
 {
     tw_server *s = c->srv;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->closed && !c->closing && !c->busy && c->inflight < TW_MAX_INFLIGHT) {
+    while (!c->closed && !c->closing && !c->busy && c->inflight < TW_MAX_INFLIGHT &&
+           !out_full(c)) {
         if (c->st != TW_ST_DONE) {
             stomp_frame f;
             int rc = stomp_parser_next(&c->sp, &f);
@@ -623,7 +658,7 @@ static void ws_process(tw_conn *c)
         }
     }
     if (!c->closed && !c->closing) {
-        if (c->busy || c->inflight >= TW_MAX_INFLIGHT)
+        if (c->busy || c->inflight >= TW_MAX_INFLIGHT || c->out_paused)
             bufferevent_disable(c->bev, EV_READ);
         else
             bufferevent_enable(c->bev, EV_READ);
@@ -671,7 +706,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     tw_conn *c = arg;
-    (void)bev;
+    if (what & BEV_EVENT_CONNECTED)
+        return; /* TLS handshake done */
     if (what & BEV_EVENT_ERROR) {
         unsigned long e;
         while ((e = bufferevent_get_openssl_error(bev)) != 0) {
@@ -759,7 +795,8 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     update_gauges(s);
     s->api->counter_add(s->ctx, "chatd_ws_accepted_connections_total", 1);
     struct timeval tv = {s->idle_timeout, 0};
-    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, (size_t)(s->max_outbuf / 4), 0);
     bufferevent_set_timeouts(c->bev, &tv, NULL);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }

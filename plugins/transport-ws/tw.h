@@ -91,6 +91,7 @@ struct tw_conn {
     int busy;    /* waiting for an async answer before the next frame */
     int in_process;
     int slow; /* over max_outbuf: disconnect */
+    int out_paused; /* input paused until the peer reads our output */
     int inflight; /* publishes pending */
     int64_t member_id;
     char *login;

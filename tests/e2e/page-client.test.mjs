@@ -60,6 +60,90 @@ test('encoder: escapes headers (not on CONNECT), adds content-length in bytes', 
     assert.equal(back.body, 'x\0y');
 });
 
+/* a WebSocket stand-in for the client's timing logic (no server involved) */
+class FakeWS {
+    constructor(onOpen) {
+        this.readyState = 0;
+        this.sent = [];
+        setTimeout(() => {
+            this.readyState = 1;
+            this.onopen?.();
+            onOpen?.(this);
+        }, 0);
+    }
+    send(d) {
+        this.sent.push(typeof d === 'string' ? d : dec.decode(d));
+    }
+    close() {
+        if (this.readyState === 3) return;
+        this.readyState = 3;
+        setTimeout(() => this.onclose?.({ code: 1000, reason: '', wasClean: true }), 0);
+    }
+    serverSend(text) {
+        this.onmessage?.({ data: text });
+    }
+}
+
+test('page client heart-beats: sends EOLs at the agreed rate, drops a silent server', async () => {
+    let ws;
+    const states = [];
+    const c = new S.Client({
+        url: 'ws://127.0.0.1:1/ws',
+        webSocketFactory: () => (ws = new FakeWS()),
+        heartbeatOutgoing: 100,
+        heartbeatIncoming: 100,
+        reconnect: false,
+    });
+    c.onStateChange = (s) => states.push(s);
+    c.activate();
+    await sleep(20);
+    assert.match(ws.sent[0], /^CONNECT\n/);
+    assert.match(ws.sent[0], /\nheart-beat:100,100\n/);
+    assert.match(ws.sent[0], /\naccept-version:1\.2,1\.1,1\.0\n/);
+    ws.serverSend('CONNECTED\nversion:1.2\nheart-beat:200,150\n\n\0');
+    assert.equal(c.connected, true);
+    await sleep(700);
+    const beats = ws.sent.filter((x) => x === '\n').length;
+    // outgoing every max(100, 150) ms
+    assert.ok(beats >= 2 && beats <= 6, `EOL heart-beats in 700 ms: ${beats}`);
+    // the server stays silent: dropped after about 2 x max(100, 200) ms + grace
+    const t0 = Date.now();
+    while (c.connected && Date.now() - t0 < 5000) await sleep(50);
+    assert.equal(c.connected, false, 'a silent server is dropped');
+    assert.equal(states[states.length - 1], 'closed');
+});
+
+test('page client backoff: delays grow within [base/2, base] up to the maximum, then reset on CONNECTED', async () => {
+    const delays = [];
+    let opened = 0;
+    let accept = false;
+    const c = new S.Client({
+        url: 'ws://127.0.0.1:1/ws',
+        webSocketFactory: () => new FakeWS((ws) => {
+            opened++;
+            if (accept) ws.serverSend('CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\0');
+            else ws.close();
+        }),
+        heartbeatOutgoing: 0,
+        heartbeatIncoming: 0,
+        reconnectMin: 20,
+        reconnectMax: 160,
+    });
+    c.onStateChange = (s, info) => { if (s === 'reconnect-wait') delays.push(info.delay); };
+    c.activate();
+    while (delays.length < 7) await sleep(20);
+    delays.slice(0, 7).forEach((d, k) => {
+        const base = Math.min(160, 20 * 2 ** k);
+        assert.ok(d >= base / 2 && d <= base, `attempt ${k}: ${d} ms in [${base / 2}, ${base}]`);
+    });
+    accept = true;
+    const connected = new Promise((r) => { c.onConnect = r; });
+    await connected;
+    assert.ok(opened >= 8);
+    assert.equal(c.attempt, 0, 'the backoff starts over after a success');
+    await c.deactivate();
+});
+
 function pageClient(member, opts = {}) {
     const sockets = [];
     const client = new S.Client({
