@@ -161,6 +161,10 @@ static struct {
     char *body;    /* one outgoing SEND body */
     char *pad;
     uint64_t unique_at_pub_end;
+    const char *timeline;
+    /* per second of the run (from the start of publishing): deliveries, latency sum and max */
+    uint64_t tl_n[LG_MAX_DURATION + 130], tl_max[LG_MAX_DURATION + 130];
+    double tl_sum[LG_MAX_DURATION + 130];
     bool interrupted;
 } g;
 
@@ -462,10 +466,16 @@ static void on_message(struct conn *c, const char *body, size_t blen)
         if (seq != *last + 1) g.gaps += seq - *last - 1;
         *last = seq;
         g.unique++;
-        if (t > ts)
-            hist_add(&g.lat, t - ts);
-        else
-            hist_add(&g.lat, 0);
+        uint64_t lat = t > ts ? t - ts : 0;
+        hist_add(&g.lat, lat);
+        if (g.t_pub0 && t > g.t_pub0) {
+            uint64_t sec = (t - g.t_pub0) / 1000000000ull;
+            if (sec < LG_MAX_DURATION + 130) {
+                g.tl_n[sec]++;
+                g.tl_sum[sec] += (double)lat;
+                if (lat > g.tl_max[sec]) g.tl_max[sec] = lat;
+            }
+        }
     } else {
         g.dups++;
     }
@@ -1022,6 +1032,8 @@ static void token_cache_load(void)
     logmsg("token cache %s: %d of %d members", g.token_cache, n, g.nmembers);
 }
 
+/* Write the cache: this run's members, plus the entries of other members
+ * already in the file (runs with fewer rooms must not forget the others). */
 static void token_cache_save(void)
 {
     if (!g.token_cache) return;
@@ -1035,6 +1047,18 @@ static void token_cache_save(void)
     for (int i = 0; i < g.nmembers; i++)
         if (g.members[i].have)
             fprintf(f, "%s %ld %s\n", g.members[i].login, g.members[i].id, g.members[i].token);
+    FILE *old = fopen(g.token_cache, "r");
+    if (old) {
+        char login[64], token[200];
+        long id;
+        while (fscanf(old, "%63s %ld %199s", login, &id, token) == 3) {
+            bool ours = false;
+            for (int i = 0; i < g.nmembers && !ours; i++)
+                ours = strcmp(g.members[i].login, login) == 0;
+            if (!ours) fprintf(f, "%s %ld %s\n", login, id, token);
+        }
+        fclose(old);
+    }
     if (fclose(f) != 0 || rename(tmp, g.token_cache) != 0)
         logmsg("cannot write token cache %s: %s", g.token_cache, strerror(errno));
 }
@@ -1313,6 +1337,18 @@ static void print_report(void)
             fclose(f);
         }
     }
+    if (g.timeline && h->n) {
+        FILE *f = fopen(g.timeline, "w");
+        if (!f) {
+            logmsg("cannot write %s: %s", g.timeline, strerror(errno));
+        } else {
+            fprintf(f, "# second deliveries mean_latency_us max_latency_us\n");
+            for (size_t i = 0; i < LG_MAX_DURATION + 130 && i <= (size_t)(tot_s + 1); i++)
+                fprintf(f, "%zu %" PRIu64 " %.1f %.1f\n", i, g.tl_n[i],
+                        g.tl_n[i] ? g.tl_sum[i] / (double)g.tl_n[i] / us : 0, g.tl_max[i] / us);
+            fclose(f);
+        }
+    }
     if (g.hist_out && h->n) {
         FILE *f = fopen(g.hist_out, "w");
         if (!f) {
@@ -1353,6 +1389,7 @@ static void usage(void)
          "                        CPU share while publishing (alias --rss-pid)\n"
          "  --csv FILE            append a CSV row (header when the file is new)\n"
          "  --hist FILE           write the latency percentile distribution\n"
+         "  --timeline FILE       write deliveries and mean/max latency per second\n"
          "  --label L --scenario S  names in the CSV\n"
          "  chatd: --prefix P (member login prefix), --password W, --token-cache FILE,\n"
          "         --http-conc K (parallel REST requests while logging in)\n"
@@ -1380,35 +1417,17 @@ int main(int argc, char **argv)
     g.npubs = -1;
     bool target_set = false;
 
-    static const struct option opts[] = {{"target", 1, 0, 't'},
-                                         {"port", 1, 0, 'p'},
-                                         {"path", 1, 0, 'P'},
-                                         {"subs", 1, 0, 's'},
-                                         {"pubs", 1, 0, 'm'},
-                                         {"pubsub", 1, 0, 'b'},
-                                         {"rooms", 1, 0, 'r'},
-                                         {"rate", 1, 0, 'R'},
-                                         {"window", 1, 0, 'w'},
-                                         {"size", 1, 0, 'z'},
-                                         {"duration", 1, 0, 'd'},
-                                         {"drain", 1, 0, 'D'},
-                                         {"settle", 1, 0, 'S'},
-                                         {"connect-conc", 1, 0, 'k'},
-                                         {"http-conc", 1, 0, 'H'},
-                                         {"setup-timeout", 1, 0, 'T'},
-                                         {"csv", 1, 0, 'c'},
-                                         {"hist", 1, 0, 'h'},
-                                         {"label", 1, 0, 'l'},
-                                         {"scenario", 1, 0, 'n'},
-                                         {"token-cache", 1, 0, 'C'},
-                                         {"prefix", 1, 0, 'x'},
-                                         {"password", 1, 0, 'W'},
-                                         {"dest-prefix", 1, 0, 'X'},
-                                         {"persistent", 0, 0, 'Y'},
-                                         {"rss-pid", 1, 0, 'M'},
-                                         {"server-pid", 1, 0, 'M'},
-                                         {"help", 0, 0, 'Z'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"target", 1, 0, 't'},        {"port", 1, 0, 'p'},         {"path", 1, 0, 'P'},
+        {"subs", 1, 0, 's'},          {"pubs", 1, 0, 'm'},         {"pubsub", 1, 0, 'b'},
+        {"rooms", 1, 0, 'r'},         {"rate", 1, 0, 'R'},         {"window", 1, 0, 'w'},
+        {"size", 1, 0, 'z'},          {"duration", 1, 0, 'd'},     {"drain", 1, 0, 'D'},
+        {"settle", 1, 0, 'S'},        {"connect-conc", 1, 0, 'k'}, {"http-conc", 1, 0, 'H'},
+        {"setup-timeout", 1, 0, 'T'}, {"csv", 1, 0, 'c'},          {"hist", 1, 0, 'h'},
+        {"label", 1, 0, 'l'},         {"scenario", 1, 0, 'n'},     {"token-cache", 1, 0, 'C'},
+        {"prefix", 1, 0, 'x'},        {"password", 1, 0, 'W'},     {"dest-prefix", 1, 0, 'X'},
+        {"persistent", 0, 0, 'Y'},    {"rss-pid", 1, 0, 'M'},      {"server-pid", 1, 0, 'M'},
+        {"help", 0, 0, 'Z'},          {"timeline", 1, 0, 'L'},     {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
         switch (o) {
@@ -1498,6 +1517,9 @@ int main(int argc, char **argv)
             break;
         case 'q':
             g.quiet = true;
+            break;
+        case 'L':
+            g.timeline = optarg;
             break;
         case 'Z':
             usage();

@@ -265,6 +265,20 @@ def make_plots(out, img, targets, R, get):
                    "set ylabel 'publish-to-delivery latency (us, log)'\nset grid\nset key top left\n"
                    f"set title \"{title}\"\nplot {plot}\n", img):
             plots.append((name, title))
+    # latency over time in scenario 5: stalls show up as spikes of the max
+    series = [(t, os.path.join(out, f"timeline-5-{t}.dat")) for t in targets
+              if os.path.exists(os.path.join(out, f"timeline-5-{t}.dat"))]
+    if series:
+        plot = " , ".join(f"'{p}' using 1:($4/1000) with linespoints lc {i + 1} title '{t} max', "
+                          f"'{p}' using 1:($3/1000) with lines dashtype 2 lc {i + 1} "
+                          f"title '{t} mean'"
+                          for i, (t, p) in enumerate(series))
+        if gnuplot(head + "set output 'latency50-timeline.png'\nset logscale y\n"
+                   "set xlabel 'second of the run'\nset ylabel 'latency per second (ms, log)'\n"
+                   "set grid\nset key outside right\n"
+                   "set title 'Scenario 5 over time: mean and max latency of each second'\n"
+                   f"plot {plot}\n", img):
+            plots.append(("latency50-timeline.png", "scenario 5, latency per second"))
     # memory per idle connection
     dat = os.path.join(img, "memory.dat")
     have = [t for t in targets if get(t, "4-idle", "rss_bytes_per_conn") is not None]

@@ -285,7 +285,8 @@ for t in "${ACTIVE[@]}"; do # (5) latency at 50% of the flat-out peak
     extra=()
     [ "$t" = rabbitmq ] && extra=(--persistent)
     lg "$t" 5-latency50 --pubsub "$S3_CONNS" --rooms "$S3_ROOMS" --rate "$rate" --window 0 \
-        --duration "$D" --hist "$OUT/hist-5-$t.dat" "${extra[@]}"
+        --duration "$((2 * D))" --hist "$OUT/hist-5-$t.dat" --timeline "$OUT/timeline-5-$t.dat" \
+        "${extra[@]}"
 done
 
 # ------------------------------------------------------------------ profile

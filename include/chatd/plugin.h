@@ -270,10 +270,11 @@ typedef struct chatd_api {
      *  default, or NULL when neither. The string lives as long as the instance. */
     const char *(*cfg_str)(chatd_ctx *ctx, const char *key);
 
-    /** Integer (INT or SIZE key) value, or `dflt` when absent. */
+    /** Integer (INT or SIZE key) value; when the key is absent, its declared
+     *  default_value, or `dflt` when the key declares none. */
     int64_t (*cfg_int)(chatd_ctx *ctx, const char *key, int64_t dflt);
 
-    /** Boolean value, or `dflt` when absent. */
+    /** Boolean value; when absent, the declared default, else `dflt`. */
     int (*cfg_bool)(chatd_ctx *ctx, const char *key, int dflt);
 
     /** Iterate every key of the section starting with `prefix` (e.g. "kafka.").

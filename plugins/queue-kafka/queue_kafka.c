@@ -83,6 +83,7 @@ struct qk_client {
     rd_kafka_queue_t *q;
     int fds[2];
     struct event *ev;
+    struct event *keepalive; /* consumers: poll even when idle */
     int polling; /* the loop serves this client's queue */
 };
 
@@ -327,10 +328,16 @@ static void qk_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     struct qk_client *c = opaque;
     (void)rk;
-    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        c->qk->api->log(c->qk->ctx, CHATD_LOG_WARN,
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        /* during a rebalance these are expected: the next owner resumes from
+         * the last commit and the store ignores what it persists again */
+        int routine = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+                      err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+                      err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION;
+        c->qk->api->log(c->qk->ctx, routine ? CHATD_LOG_INFO : CHATD_LOG_WARN,
                         "offset commit of group %s failed: %s (retried at the next commit)",
                         c->qk->group, rd_kafka_err2str(err));
+    }
     else if (!err && offsets)
         c->qk->api->log(c->qk->ctx, CHATD_LOG_DEBUG, "committed offsets of %d partitions",
                         offsets->cnt);
@@ -1054,6 +1061,15 @@ static void qk_client_cb(evutil_socket_t fd, short what, void *arg)
         event_active(c->ev, EV_READ, 0);
 }
 
+static void qk_keepalive_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct qk_client *c = arg;
+    (void)fd;
+    (void)what;
+    if (c->polling && c->ev)
+        event_active(c->ev, EV_READ, 0);
+}
+
 static int qk_client_bind(struct qk *qk, struct qk_client *c)
 {
     static const char wake = 'k';
@@ -1076,6 +1092,18 @@ static int qk_client_bind(struct qk *qk, struct qk_client *c)
                      qk_role_name[c->role]);
         return -1;
     }
+    if (c->role != QK_PRODUCER) {
+        /* librdkafka counts the time between consumer polls against
+         * max.poll.interval.ms and leaves the group when it runs out: poll
+         * every second even when nothing arrives */
+        struct timeval tv = {1, 0};
+        c->keepalive = event_new(qk->base, -1, EV_PERSIST, qk_keepalive_cb, c);
+        if (!c->keepalive || event_add(c->keepalive, &tv) != 0) {
+            qk->api->log(qk->ctx, CHATD_LOG_ERROR, "%s: cannot schedule the poll timer",
+                         qk_role_name[c->role]);
+            return -1;
+        }
+    }
     c->polling = 1;
     rd_kafka_queue_io_event_enable(c->q, c->fds[1], &wake, 1);
     /* anything queued before the binding: serve it now */
@@ -1086,6 +1114,10 @@ static int qk_client_bind(struct qk *qk, struct qk_client *c)
 static void qk_client_unbind(struct qk_client *c)
 {
     c->polling = 0;
+    if (c->keepalive) {
+        event_free(c->keepalive);
+        c->keepalive = NULL;
+    }
     if (c->q)
         rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
     if (c->ev) {
@@ -1235,7 +1267,14 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
             if (qk_conf_set(qk, conf, NULL, "partitioner", "murmur2_random") != 0)
                 failed = 1;
         } else {
-            if (qk_conf_set(qk, conf, NULL, "auto.offset.reset", "earliest") != 0)
+            /* a broker answers a fetch as soon as data arrives; this bounds
+             * the wait of an idle fetch (and the latency with brokers, such
+             * as librdkafka's mock cluster, that always wait it out). Offsets
+             * are committed every second so that a rebalance re-persists
+             * little. */
+            if (qk_conf_set(qk, conf, NULL, "auto.offset.reset", "earliest") != 0 ||
+                qk_conf_set(qk, conf, NULL, "fetch.wait.max.ms", "100") != 0 ||
+                qk_conf_set(qk, conf, NULL, "auto.commit.interval.ms", "1000") != 0)
                 failed = 1;
         }
     }

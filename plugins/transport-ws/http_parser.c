@@ -5,11 +5,21 @@
  */
 #include "http_parser.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-enum { ST_HEAD = 0, ST_BODY = 1, ST_DONE = 2, ST_ERROR = 3 };
+enum {
+    ST_HEAD = 0,
+    ST_BODY,
+    ST_CHUNK_SIZE,
+    ST_CHUNK_DATA,
+    ST_CHUNK_END,
+    ST_TRAILER,
+    ST_DONE,
+    ST_ERROR
+};
 
 static int fail(http_parser *p, int status, const char *why)
 {
@@ -23,8 +33,7 @@ int http_parser_init(http_parser *p, const http_limits *lim)
 {
     memset(p, 0, sizeof(*p));
     p->lim = *lim;
-    if (p->lim.max_headers == 0 || p->lim.max_header_bytes < 16)
-        return -1;
+    if (p->lim.max_headers == 0 || p->lim.max_header_bytes < 16) return -1;
     p->head = malloc(p->lim.max_header_bytes + 1);
     p->req.headers = calloc(p->lim.max_headers, sizeof(http_header));
     if (!p->head || !p->req.headers) {
@@ -52,6 +61,10 @@ void http_parser_reset(http_parser *p)
     p->state = ST_HEAD;
     p->head_len = 0;
     p->body_need = 0;
+    p->chunked = 0;
+    p->line_len = 0;
+    p->trailer_bytes = 0;
+    p->expect_continue = 0;
     p->status = 0;
     p->error = NULL;
     memset(&p->req, 0, sizeof(p->req));
@@ -60,77 +73,117 @@ void http_parser_reset(http_parser *p)
 
 static int is_tchar(unsigned char c)
 {
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
-        return 1;
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return 1;
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int is_ows(char c) { return c == ' ' || c == '\t'; }
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
-/* Parse the complete head in p->head (CRLF-terminated lines, final blank
- * line), in place. */
+/* Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2); may be empty. */
+static int host_valid(const char *h)
+{
+    const char *port;
+    if (*h == '[') {
+        const char *e = strchr(h, ']');
+        if (!e || e == h + 1) return 0;
+        for (const char *c = h + 1; c < e; c++)
+            if (!strchr("0123456789abcdefABCDEF:.", *c)) return 0;
+        port = e + 1;
+    } else {
+        const char *c = h;
+        for (; *c && *c != ':'; c++) {
+            unsigned char u = (unsigned char)*c;
+            if (!((u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
+                  strchr("-._~%!$&'()*+,;=", u)))
+                return 0;
+        }
+        port = c;
+    }
+    if (*port == '\0') return 1;
+    if (*port != ':') return 0;
+    for (const char *c = port + 1; *c; c++)
+        if (*c < '0' || *c > '9') return 0;
+    return 1;
+}
+
+/* Cut the line starting at s at its LF (and a CR before it); returns the
+ * start of the next line, or NULL when there is no LF. */
+static char *cut_line(char *s)
+{
+    char *nl = strchr(s, '\n');
+    if (!nl) return NULL;
+    *nl = '\0';
+    if (nl > s && nl[-1] == '\r') nl[-1] = '\0';
+    return nl + 1;
+}
+
+/* Parse the complete head in p->head (lines ending in LF or CRLF, then an
+ * empty line), in place. */
 static int parse_head(http_parser *p)
 {
-    char *s = p->head, *eol, *sp1, *sp2;
+    char *s = p->head, *next, *sp1, *sp2;
     http_request *r = &p->req;
 
-    eol = strstr(s, "\r\n");
-    if (!eol)
-        return fail(p, 400, "malformed request line");
-    if ((size_t)(eol - s) > p->lim.max_request_line)
-        return fail(p, 414, "request line too long");
-    *eol = '\0';
+    char *nl = strchr(s, '\n');
+    if (!nl) return fail(p, 400, "malformed request line");
+    if ((size_t)(nl - s) > p->lim.max_request_line) return fail(p, 414, "request line too long");
+    next = cut_line(s);
     sp1 = strchr(s, ' ');
-    if (!sp1 || sp1 == s || sp1 - s > 15)
-        return fail(p, 400, "malformed method");
+    if (!sp1 || sp1 == s || sp1 - s > 15) return fail(p, 400, "malformed method");
     *sp1 = '\0';
     for (char *c = s; *c; c++)
-        if (!is_tchar((unsigned char)*c))
-            return fail(p, 400, "malformed method");
+        if (!is_tchar((unsigned char)*c)) return fail(p, 400, "malformed method");
     r->target = sp1 + 1;
     sp2 = strchr(r->target, ' ');
-    if (!sp2 || sp2 == r->target)
-        return fail(p, 400, "malformed request target");
+    if (!sp2 || sp2 == r->target) return fail(p, 400, "malformed request target");
     *sp2 = '\0';
-    if (r->target[0] != '/')
-        return fail(p, 400, "request target must be an absolute path");
     for (const char *c = r->target; *c; c++)
         if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f)
             return fail(p, 400, "invalid character in request target");
+    if (strchr(r->target, '#')) return fail(p, 400, "a fragment is not part of a request target");
+    if (strncasecmp(r->target, "http://", 7) == 0 || strncasecmp(r->target, "https://", 8) == 0) {
+        /* absolute-form (RFC 9112 3.2.2): keep the path and query */
+        const char *auth = strstr(r->target, "//") + 2;
+        const char *path = auth + strcspn(auth, "/?");
+        if (path == auth) return fail(p, 400, "absolute-form target without a host");
+        if (*path == '/')
+            r->target = path;
+        else if (*path == '\0')
+            r->target = "/";
+        else
+            return fail(p, 400, "absolute-form target without a path");
+    }
+    if (r->target[0] != '/') return fail(p, 400, "request target must be an absolute path");
     const char *ver = sp2 + 1;
-    if (strncmp(ver, "HTTP/", 5) != 0 || strlen(ver) != 8 || ver[6] != '.' ||
-        ver[5] < '0' || ver[5] > '9' || ver[7] < '0' || ver[7] > '9')
+    if (strncmp(ver, "HTTP/", 5) != 0 || strlen(ver) != 8 || ver[6] != '.' || ver[5] < '0' ||
+        ver[5] > '9' || ver[7] < '0' || ver[7] > '9')
         return fail(p, 400, "malformed HTTP version");
     if (ver[5] != '1' || (ver[7] != '0' && ver[7] != '1'))
         return fail(p, 505, "HTTP version not supported");
     r->version_minor = ver[7] - '0';
     r->method = s;
-    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS",
-                                        "PATCH", NULL};
+    static const char *const known[] = {"GET",    "HEAD",    "POST",  "PUT",
+                                        "DELETE", "OPTIONS", "PATCH", NULL};
     int ok = 0;
     for (int i = 0; known[i]; i++)
-        if (strcmp(s, known[i]) == 0)
-            ok = 1;
-    if (!ok)
-        return fail(p, 501, "method not implemented");
+        if (strcmp(s, known[i]) == 0) ok = 1;
+    if (!ok) return fail(p, 501, "method not implemented");
 
     /* header fields */
-    s = eol + 2;
+    s = next;
     r->nheaders = 0;
     for (;;) {
-        eol = strstr(s, "\r\n");
-        if (!eol)
-            return fail(p, 400, "malformed header line");
-        if (eol == s)
-            break; /* blank line: end of head */
-        *eol = '\0';
-        if (is_ows(*s))
-            return fail(p, 400, "obsolete header line folding");
+        next = cut_line(s);
+        if (!next) return fail(p, 400, "malformed header line");
+        if (!*s) break; /* empty line: end of head */
+        if (is_ows(*s)) return fail(p, 400, "obsolete header line folding");
         char *colon = s;
         while (is_tchar((unsigned char)*colon))
             colon++;
-        if (*colon != ':' || colon == s)
-            return fail(p, 400, "malformed header name");
+        if (*colon != ':' || colon == s) return fail(p, 400, "malformed header name");
         *colon = '\0';
         char *v = colon + 1;
         while (is_ows(*v))
@@ -143,122 +196,233 @@ static int parse_head(http_parser *p)
             if ((u < 0x20 && u != '\t') || u == 0x7f)
                 return fail(p, 400, "invalid character in header value");
         }
-        if (r->nheaders >= p->lim.max_headers)
-            return fail(p, 431, "too many header fields");
+        if (r->nheaders >= p->lim.max_headers) return fail(p, 431, "too many header fields");
         r->headers[r->nheaders].name = s;
         r->headers[r->nheaders].value = v;
         r->nheaders++;
-        s = eol + 2;
+        s = next;
     }
 
     /* semantics */
-    size_t nhost = 0;
+    size_t nhost = 0, nte = 0;
     long long clen = -1;
+    const char *te = NULL;
     for (size_t i = 0; i < r->nheaders; i++) {
         const char *n = r->headers[i].name, *v = r->headers[i].value;
         if (strcasecmp(n, "Host") == 0) {
             nhost++;
+            if (!host_valid(v)) return fail(p, 400, "invalid Host");
         } else if (strcasecmp(n, "Transfer-Encoding") == 0) {
-            return fail(p, 411, "Transfer-Encoding request bodies are not accepted; "
-                                "send Content-Length");
+            nte++;
+            te = v;
         } else if (strcasecmp(n, "Content-Length") == 0) {
             long long val = 0;
-            if (!*v)
-                return fail(p, 400, "malformed Content-Length");
+            if (!*v) return fail(p, 400, "malformed Content-Length");
             for (const char *c = v; *c; c++) {
-                if (*c < '0' || *c > '9')
-                    return fail(p, 400, "malformed Content-Length");
-                if (val > (long long)p->lim.max_body)
-                    return fail(p, 413, "request body too large");
+                if (*c < '0' || *c > '9') return fail(p, 400, "malformed Content-Length");
+                if (val > (long long)p->lim.max_body) return fail(p, 413, "request body too large");
                 val = val * 10 + (*c - '0');
             }
-            if (clen >= 0 && clen != val)
-                return fail(p, 400, "conflicting Content-Length");
+            if (clen >= 0 && clen != val) return fail(p, 400, "conflicting Content-Length");
             clen = val;
         }
     }
     if (r->version_minor == 1 && nhost != 1)
         return fail(p, 400, "exactly one Host header is required");
-    if (clen > (long long)p->lim.max_body)
-        return fail(p, 413, "request body too large");
-    const char *conn = http_request_header(r, "Connection");
-    if (r->version_minor == 1)
-        r->keep_alive = !(conn && http_has_token(conn, "close"));
-    else
-        r->keep_alive = conn && http_has_token(conn, "keep-alive");
+    if (nte > 0) {
+        if (clen >= 0) return fail(p, 400, "Content-Length together with Transfer-Encoding");
+        if (r->version_minor == 0) return fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");
+        if (nte > 1 || strcasecmp(te, "chunked") != 0)
+            return fail(p, 501, "only the chunked transfer coding is supported");
+        p->chunked = 1;
+    }
+    if (clen > (long long)p->lim.max_body) return fail(p, 413, "request body too large");
+    const char *expect = http_request_header(r, "Expect");
+    if (expect) {
+        if (strcasecmp(expect, "100-continue") != 0)
+            return fail(p, 417, "only Expect: 100-continue is understood");
+        p->expect_continue = r->version_minor == 1 && (p->chunked || clen > 0);
+    }
+    r->keep_alive = r->version_minor == 1 ? !http_request_has_token(r, "Connection", "close")
+                                          : http_request_has_token(r, "Connection", "keep-alive");
     p->body_need = clen > 0 ? (size_t)clen : 0;
     p->body = malloc(p->body_need + 1);
-    if (!p->body)
-        return fail(p, 503, "out of memory");
+    if (!p->body) return fail(p, 503, "out of memory");
     p->body[0] = '\0';
     r->body = p->body;
     r->body_len = 0;
     return HTTP_PARSE_MORE;
 }
 
+static int feed_head(http_parser *p, const char *data, size_t len, size_t *used)
+{
+    size_t u = 0;
+    /* tolerate blank lines before a request (RFC 9112 2.2) */
+    while (p->head_len == 0 && u < len && (data[u] == '\r' || data[u] == '\n'))
+        u++;
+    size_t room = p->lim.max_header_bytes - p->head_len;
+    size_t take = len - u < room ? len - u : room;
+    size_t old = p->head_len;
+    memcpy(p->head + p->head_len, data + u, take);
+    p->head_len += take;
+    p->head[p->head_len] = '\0';
+    size_t end = 0;
+    for (size_t i = old; i < p->head_len; i++) {
+        if (p->head[i] != '\n') continue;
+        /* the line ending here is empty: the head ends */
+        if ((i >= 1 && p->head[i - 1] == '\n') ||
+            (i >= 2 && p->head[i - 1] == '\r' && p->head[i - 2] == '\n')) {
+            end = i + 1;
+            break;
+        }
+    }
+    if (!end) {
+        *used = u + take;
+        if (memchr(p->head, '\0', p->head_len)) return fail(p, 400, "NUL byte in the request head");
+        char *lf = memchr(p->head, '\n', p->head_len);
+        if (!lf && p->head_len > p->lim.max_request_line + 1)
+            return fail(p, 414, "request line too long");
+        if (p->head_len >= p->lim.max_header_bytes)
+            return fail(p, lf ? 431 : 414,
+                        lf ? "request header fields too large" : "request line too long");
+        return HTTP_PARSE_MORE;
+    }
+    *used = u + take - (p->head_len - end);
+    p->head_len = end;
+    p->head[end] = '\0';
+    if (memchr(p->head, '\0', end)) return fail(p, 400, "NUL byte in the request head");
+    if (parse_head(p) == HTTP_PARSE_ERROR) return HTTP_PARSE_ERROR;
+    p->state = p->chunked ? ST_CHUNK_SIZE : ST_BODY;
+    return HTTP_PARSE_MORE;
+}
+
+/* Parse a complete chunk-size line in p->line. */
+static int chunk_size(http_parser *p)
+{
+    size_t n = p->line_len, size = 0, i = 0;
+    if (n > 0 && p->line[n - 1] == '\r') n--;
+    p->line[n] = '\0';
+    for (; i < n; i++) {
+        char c = p->line[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) break;
+        if (i >= 15) return fail(p, 413, "chunk too large");
+        size = size * 16 + (size_t)d;
+    }
+    if (i == 0) return fail(p, 400, "malformed chunk size");
+    while (i < n && is_ows(p->line[i]))
+        i++;
+    if (i < n && p->line[i] != ';') return fail(p, 400, "malformed chunk size");
+    p->line_len = 0;
+    if (size == 0) {
+        p->state = ST_TRAILER;
+        return HTTP_PARSE_MORE;
+    }
+    if (size > p->lim.max_body || p->req.body_len + size > p->lim.max_body)
+        return fail(p, 413, "request body too large");
+    char *b = realloc(p->body, p->req.body_len + size + 1);
+    if (!b) return fail(p, 503, "out of memory");
+    p->body = b;
+    p->req.body = b;
+    p->body_need = size;
+    p->state = ST_CHUNK_DATA;
+    return HTTP_PARSE_MORE;
+}
+
 int http_parser_feed(http_parser *p, const char *data, size_t len, size_t *consumed)
 {
     size_t used = 0;
+    int rc = HTTP_PARSE_MORE;
     *consumed = 0;
-    if (p->state == ST_ERROR)
-        return HTTP_PARSE_ERROR;
-    if (p->state == ST_DONE)
-        return HTTP_PARSE_DONE;
+    if (p->state == ST_ERROR) return HTTP_PARSE_ERROR;
+    if (p->state == ST_DONE) return HTTP_PARSE_DONE;
     if (p->state == ST_HEAD) {
-        /* tolerate blank lines before a request (RFC 9112 2.2) */
-        while (p->head_len == 0 && used < len && (data[used] == '\r' || data[used] == '\n'))
-            used++;
-        size_t room = p->lim.max_header_bytes - p->head_len;
-        size_t take = len - used < room ? len - used : room;
-        size_t from = p->head_len > 3 ? p->head_len - 3 : 0;
-        for (size_t i = 0; i < take; i++) {
-            if (data[used + i] == '\0')
-                return fail(p, 400, "NUL byte in request head");
-        }
-        memcpy(p->head + p->head_len, data + used, take);
-        p->head_len += take;
-        p->head[p->head_len] = '\0';
-        char *end = NULL;
-        for (size_t i = from; i + 4 <= p->head_len; i++) {
-            if (memcmp(p->head + i, "\r\n\r\n", 4) == 0) {
-                end = p->head + i + 4;
-                break;
-            }
-        }
-        if (!end) {
-            used += take;
+        rc = feed_head(p, data, len, &used);
+        if (rc == HTTP_PARSE_ERROR || p->state == ST_HEAD) {
             *consumed = used;
-            char *crlf = memchr(p->head, '\n', p->head_len);
-            if (!crlf && p->head_len > p->lim.max_request_line + 1)
-                return fail(p, 414, "request line too long");
-            if (p->head_len >= p->lim.max_header_bytes)
-                return fail(p, crlf ? 431 : 414, crlf ? "request header fields too large"
-                                                      : "request line too long");
-            return HTTP_PARSE_MORE;
+            return rc;
         }
-        size_t head_used = (size_t)(end - p->head);
-        used += take - (p->head_len - head_used);
-        p->head_len = head_used;
-        p->head[head_used] = '\0';
-        if (parse_head(p) == HTTP_PARSE_ERROR) {
-            *consumed = used;
-            return HTTP_PARSE_ERROR;
-        }
-        p->state = ST_BODY;
     }
-    if (p->state == ST_BODY) {
-        size_t take = len - used < p->body_need ? len - used : p->body_need;
-        memcpy(p->body + p->req.body_len, data + used, take);
-        p->req.body_len += take;
-        p->body_need -= take;
-        p->body[p->req.body_len] = '\0';
-        used += take;
-        *consumed = used;
-        if (p->body_need == 0) {
-            p->state = ST_DONE;
+    while (used < len || (p->state == ST_BODY && p->body_need == 0)) {
+        char c;
+        switch (p->state) {
+        case ST_BODY: {
+            size_t take = len - used < p->body_need ? len - used : p->body_need;
+            memcpy(p->body + p->req.body_len, data + used, take);
+            p->req.body_len += take;
+            p->body_need -= take;
+            p->body[p->req.body_len] = '\0';
+            used += take;
+            if (p->body_need == 0) p->state = ST_DONE;
+            break;
+        }
+        case ST_CHUNK_DATA: {
+            size_t take = len - used < p->body_need ? len - used : p->body_need;
+            memcpy(p->body + p->req.body_len, data + used, take);
+            p->req.body_len += take;
+            p->body_need -= take;
+            p->body[p->req.body_len] = '\0';
+            used += take;
+            if (p->body_need == 0) {
+                p->state = ST_CHUNK_END;
+                p->line_len = 0;
+            }
+            break;
+        }
+        case ST_CHUNK_SIZE:
+            c = data[used++];
+            if (c == '\n') {
+                if (chunk_size(p) == HTTP_PARSE_ERROR) {
+                    *consumed = used;
+                    return HTTP_PARSE_ERROR;
+                }
+            } else if (p->line_len + 1 >= sizeof(p->line)) {
+                *consumed = used;
+                return fail(p, 400, "chunk size line too long");
+            } else {
+                p->line[p->line_len++] = c;
+            }
+            break;
+        case ST_CHUNK_END:
+            c = data[used++];
+            if (c == '\n') {
+                p->state = ST_CHUNK_SIZE;
+                p->line_len = 0;
+            } else if (c != '\r' || p->line_len++ > 0) {
+                *consumed = used;
+                return fail(p, 400, "chunk data not followed by CRLF");
+            }
+            break;
+        case ST_TRAILER:
+            c = data[used++];
+            if (++p->trailer_bytes > p->lim.max_header_bytes) {
+                *consumed = used;
+                return fail(p, 431, "trailer fields too large");
+            }
+            if (c == '\0') {
+                *consumed = used;
+                return fail(p, 400, "NUL byte in a trailer");
+            }
+            if (c == '\n') {
+                if (p->line_len == 0) {
+                    p->state = ST_DONE;
+                    break;
+                }
+                p->line_len = 0;
+            } else if (c != '\r') {
+                p->line_len++;
+            }
+            break;
+        default:
+            break;
+        }
+        if (p->state == ST_DONE) {
+            *consumed = used;
             return HTTP_PARSE_DONE;
         }
-        return HTTP_PARSE_MORE;
     }
     *consumed = used;
     return HTTP_PARSE_MORE;
@@ -267,9 +431,40 @@ int http_parser_feed(http_parser *p, const char *data, size_t len, size_t *consu
 const char *http_request_header(const http_request *r, const char *name)
 {
     for (size_t i = 0; i < r->nheaders; i++)
-        if (strcasecmp(r->headers[i].name, name) == 0)
-            return r->headers[i].value;
+        if (strcasecmp(r->headers[i].name, name) == 0) return r->headers[i].value;
     return NULL;
+}
+
+int http_request_has_token(const http_request *r, const char *name, const char *token)
+{
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0 && http_has_token(r->headers[i].value, token))
+            return 1;
+    return 0;
+}
+
+size_t http_request_count(const http_request *r, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0) n++;
+    return n;
+}
+
+const char *http_request_join(const http_request *r, const char *name, char *out, size_t outsz)
+{
+    size_t o = 0;
+    int any = 0;
+    if (outsz == 0) return NULL;
+    out[0] = '\0';
+    for (size_t i = 0; i < r->nheaders; i++) {
+        if (strcasecmp(r->headers[i].name, name) != 0) continue;
+        int n = snprintf(out + o, outsz - o, "%s%s", any ? ", " : "", r->headers[i].value);
+        if (n < 0 || (size_t)n >= outsz - o) return NULL;
+        o += (size_t)n;
+        any = 1;
+    }
+    return any ? out : NULL;
 }
 
 int http_has_token(const char *value, const char *token)
@@ -285,8 +480,7 @@ int http_has_token(const char *value, const char *token)
         const char *t = e;
         while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
             t--;
-        if ((size_t)(t - s) == tl && strncasecmp(s, token, tl) == 0)
-            return 1;
+        if ((size_t)(t - s) == tl && strncasecmp(s, token, tl) == 0) return 1;
         s = e;
     }
     return 0;
@@ -294,12 +488,9 @@ int http_has_token(const char *value, const char *token)
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
 
@@ -309,24 +500,19 @@ long http_percent_decode(const char *in, size_t len, char *out, size_t outsz)
     for (size_t i = 0; i < len; i++) {
         char c = in[i];
         if (c == '%') {
-            if (i + 2 >= len)
-                return -1;
+            if (i + 2 >= len) return -1;
             int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return -1;
+            if (hi < 0 || lo < 0) return -1;
             c = (char)(hi * 16 + lo);
-            if (c == '\0')
-                return -1;
+            if (c == '\0') return -1;
             i += 2;
         } else if (c == '\0') {
             return -1;
         }
-        if (o + 1 >= outsz)
-            return -1;
+        if (o + 1 >= outsz) return -1;
         out[o++] = c;
     }
-    if (outsz == 0)
-        return -1;
+    if (outsz == 0) return -1;
     out[o] = '\0';
     return (long)o;
 }

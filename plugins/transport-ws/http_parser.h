@@ -42,14 +42,21 @@ enum { HTTP_PARSE_MORE = 0, HTTP_PARSE_DONE = 1, HTTP_PARSE_ERROR = -1 };
 
 typedef struct http_parser {
     http_limits lim;
-    int state;           /* internal */
-    char *head;          /* request line + headers, max_header_bytes + 1 */
+    int state;  /* internal */
+    char *head; /* request line + headers, max_header_bytes + 1 */
     size_t head_len;
-    char *body;          /* Content-Length + 1 bytes */
-    size_t body_need;
-    http_request req;    /* valid after HTTP_PARSE_DONE until reset/feed */
-    int status;          /* HTTP status of the error after HTTP_PARSE_ERROR */
-    const char *error;   /* static reason after HTTP_PARSE_ERROR */
+    char *body;       /* the body so far + NUL */
+    size_t body_need; /* bytes still due (Content-Length or current chunk) */
+    int chunked;
+    char line[80];   /* chunk-size line being read */
+    size_t line_len; /* its length (also counts bytes of trailer lines) */
+    size_t trailer_bytes;
+    /* Set once the head of a request with "Expect: 100-continue" and a body
+     * is parsed: the caller sends "100 Continue" and clears it. */
+    int expect_continue;
+    http_request req;  /* valid after HTTP_PARSE_DONE until reset/feed */
+    int status;        /* HTTP status of the error after HTTP_PARSE_ERROR */
+    const char *error; /* static reason after HTTP_PARSE_ERROR */
 } http_parser;
 
 /* Allocate buffers. Returns 0, or -1 on out of memory. */
@@ -68,6 +75,16 @@ const char *http_request_header(const http_request *r, const char *name);
 
 /* Does the comma-separated list `value` contain `token` (case-insensitive)? */
 int http_has_token(const char *value, const char *token);
+
+/* The same over every field line called `name` (a list may be split). */
+int http_request_has_token(const http_request *r, const char *name, const char *token);
+
+/* Number of field lines called `name`. */
+size_t http_request_count(const http_request *r, const char *name);
+
+/* Every field line called `name` joined with ", " into out (NUL-terminated).
+ * Returns out, or NULL when there is none or it does not fit. */
+const char *http_request_join(const http_request *r, const char *name, char *out, size_t outsz);
 
 /* Percent-decode `in` (len bytes) into out (size outsz, NUL-terminated).
  * '+' is kept. Returns the decoded length, or -1 on a bad escape, an encoded

@@ -31,16 +31,26 @@ struct rest_op {
 int tw_status_http(chatd_status st)
 {
     switch (st) {
-    case CHATD_OK: return 200;
-    case CHATD_REJECT: return 422;
-    case CHATD_ERR_INVALID: return 400;
-    case CHATD_ERR_AUTH: return 401;
-    case CHATD_ERR_FORBIDDEN: return 403;
-    case CHATD_ERR_NOTFOUND: return 404;
-    case CHATD_ERR_EXISTS: return 409;
-    case CHATD_ERR_BUSY: return 429;
-    case CHATD_ERR_UNAVAILABLE: return 503;
-    default: return 500;
+    case CHATD_OK:
+        return 200;
+    case CHATD_REJECT:
+        return 422;
+    case CHATD_ERR_INVALID:
+        return 400;
+    case CHATD_ERR_AUTH:
+        return 401;
+    case CHATD_ERR_FORBIDDEN:
+        return 403;
+    case CHATD_ERR_NOTFOUND:
+        return 404;
+    case CHATD_ERR_EXISTS:
+        return 409;
+    case CHATD_ERR_BUSY:
+        return 429;
+    case CHATD_ERR_UNAVAILABLE:
+        return 503;
+    default:
+        return 500;
     }
 }
 
@@ -64,8 +74,7 @@ char *tw_cookie_get(const char *cookies, const char *name)
                 v++;
                 vl -= 2;
             }
-            if (vl == 0)
-                return NULL;
+            if (vl == 0) return NULL;
             return strndup(v, vl);
         }
         s = end;
@@ -84,8 +93,7 @@ char *tw_request_token(const http_request *req, int *from_cookie)
         return *t ? strdup(t) : NULL;
     }
     const char *cookies = http_request_header(req, "Cookie");
-    if (!cookies)
-        return NULL;
+    if (!cookies) return NULL;
     char *t = tw_cookie_get(cookies, "chatd_session");
     *from_cookie = t != NULL;
     return t;
@@ -134,8 +142,7 @@ static void respond_status(tw_conn *c, chatd_status st, const char *msg)
 static json_object *member_json(const chatd_member *m)
 {
     json_object *o = json_object_new_object();
-    if (!o)
-        return NULL;
+    if (!o) return NULL;
     json_object_object_add(o, "id", json_object_new_int64(m->id));
     json_object_object_add(o, "loginId", json_object_new_string(m->login_id ? m->login_id : ""));
     json_object_object_add(o, "name", json_object_new_string(m->name ? m->name : ""));
@@ -156,8 +163,7 @@ static void op_finish(struct rest_op *op)
 static struct rest_op *op_new(tw_conn *c, int kind)
 {
     struct rest_op *op = calloc(1, sizeof(*op));
-    if (!op)
-        return NULL;
+    if (!op) return NULL;
     op->c = c;
     op->kind = kind;
     tw_conn_ref(c);
@@ -179,8 +185,12 @@ static json_object *body_json(tw_conn *c, const http_request *req)
     }
     json_object *o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
     enum json_tokener_error e = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
-    if (!o || e != json_tokener_success || !json_object_is_type(o, json_type_object)) {
+    while (end < req->body_len && strchr(" \t\r\n", req->body[end]) && req->body[end])
+        end++;
+    if (!o || e != json_tokener_success || end != req->body_len ||
+        !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
         tw_http_error(c, 400, "the body must be a JSON object");
         return NULL;
@@ -193,7 +203,10 @@ static const char *jstr(json_object *o, const char *k)
     json_object *v;
     if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
         return NULL;
-    return json_object_get_string(v);
+    const char *s = json_object_get_string(v);
+    /* a string with U+0000 would be cut short in C: refuse it instead */
+    if (strlen(s) != (size_t)json_object_get_string_len(v)) return NULL;
+    return s;
 }
 
 /* ---- POST /api/members ---------------------------------------------------- */
@@ -229,8 +242,8 @@ static void login_cb(void *arg, chatd_status st, const char *token, const chatd_
             json_object_object_add(o, "member", member_json(m));
             char cookie[256];
             snprintf(cookie, sizeof(cookie),
-                     "Set-Cookie: chatd_session=%s; HttpOnly; SameSite=Strict; Path=/%s\r\n",
-                     token, c->tls ? "; Secure" : "");
+                     "Set-Cookie: chatd_session=%s; HttpOnly; SameSite=Strict; Path=/%s\r\n", token,
+                     c->tls ? "; Secure" : "");
             respond_json(c, 200, o, cookie);
             json_object_put(o);
         } else if (st == CHATD_ERR_AUTH || st == CHATD_ERR_NOTFOUND) {
@@ -295,9 +308,9 @@ static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows,
                                        json_object_new_string(r->peer_name ? r->peer_name : ""));
                 json_object_object_add(o, "roomId", json_object_new_string(r->room_id));
                 json_object_object_add(o, "peer", peer);
-                json_object_object_add(o, "lastMessage",
-                                       json_object_new_string(r->last_message ? r->last_message
-                                                                              : ""));
+                json_object_object_add(
+                    o, "lastMessage",
+                    json_object_new_string(r->last_message ? r->last_message : ""));
                 snprintf(id, sizeof(id), "%" PRIu64, r->last_msg_id);
                 json_object_object_add(o, "lastMessageId",
                                        r->last_msg_id ? json_object_new_string(id) : NULL);
@@ -320,13 +333,12 @@ static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows,
     op_finish(op);
 }
 
-static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n,
-                       uint64_t next)
+static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n, uint64_t next)
 {
     struct rest_op *op = arg;
     tw_conn *c = op->c;
-    const chatd_api *api = c->srv->api;
     if (!c->closed) {
+        const chatd_api *api = c->srv->api; /* srv may be gone once c is closed */
         if (st != CHATD_OK) {
             respond_status(c, st, NULL);
         } else {
@@ -340,10 +352,8 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
                     rc = -1;
                     break;
                 }
-                if (i > 0)
-                    rc = evbuffer_add(b, ",", 1);
-                if (rc == 0)
-                    rc = evbuffer_add(b, j, jl);
+                if (i > 0) rc = evbuffer_add(b, ",", 1);
+                if (rc == 0) rc = evbuffer_add(b, j, jl);
             }
             if (rc == 0) {
                 if (next)
@@ -356,8 +366,7 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
                                        b);
             else
                 tw_http_error(c, 503, "out of memory");
-            if (b)
-                evbuffer_free(b);
+            if (b) evbuffer_free(b);
         }
     }
     op_finish(op);
@@ -370,28 +379,29 @@ static void history_room_cb(void *arg, chatd_status st, const char *room_id, int
     tw_conn *c = op->c;
     if (c->closed || st != CHATD_OK) {
         if (!c->closed)
-            respond_status(c, st, st == CHATD_ERR_FORBIDDEN  ? "you are not a member of this room"
-                                  : st == CHATD_ERR_NOTFOUND ? "no such room"
-                                  : st == CHATD_ERR_INVALID  ? "malformed room id"
-                                                             : NULL);
+            respond_status(c, st,
+                           st == CHATD_ERR_FORBIDDEN  ? "you are not a member of this room"
+                           : st == CHATD_ERR_NOTFOUND ? "no such room"
+                           : st == CHATD_ERR_INVALID  ? "malformed room id"
+                                                      : NULL);
         op_finish(op);
         return;
     }
     snprintf(op->room, sizeof(op->room), "%s", room_id);
-    c->srv->api->history(c->srv->ctx, op->member_id, op->room, op->before, op->limit,
-                         history_cb, op);
+    c->srv->api->history(c->srv->ctx, op->member_id, op->room, op->before, op->limit, history_cb,
+                         op);
 }
 
 static void rest_auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
     struct rest_op *op = arg;
     tw_conn *c = op->c;
-    const chatd_api *api = c->srv->api;
-    chatd_ctx *ctx = c->srv->ctx;
     if (c->closed) {
         op_finish(op);
         return;
     }
+    const chatd_api *api = c->srv->api;
+    chatd_ctx *ctx = c->srv->ctx;
     if (st != CHATD_OK || n < 1) {
         tw_http_error(c, 401, "authentication required: log in first");
         op_finish(op);
@@ -434,8 +444,7 @@ static void method_not_allowed(tw_conn *c, const char *allow)
 {
     char extra[64];
     snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-    tw_http_respond(c, 405, "application/json", extra, "{\"error\":\"method not allowed\"}",
-                    30);
+    tw_http_respond(c, 405, "application/json", extra, "{\"error\":\"method not allowed\"}", 30);
     tw_http_done(c);
 }
 
@@ -488,8 +497,7 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         tw_http_done(c);
         return 1;
     }
-    if (strncmp(path, "/api/", 5) != 0 && strcmp(path, "/api") != 0)
-        return 0;
+    if (strncmp(path, "/api/", 5) != 0 && strcmp(path, "/api") != 0) return 0;
 
     if (strcmp(path, "/api/members") == 0 && post) {
         json_object *o = body_json(c, req);
@@ -497,11 +505,10 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
             tw_http_done(c);
             return 1;
         }
-        const char *login = jstr(o, "loginId"), *name = jstr(o, "name"),
-                   *pw = jstr(o, "password");
+        const char *login = jstr(o, "loginId"), *name = jstr(o, "name"), *pw = jstr(o, "password");
         if (!login || !*login || !name || !*name || !pw || !*pw) {
             json_object_put(o);
-            tw_http_error(c, 400, "loginId, name and password are required strings");
+            tw_http_error(c, 400, "loginId, name and password are required strings (without NUL)");
             tw_http_done(c);
             return 1;
         }

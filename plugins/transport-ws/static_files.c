@@ -50,8 +50,7 @@ static const char *mime_type(const char *path)
     const char *slash = strrchr(path, '/');
     if (dot && (!slash || dot > slash))
         for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
-            if (strcasecmp(dot, types[i].ext) == 0)
-                return types[i].type;
+            if (strcasecmp(dot, types[i].ext) == 0) return types[i].type;
     return "application/octet-stream";
 }
 

@@ -34,8 +34,7 @@ static void drop_last(stomp_parser *p)
 {
     p->start += p->last;
     p->last = 0;
-    if (p->start >= p->len)
-        p->start = p->len = 0;
+    if (p->start >= p->len) p->start = p->len = 0;
 }
 
 int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
@@ -84,8 +83,7 @@ static int unescape(char *s, int version)
             *o++ = '\\';
             break;
         case 'r':
-            if (version < STOMP_V12)
-                return -1;
+            if (version < STOMP_V12) return -1;
             *o++ = '\r';
             break;
         default:
@@ -105,8 +103,7 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
             p->start++;
             p->heartbeats++;
         } else if (p->buf[p->start] == '\r') {
-            if (p->start + 1 == p->len)
-                return 0;
+            if (p->start + 1 == p->len) return 0;
             if (p->buf[p->start + 1] != '\n')
                 return perr(p, "stray carriage return between frames");
             p->start += 2;
@@ -129,38 +126,29 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
     for (;;) {
         char *nl = memchr(b + pos, '\n', avail - pos);
         if (!nl) {
-            if (avail - pos > p->lim.max_header_line)
-                return perr(p, "header line too long");
-            if (avail >= p->lim.max_frame)
-                return perr(p, "frame too large");
+            if (avail - pos > p->lim.max_header_line) return perr(p, "header line too long");
+            if (avail >= p->lim.max_frame) return perr(p, "frame too large");
             return 0;
         }
         size_t ll = (size_t)(nl - (b + pos));
-        if (ll > p->lim.max_header_line)
-            return perr(p, "header line too long");
-        if (memchr(b + pos, '\0', ll))
-            return perr(p, "NUL byte in a header line");
+        if (ll > p->lim.max_header_line) return perr(p, "header line too long");
+        if (memchr(b + pos, '\0', ll)) return perr(p, "NUL byte in a header line");
         size_t content = ll > 0 && b[pos + ll - 1] == '\r' ? ll - 1 : ll;
         if (content == 0) {
-            if (lines == 0)
-                return perr(p, "missing command");
+            if (lines == 0) return perr(p, "missing command");
             body_at = pos + ll + 1;
             break;
         }
         if (lines > 0) {
-            if (lines > p->lim.max_headers)
-                return perr(p, "too many headers");
+            if (lines > p->lim.max_headers) return perr(p, "too many headers");
             if (clen < 0 && content >= 15 && memcmp(b + pos, "content-length:", 15) == 0) {
                 long long v = 0;
                 size_t i = pos + 15;
-                if (i == pos + content)
-                    return perr(p, "malformed content-length");
+                if (i == pos + content) return perr(p, "malformed content-length");
                 for (; i < pos + content; i++) {
-                    if (b[i] < '0' || b[i] > '9')
-                        return perr(p, "malformed content-length");
+                    if (b[i] < '0' || b[i] > '9') return perr(p, "malformed content-length");
                     v = v * 10 + (b[i] - '0');
-                    if (v > (long long)p->lim.max_body)
-                        return perr(p, "body too large");
+                    if (v > (long long)p->lim.max_body) return perr(p, "body too large");
                 }
                 clen = v;
             }
@@ -168,31 +156,24 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
         lines++;
         pos += ll + 1;
     }
-    if (lines - 1 > p->lim.max_headers)
-        return perr(p, "too many headers");
+    if (lines - 1 > p->lim.max_headers) return perr(p, "too many headers");
 
     /* the body must be complete too before anything is modified */
     size_t body_len, frame_len;
     if (clen >= 0) {
-        if (body_at + (size_t)clen + 1 > p->lim.max_frame)
-            return perr(p, "frame too large");
-        if (avail < body_at + (size_t)clen + 1)
-            return 0;
-        if (b[body_at + clen] != '\0')
-            return perr(p, "body not followed by NUL");
+        if (body_at + (size_t)clen + 1 > p->lim.max_frame) return perr(p, "frame too large");
+        if (avail < body_at + (size_t)clen + 1) return 0;
+        if (b[body_at + clen] != '\0') return perr(p, "body not followed by NUL");
         body_len = (size_t)clen;
     } else {
         char *nul = memchr(b + body_at, '\0', avail - body_at);
         if (!nul) {
-            if (avail - body_at > p->lim.max_body)
-                return perr(p, "body too large");
-            if (avail >= p->lim.max_frame)
-                return perr(p, "frame too large");
+            if (avail - body_at > p->lim.max_body) return perr(p, "body too large");
+            if (avail >= p->lim.max_frame) return perr(p, "frame too large");
             return 0;
         }
         body_len = (size_t)(nul - (b + body_at));
-        if (body_len > p->lim.max_body)
-            return perr(p, "body too large");
+        if (body_len > p->lim.max_body) return perr(p, "body too large");
     }
     frame_len = body_at + body_len + 1;
 
@@ -200,29 +181,24 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
     char *line = b;
     char *nl = strchr(line, '\n'); /* no NUL before the blank line */
     *nl = '\0';
-    if (nl > line && nl[-1] == '\r')
-        nl[-1] = '\0';
-    if (!*line)
-        return perr(p, "missing command");
+    if (nl > line && nl[-1] == '\r') nl[-1] = '\0';
+    if (!*line) return perr(p, "missing command");
     for (char *c = line; *c; c++)
-        if (*c < 'A' || *c > 'Z')
-            return perr(p, "malformed command");
+        if (*c < 'A' || *c > 'Z') return perr(p, "malformed command");
     f->command = line;
-    int esc = strcmp(line, "CONNECT") != 0 && strcmp(line, "CONNECTED") != 0 &&
-              p->version >= STOMP_V11;
+    int esc =
+        strcmp(line, "CONNECT") != 0 && strcmp(line, "CONNECTED") != 0 && p->version >= STOMP_V11;
     f->headers = p->hdrs;
     f->nheaders = 0;
     line = nl + 1;
     while (line < b + body_at) {
         nl = strchr(line, '\n');
         *nl = '\0';
-        if (nl > line && nl[-1] == '\r')
-            nl[-1] = '\0';
-        if (!*line)
-            break;
+        if (nl > line && nl[-1] == '\r') nl[-1] = '\0';
+        if (!*line) break;
         char *colon = strchr(line, ':');
-        if (!colon)
-            return perr(p, "header line without a colon");
+        if (!colon) return perr(p, "header line without a colon");
+        if (colon == line) return perr(p, "header with an empty name");
         *colon = '\0';
         if (esc && (unescape(line, p->version) || unescape(colon + 1, p->version)))
             return perr(p, "undefined escape sequence in a header");
@@ -240,8 +216,7 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
 const char *stomp_frame_header(const stomp_frame *f, const char *name)
 {
     for (size_t i = 0; i < f->nheaders; i++)
-        if (strcmp(f->headers[i].name, name) == 0)
-            return f->headers[i].value;
+        if (strcmp(f->headers[i].name, name) == 0) return f->headers[i].value;
     return NULL;
 }
 
@@ -275,12 +250,10 @@ size_t stomp_escape(char *dst, size_t dstsz, const char *src, int version)
             }
             n += 2;
         } else {
-            if (n + 1 < dstsz)
-                dst[n] = *s;
+            if (n + 1 < dstsz) dst[n] = *s;
             n++;
         }
     }
-    if (dstsz)
-        dst[n < dstsz ? n : dstsz - 1] = '\0';
+    if (dstsz) dst[n < dstsz ? n : dstsz - 1] = '\0';
     return n;
 }

@@ -63,26 +63,22 @@ void tw_iso_time(int64_t ms, char out[32])
 
 static int parse_i64(const char *s, int64_t *out)
 {
-    if (!s || *s < '0' || *s > '9')
-        return -1;
+    if (!s || *s < '0' || *s > '9') return -1;
     errno = 0;
     char *end;
     long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < 0)
-        return -1;
+    if (errno || *end || v < 0) return -1;
     *out = v;
     return 0;
 }
 
 static int parse_u64(const char *s, uint64_t *out)
 {
-    if (!s || *s < '0' || *s > '9')
-        return -1;
+    if (!s || *s < '0' || *s > '9') return -1;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -1;
+    if (errno || *end) return -1;
     *out = v;
     return 0;
 }
@@ -93,18 +89,19 @@ int tw_room_canon(const char *in, char *out, size_t outsz)
     char a[24], b[24];
     const char *amp = in ? strchr(in, '&') : NULL;
     int64_t x, y;
-    if (!amp || (size_t)(amp - in) >= sizeof(a) || strlen(amp + 1) >= sizeof(b))
-        return -1;
+    if (!amp || (size_t)(amp - in) >= sizeof(a) || strlen(amp + 1) >= sizeof(b)) return -1;
     memcpy(a, in, (size_t)(amp - in));
     a[amp - in] = '\0';
     strcpy(b, amp + 1);
-    if (parse_i64(a, &x) || parse_i64(b, &y) || x <= 0 || y <= 0)
-        return -1;
+    if (parse_i64(a, &x) || parse_i64(b, &y) || x <= 0 || y <= 0) return -1;
     int n = snprintf(out, outsz, "%" PRId64 "&%" PRId64, x < y ? x : y, x < y ? y : x);
     return n > 0 && (size_t)n < outsz ? 0 : -1;
 }
 
-static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
 
 /* Append "name:value\n" with the escaping of `version`. */
 static int add_header(struct evbuffer *b, const char *name, const char *value, int version)
@@ -114,20 +111,16 @@ static int add_header(struct evbuffer *b, const char *name, const char *value, i
     for (int i = 0; i < 2; i++) {
         size_t n = stomp_escape(stackbuf, sizeof(stackbuf), parts[i], version);
         if (n < sizeof(stackbuf)) {
-            if (evbuffer_add(b, stackbuf, n) != 0)
-                return -1;
+            if (evbuffer_add(b, stackbuf, n) != 0) return -1;
         } else {
             char *big = malloc(n + 1);
-            if (!big)
-                return -1;
+            if (!big) return -1;
             stomp_escape(big, n + 1, parts[i], version);
             int rc = evbuffer_add(b, big, n);
             free(big);
-            if (rc != 0)
-                return -1;
+            if (rc != 0) return -1;
         }
-        if (evbuffer_add(b, i == 0 ? ":" : "\n", 1) != 0)
-            return -1;
+        if (evbuffer_add(b, i == 0 ? ":" : "\n", 1) != 0) return -1;
     }
     return 0;
 }
@@ -135,35 +128,26 @@ static int add_header(struct evbuffer *b, const char *name, const char *value, i
 static void send_frame(tw_conn *c, const char *cmd, const hdr *h, size_t nh, const char *ctype,
                        const char *body, size_t blen)
 {
-    if (c->closed || c->closing)
-        return;
+    if (c->closed || c->closing) return;
     struct evbuffer *b = evbuffer_new();
     int esc = strcmp(cmd, "CONNECTED") == 0 ? STOMP_V10 : c->version;
     int rc = b ? 0 : -1;
-    if (rc == 0)
-        rc = evbuffer_add_printf(b, "%s\n", cmd) < 0 ? -1 : 0;
+    if (rc == 0) rc = evbuffer_add_printf(b, "%s\n", cmd) < 0 ? -1 : 0;
     for (size_t i = 0; rc == 0 && i < nh; i++)
-        if (h[i].value)
-            rc = add_header(b, h[i].name, h[i].value, esc);
+        if (h[i].value) rc = add_header(b, h[i].name, h[i].value, esc);
     if (rc == 0 && body) {
         char len[32];
         snprintf(len, sizeof(len), "%zu", blen);
-        if (ctype)
-            rc = add_header(b, "content-type", ctype, esc);
-        if (rc == 0)
-            rc = add_header(b, "content-length", len, esc);
+        if (ctype) rc = add_header(b, "content-type", ctype, esc);
+        if (rc == 0) rc = add_header(b, "content-length", len, esc);
     }
-    if (rc == 0)
-        rc = evbuffer_add(b, "\n", 1);
-    if (rc == 0 && body && blen)
-        rc = evbuffer_add(b, body, blen);
-    if (rc == 0)
-        rc = evbuffer_add(b, "", 1);
+    if (rc == 0) rc = evbuffer_add(b, "\n", 1);
+    if (rc == 0 && body && blen) rc = evbuffer_add(b, body, blen);
+    if (rc == 0) rc = evbuffer_add(b, "", 1);
     if (rc != 0) {
         c->srv->api->log(c->srv->ctx, CHATD_LOG_ERROR, "%s: out of memory building a %s frame",
                          c->peer, cmd);
-        if (b)
-            evbuffer_free(b);
+        if (b) evbuffer_free(b);
         tw_conn_close(c);
         return;
     }
@@ -174,16 +158,31 @@ static void send_frame(tw_conn *c, const char *cmd, const hdr *h, size_t nh, con
 
 static void send_receipt(tw_conn *c, const char *receipt)
 {
-    if (!receipt)
-        return;
+    if (!receipt) return;
     hdr h[] = {{"receipt-id", receipt}};
     send_frame(c, "RECEIPT", h, 1, NULL, NULL, 0);
 }
 
-void tw_stomp_error(tw_conn *c, const char *msg, const char *receipt, int ws_code)
+/* Keep an ERROR or DISCONNECT until the publishes in flight are answered.
+ * Returns 1 when deferred. */
+static int defer(tw_conn *c, int kind, const char *msg, const char *receipt, int ws_code)
 {
-    if (c->closed || c->closing || c->st == TW_ST_DONE)
-        return;
+    if (c->inflight == 0) return 0;
+    c->pend_kind = kind;
+    c->pend_code = ws_code;
+    c->pend_msg = msg ? strdup(msg) : NULL;
+    c->pend_receipt = receipt ? strdup(receipt) : NULL;
+    if ((msg && !c->pend_msg) || (receipt && !c->pend_receipt)) {
+        tw_conn_close(c); /* out of memory: nothing sensible left to say */
+        return 1;
+    }
+    c->st = TW_ST_DONE; /* no further frame is processed */
+    c->busy = 0;
+    return 1;
+}
+
+static void error_now(tw_conn *c, const char *msg, const char *receipt, int ws_code)
+{
     c->srv->api->log(c->srv->ctx, CHATD_LOG_INFO, "%s: STOMP ERROR: %s", c->peer, msg);
     hdr h[] = {{"message", msg}, {"receipt-id", receipt}};
     send_frame(c, "ERROR", h, 2, "text/plain", msg, strlen(msg));
@@ -193,13 +192,37 @@ void tw_stomp_error(tw_conn *c, const char *msg, const char *receipt, int ws_cod
     tw_ws_close(c, ws_code, "STOMP ERROR");
 }
 
+void tw_stomp_error(tw_conn *c, const char *msg, const char *receipt, int ws_code)
+{
+    if (c->closed || c->closing || c->st == TW_ST_DONE) return;
+    if (!defer(c, TW_PEND_ERROR, msg, receipt, ws_code)) error_now(c, msg, receipt, ws_code);
+}
+
+static void disconnect_now(tw_conn *c, const char *receipt)
+{
+    send_receipt(c, receipt);
+    c->st = TW_ST_DONE;
+    tw_ws_close(c, WS_CLOSE_NORMAL, "bye");
+}
+
+/* The last publish in flight was answered: say what was waiting. */
+static void finish_pending(tw_conn *c)
+{
+    int kind = c->pend_kind;
+    c->pend_kind = 0;
+    if (c->closed || c->closing) return;
+    if (kind == TW_PEND_ERROR)
+        error_now(c, c->pend_msg ? c->pend_msg : "error", c->pend_receipt, c->pend_code);
+    else if (kind == TW_PEND_DISCONNECT)
+        disconnect_now(c, c->pend_receipt);
+}
+
 /* ---- subscriptions -------------------------------------------------------- */
 
 static tw_sub *sub_find(tw_conn *c, const char *id)
 {
     for (tw_sub *s = c->subs; s; s = s->cnext)
-        if (strcmp(s->id, id) == 0)
-            return s;
+        if (strcmp(s->id, id) == 0) return s;
     return NULL;
 }
 
@@ -218,8 +241,7 @@ static int sub_add(tw_conn *c, const char *dest, const char *id, int ack)
     } else {
         d = calloc(1, sizeof(*d));
         if (!d || !(d->name = strdup(dest)) || lh_table_insert(srv->dests, d->name, d) != 0) {
-            if (d)
-                free(d->name);
+            if (d) free(d->name);
             free(d);
             free(s->id);
             free(s);
@@ -230,8 +252,7 @@ static int sub_add(tw_conn *c, const char *dest, const char *id, int ack)
     s->d = d;
     s->ack = ack;
     s->dnext = d->head;
-    if (d->head)
-        d->head->dprev = s;
+    if (d->head) d->head->dprev = s;
     d->head = s;
     s->cnext = c->subs;
     c->subs = s;
@@ -250,8 +271,7 @@ static void sub_free(tw_server *srv, tw_sub *s)
         s->dprev->dnext = s->dnext;
     else
         d->head = s->dnext;
-    if (s->dnext)
-        s->dnext->dprev = s->dprev;
+    if (s->dnext) s->dnext->dprev = s->dprev;
     if (!d->head) {
         lh_table_delete(srv->dests, d->name);
         free(d->name);
@@ -348,10 +368,8 @@ static int refusal_code(chatd_status st)
 
 static void group_done(tw_conn *c, struct tw_group *g)
 {
-    if (--g->remaining > 0)
-        return;
-    if (!g->failed && c && !c->closed)
-        send_receipt(c, g->receipt);
+    if (--g->remaining > 0) return;
+    if (!g->failed && c && !c->closed) send_receipt(c, g->receipt);
     free(g->receipt);
     free(g);
 }
@@ -369,19 +387,17 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
             char m[300];
             snprintf(m, sizeof(m), "message refused: %s",
                      reason ? reason : c->srv->api->status_str(st));
-            if (p->grp)
-                p->grp->failed = 1;
+            if (p->grp) p->grp->failed = 1;
             tw_stomp_error(c, m, p->receipt ? p->receipt : (p->grp ? p->grp->receipt : NULL),
                            refusal_code(st));
         }
     }
-    if (p->grp)
-        group_done(c, p->grp);
+    if (p->grp) group_done(c, p->grp);
+    if (c->pend_kind && c->inflight == 0) finish_pending(c);
     int was_full = c->inflight + 1 >= TW_MAX_INFLIGHT;
     free(p->receipt);
     free(p);
-    if (was_full)
-        tw_conn_kick(c);
+    if (was_full) tw_conn_kick(c);
     tw_conn_unref(c);
 }
 
@@ -390,8 +406,7 @@ static const char *json_str(json_object *o, const char *key, size_t *len)
     json_object *v;
     if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
         return NULL;
-    if (len)
-        *len = (size_t)json_object_get_string_len(v);
+    if (len) *len = (size_t)json_object_get_string_len(v);
     return json_object_get_string(v);
 }
 
@@ -421,8 +436,12 @@ static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len
     }
     json_object *o = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
-    if (!o || jerr != json_tokener_success || !json_object_is_type(o, json_type_object)) {
+    while (end < len && body[end] && strchr(" \t\r\n", body[end]))
+        end++;
+    if (!o || jerr != json_tokener_success || end != len ||
+        !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
         tw_stomp_error(c, "the body must be a JSON object", receipt, WS_CLOSE_POLICY);
         return -1;
@@ -468,8 +487,7 @@ static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len
     }
     p->c = c;
     p->grp = grp;
-    if (grp)
-        grp->remaining++;
+    if (grp) grp->remaining++;
     tw_conn_ref(c);
     c->inflight++;
     srv->api->publish(srv->ctx, &f, publish_cb, p); /* copies the fields */
@@ -487,14 +505,10 @@ struct auth_req {
 
 static int pick_version(const char *accept)
 {
-    if (!accept)
-        return STOMP_V10;
-    if (http_has_token(accept, "1.2"))
-        return STOMP_V12;
-    if (http_has_token(accept, "1.1"))
-        return STOMP_V11;
-    if (http_has_token(accept, "1.0"))
-        return STOMP_V10;
+    if (!accept) return STOMP_V10;
+    if (http_has_token(accept, "1.2")) return STOMP_V12;
+    if (http_has_token(accept, "1.1")) return STOMP_V11;
+    if (http_has_token(accept, "1.0")) return STOMP_V10;
     return 0;
 }
 
@@ -503,8 +517,7 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
     struct auth_req *a = arg;
     tw_conn *c = a->c;
     tw_server *srv = c->srv;
-    if (c->closed)
-        goto out;
+    if (c->closed) goto out;
     c->busy = 0;
     if (st != CHATD_OK || n < 1) {
         tw_stomp_error(c, "authentication failed: invalid or expired session token", NULL,
@@ -534,8 +547,9 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
     }
     snprintf(sess, sizeof(sess), "%llx-%llx", (unsigned long long)srv->api->now_ms(),
              (unsigned long long)c->serial);
-    hdr h[] = {{"version", c->version == STOMP_V12 ? "1.2" : c->version == STOMP_V11 ? "1.1"
-                                                                                      : "1.0"},
+    hdr h[] = {{"version", c->version == STOMP_V12   ? "1.2"
+                           : c->version == STOMP_V11 ? "1.1"
+                                                     : "1.0"},
                {"heart-beat", c->version >= STOMP_V11 ? hb : NULL},
                {"server", "chatd/" PACKAGE_VERSION},
                {"session", sess},
@@ -556,8 +570,7 @@ static void on_connect(tw_conn *c, const stomp_frame *f)
 {
     tw_server *srv = c->srv;
     if (c->st != TW_ST_NONE) {
-        tw_stomp_error(c, "already connected", stomp_frame_header(f, "receipt"),
-                       WS_CLOSE_PROTOCOL);
+        tw_stomp_error(c, "already connected", stomp_frame_header(f, "receipt"), WS_CLOSE_PROTOCOL);
         return;
     }
     int v = pick_version(stomp_frame_header(f, "accept-version"));
@@ -594,8 +607,7 @@ static void on_connect(tw_conn *c, const stomp_frame *f)
     const char *token = stomp_frame_header(f, "passcode");
     if (!token || !*token) {
         const char *auth = stomp_frame_header(f, "Authorization");
-        if (!auth)
-            auth = stomp_frame_header(f, "authorization");
+        if (!auth) auth = stomp_frame_header(f, "authorization");
         if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
             token = auth + 7;
             while (*token == ' ')
@@ -605,8 +617,7 @@ static void on_connect(tw_conn *c, const stomp_frame *f)
         }
         login = NULL; /* login checks apply to passcode only */
     }
-    if (!token || !*token)
-        token = c->cookie_token;
+    if (!token || !*token) token = c->cookie_token;
     if (!token || !*token) {
         tw_stomp_error(c,
                        "authentication required: log in, then CONNECT with login and passcode "
@@ -687,16 +698,15 @@ static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t pee
     (void)peer_id;
     struct sub_req *r = arg;
     tw_conn *c = r->c;
-    if (c->closed)
-        goto out;
+    if (c->closed) goto out;
     c->busy = 0;
     if (st != CHATD_OK) {
         const char *m = st == CHATD_ERR_FORBIDDEN  ? "forbidden: you are not a member of this room"
                         : st == CHATD_ERR_NOTFOUND ? "no such room: unknown member id"
                         : st == CHATD_ERR_INVALID  ? "malformed room id (use a&b of member ids)"
                                                    : "room check failed";
-        tw_stomp_error(c, m, r->receipt, st == CHATD_ERR_INVALID ? WS_CLOSE_PROTOCOL
-                                                                 : WS_CLOSE_POLICY);
+        tw_stomp_error(c, m, r->receipt,
+                       st == CHATD_ERR_INVALID ? WS_CLOSE_PROTOCOL : WS_CLOSE_POLICY);
         goto out;
     }
     char dest[128];
@@ -778,15 +788,15 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
         return;
     }
     if (strncmp(dest, room, sizeof(room) - 1) != 0) {
-        tw_stomp_error(c, "unknown destination: subscribe to /sub/chat/room/{roomId} or "
-                          "/sub/chat/side/{memberId}",
+        tw_stomp_error(c,
+                       "unknown destination: subscribe to /sub/chat/room/{roomId} or "
+                       "/sub/chat/side/{memberId}",
                        receipt, WS_CLOSE_POLICY);
         return;
     }
     struct sub_req *r = calloc(1, sizeof(*r));
     if (!r || !(r->id = strdup(id)) || (receipt && !(r->receipt = strdup(receipt)))) {
-        if (r)
-            free(r->id);
+        if (r) free(r->id);
         free(r);
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
         return;
@@ -813,8 +823,7 @@ static void on_unsubscribe(tw_conn *c, const stomp_frame *f)
         tw_stomp_error(c, "UNSUBSCRIBE needs an id header", receipt, WS_CLOSE_PROTOCOL);
         return;
     }
-    if (s)
-        sub_remove(c, s);
+    if (s) sub_remove(c, s);
     send_receipt(c, receipt);
 }
 
@@ -886,8 +895,8 @@ static void on_commit(tw_conn *c, const stomp_frame *f, int commit)
     g->remaining = 1; /* held until every SEND is issued */
     tw_conn_ref(c);
     for (size_t i = 0; i < t->n && !c->closed && c->st == TW_ST_CONNECTED; i++)
-        if (do_publish(c, t->sends[i].dest, t->sends[i].body, t->sends[i].len,
-                       t->sends[i].receipt, g) != 0)
+        if (do_publish(c, t->sends[i].dest, t->sends[i].body, t->sends[i].len, t->sends[i].receipt,
+                       g) != 0)
             g->failed = 1;
     tx_free(t);
     group_done(c, g);
@@ -921,9 +930,8 @@ void tw_stomp_frame(tw_conn *c, const stomp_frame *f)
     else if (strcmp(cmd, "ABORT") == 0)
         on_commit(c, f, 0);
     else if (strcmp(cmd, "DISCONNECT") == 0) {
-        send_receipt(c, receipt);
-        c->st = TW_ST_DONE;
-        tw_ws_close(c, WS_CLOSE_NORMAL, "bye");
+        if (!defer(c, TW_PEND_DISCONNECT, NULL, receipt, WS_CLOSE_NORMAL))
+            disconnect_now(c, receipt);
     } else {
         char m[128];
         snprintf(m, sizeof(m), "unknown command %.64s", cmd);
@@ -936,14 +944,12 @@ void tw_stomp_frame(tw_conn *c, const stomp_frame *f)
 void tw_stomp_tick(tw_conn *c, int64_t now)
 {
     tw_server *s = c->srv;
-    if (c->closed || c->closing)
-        return;
+    if (c->closed || c->closing) return;
     if (c->st < TW_ST_CONNECTED && now >= c->opened_ms + s->connect_timeout * 1000) {
         tw_stomp_error(c, "no STOMP CONNECT in time", NULL, WS_CLOSE_POLICY);
         return;
     }
-    if (c->hb_out_ms > 0 && now - c->last_tx_ms >= c->hb_out_ms)
-        tw_ws_send(c, WS_OP_TEXT, "\n", 1);
+    if (c->hb_out_ms > 0 && now - c->last_tx_ms >= c->hb_out_ms) tw_ws_send(c, WS_OP_TEXT, "\n", 1);
     if (c->hb_in_ms > 0) {
         if (now - c->last_rx_ms > 2 * c->hb_in_ms + 1000)
             tw_stomp_error(c, "no heart-beat from the client in time", NULL, WS_CLOSE_POLICY);
@@ -986,8 +992,7 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
 {
     tw_server *srv = inst;
     struct lh_entry *e = lh_table_lookup_entry(srv->dests, destination);
-    if (!e)
-        return;
+    if (!e) return;
     tw_dest *d = (tw_dest *)lh_entry_v(e);
     size_t jlen = 0;
     const char *json = srv->api->msg_json(msg, &jlen);
@@ -1008,8 +1013,7 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
     uint64_t sent = 0, nslow = 0;
     for (tw_sub *s = d->head; s; s = s->dnext) {
         tw_conn *c = s->c;
-        if (c->closed || c->closing || c->st != TW_ST_CONNECTED || c->ws_close_sent)
-            continue;
+        if (c->closed || c->closing || c->st != TW_ST_CONNECTED || c->ws_close_sent) continue;
         char sid[2 * TW_MAX_ID + 1], hbuf[1024], ackh[64] = "";
         stomp_escape(sid, sizeof(sid), s->id, c->version);
         if (s->ack != TW_ACK_AUTO)
@@ -1018,8 +1022,7 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
                           "MESSAGE\ndestination:%s\nmessage-id:%" PRIu64 "\nsubscription:%s\n"
                           "content-type:application/json\ncontent-length:%zu\n%s\n",
                           d->name, id, sid, jlen, ackh);
-        if (hl < 0 || (size_t)hl >= sizeof(hbuf))
-            continue;
+        if (hl < 0 || (size_t)hl >= sizeof(hbuf)) continue;
         uint8_t wh[10];
         size_t whl = ws_frame_header(wh, WS_OP_TEXT, 1, (uint64_t)hl + jlen + 1);
         struct evbuffer *out = tw_conn_out(c);
@@ -1045,16 +1048,13 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
     while (nslow > 0 && (e = lh_table_lookup_entry(srv->dests, destination)) != NULL) {
         tw_conn *c = NULL;
         for (tw_sub *s = ((tw_dest *)lh_entry_v(e))->head; s && !c; s = s->dnext)
-            if (s->c->slow)
-                c = s->c;
-        if (!c)
-            break;
+            if (s->c->slow) c = s->c;
+        if (!c) break;
         srv->api->log(srv->ctx, CHATD_LOG_WARN,
                       "%s: slow reader (over max_outbuf = %lld bytes queued); disconnecting",
                       c->peer, (long long)srv->max_outbuf);
         srv->api->counter_add(srv->ctx, "chatd_ws_slow_disconnects_total", 1);
         tw_conn_close(c);
     }
-    if (sent)
-        srv->api->counter_add(srv->ctx, "chatd_ws_deliveries_total", sent);
+    if (sent) srv->api->counter_add(srv->ctx, "chatd_ws_deliveries_total", sent);
 }

@@ -104,8 +104,7 @@ static int err_of(const char *in, size_t len)
     stomp_frame f;
     assert_int_equal(stomp_parser_init(&p, &LIM), 0);
     int rc = stomp_parser_feed(&p, in, len);
-    if (rc == 0)
-        rc = stomp_parser_next(&p, &f);
+    if (rc == 0) rc = stomp_parser_next(&p, &f);
     stomp_parser_free(&p);
     return rc;
 }
@@ -115,13 +114,14 @@ static void test_errors(void **st)
     (void)st;
     char big[600];
 #define E(s) err_of(s, sizeof(s) - 1)
-    assert_int_equal(E("send\n\n\0"), -1);                              /* lowercase */
-    assert_int_equal(E("SEND\nnocolon\n\n\0"), -1);                     /* header without : */
-    assert_int_equal(E("SEND\ncontent-length:x\n\n\0"), -1);            /* bad length */
-    assert_int_equal(E("SEND\ncontent-length:2\n\nabc\0"), -1);         /* no NUL after */
-    assert_int_equal(E("SEND\ncontent-length:999\n\n\0"), -1);          /* over max_body */
-    assert_int_equal(E("SEND\na:\\t\n\n\0"), -1);                       /* undefined escape */
-    assert_int_equal(E("\rX"), -1);                                     /* stray CR */
+    assert_int_equal(E("send\n\n\0"), -1);                      /* lowercase */
+    assert_int_equal(E("SEND\nnocolon\n\n\0"), -1);             /* header without : */
+    assert_int_equal(E("SEND\n:v\n\n\0"), -1);                  /* empty name */
+    assert_int_equal(E("SEND\ncontent-length:x\n\n\0"), -1);    /* bad length */
+    assert_int_equal(E("SEND\ncontent-length:2\n\nabc\0"), -1); /* no NUL after */
+    assert_int_equal(E("SEND\ncontent-length:999\n\n\0"), -1);  /* over max_body */
+    assert_int_equal(E("SEND\na:\\t\n\n\0"), -1);               /* undefined escape */
+    assert_int_equal(E("\rX"), -1);                             /* stray CR */
     assert_int_equal(E("S\na:1\nb:1\nc:1\nd:1\ne:1\nf:1\ng:1\nh:1\ni:1\n\n\0"), -1); /* count */
     memset(big, 'a', sizeof(big));
     memcpy(big, "SEND\nx:", 7);

@@ -38,11 +38,15 @@ static void test_accept_key(void **st)
 static void test_subprotocol(void **st)
 {
     (void)st;
-    assert_string_equal(ws_choose_subprotocol("v10.stomp, v11.stomp, v12.stomp"), "v12.stomp");
-    assert_string_equal(ws_choose_subprotocol("v10.stomp,v11.stomp"), "v11.stomp");
-    assert_string_equal(ws_choose_subprotocol("v10.stomp"), "v10.stomp");
-    assert_null(ws_choose_subprotocol("mqtt"));
-    assert_null(ws_choose_subprotocol(NULL));
+    char b[16];
+    assert_string_equal(ws_choose_subprotocol("v10.stomp, v11.stomp, v12.stomp", b, sizeof(b)),
+                        "v12.stomp");
+    assert_string_equal(ws_choose_subprotocol("v10.stomp,v11.stomp", b, sizeof(b)), "v11.stomp");
+    assert_string_equal(ws_choose_subprotocol("v10.stomp", b, sizeof(b)), "v10.stomp");
+    assert_string_equal(ws_choose_subprotocol("mqtt, V12.STOMP", b, sizeof(b)), "V12.STOMP");
+    assert_null(ws_choose_subprotocol("mqtt", b, sizeof(b)));
+    assert_null(ws_choose_subprotocol(NULL, b, sizeof(b)));
+    assert_null(ws_choose_subprotocol("v12.stomp", b, 4));
 }
 
 static void test_fragmented_text_with_ping(void **st)
@@ -87,8 +91,7 @@ static int first_error(const uint8_t *buf, size_t n, size_t max)
     while (off < n) {
         rc = ws_decoder_feed(&d, buf + off, n - off, &used, &ev);
         off += used;
-        if (rc < 0 || (rc == 0 && used == 0))
-            break;
+        if (rc < 0 || (rc == 0 && used == 0)) break;
     }
     ws_decoder_free(&d);
     return rc < 0 ? -rc : 0;
@@ -159,7 +162,10 @@ static void test_close_and_lengths(void **st)
     uint8_t b[70000];
     size_t used;
     ws_decoder_init(&d, 70000, 1);
-    size_t n = frame(b, WS_OP_CLOSE, 1, "\x03\xe8" "bye", 5);
+    size_t n = frame(b, WS_OP_CLOSE, 1,
+                     "\x03\xe8"
+                     "bye",
+                     5);
     assert_int_equal(ws_decoder_feed(&d, b, n, &used, &ev), 1);
     assert_int_equal(ev.type, WS_EV_CLOSE);
     assert_int_equal(ev.close_code, 1000);

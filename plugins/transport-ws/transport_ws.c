@@ -72,12 +72,14 @@ static void conn_process(tw_conn *c);
 
 /* ---- connections ---------------------------------------------------------- */
 
-void tw_conn_ref(tw_conn *c) { c->refs++; }
+void tw_conn_ref(tw_conn *c)
+{
+    c->refs++;
+}
 
 void tw_conn_unref(tw_conn *c)
 {
-    if (--c->refs == 0)
-        tw_conn_free(c);
+    if (--c->refs == 0) tw_conn_free(c);
 }
 
 static void tw_conn_free(tw_conn *c)
@@ -87,10 +89,15 @@ static void tw_conn_free(tw_conn *c)
     stomp_parser_free(&c->sp);
     free(c->cookie_token);
     free(c->login);
+    free(c->pend_msg);
+    free(c->pend_receipt);
     free(c);
 }
 
-struct evbuffer *tw_conn_out(tw_conn *c) { return bufferevent_get_output(c->bev); }
+struct evbuffer *tw_conn_out(tw_conn *c)
+{
+    return bufferevent_get_output(c->bev);
+}
 
 int tw_conn_over_limit(tw_conn *c)
 {
@@ -109,13 +116,11 @@ static void update_gauges(tw_server *s)
 void tw_conn_close(tw_conn *c)
 {
     tw_server *s = c->srv;
-    if (c->closed)
-        return;
+    if (c->closed) return;
     c->closed = 1;
     tw_subs_drop_conn(c);
     tw_tx_free_all(c);
-    if (c->member_id)
-        s->nsessions--;
+    if (c->member_id) s->nsessions--;
     if (c->tick) {
         event_free(c->tick);
         c->tick = NULL;
@@ -130,8 +135,7 @@ void tw_conn_close(tw_conn *c)
         c->prev->next = c->next;
     else
         s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     s->nconns--;
     update_gauges(s);
     stop_check(s);
@@ -151,16 +155,21 @@ static void linger_read_cb(struct bufferevent *bev, void *arg)
 static void closing_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    if (what & BEV_EVENT_CONNECTED)
-        return;
+    if (what & BEV_EVENT_CONNECTED) return;
+    tw_conn_close(arg);
+}
+
+static void linger_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
     tw_conn_close(arg);
 }
 
 static void flushed_cb(struct bufferevent *bev, void *arg)
 {
     tw_conn *c = arg;
-    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-        return;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
     if (c->tls || c->fd < 0) {
         tw_conn_close(c);
         return;
@@ -169,16 +178,18 @@ static void flushed_cb(struct bufferevent *bev, void *arg)
         tw_conn_close(c);
         return;
     }
-    struct timeval tv = {2, 0};
+    /* at most 2 s of silence, and 5 s in all, however the peer trickles */
+    struct timeval tv = {2, 0}, cap = {5, 0};
     bufferevent_setcb(bev, linger_read_cb, NULL, closing_event_cb, c);
     bufferevent_set_timeouts(bev, &tv, NULL);
     bufferevent_enable(bev, EV_READ);
+    if (!c->tick) c->tick = evtimer_new(c->srv->base, linger_timeout_cb, c);
+    if (c->tick) evtimer_add(c->tick, &cap);
 }
 
 void tw_conn_close_flush(tw_conn *c)
 {
-    if (c->closed || c->closing)
-        return;
+    if (c->closed || c->closing) return;
     c->closing = 1;
     if (c->tick) {
         event_free(c->tick);
@@ -190,8 +201,7 @@ void tw_conn_close_flush(tw_conn *c)
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     bufferevent_set_timeouts(c->bev, NULL, &tv);
     bufferevent_enable(c->bev, EV_WRITE);
-    if (evbuffer_get_length(tw_conn_out(c)) == 0)
-        flushed_cb(c->bev, c);
+    if (evbuffer_get_length(tw_conn_out(c)) == 0) flushed_cb(c->bev, c);
 }
 
 /* ---- WebSocket output ----------------------------------------------------- */
@@ -199,8 +209,7 @@ void tw_conn_close_flush(tw_conn *c)
 void tw_ws_send(tw_conn *c, int opcode, const void *data, size_t len)
 {
     uint8_t h[10];
-    if (c->closed || c->closing || c->ws_close_sent)
-        return;
+    if (c->closed || c->closing || c->ws_close_sent) return;
     size_t hl = ws_frame_header(h, opcode, 1, len);
     struct evbuffer *out = tw_conn_out(c);
     if (evbuffer_add(out, h, hl) != 0 || (len && evbuffer_add(out, data, len) != 0)) {
@@ -215,8 +224,7 @@ void tw_ws_send(tw_conn *c, int opcode, const void *data, size_t len)
 void tw_ws_send_buffer(tw_conn *c, int opcode, struct evbuffer *payload)
 {
     uint8_t h[10];
-    if (c->closed || c->closing || c->ws_close_sent)
-        return;
+    if (c->closed || c->closing || c->ws_close_sent) return;
     size_t hl = ws_frame_header(h, opcode, 1, evbuffer_get_length(payload));
     struct evbuffer *out = tw_conn_out(c);
     if (evbuffer_add(out, h, hl) != 0 || evbuffer_add_buffer(out, payload) != 0) {
@@ -232,8 +240,7 @@ void tw_ws_send_buffer(tw_conn *c, int opcode, struct evbuffer *payload)
 void tw_ws_close(tw_conn *c, int code, const char *reason)
 {
     uint8_t p[125];
-    if (c->closed || c->closing)
-        return;
+    if (c->closed || c->closing) return;
     if (!c->ws_close_sent) {
         size_t n = ws_close_payload(p, code, reason);
         tw_ws_send(c, WS_OP_CLOSE, p, n);
@@ -247,31 +254,60 @@ void tw_ws_close(tw_conn *c, int code, const char *reason)
 const char *tw_status_text(int status)
 {
     switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -283,37 +319,30 @@ static void http_head(tw_conn *c, int status, const char *ctype, const char *ext
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (c->srv->stopping)
-        c->req_keep = 0;
+    if (c->srv->stopping) c->req_keep = 0;
     evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nServer: chatd/%s\r\nDate: %s\r\n", status,
                         tw_status_text(status), PACKAGE_VERSION, date);
-    if (status != 204 && status != 304)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
+    if (status != 204 && status != 304) evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
     if (ctype)
         evbuffer_add_printf(out, "Content-Type: %s\r\nX-Content-Type-Options: nosniff\r\n", ctype);
-    if (extra)
-        evbuffer_add(out, extra, strlen(extra));
+    if (extra) evbuffer_add(out, extra, strlen(extra));
     evbuffer_add_printf(out, "Connection: %s\r\n\r\n", c->req_keep ? "keep-alive" : "close");
 }
 
-void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra,
-                     const void *body, size_t len)
+void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra, const void *body,
+                     size_t len)
 {
-    if (c->closed)
-        return;
+    if (c->closed) return;
     http_head(c, status, ctype, extra, len);
-    if (body && len && !c->req_head)
-        evbuffer_add(tw_conn_out(c), body, len);
+    if (body && len && !c->req_head) evbuffer_add(tw_conn_out(c), body, len);
 }
 
 void tw_http_respond_buffer(tw_conn *c, int status, const char *ctype, const char *extra,
                             struct evbuffer *body)
 {
-    if (c->closed)
-        return;
+    if (c->closed) return;
     http_head(c, status, ctype, extra, evbuffer_get_length(body));
-    if (!c->req_head)
-        evbuffer_add_buffer(tw_conn_out(c), body);
+    if (!c->req_head) evbuffer_add_buffer(tw_conn_out(c), body);
 }
 
 /* JSON error body {"error":"..."}; msg is a fixed ASCII text of ours. */
@@ -323,15 +352,16 @@ void tw_http_error(tw_conn *c, int status, const char *msg)
     int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", msg);
     if (n < 0 || (size_t)n >= sizeof(body))
         n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}", tw_status_text(status));
-    tw_http_respond(c, status, "application/json", NULL, body, (size_t)n);
+    tw_http_respond(c, status, "application/json",
+                    status == 401 ? "WWW-Authenticate: Bearer realm=\"chatd\"\r\n" : NULL, body,
+                    (size_t)n);
 }
 
 /* The response of the current request is queued: next request or close. */
 void tw_http_done(tw_conn *c)
 {
     c->http_busy = 0;
-    if (c->closed)
-        return;
+    if (c->closed) return;
     http_parser_reset(&c->hp);
     if (!c->req_keep || c->srv->stopping) {
         tw_conn_close_flush(c);
@@ -339,25 +369,21 @@ void tw_http_done(tw_conn *c)
     }
     struct timeval tv = {c->srv->idle_timeout, 0};
     bufferevent_set_timeouts(c->bev, &tv, NULL);
-    if (!c->out_paused)
-        bufferevent_enable(c->bev, EV_READ);
+    if (!c->out_paused) bufferevent_enable(c->bev, EV_READ);
 }
 
 /* ---- origins -------------------------------------------------------------- */
 
 int tw_origin_allowed(tw_server *s, const char *origin, const char *host)
 {
-    if (!origin)
-        return 0;
+    if (!origin) return 0;
     for (size_t i = 0; i < s->norigins; i++)
-        if (strcasecmp(origin, s->origins[i]) == 0)
-            return 1;
+        if (strcasecmp(origin, s->origins[i]) == 0) return 1;
     /* same origin: scheme://Host of this very request */
     if (host) {
         char self[300];
         snprintf(self, sizeof(self), "%s://%s", s->ssl ? "https" : "http", host);
-        if (strcasecmp(origin, self) == 0)
-            return 1;
+        if (strcasecmp(origin, self) == 0) return 1;
     }
     return 0;
 }
@@ -371,8 +397,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     tw_conn *c = arg;
     tw_conn_ref(c);
     tw_stomp_tick(c, c->srv->api->now_ms());
-    if (!c->closed && !c->closing)
-        tw_schedule_tick(c);
+    if (!c->closed && !c->closing) tw_schedule_tick(c);
     tw_conn_unref(c);
 }
 
@@ -382,34 +407,28 @@ void tw_schedule_tick(tw_conn *c)
 {
     tw_server *s = c->srv;
     int64_t now = s->api->now_ms(), next = now + 60000;
-    if (c->closed || c->closing)
-        return;
+    if (c->closed || c->closing) return;
     if (c->st < TW_ST_CONNECTED) {
         int64_t t = c->opened_ms + s->connect_timeout * 1000;
-        if (t < next)
-            next = t;
+        if (t < next) next = t;
     }
     if (c->hb_out_ms > 0 && c->last_tx_ms + c->hb_out_ms < next)
         next = c->last_tx_ms + c->hb_out_ms;
     if (c->hb_in_ms > 0) {
         int64_t t = c->last_rx_ms + 2 * c->hb_in_ms + 1000;
-        if (t < next)
-            next = t;
+        if (t < next) next = t;
     } else {
         int64_t half = c->last_rx_ms + s->ws_idle_timeout * 500;
         int64_t t = c->ping_ms > c->last_rx_ms ? c->last_rx_ms + s->ws_idle_timeout * 1000 : half;
-        if (t < next)
-            next = t;
+        if (t < next) next = t;
     }
     int64_t d = next - now;
-    if (d < 100)
-        d = 100;
+    if (d < 100) d = 100;
     struct timeval tv = {(time_t)(d / 1000), (suseconds_t)((d % 1000) * 1000)};
     if (!c->tick) {
         c->tick = event_new(s->base, -1, 0, tick_cb, c);
         if (!c->tick) {
-            s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: out of memory for a timer; closing",
-                        c->peer);
+            s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: out of memory for a timer; closing", c->peer);
             tw_conn_close(c);
             return;
         }
@@ -420,11 +439,9 @@ void tw_schedule_tick(tw_conn *c)
 static void ws_upgrade(tw_conn *c, const http_request *req)
 {
     tw_server *s = c->srv;
-    const char *upgrade = http_request_header(req, "Upgrade");
-    const char *conn = http_request_header(req, "Connection");
     const char *ver = http_request_header(req, "Sec-WebSocket-Version");
     const char *key = http_request_header(req, "Sec-WebSocket-Key");
-    char accept[29];
+    char accept[29], protos[512];
 
     if (strcmp(req->method, "GET") != 0) {
         tw_http_respond(c, 405, "application/json", "Allow: GET\r\n",
@@ -432,16 +449,23 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
         tw_http_done(c);
         return;
     }
-    if (!upgrade || !http_has_token(upgrade, "websocket")) {
+    if (!http_request_has_token(req, "Upgrade", "websocket")) {
         c->req_keep = 0;
         tw_http_respond(c, 426, "application/json", "Upgrade: websocket\r\n",
                         "{\"error\":\"WebSocket upgrade required\"}", 38);
         tw_http_done(c);
         return;
     }
-    if (req->version_minor != 1 || !conn || !http_has_token(conn, "upgrade")) {
+    if (req->version_minor != 1 || !http_request_has_token(req, "Connection", "upgrade")) {
         c->req_keep = 0;
         tw_http_error(c, 400, "bad WebSocket handshake: Connection must include Upgrade");
+        tw_http_done(c);
+        return;
+    }
+    if (http_request_count(req, "Sec-WebSocket-Key") > 1 ||
+        http_request_count(req, "Sec-WebSocket-Version") > 1) {
+        c->req_keep = 0;
+        tw_http_error(c, 400, "bad WebSocket handshake: repeated Sec-WebSocket-Key or -Version");
         tw_http_done(c);
         return;
     }
@@ -468,8 +492,7 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
     int from_cookie = 0;
     char *tok = NULL;
     const char *cookies = http_request_header(req, "Cookie");
-    if (cookies)
-        tok = tw_cookie_get(cookies, "chatd_session");
+    if (cookies) tok = tw_cookie_get(cookies, "chatd_session");
     from_cookie = tok != NULL;
     if (from_cookie) {
         const char *origin = http_request_header(req, "Origin");
@@ -482,8 +505,8 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
         }
     }
     ws_decoder_init(&c->wd, (size_t)s->max_frame, 1);
-    stomp_limits sl = {(size_t)s->max_headers, (size_t)s->max_header_bytes,
-                       (size_t)s->max_frame, (size_t)s->max_frame};
+    stomp_limits sl = {(size_t)s->max_headers, (size_t)s->max_header_bytes, (size_t)s->max_frame,
+                       (size_t)s->max_frame};
     if (stomp_parser_init(&c->sp, &sl) != 0) {
         free(tok);
         c->req_keep = 0;
@@ -492,15 +515,16 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
         return;
     }
     c->cookie_token = tok;
-    c->subproto = ws_choose_subprotocol(http_request_header(req, "Sec-WebSocket-Protocol"));
+    const char *sub = ws_choose_subprotocol(
+        http_request_join(req, "Sec-WebSocket-Protocol", protos, sizeof(protos)), c->subproto,
+        sizeof(c->subproto));
     struct evbuffer *out = tw_conn_out(c);
     evbuffer_add_printf(out,
                         "HTTP/1.1 101 Switching Protocols\r\nServer: chatd/%s\r\n"
                         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                         "Sec-WebSocket-Accept: %s\r\n",
                         PACKAGE_VERSION, accept);
-    if (c->subproto)
-        evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %s\r\n", c->subproto);
+    if (sub) evbuffer_add_printf(out, "Sec-WebSocket-Protocol: %s\r\n", sub);
     evbuffer_add(out, "\r\n", 2);
     c->mode = TW_MODE_WS;
     c->http_busy = 0;
@@ -520,8 +544,7 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
  * its input until the output has drained to a quarter. */
 static int out_full(tw_conn *c)
 {
-    if ((int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 2)
-        return 0;
+    if ((int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 2) return 0;
     c->out_paused = 1;
     return 1;
 }
@@ -562,8 +585,7 @@ static void http_request_cb(tw_conn *c, const http_request *req)
         ws_upgrade(c, req);
         return;
     }
-    if (tw_rest_handle(c, req, path, q ? q + 1 : ""))
-        return;
+    if (tw_rest_handle(c, req, path, q ? q + 1 : "")) return;
     tw_static_serve(c, req, path);
 }
 
@@ -576,11 +598,28 @@ static void http_process(tw_conn *c)
             break;
         }
         struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
-            break;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) break;
+        /* a whole request within idle_timeout, however it trickles in */
+        int64_t now = c->srv->api->now_ms();
+        if (!c->req_start_ms)
+            c->req_start_ms = now;
+        else if (now - c->req_start_ms > c->srv->idle_timeout * 1000) {
+            c->req_keep = 0;
+            c->req_head = 0;
+            c->http_busy = 1;
+            tw_http_error(c, 408, "request not received in time");
+            tw_http_done(c);
+            return;
+        }
         size_t used = 0;
         int rc = http_parser_feed(&c->hp, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
+        if (c->hp.expect_continue) {
+            /* the head is fine: ask for the body (RFC 9110 10.1.1) */
+            c->hp.expect_continue = 0;
+            if (rc == HTTP_PARSE_MORE)
+                evbuffer_add_printf(tw_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n");
+        }
         if (rc == HTTP_PARSE_ERROR) {
             c->req_keep = 0;
             c->req_head = 0;
@@ -590,9 +629,16 @@ static void http_process(tw_conn *c)
             return;
         }
         if (rc == HTTP_PARSE_DONE) {
+            c->req_start_ms = 0;
             bufferevent_disable(c->bev, EV_READ);
             http_request_cb(c, &c->hp.req);
         }
+    }
+    if (!c->closed && !c->closing && c->mode == TW_MODE_HTTP) {
+        if (c->http_busy || c->out_paused)
+            bufferevent_disable(c->bev, EV_READ);
+        else
+            bufferevent_enable(c->bev, EV_READ);
     }
 }
 
@@ -602,8 +648,7 @@ static void ws_process(tw_conn *c)
 {
     tw_server *s = c->srv;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    while (!c->closed && !c->closing && !c->busy && c->inflight < TW_MAX_INFLIGHT &&
-           !out_full(c)) {
+    while (!c->closed && !c->closing && !c->busy && c->inflight < TW_MAX_INFLIGHT && !out_full(c)) {
         if (c->st != TW_ST_DONE) {
             stomp_frame f;
             int rc = stomp_parser_next(&c->sp, &f);
@@ -618,8 +663,7 @@ static void ws_process(tw_conn *c)
             }
         }
         struct evbuffer_iovec v;
-        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
-            break;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) break;
         size_t used = 0;
         ws_event ev;
         int rc = ws_decoder_feed(&c->wd, v.iov_base, v.iov_len, &used, &ev);
@@ -630,13 +674,11 @@ static void ws_process(tw_conn *c)
             tw_ws_close(c, -rc, c->wd.error);
             return;
         }
-        if (rc == 0)
-            continue;
+        if (rc == 0) continue;
         switch (ev.type) {
         case WS_EV_MESSAGE:
             s->api->counter_add(s->ctx, "chatd_ws_messages_in_total", 1);
-            if (c->st == TW_ST_DONE)
-                break;
+            if (c->st == TW_ST_DONE) break;
             if (stomp_parser_feed(&c->sp, (const char *)ev.data, ev.len) != 0) {
                 tw_stomp_error(c, c->sp.error, NULL, WS_CLOSE_TOO_BIG);
                 return;
@@ -667,18 +709,14 @@ static void ws_process(tw_conn *c)
 
 static void conn_process(tw_conn *c)
 {
-    if (c->in_process)
-        return;
+    if (c->in_process) return;
     c->in_process = 1;
     tw_conn_ref(c);
     for (;;) {
         int mode = c->mode;
-        if (mode == TW_MODE_HTTP)
-            http_process(c);
-        if (!c->closed && c->mode == TW_MODE_WS)
-            ws_process(c);
-        if (c->closed || c->mode == mode)
-            break;
+        if (mode == TW_MODE_HTTP) http_process(c);
+        if (!c->closed && c->mode == TW_MODE_WS) ws_process(c);
+        if (c->closed || c->mode == mode) break;
     }
     c->in_process = 0;
     tw_conn_unref(c);
@@ -687,10 +725,8 @@ static void conn_process(tw_conn *c)
 /* Resume reading after an async answer. */
 void tw_conn_kick(tw_conn *c)
 {
-    if (c->closed || c->closing)
-        return;
-    if (c->in_process)
-        return; /* the running loop picks it up */
+    if (c->closed || c->closing) return;
+    if (c->in_process) return; /* the running loop picks it up */
     conn_process(c);
 }
 
@@ -698,16 +734,14 @@ static void read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     tw_conn *c = arg;
-    if (c->mode == TW_MODE_WS)
-        c->last_rx_ms = c->srv->api->now_ms();
+    if (c->mode == TW_MODE_WS) c->last_rx_ms = c->srv->api->now_ms();
     conn_process(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     tw_conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED)
-        return; /* TLS handshake done */
+    if (what & BEV_EVENT_CONNECTED) return; /* TLS handshake done */
     if (what & BEV_EVENT_ERROR) {
         unsigned long e;
         while ((e = bufferevent_get_openssl_error(bev)) != 0) {
@@ -775,8 +809,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         c->tls = 1;
         c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
-        if (!c->bev)
-            SSL_free(ssl);
+        if (!c->bev) SSL_free(ssl);
     } else {
         c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -788,8 +821,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         return;
     }
     c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
+    if (s->conns) s->conns->prev = c;
     s->conns = c;
     s->nconns++;
     update_gauges(s);
@@ -801,13 +833,30 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_server *s = arg;
+    if (s->lis && !s->stopping) evconnlistener_enable(s->lis);
+}
+
 static void accept_error_cb(struct evconnlistener *lis, void *arg)
 {
-    (void)lis;
     tw_server *s = arg;
     int e = EVUTIL_SOCKET_ERROR();
-    s->api->log(s->ctx, CHATD_LOG_WARN, "accept on %s failed: %s (raise the open files limit "
-                "or lower max_connections)", s->listen, evutil_socket_error_to_string(e));
+    s->api->log(s->ctx, CHATD_LOG_WARN,
+                "accept on %s failed: %s (raise the open files limit or lower max_connections); "
+                "pausing accepts for 1 s",
+                s->listen, evutil_socket_error_to_string(e));
+    /* out of descriptors: the listening socket stays readable, so pause
+     * instead of spinning on it */
+    if (!s->accept_timer) s->accept_timer = evtimer_new(s->base, accept_resume_cb, s);
+    if (s->accept_timer) {
+        struct timeval tv = {1, 0};
+        evconnlistener_disable(lis);
+        evtimer_add(s->accept_timer, &tv);
+    }
 }
 
 /* ---- plugin hooks --------------------------------------------------------- */
@@ -817,8 +866,7 @@ static void tw_destroy(void *inst);
 static int split_origins(tw_server *s, const char *list)
 {
     char *copy = strdup(list ? list : "");
-    if (!copy)
-        return -1;
+    if (!copy) return -1;
     char *save = NULL;
     for (char *t = strtok_r(copy, " ,\t", &save); t; t = strtok_r(NULL, " ,\t", &save)) {
         char **n = realloc(s->origins, (s->norigins + 1) * sizeof(char *));
@@ -856,8 +904,7 @@ static chatd_status tw_tls_setup(tw_server *s, const char *cert, const char *key
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
-        s->api->cfg_error(s->ctx, "tls_key", "cannot load %s or it does not match tls_cert",
-                          key);
+        s->api->cfg_error(s->ctx, "tls_key", "cannot load %s or it does not match tls_cert", key);
         SSL_CTX_free(ctx);
         return CHATD_ERR_INVALID;
     }
@@ -868,8 +915,7 @@ static chatd_status tw_tls_setup(tw_server *s, const char *cert, const char *key
 static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
 {
     tw_server *s = calloc(1, sizeof(*s));
-    if (!s)
-        return CHATD_ERR_NOMEM;
+    if (!s) return CHATD_ERR_NOMEM;
     s->api = api;
     s->ctx = ctx;
     s->base = api->event_base(ctx);
@@ -888,8 +934,7 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->hb_send = api->cfg_int(ctx, "heartbeat_send", 10000);
     s->hb_recv = api->cfg_int(ctx, "heartbeat_recv", 10000);
     s->static_max = api->cfg_int(ctx, "static_max_file", 8 << 20);
-    if (s->max_request_line > s->max_header_bytes)
-        s->max_request_line = s->max_header_bytes;
+    if (s->max_request_line > s->max_header_bytes) s->max_request_line = s->max_header_bytes;
     if (!s->base) {
         api->log(ctx, CHATD_LOG_ERROR, "the core gave no event base");
         free(s);
@@ -948,10 +993,9 @@ static chatd_status tw_start(void *inst)
         s->api->cfg_error(s->ctx, "listen", "cannot parse '%s' (use ADDRESS:PORT)", s->listen);
         return CHATD_ERR_INVALID;
     }
-    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
-                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                         LEV_OPT_CLOSE_ON_EXEC,
-                                     1024, (struct sockaddr *)&ss, sl);
+    s->lis = evconnlistener_new_bind(
+        s->base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, (struct sockaddr *)&ss, sl);
     if (!s->lis) {
         int e = EVUTIL_SOCKET_ERROR();
         s->api->log(s->ctx, CHATD_LOG_ERROR,
@@ -960,8 +1004,7 @@ static chatd_status tw_start(void *inst)
         return CHATD_ERR_IO;
     }
     evconnlistener_set_error_cb(s->lis, accept_error_cb);
-    s->api->log(s->ctx, CHATD_LOG_INFO, "listening on %s%s", s->listen,
-                s->ssl ? " (TLS)" : "");
+    s->api->log(s->ctx, CHATD_LOG_INFO, "listening on %s%s", s->listen, s->ssl ? " (TLS)" : "");
     update_gauges(s);
     return CHATD_OK;
 }
@@ -999,6 +1042,7 @@ static chatd_status tw_stop(void *inst, chatd_completion *done)
         evconnlistener_free(s->lis);
         s->lis = NULL;
     }
+    if (s->accept_timer) evtimer_del(s->accept_timer);
     tw_conn *c = s->conns, *next;
     while (c) {
         next = c->next;
@@ -1008,8 +1052,7 @@ static chatd_status tw_stop(void *inst, chatd_completion *done)
             tw_conn_close_flush(c);
         c = next;
     }
-    if (s->nconns == 0)
-        return CHATD_OK;
+    if (s->nconns == 0) return CHATD_OK;
     s->stop_done = done;
     s->stop_timer = evtimer_new(s->base, stop_timer_cb, s);
     if (s->stop_timer) {
@@ -1022,19 +1065,15 @@ static chatd_status tw_stop(void *inst, chatd_completion *done)
 static void tw_destroy(void *inst)
 {
     tw_server *s = inst;
-    if (!s)
-        return;
+    if (!s) return;
     s->stop_done = NULL;
     while (s->conns)
         tw_conn_close(s->conns);
-    if (s->lis)
-        evconnlistener_free(s->lis);
-    if (s->stop_timer)
-        event_free(s->stop_timer);
-    if (s->dests)
-        lh_table_free(s->dests);
-    if (s->ssl)
-        SSL_CTX_free(s->ssl);
+    if (s->lis) evconnlistener_free(s->lis);
+    if (s->stop_timer) event_free(s->stop_timer);
+    if (s->accept_timer) event_free(s->accept_timer);
+    if (s->dests) lh_table_free(s->dests);
+    if (s->ssl) SSL_CTX_free(s->ssl);
     for (size_t i = 0; i < s->norigins; i++)
         free(s->origins[i]);
     free(s->origins);

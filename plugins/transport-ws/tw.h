@@ -45,9 +45,9 @@ struct tw_server {
     char **origins;
     size_t norigins;
     SSL_CTX *ssl;
-    int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line,
-        max_body, max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout,
-        connect_timeout, hb_send, hb_recv, static_max;
+    int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line, max_body,
+        max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout, connect_timeout, hb_send,
+        hb_recv, static_max;
     /* state */
     struct evconnlistener *lis;
     tw_conn *conns;
@@ -56,12 +56,14 @@ struct tw_server {
     int stopping;
     chatd_completion *stop_done;
     struct event *stop_timer;
+    struct event *accept_timer; /* resumes accepting after EMFILE */
     uint64_t serial;
 };
 
 enum { TW_MODE_HTTP = 0, TW_MODE_WS = 1 };
 enum { TW_ST_NONE = 0, TW_ST_CONNECTING, TW_ST_CONNECTED, TW_ST_DONE };
 enum { TW_ACK_AUTO = 0, TW_ACK_CLIENT, TW_ACK_INDIVIDUAL };
+enum { TW_PEND_ERROR = 1, TW_PEND_DISCONNECT = 2 };
 
 struct tw_conn {
     tw_server *srv;
@@ -77,21 +79,27 @@ struct tw_conn {
     int mode;
     /* HTTP */
     http_parser hp;
-    int http_busy;   /* an async REST call is pending */
-    int req_keep;    /* keep-alive after the current response */
-    int req_head;    /* current request is HEAD */
+    int http_busy;        /* an async REST call is pending */
+    int req_keep;         /* keep-alive after the current response */
+    int req_head;         /* current request is HEAD */
+    int64_t req_start_ms; /* first byte of the request being read, 0 none */
     /* WebSocket + STOMP */
     ws_decoder wd;
     stomp_parser sp;
     int ws_close_sent;
-    const char *subproto;
+    char subproto[16];
     char *cookie_token;
     int st;
     int version; /* STOMP_V10/11/12 */
     int busy;    /* waiting for an async answer before the next frame */
     int in_process;
-    int slow; /* over max_outbuf: disconnect */
+    int slow;       /* over max_outbuf: disconnect */
     int out_paused; /* input paused until the peer reads our output */
+    /* An ERROR or DISCONNECT waits for the publishes in flight before it, so
+     * that their RECEIPTs go out first (STOMP 1.2 graceful disconnect). */
+    int pend_kind; /* 0, TW_PEND_ERROR or TW_PEND_DISCONNECT */
+    int pend_code;
+    char *pend_msg, *pend_receipt;
     int inflight; /* publishes pending */
     int64_t member_id;
     char *login;
@@ -134,8 +142,8 @@ int tw_origin_allowed(tw_server *s, const char *origin, const char *host);
 void tw_schedule_tick(tw_conn *c);
 
 /* HTTP responses (transport_ws.c). extra: "Name: value\r\n" lines or NULL. */
-void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra,
-                     const void *body, size_t len);
+void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra, const void *body,
+                     size_t len);
 void tw_http_respond_buffer(tw_conn *c, int status, const char *ctype, const char *extra,
                             struct evbuffer *body);
 void tw_http_error(tw_conn *c, int status, const char *msg);

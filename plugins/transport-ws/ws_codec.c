@@ -17,15 +17,13 @@ int ws_utf8_feed(ws_utf8 *st, const uint8_t *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         uint8_t c = s[i];
         if (st->need) {
-            if (c < st->lo || c > st->hi)
-                return -1;
+            if (c < st->lo || c > st->hi) return -1;
             st->lo = 0x80;
             st->hi = 0xBF;
             st->need--;
             continue;
         }
-        if (c < 0x80)
-            continue;
+        if (c < 0x80) continue;
         st->lo = 0x80;
         st->hi = 0xBF;
         if (c >= 0xC2 && c <= 0xDF) {
@@ -53,7 +51,10 @@ int ws_utf8_feed(ws_utf8 *st, const uint8_t *s, size_t n)
     return 0;
 }
 
-int ws_utf8_complete(const ws_utf8 *st) { return st->need == 0; }
+int ws_utf8_complete(const ws_utf8 *st)
+{
+    return st->need == 0;
+}
 
 int ws_utf8_valid(const uint8_t *s, size_t n)
 {
@@ -79,10 +80,8 @@ void ws_decoder_free(ws_decoder *d)
 
 int ws_close_code_valid(int code)
 {
-    if (code >= 1000 && code <= 1003)
-        return 1;
-    if (code >= 1007 && code <= 1014)
-        return 1;
+    if (code >= 1000 && code <= 1003) return 1;
+    if (code >= 1007 && code <= 1014) return 1;
     return code >= 3000 && code <= 4999;
 }
 
@@ -95,15 +94,13 @@ static int derr(ws_decoder *d, int code, const char *why)
 /* Header bytes needed so far given what we have (2, then the full size). */
 static size_t hdr_size(const ws_decoder *d)
 {
-    if (d->hdr_len < 2)
-        return 2;
+    if (d->hdr_len < 2) return 2;
     size_t n = 2, l7 = d->hdr[1] & 0x7F;
     if (l7 == 126)
         n += 2;
     else if (l7 == 127)
         n += 8;
-    if (d->hdr[1] & 0x80)
-        n += 4;
+    if (d->hdr[1] & 0x80) n += 4;
     return n;
 }
 
@@ -117,35 +114,28 @@ static int start_frame(ws_decoder *d)
     d->fin = (b0 & 0x80) != 0;
     d->opcode = b0 & 0x0F;
     d->masked = (b1 & 0x80) != 0;
-    if (b0 & 0x70)
-        return derr(d, WS_CLOSE_PROTOCOL, "reserved bits set without an extension");
+    if (b0 & 0x70) return derr(d, WS_CLOSE_PROTOCOL, "reserved bits set without an extension");
     if (len == 126) {
         len = ((uint64_t)d->hdr[2] << 8) | d->hdr[3];
         pos = 4;
-        if (len < 126)
-            return derr(d, WS_CLOSE_PROTOCOL, "payload length not minimally encoded");
+        if (len < 126) return derr(d, WS_CLOSE_PROTOCOL, "payload length not minimally encoded");
     } else if (len == 127) {
         len = 0;
         for (int i = 0; i < 8; i++)
             len = (len << 8) | d->hdr[2 + i];
         pos = 10;
-        if (len >> 63)
-            return derr(d, WS_CLOSE_PROTOCOL, "payload length has the high bit set");
-        if (len < 65536)
-            return derr(d, WS_CLOSE_PROTOCOL, "payload length not minimally encoded");
+        if (len >> 63) return derr(d, WS_CLOSE_PROTOCOL, "payload length has the high bit set");
+        if (len < 65536) return derr(d, WS_CLOSE_PROTOCOL, "payload length not minimally encoded");
     }
-    if (d->masked)
-        memcpy(d->mask, d->hdr + pos, 4);
+    if (d->masked) memcpy(d->mask, d->hdr + pos, 4);
     if (d->require_mask && !d->masked)
         return derr(d, WS_CLOSE_PROTOCOL, "client frames must be masked");
     switch (d->opcode) {
     case WS_OP_CLOSE:
     case WS_OP_PING:
     case WS_OP_PONG:
-        if (!d->fin)
-            return derr(d, WS_CLOSE_PROTOCOL, "fragmented control frame");
-        if (len > 125)
-            return derr(d, WS_CLOSE_PROTOCOL, "control frame payload over 125 bytes");
+        if (!d->fin) return derr(d, WS_CLOSE_PROTOCOL, "fragmented control frame");
+        if (len > 125) return derr(d, WS_CLOSE_PROTOCOL, "control frame payload over 125 bytes");
         d->ctl_len = 0;
         break;
     case WS_OP_CONT:
@@ -170,11 +160,9 @@ static int start_frame(ws_decoder *d)
             size_t cap = d->msg_cap ? d->msg_cap : 256;
             while (cap < d->msg_len + len)
                 cap *= 2;
-            if (cap > d->max_message)
-                cap = d->max_message;
+            if (cap > d->max_message) cap = d->max_message;
             uint8_t *m = realloc(d->msg, cap ? cap : 1);
-            if (!m)
-                return derr(d, WS_CLOSE_INTERNAL, "out of memory");
+            if (!m) return derr(d, WS_CLOSE_INTERNAL, "out of memory");
             d->msg = m;
             d->msg_cap = cap;
         }
@@ -203,8 +191,7 @@ static int end_frame(ws_decoder *d, ws_event *ev)
         ev->data = d->ctl;
         ev->len = d->ctl_len;
         ev->close_code = WS_CLOSE_NO_STATUS;
-        if (d->ctl_len == 1)
-            return derr(d, WS_CLOSE_PROTOCOL, "close frame payload of one byte");
+        if (d->ctl_len == 1) return derr(d, WS_CLOSE_PROTOCOL, "close frame payload of one byte");
         if (d->ctl_len >= 2) {
             ev->close_code = (d->ctl[0] << 8) | d->ctl[1];
             if (!ws_close_code_valid(ev->close_code))
@@ -216,8 +203,7 @@ static int end_frame(ws_decoder *d, ws_event *ev)
         }
         return 1;
     default:
-        if (!d->fin)
-            return 0;
+        if (!d->fin) return 0;
         if (d->msg_opcode == WS_OP_TEXT && !ws_utf8_complete(&d->utf8))
             return derr(d, WS_CLOSE_BAD_DATA, "text message is not valid UTF-8");
         ev->type = WS_EV_MESSAGE;
@@ -230,8 +216,7 @@ static int end_frame(ws_decoder *d, ws_event *ev)
     }
 }
 
-int ws_decoder_feed(ws_decoder *d, const uint8_t *buf, size_t len, size_t *consumed,
-                    ws_event *ev)
+int ws_decoder_feed(ws_decoder *d, const uint8_t *buf, size_t len, size_t *consumed, ws_event *ev)
 {
     size_t i = 0;
     int rc;
@@ -261,12 +246,10 @@ int ws_decoder_feed(ws_decoder *d, const uint8_t *buf, size_t len, size_t *consu
                 *consumed = i;
                 return 0;
             }
-            if ((uint64_t)n > d->left)
-                n = (size_t)d->left;
+            if ((uint64_t)n > d->left) n = (size_t)d->left;
             uint8_t *dst = d->opcode >= 8 ? d->ctl + d->ctl_len : d->msg + d->msg_len;
             memcpy(dst, buf + i, n);
-            if (d->masked)
-                ws_mask(dst, n, d->mask, d->mask_pos);
+            if (d->masked) ws_mask(dst, n, d->mask, d->mask_pos);
             if (d->opcode < 8 && d->msg_opcode == WS_OP_TEXT && ws_utf8_feed(&d->utf8, dst, n)) {
                 *consumed = i + n;
                 return derr(d, WS_CLOSE_BAD_DATA, "text message is not valid UTF-8");
@@ -337,8 +320,7 @@ size_t ws_close_payload(uint8_t out[125], int code, const char *reason)
         while (n > 0 && ((uint8_t)reason[n] & 0xC0) == 0x80)
             n--; /* do not cut a UTF-8 sequence */
     }
-    if (n)
-        memcpy(out + 2, reason, n);
+    if (n) memcpy(out + 2, reason, n);
     return 2 + n;
 }
 
@@ -348,8 +330,7 @@ int ws_accept_key(const char *key, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
     unsigned char raw[32], digest[SHA_DIGEST_LENGTH], cat[24 + sizeof(guid)];
-    if (!key || strlen(key) != 24 || key[22] != '=' || key[23] != '=')
-        return -1;
+    if (!key || strlen(key) != 24 || key[22] != '=' || key[23] != '=') return -1;
     for (int i = 0; i < 22; i++) {
         char c = key[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -360,19 +341,16 @@ int ws_accept_key(const char *key, char out[29])
         return -1;
     memcpy(cat, key, 24);
     memcpy(cat + 24, guid, sizeof(guid) - 1);
-    if (!SHA1(cat, 24 + sizeof(guid) - 1, digest))
-        return -1;
-    if (EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH) != 28)
-        return -1;
+    if (!SHA1(cat, 24 + sizeof(guid) - 1, digest)) return -1;
+    if (EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH) != 28) return -1;
     out[28] = '\0';
     return 0;
 }
 
-const char *ws_choose_subprotocol(const char *offered)
+const char *ws_choose_subprotocol(const char *offered, char *out, size_t outsz)
 {
     static const char *const pref[] = {"v12.stomp", "v11.stomp", "v10.stomp"};
-    if (!offered)
-        return NULL;
+    if (!offered || outsz == 0) return NULL;
     for (size_t k = 0; k < 3; k++) {
         size_t pl = strlen(pref[k]);
         const char *s = offered;
@@ -385,8 +363,11 @@ const char *ws_choose_subprotocol(const char *offered)
             const char *t = e;
             while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
                 t--;
-            if ((size_t)(t - s) == pl && strncasecmp(s, pref[k], pl) == 0)
-                return pref[k];
+            if ((size_t)(t - s) == pl && strncasecmp(s, pref[k], pl) == 0 && pl < outsz) {
+                memcpy(out, s, pl); /* answer the client's own spelling */
+                out[pl] = '\0';
+                return out;
+            }
             s = e;
         }
     }

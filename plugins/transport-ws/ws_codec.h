@@ -34,7 +34,7 @@ enum {
 
 /* Incremental UTF-8 validator (state survives across fragments). */
 typedef struct ws_utf8 {
-    uint8_t need; /* continuation bytes still expected */
+    uint8_t need;   /* continuation bytes still expected */
     uint8_t lo, hi; /* allowed range of the next continuation byte */
 } ws_utf8;
 
@@ -52,8 +52,8 @@ typedef struct ws_event {
     int opcode;          /* WS_EV_MESSAGE: WS_OP_TEXT or WS_OP_BINARY */
     const uint8_t *data; /* message / control payload; valid until the next feed */
     size_t len;
-    int close_code;      /* WS_EV_CLOSE: the code, or WS_CLOSE_NO_STATUS */
-    const char *reason;  /* WS_EV_CLOSE: reason bytes (not NUL-terminated) */
+    int close_code;     /* WS_EV_CLOSE: the code, or WS_CLOSE_NO_STATUS */
+    const char *reason; /* WS_EV_CLOSE: reason bytes (not NUL-terminated) */
     size_t reason_len;
 } ws_event;
 
@@ -87,8 +87,7 @@ void ws_decoder_free(ws_decoder *d);
  * code (-1002, -1007, -1009; d->error says why; -1011 out of memory) after
  * which the connection must be closed with that code. *consumed is set in
  * every case. */
-int ws_decoder_feed(ws_decoder *d, const uint8_t *buf, size_t len, size_t *consumed,
-                    ws_event *ev);
+int ws_decoder_feed(ws_decoder *d, const uint8_t *buf, size_t len, size_t *consumed, ws_event *ev);
 
 /* Header of an unmasked server frame into out (<= 10 bytes); returns its size. */
 size_t ws_frame_header(uint8_t out[10], int opcode, int fin, uint64_t len);
@@ -111,7 +110,9 @@ size_t ws_close_payload(uint8_t out[125], int code, const char *reason);
 int ws_accept_key(const char *key, char out[29]);
 
 /* Choose from a Sec-WebSocket-Protocol list: v12.stomp > v11.stomp >
- * v10.stomp. Returns the static name or NULL when none is offered. */
-const char *ws_choose_subprotocol(const char *offered);
+ * v10.stomp (names compared case-insensitively). The chosen value is copied
+ * into out exactly as the client offered it, since the answer must be one of
+ * the offered values. Returns out, or NULL when none is offered. */
+const char *ws_choose_subprotocol(const char *offered, char *out, size_t outsz);
 
 #endif

@@ -208,6 +208,7 @@ function wsRaw(o = {}) {
                 buf = buf.subarray(off + len);
                 const f = { fin, rsv, opcode, masked, payload, at: Date.now() };
                 c.frames.push(f);
+                if (o.autoPong && opcode === OP.ping) sock.write(encodeFrame(OP.pong, payload));
                 if (opcode === OP.text || opcode === OP.binary || opcode === OP.cont) {
                     try {
                         for (const x of stompParser.push(payload)) {
@@ -418,7 +419,18 @@ test('HTTP: an HTTP/1.1 request without Host gets 400 (RFC 9112 3.2)', async () 
     assertJsonError(r2.responses[0], 400, 'two Host headers');
 });
 
-test('HTTP: lines ending in a bare LF are either accepted or refused with 400, never left hanging (RFC 9112 2.2)', { todo: 'finding 9' }, async () => {
+test('HTTP: a Host with an invalid value gets 400 (RFC 9112 3.2: MUST)', { todo: 'finding 16' }, async () => {
+    for (const h of ['a b', 'a/b', 'a@b', 'x:y:z']) {
+        const r = await rawHttp(req('GET /healthz HTTP/1.1').replace(/^Host: .*$/m, `Host: ${h}`));
+        assert.equal(r.responses[0].status, 400, `Host: ${h}: ${r.responses[0].statusLine}`);
+    }
+    for (const h of ['', '[::1]:80', 'example.com', '127.0.0.1:8080']) {
+        const r = await rawHttp(req('GET /healthz HTTP/1.1').replace(/^Host: .*$/m, `Host: ${h}`));
+        assert.equal(r.responses[0].status, 200, `Host: ${h} is valid`);
+    }
+});
+
+test('HTTP: lines ending in a bare LF are either accepted or refused with 400, never left hanging (RFC 9112 2.2)', { todo: 'finding 10' }, async () => {
     const r = await rawHttp('GET /healthz HTTP/1.1\nHost: x\n\n', { ms: 3000 });
     assert.ok(r.responses[0], `a response within 3 s; got ${JSON.stringify(r.text)}`);
     assert.ok([200, 400].includes(r.responses[0].status), r.responses[0].statusLine);
@@ -457,7 +469,7 @@ test('HTTP: bad Content-Length values get 400', async () => {
     }
 });
 
-test('HTTP: a chunked request body is understood (RFC 9112 7.1: a recipient MUST parse chunked)', { todo: 'finding 8' }, async () => {
+test('HTTP: a chunked request body is understood (RFC 9112 7.1: a recipient MUST parse chunked)', { todo: 'finding 9' }, async () => {
     const body = JSON.stringify({ loginId: a.loginId, password: a.password });
     const chunked = `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
     const r = await rawHttp(req('POST /api/login HTTP/1.1', ['Content-Type: application/json', 'Transfer-Encoding: chunked', 'Connection: close'], chunked));
@@ -472,7 +484,7 @@ test('HTTP: Transfer-Encoding together with Content-Length is refused, never smu
     assert.ok(r.ended, 'the connection is closed');
 });
 
-test('HTTP: Expect: 100-continue gets 100 Continue or a final status at once (RFC 9110 10.1.1)', { todo: 'finding 10' }, async () => {
+test('HTTP: Expect: 100-continue gets 100 Continue or a final status at once (RFC 9110 10.1.1)', { todo: 'finding 11' }, async () => {
     const r = await rawHttp(req('POST /api/login HTTP/1.1', ['Content-Type: application/json', 'Content-Length: 30', 'Expect: 100-continue']), { ms: 2000 });
     assert.ok(r.responses[0], `no response to the Expect within 2 s: ${JSON.stringify(r.text)}`);
     assert.ok(r.responses[0].status === 100 || r.responses[0].status >= 400, r.responses[0].statusLine);
@@ -503,7 +515,7 @@ test('HTTP: keep-alive, pipelining, HEAD in the pipeline, Connection: close', as
     assert.ok(!seq.ended, 'HTTP/1.1 keeps the connection open');
 });
 
-test('HTTP: a NUL byte in a body or in a later pipelined request does not fail the request before it', { todo: 'finding 3' }, async () => {
+test('HTTP: a NUL byte in a body or in a later pipelined request does not fail the request before it', { todo: 'finding 4' }, async () => {
     // two requests in one write; the second carries a NUL in its body
     const second = req('POST /api/login HTTP/1.1', ['Content-Type: application/json', 'Content-Length: 5', 'Connection: close'], 'a\0bcd');
     const r = await rawHttp(req('GET /healthz HTTP/1.1') + second, { count: 2 });
@@ -519,7 +531,7 @@ test('HTTP: a request with a body that is not used is read whole; the next pipel
     assert.deepEqual(r.responses.map((x) => x.status), [200, 200]);
 });
 
-test('HTTP: a request target in absolute-form is accepted (RFC 9112 3.2.2: a server MUST accept it)', { todo: 'finding 11' }, async () => {
+test('HTTP: a request target in absolute-form is accepted (RFC 9112 3.2.2: a server MUST accept it)', { todo: 'finding 12' }, async () => {
     const r = await rawHttp(req(`GET http://${HOST}:${PORT}/healthz HTTP/1.1`, ['Connection: close']));
     assert.equal(r.responses[0].status, 200, r.responses[0].statusLine);
 });
@@ -538,6 +550,16 @@ test('HTTP: HEAD has the GET headers and no body', async () => {
     assert.equal(h.responses[0].headers['content-length'], g.responses[0].headers['content-length']);
     assert.equal(h.responses[0].headers['content-type'], g.responses[0].headers['content-type']);
     assert.ok(h.text.endsWith('\r\n\r\n'), 'nothing after the head');
+});
+
+test('HTTP: HEAD errors have no body; Connection: close ends the pipeline', async () => {
+    const r = await rawHttp(req('HEAD /nonexistent HTTP/1.1') + req('HEAD /api/me HTTP/1.1') + req('HEAD /api/login HTTP/1.1') + req('GET /healthz HTTP/1.1', ['Connection: close']),
+        { head: [true, true, true, false], waitEnd: true });
+    assert.deepEqual(r.responses.map((x) => x.status), [404, 401, 405, 200]);
+    assert.equal(r.responses[3].json.status, 'ok', 'the request after three HEADs parses: no stray bodies');
+    const c = await rawHttp(req('GET /healthz HTTP/1.1', ['Connection: close']) + req('GET /healthz HTTP/1.1'), { waitEnd: true });
+    assert.equal(c.responses.length, 1, 'nothing answered after Connection: close');
+    assert.ok(c.ended);
 });
 
 test('HTTP: unknown method 501, known but not allowed 405 with Allow', async () => {
@@ -563,7 +585,7 @@ test('HTTP: no path traversal, whatever the encoding', async () => {
     }
 });
 
-test('HTTP: a fragment (#) in the request target is a malformed request (RFC 9112 3.2)', { todo: 'finding 14' }, async () => {
+test('HTTP: a fragment (#) in the request target is a malformed request (RFC 9112 3.2)', { todo: 'finding 15' }, async () => {
     const r = await rawHttp(req('GET /index.html#x HTTP/1.1', ['Connection: close']));
     assertJsonError(r.responses[0], 400, '#');
 });
@@ -633,7 +655,7 @@ test('REST: register 201 {id,loginId,name}, 409 taken, 400 invalid, 415 not JSON
     assert.ok([400, 415].includes(ct.status), `text/plain body: ${ct.status}`);
 });
 
-test('REST: a body with JSON followed by garbage is invalid input: 400 (RFC 8259 2)', { todo: 'finding 6' }, async () => {
+test('REST: a body with JSON followed by garbage is invalid input: 400 (RFC 8259 2)', { todo: 'finding 7' }, async () => {
     const loginId = uid('tg');
     const x = await http('POST', '/api/members', { raw: `${JSON.stringify({ loginId, name: 'x', password: 'secret-pw-1' })} trailing garbage` });
     assert.equal(x.status, 400, `${x.status} ${x.text}`);
@@ -641,7 +663,7 @@ test('REST: a body with JSON followed by garbage is invalid input: 400 (RFC 8259
     assert.equal(y.status, 400, `login: ${y.status}`);
 });
 
-test('REST: a name with U+0000 is refused or kept whole, never silently cut', { todo: 'finding 5' }, async () => {
+test('REST: a name with U+0000 is refused or kept whole, never silently cut', { todo: 'finding 6' }, async () => {
     const loginId = uid('nul');
     const x = await http('POST', '/api/members', { raw: `{"loginId":"${loginId}","name":"ab\\u0000cd","password":"secret-pw-1"}` });
     if (x.status === 201) assert.equal(x.json.name, 'ab\u0000cd', `name stored as ${JSON.stringify(x.json.name)}`);
@@ -671,7 +693,7 @@ test('REST: login 200 {token, member} + Set-Cookie chatd_session; HttpOnly; Same
     assert.equal(missing.status, 400);
 });
 
-test('REST: a 401 carries WWW-Authenticate (RFC 9110 11.6.1, 15.5.2)', { todo: 'finding 7' }, async () => {
+test('REST: a 401 carries WWW-Authenticate (RFC 9110 11.6.1, 15.5.2)', { todo: 'finding 8' }, async () => {
     const r = await http('GET', '/api/me');
     assert.equal(r.status, 401);
     assert.ok(r.headers.get('www-authenticate'), 'WWW-Authenticate on 401');
@@ -778,6 +800,31 @@ test('REST: rooms and history after a chat: shapes, order, cursor, unread, error
     assert.equal(after.json[0].unread, 0);
 });
 
+test('REST: /api/rooms lists conversations newest first; limit bounds', async () => {
+    const [x, y, z] = await Promise.all([makeMember('ord'), makeMember('ord'), makeMember('ord')]);
+    const s = await stompSession(x);
+    const say = async (peer, text) => {
+        const rc = uid('o');
+        s.stomp('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: rc }, chatBody(roomOf(x, peer), text));
+        await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === rc);
+    };
+    await say(y, 'to y');
+    await sleep(5);
+    await say(z, 'to z');
+    let r = await http('GET', '/api/rooms', { token: x.token });
+    assert.deepEqual(r.json.map((q) => q.peer.id), [z.id, y.id], 'newest first');
+    await sleep(5);
+    await say(y, 'to y again');
+    r = await http('GET', '/api/rooms', { token: x.token });
+    assert.deepEqual(r.json.map((q) => q.peer.id), [y.id, z.id], 'a new message moves the room up');
+    assert.equal(r.json[0].lastMessage, 'to y again');
+    s.destroy();
+    const ok = await http('GET', `/api/rooms/${encodeURIComponent(roomOf(x, y))}/messages?limit=200`, { token: x.token });
+    assert.equal(ok.status, 200, 'limit=200');
+    const one = await http('GET', `/api/rooms/${encodeURIComponent(roomOf(x, y))}/messages?limit=1`, { token: x.token });
+    assert.deepEqual(one.json.messages.map((m) => m.message), ['to y again']);
+});
+
 test('REST: every error is JSON {"error"} and nothing crashes the server', async () => {
     const probes = [['GET', '/api/nope'], ['GET', '/api/rooms/1/messages'], ['POST', '/api/rooms'], ['GET', '/api/rooms/%ZZ/messages'],
         ['DELETE', '/api/me'], ['GET', '/api/members/1'], ['PATCH', '/api/members']];
@@ -809,7 +856,7 @@ test('WS handshake: missing or invalid Sec-WebSocket-Key gets 400', async () => 
     }
 });
 
-test('WS handshake: two Sec-WebSocket-Key fields get 400 (RFC 6455 11.3.1: MUST NOT appear more than once)', { todo: 'finding 12' }, async () => {
+test('WS handshake: two Sec-WebSocket-Key fields get 400 (RFC 6455 11.3.1: MUST NOT appear more than once)', { todo: 'finding 13' }, async () => {
     const k = crypto.randomBytes(16).toString('base64');
     const r = await rawHttp(req('GET /ws HTTP/1.1', ['Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${k}`, `Sec-WebSocket-Key: ${k}`]));
     assert.equal(r.responses[0].status, 400, r.responses[0].statusLine);
@@ -851,7 +898,7 @@ test('WS handshake: subprotocol selection and no subprotocol', async () => {
     }
 });
 
-test('WS handshake: a list header sent as several field lines is one list (RFC 6455 11.3.4, RFC 9110 5.3)', { todo: 'finding 4' }, async () => {
+test('WS handshake: a list header sent as several field lines is one list (RFC 6455 11.3.4, RFC 9110 5.3)', { todo: 'finding 5' }, async () => {
     // Sec-WebSocket-Protocol "MAY appear multiple times ... logically the same as a single field"
     const split = await wsRaw({ protocol: 'mqtt', extra: ['Sec-WebSocket-Protocol: v11.stomp'] });
     assert.equal(split.protocol, 'v11.stomp', 'the offer on the second line is seen');
@@ -862,7 +909,7 @@ test('WS handshake: a list header sent as several field lines is one list (RFC 6
     assert.match(r.text, /^HTTP\/1\.1 101 /, `Connection: keep-alive + Connection: Upgrade: ${r.text.split('\r\n')[0]}`);
 });
 
-test('WS handshake: the answered subprotocol is one of the offered values, exactly (RFC 6455 4.1, 4.2.2)', { todo: 'finding 13' }, async () => {
+test('WS handshake: the answered subprotocol is one of the offered values, exactly (RFC 6455 4.1, 4.2.2)', { todo: 'finding 14' }, async () => {
     const c = await wsRaw({ protocol: 'V12.STOMP' });
     assert.ok(c.protocol === undefined || c.protocol === 'V12.STOMP', `offered V12.STOMP, answered ${c.protocol}`);
     c.destroy();
@@ -1198,6 +1245,20 @@ test('STOMP: a client that promised heart-beats and stops is disconnected', { ti
     // a client that keeps beating stays connected
 });
 
+test('STOMP: a session that negotiated no client heart-beats is not dropped after 60 s of quiet', { timeout: 120000, todo: 'finding 1' }, async () => {
+    // the client answers pings (RFC 6455 5.5.2) but sends nothing else
+    const c = await stompSession(a, { 'heart-beat': '0,0' }, { autoPong: true });
+    await subscribe(c, 'side', `/sub/chat/side/${a.id}`);
+    const t0 = Date.now();
+    await Promise.race([c.ended, sleep(75000)]);
+    const cf = c.frames.find((f) => f.opcode === OP.close);
+    if (c.isEnded) {
+        assert.ok(cf, `dropped after ${Date.now() - t0} ms without a WebSocket close frame (the client sees 1006)`);
+    }
+    assert.ok(!c.isEnded, `still connected after 75 s of quiet (closed after ${Date.now() - t0} ms, close ${cf ? cf.payload.readUInt16BE(0) : 'none'})`);
+    c.destroy();
+});
+
 test('STOMP: a client that keeps sending heart-beats stays connected', { timeout: 60000 }, async () => {
     const c = await stompSession(a, { 'heart-beat': '1000,0' });
     const [, sy] = c.connected.headers['heart-beat'].split(',').map(Number);
@@ -1277,6 +1338,12 @@ test('STOMP 1.2: repeated headers: the first one wins (spec "Repeated Header Ent
     const rs = await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] !== 'r-first');
     assert.equal(rs.headers['receipt-id'], 'x1');
     s.destroy();
+});
+
+test('STOMP: a header line with an empty name gets ERROR (1.2 grammar: header-name = 1*OCTET)', { todo: 'finding 17' }, async () => {
+    const s = await stompSession(a);
+    s.send(OP.text, Buffer.from(`SUBSCRIBE\n:x\nid:s\ndestination:/sub/chat/side/${a.id}\nreceipt:r\n\n\0`));
+    await expectStompError(s, 'empty header name');
 });
 
 test('STOMP 1.2: header names and values keep their spaces (no trimming)', async () => {
@@ -1659,46 +1726,119 @@ test('STOMP: nothing is processed after DISCONNECT or after an ERROR', async () 
     w.destroy();
 });
 
-test('a slow reader is disconnected; the others keep getting their messages', { timeout: 90000 }, async () => {
+test('a slow reader is disconnected (BRIEF 6: bounded output buffer); the others keep getting their messages', { timeout: 90000 }, async () => {
     const victim = await makeMember('slow');
     const peers = await Promise.all(Array.from({ length: 6 }, () => makeMember('fast')));
     const v = await stompSession(victim);
     await subscribe(v, 'side', `/sub/chat/side/${victim.id}`);
-    v.sock.pause(); // never read again
+    v.sock.pause(); // never read while the others chat
     const senders = await Promise.all(peers.map((p) => stompSession(p)));
-    // a healthy reader in one of the rooms
-    const healthy = await stompSession(peers[0]);
+    // a healthy reader in one of the rooms, beating so no idle rule applies
+    const healthy = await stompSession(peers[0], { 'heart-beat': '5000,0' });
+    const beat = setInterval(() => healthy.send(OP.text, '\n'), 2000);
     await subscribe(healthy, 'room', `/sub/chat/room/${roomOf(peers[0], victim)}`);
     const big = 'm'.repeat(4000);
     const t0 = Date.now();
     let sent = 0;
-    let closed = false;
-    v.sock.on('close', () => { closed = true; });
-    // the server sees the victim's TCP window close; it must drop the
-    // connection once its queue passes the limit, whatever the kernel buffers
-    while (!closed && Date.now() - t0 < 60000) {
+    // 6 x 40 messages of 4 kB a second for 25 s: about 24 MB for the victim,
+    // far more than max_outbuf plus any kernel socket buffer
+    while (Date.now() - t0 < 25000) {
         for (let i = 0; i < senders.length; i++) {
             senders[i].stomp('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json' }, chatBody(roomOf(peers[i], victim), big));
             sent++;
         }
         await sleep(25);
-        // the server ends the connection: seen as a FIN/RST once we read again
-        if (sent % 600 === 0) {
-            v.sock.resume();
-            await sleep(50);
-            const before = v.frames.length;
-            await sleep(200);
-            if (v.isEnded) break;
-            v.sock.pause();
-            void before;
-        }
     }
     v.sock.resume();
-    const ended = await Promise.race([v.ended.then(() => true), sleep(15000).then(() => false)]);
-    assert.ok(ended, `the slow reader was disconnected (${sent} messages sent in ${Date.now() - t0} ms)`);
-    assert.ok(healthy.stompFrames.filter((f) => f.command === 'MESSAGE').length > 0, 'the healthy reader got messages');
+    const ended = await Promise.race([v.ended.then(() => true), sleep(20000).then(() => false)]);
+    clearInterval(beat);
+    const got = v.stompFrames.filter((f) => f.command === 'MESSAGE').length;
+    assert.ok(ended, `the slow reader was disconnected (it read ${got} of ${sent} messages)`);
+    assert.ok(got < sent, 'it was not sent everything');
+    const hmsgs = healthy.stompFrames.filter((f) => f.command === 'MESSAGE').length;
+    assert.ok(hmsgs >= sent / 6 - 5, `the healthy reader got its messages (${hmsgs} of ${sent / 6})`);
     assert.ok(!healthy.isEnded, 'the healthy reader is still connected');
+    const serr = senders.map((x) => x.stompFrames.find((f) => f.command === 'ERROR')?.headers.message).filter(Boolean);
+    assert.deepEqual(serr, [], 'no sender got an ERROR');
     for (const x of [...senders, healthy]) x.destroy();
+});
+
+test('STOMP: an ERROR for a later frame does not swallow the RECEIPTs of SENDs accepted before it', { todo: 'finding 2' }, async () => {
+    const [x, y] = await Promise.all([makeMember('rcp'), makeMember('rcp')]);
+    const room = roomOf(x, y);
+    const s = await stompSession(x);
+    // one WebSocket message: a good SEND, then a SEND to a room x is not in
+    s.send(OP.text, Buffer.concat([
+        stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 'good' }, chatBody(room, 'accepted before the error')),
+        stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 'bad' }, chatBody(roomOf(y, c3), 'refused')),
+    ]));
+    const err = await expectStompError(s, 'second SEND refused');
+    assert.equal(err.headers['receipt-id'], 'bad');
+    await sleep(500);
+    const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: y.token });
+    const stored = h.json.messages.some((m) => m.message === 'accepted before the error');
+    // RECEIPT = "the server has successfully processed the frame" (STOMP 1.2 RECEIPT);
+    // the contract answers a receipt once the message is durable: if it was
+    // stored, its RECEIPT must have been sent before the ERROR and the close
+    const got = s.stompFrames.some((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'good');
+    assert.ok(!stored || got, `the first message was stored (${stored}) but its RECEIPT never came`);
+    if (got) {
+        const iR = s.stompFrames.findIndex((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'good');
+        const iE = s.stompFrames.findIndex((f) => f.command === 'ERROR');
+        assert.ok(iR < iE, 'RECEIPT before the ERROR');
+    }
+});
+
+test('STOMP: while an ERROR or DISCONNECT waits for earlier SENDs, later frames are not processed', async () => {
+    const [x, y] = await Promise.all([makeMember('wait'), makeMember('wait')]);
+    const room = roomOf(x, y);
+    const send = (text, receipt, r = room) => stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt }, chatBody(r, text));
+    const e = await stompSession(x);
+    e.send(OP.text, Buffer.concat([send('e1', 'e1'), send('refused', 'bad', roomOf(y, c3)), send('after error', 'e3')]));
+    await e.ended;
+    const d = await stompSession(x);
+    d.send(OP.text, Buffer.concat([send('d1', 'd1'), stompEncode('DISCONNECT', { receipt: 'bye' }), send('after disconnect', 'd3')]));
+    await d.ended;
+    await sleep(800);
+    const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: y.token });
+    assert.deepEqual(h.json.messages.map((m) => m.message), ['e1', 'd1']);
+    assert.ok(!e.stompFrames.some((f) => f.headers['receipt-id'] === 'e3'));
+    assert.ok(!d.stompFrames.some((f) => f.headers['receipt-id'] === 'd3'));
+});
+
+test('STOMP: the DISCONNECT RECEIPT comes after the RECEIPTs of the SENDs before it (1.2 "Graceful Disconnect")', { todo: 'finding 3' }, async () => {
+    const [x, y] = await Promise.all([makeMember('gd'), makeMember('gd')]);
+    const room = roomOf(x, y);
+    const s = await stompSession(x);
+    s.send(OP.text, Buffer.concat([
+        stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 's1' }, chatBody(room, 'before bye 1')),
+        stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 's2' }, chatBody(room, 'before bye 2')),
+        stompEncode('DISCONNECT', { receipt: 'bye' }),
+    ]));
+    await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'bye');
+    // the RECEIPT of DISCONNECT says every earlier frame was processed: the
+    // SENDs are durable (in the history) and their RECEIPTs came first
+    const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: y.token });
+    const stored = h.json.messages.map((m) => m.message);
+    const ids = s.stompFrames.filter((f) => f.command === 'RECEIPT').map((f) => f.headers['receipt-id']);
+    assert.deepEqual(ids, ['s1', 's2', 'bye'], `RECEIPTs in order (history right after the DISCONNECT RECEIPT: ${JSON.stringify(stored)})`);
+    assert.deepEqual(stored, ['before bye 1', 'before bye 2']);
+});
+
+test('STOMP: a COMMIT RECEIPT means the transaction\'s messages are durable', async () => {
+    const [x, y] = await Promise.all([makeMember('cr'), makeMember('cr')]);
+    const room = roomOf(x, y);
+    const s = await stompSession(x);
+    s.send(OP.text, Buffer.concat([
+        stompEncode('BEGIN', { transaction: 't' }),
+        stompEncode('SEND', { destination: '/pub/chat/message', transaction: 't', 'content-type': 'application/json' }, chatBody(room, 'tx 1')),
+        stompEncode('SEND', { destination: '/pub/chat/message', transaction: 't', 'content-type': 'application/json' }, chatBody(room, 'tx 2')),
+        stompEncode('COMMIT', { transaction: 't', receipt: 'c' }),
+    ]));
+    await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'c');
+    const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: y.token });
+    assert.deepEqual(h.json.messages.map((m) => m.message), ['tx 1', 'tx 2'], 'in the history as soon as the COMMIT RECEIPT is in');
+    s.destroy();
 });
 
 test('STOMP: a command line that is not a command gets ERROR', async () => {

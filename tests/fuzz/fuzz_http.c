@@ -16,8 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const http_limits lim = {512, 2048, 16, 4096};
     http_parser p;
-    if (size < 1 || http_parser_init(&p, &lim) != 0)
-        return 0;
+    if (size < 1 || http_parser_init(&p, &lim) != 0) return 0;
     size_t chunk = (size_t)(data[0] % 64) + 1;
     const char *in = (const char *)data + 1;
     size_t len = size - 1, off = 0;

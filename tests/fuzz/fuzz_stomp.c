@@ -18,8 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const stomp_limits lim = {16, 512, 2048, 4096};
     stomp_parser p;
     stomp_frame f;
-    if (size < 1 || stomp_parser_init(&p, &lim) != 0)
-        return 0;
+    if (size < 1 || stomp_parser_init(&p, &lim) != 0) return 0;
     static const int versions[] = {STOMP_V10, STOMP_V11, STOMP_V12, STOMP_V12};
     p.version = versions[data[0] & 3];
     size_t chunk = (size_t)(data[0] >> 2) + 1;
@@ -27,8 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int bad = 0;
     while (off < size && !bad) {
         size_t n = size - off < chunk ? size - off : chunk;
-        if (stomp_parser_feed(&p, (const char *)data + off, n) != 0)
-            break;
+        if (stomp_parser_feed(&p, (const char *)data + off, n) != 0) break;
         off += n;
         for (;;) {
             int rc = stomp_parser_next(&p, &f);
@@ -37,8 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 bad = 1;
                 break;
             }
-            if (rc == 0)
-                break;
+            if (rc == 0) break;
             assert(f.command[0] >= 'A' && f.command[0] <= 'Z');
             assert(f.nheaders <= lim.max_headers);
             assert(f.body_len <= lim.max_body);

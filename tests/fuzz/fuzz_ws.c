@@ -17,8 +17,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ws_decoder d;
     ws_event ev;
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     size_t chunk = (size_t)(data[0] & 0x3f) + 1;
     ws_decoder_init(&d, 4096, (data[0] & 0x40) != 0);
     size_t off = 1;
@@ -39,8 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         switch (ev.type) {
         case WS_EV_MESSAGE:
             assert(ev.len <= 4096);
-            if (ev.opcode == WS_OP_TEXT)
-                assert(ws_utf8_valid(ev.data, ev.len));
+            if (ev.opcode == WS_OP_TEXT) assert(ws_utf8_valid(ev.data, ev.len));
             break;
         case WS_EV_CLOSE:
             assert(ev.close_code == WS_CLOSE_NO_STATUS || ws_close_code_valid(ev.close_code));
@@ -61,9 +59,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1 < sizeof(s) - 1 ? size - 1 : sizeof(s) - 1;
     memcpy(s, data + 1, n);
     s[n] = '\0';
-    if (ws_accept_key(s, acc) == 0)
-        assert(strlen(acc) == 28);
-    (void)ws_choose_subprotocol(s);
+    if (ws_accept_key(s, acc) == 0) assert(strlen(acc) == 28);
+    char sub[16];
+    if (ws_choose_subprotocol(s, sub, sizeof(sub))) assert(strlen(sub) == 9);
     uint8_t cp[125];
     assert(ws_close_payload(cp, 1000, s) <= 125);
     return 0;

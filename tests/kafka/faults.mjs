@@ -63,8 +63,8 @@ async function storedOnce(texts, what, ms = 45000) {
 
     const receipted = [], lost = [];
     let killed = false;
-    // the victim's writer keeps 4 publishes in flight; after 25 RECEIPTs the
-    // node is killed with SIGKILL
+    // the victim's writer keeps up to 4 publishes in flight; once 25 have
+    // their RECEIPT the node is killed with SIGKILL
     const victimStream = (async () => {
         let k = 0;
         const inflight = new Set();
@@ -73,13 +73,14 @@ async function storedOnce(texts, what, ms = 45000) {
             const p = publish(cv, r1, text, 20000).then((res) => {
                 inflight.delete(p);
                 if (res.status === 'receipt') receipted.push(text); else lost.push(`${text}: ${res.status}`);
-                if (!killed && receipted.length >= 25) {
-                    killed = true;
-                    process.kill(victimPid, 'SIGKILL');
-                    console.log(`killed the victim node (pid ${victimPid}) after ${receipted.length} receipts`);
-                }
             });
             inflight.add(p);
+            // kill right after a SEND, so that some publishes are in flight
+            if (!killed && receipted.length >= 25) {
+                killed = true;
+                process.kill(victimPid, 'SIGKILL');
+                console.log(`killed the victim node (pid ${victimPid}) after ${receipted.length} receipts, ${inflight.size} publishes in flight`);
+            }
             if (inflight.size >= 4) await Promise.race(inflight);
             await sleep(5);
         }

@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# tests/suites/60-kafka.sh - chatd on Kafka (queue-kafka), against librdkafka's
+# mock cluster (tests/kafka/mock-cluster: 3 brokers on 127.0.0.1) and a
+# throw-away PostgreSQL (tests/pg/pg-start.sh):
+#   1. one node: the end-to-end suites (tests/e2e) pass with queue-kafka
+#      (PostgreSQL as the store, or SQLite when PostgreSQL is not installed);
+#   2. three nodes, one cluster, one database: members on different nodes
+#      chat; every message reaches every subscriber once, in order per room,
+#      and is stored once (tests/kafka/multinode.mjs);
+#   3. faults: kill -9 of a node mid-stream and its restart; every broker
+#      down and back up (tests/kafka/faults.mjs).
+# Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
+# $CHATD_OUT/kafka-*.log.
+set -euo pipefail
+: "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+export CHATD_TOP
+# shellcheck source=../lib.sh
+source "$CHATD_TOP/tests/lib.sh"
+export CHATD_OUT CHATD_BUILD
+
+say() { printf '[60-kafka] %s\n' "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+plugin=$CHATD_BUILD/plugins/queue-kafka/.libs/queue-kafka.so
+mock=$CHATD_BUILD/tests/kafka/mock-cluster
+[ -x "$CHATD_BIN" ] || die "no chatd at $CHATD_BIN: build first"
+[ -f "$plugin" ] || die "queue-kafka was not built (install librdkafka-dev and re-run configure)"
+if [ ! -x "$mock" ]; then
+    make -C "$CHATD_BUILD/tests" -s kafka/mock-cluster >&2 || die "cannot build tests/kafka/mock-cluster"
+fi
+command -v node >/dev/null || die "node is not installed"
+(
+    cd "$CHATD_TOP/tests"
+    if [ ! -d node_modules/@stomp/stompjs ] || [ ! -d node_modules/ws ]; then
+        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+    fi
+)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/chatd-kafka.XXXXXX")
+mock_pid=""
+have_pg=0
+cleanup() {
+    local p
+    cleanup_chatd
+    for p in "$work"/*.pid; do
+        [ -e "$p" ] && kill -KILL "$(cat "$p")" 2>/dev/null || true
+    done
+    [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null || true
+    [ $have_pg -eq 1 ] && "$CHATD_TOP/tests/pg/pg-stop.sh" "$PGTEST_DIR" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- the mock cluster ------------------------------------------------------
+mkfifo "$work/ctl"
+"$mock" -b 3 -p 6 -t kafka-chat -c "$work/ctl" >"$work/mock.out" 2>"$CHATD_OUT/kafka-mock.log" &
+mock_pid=$!
+boot=""
+for _ in $(seq 1 100); do
+    boot=$(awk '/^bootstrap /{print $2; exit}' "$work/mock.out" 2>/dev/null || true)
+    [ -n "$boot" ] && break
+    kill -0 "$mock_pid" 2>/dev/null || die "mock-cluster exited (see $CHATD_OUT/kafka-mock.log)"
+    sleep 0.1
+done
+[ -n "$boot" ] || die "mock-cluster printed no bootstrap address"
+say "mock Kafka cluster (3 brokers) at $boot"
+ctl() { printf '%s\n' "$*" >"$work/ctl"; }
+ctl "topic kchat-single 6"
+ctl "topic kchat-multi 6"
+
+# ---- PostgreSQL --------------------------------------------------------------
+if pg_env=$("$CHATD_TOP/tests/pg/pg-start.sh"); then
+    eval "$pg_env"
+    have_pg=1
+    make_db() {
+        psql -X -q -h 127.0.0.1 -p "$PGTEST_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+            -c "CREATE DATABASE $1 OWNER chatd" >/dev/null
+    }
+    conninfo() { printf 'host=127.0.0.1 port=%s dbname=%s user=chatd' "$PGTEST_PORT" "$1"; }
+else
+    say "PostgreSQL is not available: the single-node run uses SQLite, the multi-node runs cannot run"
+fi
+
+# settings every node of this suite shares
+kafka_sets=(--set "queue.kafka.bootstrap.servers=$boot"
+    --set "queue.kafka.consumer.session.timeout.ms=6000"
+    --set "queue.kafka.consumer.heartbeat.interval.ms=500"
+    --set "queue.kafka.consumer.fetch.wait.max.ms=10"
+    --set "queue.kafka.topic.metadata.refresh.interval.ms=2000"
+    --set "queue.stop_timeout=8000")
+fails=()
+
+# ---- 1. single node: the e2e suites --------------------------------------------
+say "1. one node on Kafka: the end-to-end suites"
+single_sets=("${kafka_sets[@]}" --set "queue.topic=kchat-single" --set "queue.group=single-$$")
+if [ $have_pg -eq 1 ]; then
+    make_db kafka_single
+    conf=$CHATD_TOP/etc/chatd-kafka.conf
+    single_sets+=(--set "store.conninfo=$(conninfo kafka_single)")
+else
+    conf=$work/chatd-kafka-sqlite.conf
+    sed '/^\[store\]/,$d' "$CHATD_TOP/etc/chatd-kafka.conf" >"$conf"
+    printf '[store]\nplugin = store-sqlite\npath = %s\n' "$work/single.db" >>"$conf"
+fi
+if CHATD_E2E_NAME=kafka-single CHATD_E2E_TIMEOUT=600 \
+    bash "$CHATD_TOP/tests/e2e/run.sh" "$conf" "${single_sets[@]}"; then
+    say "1. ok"
+else
+    fails+=("single-node e2e")
+    say "1. FAILED (log: $CHATD_OUT/kafka-single.log)"
+fi
+
+if [ $have_pg -eq 0 ]; then
+    fails+=("multi-node (no PostgreSQL)")
+    die "failed: ${fails[*]}"
+fi
+
+# ---- 2 and 3: three nodes ----------------------------------------------------------
+make_db kafka_multi
+multi_ci=$(conninfo kafka_multi)
+cd "$CHATD_TOP"
+urls=()
+node_args() { # node_args I PORT: the command line of node I
+    local i=$1 port=$2
+    printf '%s\0' "$CHATD_BIN" -c "$CHATD_TOP/etc/chatd-kafka.conf" \
+        --set "chatd.node_id=$i" \
+        --set "ws.listen=127.0.0.1:$port" \
+        --set "ws.allowed_origins=http://127.0.0.1:$port" \
+        --set "ws.web_root=$CHATD_TOP/web" \
+        --set "store.conninfo=$multi_ci" \
+        --set "queue.topic=kchat-multi" --set "queue.group=multi-$$" \
+        "${kafka_sets[@]}"
+    # node 3 gives up on Kafka quickly: the outage test sees its ERRORs
+    [ "$i" -eq 3 ] && printf '%s\0' --set "queue.kafka.producer.message.timeout.ms=4000"
+    return 0
+}
+for i in 1 2 3; do
+    port=$(free_port)
+    urls+=("http://127.0.0.1:$port")
+    mapfile -d '' args < <(node_args "$i" "$port")
+    # started through a script so that node 2 can be started again the same way
+    {
+        printf '#!/usr/bin/env bash\n# start chatd node %s of the Kafka suite\n' "$i"
+        printf 'cd %q\n' "$CHATD_TOP"
+        printf 'exec'
+        printf ' %q' "${args[@]}"
+        printf ' >>%q 2>&1 </dev/null\n' "$CHATD_OUT/kafka-node$i.log"
+    } >"$work/node$i.sh"
+    bash "$work/node$i.sh" &
+    echo $! >"$work/node$i.pid"
+    # the first node creates the schema before the others connect
+    if [ "$i" -eq 1 ]; then
+        for _ in $(seq 1 300); do
+            curl -fsS -o /dev/null --max-time 2 "${urls[0]}/healthz" 2>/dev/null && break
+            sleep 0.1
+        done
+    fi
+done
+for u in "${urls[@]}"; do
+    ok=0
+    for _ in $(seq 1 300); do
+        if curl -fsS -o /dev/null --max-time 2 "$u/healthz" 2>/dev/null; then ok=1; break; fi
+        sleep 0.1
+    done
+    [ $ok -eq 1 ] || die "node $u did not become healthy (logs: $CHATD_OUT/kafka-node*.log)"
+done
+say "three nodes up: ${urls[*]}"
+
+export KAFKA_NODES="${urls[*]}" KAFKA_PG="$multi_ci" KAFKA_MOCK_CTL="$work/ctl"
+say "2. three nodes chat"
+if timeout --kill-after=10 300 node "$CHATD_TOP/tests/kafka/multinode.mjs"; then
+    say "2. ok"
+else
+    fails+=("multi-node")
+    say "2. FAILED"
+fi
+
+say "3. faults: kill -9 and restart of node 2; every broker down and up"
+export KAFKA_VICTIM_PID
+KAFKA_VICTIM_PID=$(cat "$work/node2.pid")
+export KAFKA_RESTART="bash $(printf %q "$work/node2.sh") & echo \$! >$(printf %q "$work/node2.pid")"
+if timeout --kill-after=10 420 node "$CHATD_TOP/tests/kafka/faults.mjs"; then
+    say "3. ok"
+else
+    fails+=("faults")
+    say "3. FAILED"
+fi
+
+# graceful stop of every node: exit 0, within the stop bound
+for i in 1 2 3; do
+    pid=$(cat "$work/node$i.pid")
+    kill -0 "$pid" 2>/dev/null || { fails+=("node $i died"); continue; }
+    start=$(date +%s)
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        fails+=("node $i ignored SIGTERM for 30 s")
+        kill -KILL "$pid" 2>/dev/null || true
+    else
+        wait "$pid" 2>/dev/null && rc=0 || rc=$?
+        # node 2 was restarted outside this shell: no exit code to collect
+        if [ "$i" -ne 2 ] && [ "$rc" -ne 0 ]; then fails+=("node $i exited $rc on SIGTERM"); fi
+        say "node $i stopped in $(($(date +%s) - start)) s"
+    fi
+    rm -f "$work/node$i.pid"
+done
+
+if [ ${#fails[@]} -gt 0 ]; then
+    die "${fails[*]}"
+fi
+say "all Kafka tests passed"
