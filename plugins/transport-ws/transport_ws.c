@@ -531,6 +531,10 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
     c->st = TW_ST_NONE;
     c->version = STOMP_V12;
     c->opened_ms = c->last_rx_ms = c->last_tx_ms = s->api->now_ms();
+    /* the HTTP read timeout must go: event_add() with no timeout keeps an old
+     * one, so delete the read event first (the WebSocket idle rule and STOMP
+     * heart-beats in tw_stomp_tick take over) */
+    bufferevent_disable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, NULL);
     bufferevent_enable(c->bev, EV_READ);
     tw_schedule_tick(c);
