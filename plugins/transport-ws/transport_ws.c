@@ -531,11 +531,13 @@ static void ws_upgrade(tw_conn *c, const http_request *req)
     c->st = TW_ST_NONE;
     c->version = STOMP_V12;
     c->opened_ms = c->last_rx_ms = c->last_tx_ms = s->api->now_ms();
-    /* the HTTP read timeout must go: event_add() with no timeout keeps an old
-     * one, so delete the read event first (the WebSocket idle rule and STOMP
-     * heart-beats in tw_stomp_tick take over) */
-    bufferevent_disable(c->bev, EV_READ);
-    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    /* The HTTP read timeout must go: the WebSocket idle rule and STOMP
+     * heart-beats (tw_stomp_tick) take over. Clearing it with NULL is not
+     * enough in libevent 2.1: a persistent event keeps its old I/O timeout
+     * and re-arms it after the next read. So replace it with one far beyond
+     * any idle rule (30 days). */
+    struct timeval far = {30 * 86400, 0};
+    bufferevent_set_timeouts(c->bev, &far, NULL);
     bufferevent_enable(c->bev, EV_READ);
     tw_schedule_tick(c);
     s->api->counter_add(s->ctx, "chatd_ws_upgrades_total", 1);
