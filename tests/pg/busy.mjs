@@ -42,6 +42,7 @@ test('publishes beyond max_pending are refused while PostgreSQL is down', { time
     const count = MAX_PENDING * 3;
 
     await run(PGTEST_STOP_CMD);
+    let started = false;
     try {
         await sleep(500); // chatd notices the lost connection
         const outcomes = [];
@@ -50,16 +51,23 @@ test('publishes beyond max_pending are refused while PostgreSQL is down', { time
                 .then(() => 'receipt', () => 'none'));
             await sleep(20);
         }
-        // the refusal reaches the client as a STOMP ERROR with a reason
-        for (let t = 0; t < 100 && client.errors.length === 0; t++) await sleep(50);
+        // The refusal reaches the client as a STOMP ERROR with a reason. The
+        // ERROR comes after the RECEIPTs of the SENDs accepted before it, so
+        // only once those are stored: after PostgreSQL is back.
+        await run(PGTEST_START_CMD);
+        started = true;
+        for (let t = 0; t < 400 && client.errors.length === 0; t++) await sleep(50);
         const err = client.errors.find((f) => f.headers && f.headers.message);
         assert.ok(err, `a STOMP ERROR frame arrived (errors: ${client.errors.length})`);
         console.log(`# refused with: ${err.headers.message}`);
         assert.match(err.headers.message, /stor|busy|retry|unavailable/i, 'the ERROR says why');
         await client.deactivate();
-        await Promise.allSettled(outcomes);
+        const got = await Promise.all(outcomes);
+        const firstNone = got.indexOf('none');
+        assert.ok(firstNone > 0, 'the first messages got their RECEIPTs');
+        assert.ok(got.slice(0, firstNone).every((o) => o === 'receipt'), 'RECEIPTs came for every SEND before the refused one');
     } finally {
-        await run(PGTEST_START_CMD);
+        if (!started) await run(PGTEST_START_CMD);
     }
 
     // after PostgreSQL is back: what was kept is stored once, at most max_pending of them
