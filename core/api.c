@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 const char *api_status_str(chatd_status st)
 {
@@ -140,13 +139,6 @@ static chatd_status a_post(chatd_ctx *ctx, chatd_task_fn fn, void *arg)
 static void a_complete(chatd_completion *c, chatd_status status, const char *reason)
 {
     completion_complete(c, status, reason);
-}
-
-static int64_t a_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* --- messages ---------------------------------------------------------- */
@@ -386,7 +378,7 @@ static const chatd_api api = {
     .event_base = a_event_base,
     .post = a_post,
     .complete = a_complete,
-    .now_ms = a_now_ms,
+    .now_ms = clock_wall_ms,
     .msg_new = a_msg_new,
     .msg_from_json = a_msg_from_json,
     .msg_ref = msg_ref,

@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define AUTH_QUEUE_MAX 1024 /* hashing jobs waiting */
 #define TOKEN_CACHE_MAX 65536
@@ -66,13 +65,6 @@ struct auth {
     void *tokens; /* tsearch tree of token_entry by hash */
     size_t ntokens;
 };
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------ workers */
 
@@ -320,7 +312,7 @@ static void token_remember(auth *a, const char *hash, int64_t member_id, int64_t
     snprintf(e->hash, sizeof(e->hash), "%s", hash);
     e->member_id = member_id;
     e->expires_ms = expires_ms;
-    e->checked_ms = wall_ms();
+    e->checked_ms = clock_wall_ms();
     token_entry **slot = tsearch(e, &a->tokens, by_hash);
     if (!slot) {
         free(e);
@@ -405,7 +397,7 @@ static void reg_hashed(job *j)
                       .login_id = r->login_id,
                       .name = r->name,
                       .pw_hash = r->hash,
-                      .created_ms = wall_ms()};
+                      .created_ms = clock_wall_ms()};
     so->member_create(r->core->store->inst, &m, reg_created, r);
 }
 
@@ -520,7 +512,7 @@ static void login_verified(job *j)
     sodium_bin2hex(r->token, sizeof(r->token), raw, sizeof(raw));
     sodium_memzero(raw, sizeof(raw));
     token_hash(r->token, r->hash);
-    r->expires_ms = wall_ms() + r->core->cfg->session_ttl * 1000;
+    r->expires_ms = clock_wall_ms() + r->core->cfg->session_ttl * 1000;
     chatd_session s = {.size = sizeof(s),
                        .token_hash = r->hash,
                        .member_id = r->member.id,
@@ -627,7 +619,7 @@ static void authn_member(void *arg, chatd_status st, const member_entry *m)
 static void authn_session(void *arg, chatd_status st, const chatd_session *s)
 {
     authn_req *r = arg;
-    if (st == CHATD_ERR_NOTFOUND || (st == CHATD_OK && (!s || s->expires_ms <= wall_ms()))) {
+    if (st == CHATD_ERR_NOTFOUND || (st == CHATD_OK && (!s || s->expires_ms <= clock_wall_ms()))) {
         r->cb(r->arg, CHATD_ERR_AUTH, NULL, 0);
         free(r);
         return;
@@ -660,7 +652,7 @@ void auth_authenticate(core *c, const char *token, chatd_member_cb cb, void *arg
     memcpy(key.hash, r->hash, sizeof(key.hash));
     token_entry **found = tfind(&key, &c->auth->tokens, by_hash);
     if (found) {
-        int64_t now = wall_ms();
+        int64_t now = clock_wall_ms();
         if ((*found)->expires_ms <= now) {
             token_forget(c->auth, r->hash);
             cb(arg, CHATD_ERR_AUTH, NULL, 0);

@@ -6,7 +6,8 @@
  * ring, so that a plugin completing the same handle twice is detected and
  * logged instead of corrupting memory. A completion finished from a thread
  * other than the loop's is moved to the loop with post() (and logged, since
- * the ABI requires the loop thread).
+ * the ABI requires the loop thread). Out of memory: completion_new returns
+ * NULL and the caller fails its request with CHATD_ERR_NOMEM (core.h).
  */
 #include "config.h"
 
@@ -35,24 +36,21 @@ typedef struct completions {
     chatd_completion *abandoned; /* given up on, never completed (yet) */
 } completions;
 
+/* The quarantine, made with the first completion (so it exists for every
+ * completion that does). */
 static completions *state(core *c)
 {
-    if (!c->completions) {
-        c->completions = calloc(1, sizeof(completions));
-        if (!c->completions) {
-            log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
-            abort();
-        }
-    }
+    if (!c->completions) c->completions = calloc(1, sizeof(completions));
     return c->completions;
 }
 
 chatd_completion *completion_new(core *c, chatd_ctx *owner, completion_fn fn, void *arg)
 {
-    chatd_completion *comp = calloc(1, sizeof(*comp));
+    chatd_completion *comp = state(c) ? calloc(1, sizeof(*comp)) : NULL;
     if (!comp) {
-        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
-        abort();
+        log_msg(CHATD_LOG_ERROR, owner ? owner->name : NULL,
+                "out of memory for a completion; the request fails with nomem");
+        return NULL;
     }
     comp->magic = COMPLETION_LIVE;
     comp->core = c;
@@ -65,7 +63,7 @@ chatd_completion *completion_new(core *c, chatd_ctx *owner, completion_fn fn, vo
 static void retire(chatd_completion *comp)
 {
     comp->magic = COMPLETION_DONE;
-    completions *q = state(comp->core);
+    completions *q = comp->core->completions;
     if (comp->abandoned) { /* completed after all: no longer the list's */
         if (comp->prev)
             comp->prev->next = comp->next;
@@ -137,7 +135,7 @@ void completion_discard(chatd_completion *comp)
 void completion_abandon(chatd_completion *comp)
 {
     if (!comp || comp->abandoned || comp->magic != COMPLETION_LIVE) return;
-    completions *q = state(comp->core);
+    completions *q = comp->core->completions;
     comp->abandoned = true;
     comp->prev = NULL;
     comp->next = q->abandoned;

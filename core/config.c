@@ -38,31 +38,20 @@ static const chatd_cfg_key core_keys[] = {
 
 /* ------------------------------------------------------------ helpers */
 
-static char *xstrdup(const char *s)
+/* Out of memory while parsing is a start-up failure (core.h): the parser
+ * functions log it and return an error, and chatd exits with status 1. */
+static void oom(void)
 {
-    char *d = strdup(s);
-    if (!d) {
-        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
-        abort();
-    }
-    return d;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
-        abort();
-    }
-    return q;
+    log_msg(CHATD_LOG_ERROR, NULL, "out of memory while reading the configuration");
 }
 
 cfg *cfg_new(void)
 {
     cfg *c = calloc(1, sizeof(*c));
-    if (!c) return NULL;
-    c->file = xstrdup("(none)");
+    if (!c || !(c->file = strdup("(none)"))) {
+        free(c);
+        return NULL;
+    }
     c->log_level = CHATD_LOG_INFO;
     c->session_ttl = 604800;
     c->max_message_bytes = 4096;
@@ -109,36 +98,52 @@ cfg_entry *cfg_entry_find(const cfg_section *s, const char *key)
     return NULL;
 }
 
+/* Append a section; NULL (logged) when out of memory. */
 static cfg_section *section_add(cfg *c, const char *name, int line)
 {
     if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 8;
-        c->sections = xrealloc(c->sections, c->cap * sizeof(*c->sections));
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        cfg_section **grown = realloc(c->sections, cap * sizeof(*grown));
+        if (!grown) goto oom;
+        c->sections = grown;
+        c->cap = cap;
     }
     cfg_section *s = calloc(1, sizeof(*s));
-    if (!s) {
-        log_msg(CHATD_LOG_ERROR, NULL, "out of memory");
-        abort();
+    if (!s || !(s->name = strdup(name))) {
+        free(s);
+        goto oom;
     }
-    s->name = xstrdup(name);
     s->line = line;
     c->sections[c->n++] = s;
     return s;
+oom:
+    oom();
+    return NULL;
 }
 
+/* Append an entry; NULL (logged) when out of memory. */
 static cfg_entry *entry_add(cfg_section *s, const char *key, const char *value, int line,
                             bool from_set)
 {
     if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 8;
-        s->entries = xrealloc(s->entries, s->cap * sizeof(*s->entries));
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        cfg_entry *grown = realloc(s->entries, cap * sizeof(*grown));
+        if (!grown) goto oom;
+        s->entries = grown;
+        s->cap = cap;
+    }
+    char *k = strdup(key), *v = strdup(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        goto oom;
     }
     cfg_entry *e = &s->entries[s->n++];
-    e->key = xstrdup(key);
-    e->value = xstrdup(value);
-    e->line = line;
-    e->from_set = from_set;
+    *e = (cfg_entry){.key = k, .value = v, .line = line, .from_set = from_set};
     return e;
+oom:
+    oom();
+    return NULL;
 }
 
 void cfg_verror(const cfg *c, const cfg_section *s, const cfg_entry *e, const char *fmt, va_list ap)
@@ -352,6 +357,10 @@ static int handler(void *user, const char *section, const char *name, const char
                             ps->header_line, section);
             }
             ps->cur = section_add(c, section, ps->header_line);
+            if (!ps->cur) {
+                ps->errors++;
+                return 1;
+            }
         }
     }
     if (!name_ok(name, 128, true)) {
@@ -367,14 +376,19 @@ static int handler(void *user, const char *section, const char *name, const char
                     ps->line, section, name, e->line);
         return 1;
     }
-    entry_add(ps->cur, name, value, ps->line, false);
+    if (!entry_add(ps->cur, name, value, ps->line, false)) ps->errors++;
     return 1;
 }
 
 int cfg_load(cfg *c, const char *file)
 {
+    char *name = strdup(file);
+    if (!name) {
+        oom();
+        return -1;
+    }
     free(c->file);
-    c->file = xstrdup(file);
+    c->file = name;
     parse_state ps = {.c = c};
     ps.f = fopen(file, "r");
     if (!ps.f) {
@@ -424,16 +438,18 @@ int cfg_set(cfg *c, const char *arg)
         return -1;
     }
     cfg_section *s = cfg_section_find(c, section);
-    if (!s) s = section_add(c, section, 0);
+    if (!s && !(s = section_add(c, section, 0))) return -1;
     cfg_entry *e = cfg_entry_find(s, key);
-    if (e) {
-        free(e->value);
-        e->value = xstrdup(eq + 1);
-        e->from_set = true;
-        e->line = 0;
-    } else {
-        entry_add(s, key, eq + 1, 0, true);
+    if (!e) return entry_add(s, key, eq + 1, 0, true) ? 0 : -1;
+    char *v = strdup(eq + 1);
+    if (!v) {
+        oom();
+        return -1;
     }
+    free(e->value);
+    e->value = v;
+    e->from_set = true;
+    e->line = 0;
     return 0;
 }
 

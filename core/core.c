@@ -241,6 +241,17 @@ static const chatd_plugin_kind stop_order[] = {CHATD_KIND_TRANSPORT, CHATD_KIND_
 
 static void stop_phase(stopper *s);
 
+/* Out of memory while stopping (core.h): stop at once, as on a second
+ * signal; core_free abandons whatever still waits. */
+static void stop_now(core *c, const char *what)
+{
+    log_msg(CHATD_LOG_ERROR, NULL,
+            "out of memory while stopping (%s): stopping now without waiting", what);
+    c->exit_code = 1;
+    c->state = CORE_STOPPED;
+    event_base_loopbreak(c->base);
+}
+
 static void stop_next(stopper *s)
 {
     evtimer_del(s->timer);
@@ -304,8 +315,8 @@ static void stop_phase(stopper *s)
             auth_shutdown(c->auth);
         s->waits = calloc(c->ninst ? c->ninst : 1, sizeof(*s->waits));
         if (!s->waits) {
-            log_msg(CHATD_LOG_ERROR, NULL, "out of memory while stopping");
-            abort();
+            stop_now(c, "phase");
+            return;
         }
         s->nwaits = 0;
         s->waiting = 0;
@@ -323,8 +334,9 @@ static void stop_phase(stopper *s)
             stop_wait *w = &s->waits[i];
             const chatd_plugin_desc *d = &w->ctx->plugin->desc;
             chatd_status st = CHATD_OK;
-            if (d->stop) {
-                w->comp = completion_new(c, w->ctx, stop_done, w);
+            if (d->stop && !(w->comp = completion_new(c, w->ctx, stop_done, w))) {
+                st = CHATD_ERR_NOMEM; /* not stopped gracefully; destroyed later */
+            } else if (d->stop) {
                 st = d->stop(w->ctx->inst, w->comp);
                 if (st == CHATD_ASYNC) continue;
                 completion_discard(w->comp);
@@ -353,14 +365,15 @@ void core_stop(core *c)
     if (c->stopper || c->state == CORE_STOPPED) return;
     stopper *s = calloc(1, sizeof(*s));
     if (!s) {
-        log_msg(CHATD_LOG_ERROR, NULL, "out of memory while stopping");
-        abort();
+        stop_now(c, "stopper");
+        return;
     }
     s->c = c;
     s->timer = evtimer_new(c->base, stop_timeout, s);
     if (!s->timer) {
-        log_msg(CHATD_LOG_ERROR, NULL, "out of memory while stopping");
-        abort();
+        free(s);
+        stop_now(c, "stop timer");
+        return;
     }
     c->stopper = s;
     c->state = CORE_STOPPING;

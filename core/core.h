@@ -4,6 +4,20 @@
  * Nothing here is part of the plugin ABI (that is include/chatd/plugin.h).
  * Every function runs on the event-loop thread unless its comment says
  * otherwise.
+ *
+ * Out of memory: the core's one policy, followed by every module here.
+ *   - A request (a publish, a consume, a store query, a login, a completion
+ *     for a hook) that cannot get memory fails on its own: its callback gets
+ *     CHATD_ERR_NOMEM (a publish also gets the reason "out of memory"), the
+ *     daemon runs on. Allocating functions return NULL or CHATD_ERR_NOMEM;
+ *     their callers pass that on and never abort().
+ *   - At start-up (config parsing, loading, create, start) a failed
+ *     allocation is logged as "out of memory" and chatd exits with status 1.
+ *   - While stopping, when the stop's own bookkeeping cannot be allocated,
+ *     chatd logs it and stops at once without waiting for the plugins (as
+ *     on a second SIGTERM), exit status 1.
+ *   A cache that cannot grow (members_put) is not an error: the entry is
+ *   simply not cached.
  */
 #ifndef CHATD_CORE_H
 #define CHATD_CORE_H
@@ -32,6 +46,14 @@ int log_level_parse(const char *s, chatd_log_level *out);
 void log_msg(chatd_log_level level, const char *instance, const char *fmt, ...) CHATD_PRINTF(3, 4);
 void log_vmsg(chatd_log_level level, const char *instance, const char *fmt, va_list ap)
     CHATD_PRINTF(3, 0);
+
+/* ---------------------------------------------------------------- clock.c */
+
+/** Wall clock, ms since the Unix epoch (chatd_api.now_ms). Any thread. */
+int64_t clock_wall_ms(void);
+/** Monotonic clock in ms, with a fraction (latencies, rate buckets). Any
+ *  thread. */
+double clock_mono_ms(void);
 
 /* --------------------------------------------------------------- config.c */
 
@@ -116,7 +138,9 @@ typedef struct plugin {
  * Find and load plugin `spec` (a name, looked up in plugin_dir or the
  * compiled-in directory and, when running from the build tree, the build's
  * plugins/NAME/.libs; or a path containing '/'). Checks the ABI. On refusal
- * logs "FILE: reason" for `instance`, copies the reason to why, returns NULL.
+ * returns NULL with "FILE: plugin refused: reason" (or where it looked) in
+ * why, and logs nothing: the caller logs the refusal once, with its context.
+ * `instance` names the instance in the debug line of a successful load.
  */
 plugin *loader_open(const char *spec, const char *plugin_dir, const char *instance, char *why,
                     size_t whylen);
@@ -154,6 +178,8 @@ void msg_unref(chatd_msg *m);
 chatd_msg_kind msg_kind(const chatd_msg *m);
 uint64_t msg_id(const chatd_msg *m);
 const char *msg_room(const chatd_msg *m);
+/** The two members of the message's room (chatd_api.msg_room_members). */
+void msg_room_members(const chatd_msg *m, int64_t *low, int64_t *high);
 int64_t msg_writer_id(const chatd_msg *m);
 const char *msg_writer(const chatd_msg *m);
 const char *msg_text(const chatd_msg *m, size_t *len);
@@ -173,7 +199,7 @@ void time_format_iso(int64_t ms, char *buf, size_t size);
 /** Called once when a completion finishes; reason NULL when none. */
 typedef void (*completion_fn)(void *arg, chatd_status status, const char *reason);
 
-/** A completion for `owner` (used in logs). Never NULL: aborts on OOM. */
+/** A completion for `owner` (used in logs); NULL when out of memory. */
 chatd_completion *completion_new(core *c, chatd_ctx *owner, completion_fn fn, void *arg);
 /** Finish: calls fn exactly once; a second completion is logged and ignored. */
 void completion_complete(chatd_completion *comp, chatd_status status, const char *reason);
@@ -238,10 +264,23 @@ void members_free(members *ms);
 void members_get(core *c, int64_t id, member_entry_cb cb, void *arg);
 /** Remember a member record (e.g. after register or login). */
 const member_entry *members_put(members *ms, const chatd_member *m);
-/** Parse "a&b" (positive decimal ids, a != b) into low/high; 0 or -1. */
-int room_parse(const char *room, int64_t *low, int64_t *high);
-/** Canonical "low&high" into buf (>= 42 bytes). */
-void room_format(int64_t low, int64_t high, char *buf, size_t size);
+/** chatd_api.room_parse: "a&b" (positive decimal ids without leading zeros,
+ *  a != b, either order) into low < high; CHATD_OK or CHATD_ERR_INVALID.
+ *  Any thread. */
+chatd_status room_parse(const char *room, int64_t *low, int64_t *high);
+/** chatd_api.room_format: canonical "low&high" of members a and b (either
+ *  order) into buf; the length written, or -1 (buf "" when cap > 0) for ids
+ *  that make no room or a buffer too small (CHATD_ROOM_ID_MAX always fits).
+ *  Any thread. */
+int room_format(char *buf, size_t cap, int64_t a, int64_t b);
+/** Result of members_room_check_entry: on CHATD_OK the canonical room, the
+ *  peer and the cached entry of the member who asked (all borrowed). */
+typedef void (*room_entry_cb)(void *arg, chatd_status status, const char *room, int64_t peer,
+                              const member_entry *self);
+/** Room check (see chatd_api.room_check) that also hands on the asking
+ *  member's entry, so the publish path need not look it up again. */
+void members_room_check_entry(core *c, int64_t member_id, const char *room, room_entry_cb cb,
+                              void *arg);
 /** chatd_api.room_check. */
 void members_room_check(core *c, int64_t member_id, const char *room, chatd_room_cb cb, void *arg);
 

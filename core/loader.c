@@ -218,15 +218,11 @@ plugin *loader_open(const char *spec, const char *plugin_dir, const char *instan
     }
     why[0] = '\0';
     char path[PATH_MAX];
-    if (resolve(spec, plugin_dir, path, sizeof(path), why, whylen) != 0) {
-        log_msg(CHATD_LOG_ERROR, instance, "%s", why);
-        return NULL;
-    }
+    if (resolve(spec, plugin_dir, path, sizeof(path), why, whylen) != 0) return NULL;
     plugin *p = calloc(1, sizeof(*p));
     if (!p || !(p->path = strdup(path))) {
         free(p);
-        snprintf(why, whylen, "out of memory");
-        log_msg(CHATD_LOG_ERROR, instance, "%s: %s", path, why);
+        snprintf(why, whylen, "%s: out of memory", path);
         return NULL;
     }
     dlerror();
@@ -258,10 +254,13 @@ plugin *loader_open(const char *spec, const char *plugin_dir, const char *instan
             d->abi_major, d->abi_minor);
     return p;
 
-refuse:
-    log_msg(CHATD_LOG_ERROR, instance, "%s: plugin refused: %s", path, why);
+refuse : {
+    char reason[512];
+    snprintf(reason, sizeof(reason), "%s", why);
+    snprintf(why, whylen, "%s: plugin refused: %s", path, reason);
     loader_close(p);
     return NULL;
+}
 }
 
 void loader_close(plugin *p)

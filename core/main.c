@@ -56,7 +56,10 @@ static int plugin_help(const char *name, const char *plugin_dir)
 {
     char why[512];
     plugin *p = loader_open(name, plugin_dir, "help", why, sizeof(why));
-    if (!p) return 1;
+    if (!p) {
+        log_msg(CHATD_LOG_ERROR, NULL, "-h %s: %s", name, why);
+        return 1;
+    }
     printf("%s %s (%s plugin): %s\n", p->desc.name, p->desc.version ? p->desc.version : "",
            loader_kind_name(p->desc.kind), p->desc.description ? p->desc.description : "");
     printf("  plugin = %s\n", name);

@@ -122,32 +122,42 @@ void members_get(core *c, int64_t id, member_entry_cb cb, void *arg)
     so->member_get(c->store->inst, id, NULL, got_member, r);
 }
 
-int room_parse(const char *room, int64_t *low, int64_t *high)
+chatd_status room_parse(const char *room, int64_t *low, int64_t *high)
 {
-    if (!room) return -1;
+    if (!room || !low || !high) return CHATD_ERR_INVALID;
     const char *amp = strchr(room, '&');
-    if (!amp) return -1;
+    if (!amp) return CHATD_ERR_INVALID;
     uint64_t a, b;
     if (ids_parse(room, (size_t)(amp - room), &a) != 0 ||
         ids_parse(amp + 1, strlen(amp + 1), &b) != 0)
-        return -1;
-    if (a == 0 || b == 0 || a == b || a > INT64_MAX || b > INT64_MAX) return -1;
+        return CHATD_ERR_INVALID;
+    if (a == 0 || b == 0 || a == b || a > INT64_MAX || b > INT64_MAX) return CHATD_ERR_INVALID;
     *low = (int64_t)(a < b ? a : b);
     *high = (int64_t)(a < b ? b : a);
-    return 0;
+    return CHATD_OK;
 }
 
-void room_format(int64_t low, int64_t high, char *buf, size_t size)
+int room_format(char *buf, size_t cap, int64_t a, int64_t b)
 {
-    snprintf(buf, size, "%" PRId64 "&%" PRId64, low, high);
+    if (!buf || cap == 0) return -1;
+    buf[0] = '\0';
+    if (a <= 0 || b <= 0 || a == b) return -1;
+    int n = snprintf(buf, cap, "%" PRId64 "&%" PRId64, a < b ? a : b, a < b ? b : a);
+    if (n < 0 || (size_t)n >= cap) {
+        buf[0] = '\0';
+        return -1;
+    }
+    return n;
 }
 
-/* Room check: look up both members, then answer. */
+/* Room check: look up both members (the cache usually has them), then
+ * answer with the asking member's entry. */
 typedef struct room_req {
     core *core;
     int64_t member_id, low, high;
     int step; /* 0: looking up low, 1: looking up high */
-    chatd_room_cb cb;
+    const member_entry *self;
+    room_entry_cb cb;
     void *arg;
 } room_req;
 
@@ -160,41 +170,68 @@ static void room_next(room_req *r)
 
 static void room_step(void *arg, chatd_status st, const member_entry *m)
 {
-    (void)m;
     room_req *r = arg;
     if (st != CHATD_OK) {
-        r->cb(r->arg, st, NULL, 0);
+        r->cb(r->arg, st, NULL, 0, NULL);
         free(r);
         return;
     }
+    if (m->id == r->member_id) r->self = m;
     if (r->step == 0) {
         r->step = 1;
         room_next(r);
         return;
     }
-    char room[48];
-    room_format(r->low, r->high, room, sizeof(room));
-    r->cb(r->arg, CHATD_OK, room, r->member_id == r->low ? r->high : r->low);
+    char room[CHATD_ROOM_ID_MAX];
+    room_format(room, sizeof(room), r->low, r->high);
+    r->cb(r->arg, CHATD_OK, room, r->member_id == r->low ? r->high : r->low, r->self);
     free(r);
 }
 
-void members_room_check(core *c, int64_t member_id, const char *room, chatd_room_cb cb, void *arg)
+void members_room_check_entry(core *c, int64_t member_id, const char *room, room_entry_cb cb,
+                              void *arg)
 {
     int64_t low, high;
-    if (!room || strlen(room) > 41 || room_parse(room, &low, &high) != 0) {
-        cb(arg, CHATD_ERR_INVALID, NULL, 0);
+    if (room_parse(room, &low, &high) != CHATD_OK) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, NULL);
         return;
     }
     if (member_id != low && member_id != high) {
-        cb(arg, CHATD_ERR_FORBIDDEN, NULL, 0);
+        cb(arg, CHATD_ERR_FORBIDDEN, NULL, 0, NULL);
         return;
     }
     room_req *r = malloc(sizeof(*r));
     if (!r) {
-        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, NULL);
         return;
     }
     *r = (room_req){
         .core = c, .member_id = member_id, .low = low, .high = high, .cb = cb, .arg = arg};
     room_next(r);
+}
+
+/* chatd_api.room_check: the same check, answered without the entry. */
+typedef struct check_req {
+    chatd_room_cb cb;
+    void *arg;
+} check_req;
+
+static void check_done(void *arg, chatd_status st, const char *room, int64_t peer,
+                       const member_entry *self)
+{
+    (void)self;
+    check_req *r = arg;
+    r->cb(r->arg, st, room, peer);
+    free(r);
+}
+
+void members_room_check(core *c, int64_t member_id, const char *room, chatd_room_cb cb, void *arg)
+{
+    check_req *r = malloc(sizeof(*r));
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    *r = (check_req){.cb = cb, .arg = arg};
+    members_room_check_entry(c, member_id, room, check_done, r);
 }

@@ -17,8 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-/* Longest room id: two int64 decimals and '&'. */
-#define ROOM_MAX 41
 /* Longest login id accepted from the wire. */
 #define WRITER_MAX 64
 
@@ -30,7 +28,8 @@ struct chatd_msg {
     uint64_t up_to;
     int64_t writer_id;
     int64_t time_ms;
-    char *room;
+    int64_t low, high; /* the room's members */
+    char *room;        /* canonical "low&high" */
     char *writer;
     char *text;
     size_t text_len;
@@ -120,20 +119,15 @@ static int time_parse_iso(const char *s, int64_t *out)
     return 0;
 }
 
-static bool room_ok(const char *room)
-{
-    int64_t lo, hi;
-    return room && strlen(room) <= ROOM_MAX && room_parse(room, &lo, &hi) == 0;
-}
-
 chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
 {
     *out = NULL;
     if (!f || f->size < offsetof(chatd_msg_fields, up_to) + sizeof(f->up_to))
         return CHATD_ERR_INVALID;
     if (f->kind != CHATD_MSG_CHAT && f->kind != CHATD_MSG_READ) return CHATD_ERR_INVALID;
-    if (!room_ok(f->room_id) || !f->writer || !f->writer[0] || strlen(f->writer) > WRITER_MAX ||
-        f->writer_id <= 0)
+    int64_t low, high;
+    if (room_parse(f->room_id, &low, &high) != CHATD_OK || !f->writer || !f->writer[0] ||
+        strlen(f->writer) > WRITER_MAX || f->writer_id <= 0)
         return CHATD_ERR_INVALID;
     const char *text = "";
     size_t text_len = 0;
@@ -150,7 +144,11 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
     m->up_to = f->kind == CHATD_MSG_READ ? f->up_to : 0;
     m->writer_id = f->writer_id;
     m->time_ms = f->time_ms;
-    m->room = strdup(f->room_id);
+    m->low = low;
+    m->high = high;
+    char room[CHATD_ROOM_ID_MAX];
+    room_format(room, sizeof(room), low, high);
+    m->room = strdup(room);
     m->writer = strdup(f->writer);
     m->text = malloc(text_len + 1);
     if (!m->room || !m->writer || !m->text) {
@@ -191,6 +189,11 @@ uint64_t msg_id(const chatd_msg *m)
 const char *msg_room(const chatd_msg *m)
 {
     return m->room;
+}
+void msg_room_members(const chatd_msg *m, int64_t *low, int64_t *high)
+{
+    if (low) *low = m->low;
+    if (high) *high = m->high;
 }
 int64_t msg_writer_id(const chatd_msg *m)
 {

@@ -110,6 +110,36 @@ enum {
 };
 
 /* ------------------------------------------------------------------------ */
+/* Rooms and destinations                                                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A room is the conversation of two members. Its id is "low&high": the two
+ * member ids in decimal (no sign, no leading zero), the smaller first,
+ * joined by '&' (e.g. "3&17"). Parse one with chatd_api.room_parse (which
+ * accepts either order), write one with chatd_api.room_format, and get the
+ * two members of a message's room with chatd_api.msg_room_members: never
+ * parse it yourself.
+ */
+
+/** Size of a buffer that holds any room id, the terminating NUL included
+ *  (two 19-digit ids and '&'). */
+#define CHATD_ROOM_ID_MAX 40
+
+/** Destination a client SENDs chat lines and read events to. */
+#define CHATD_DEST_PUBLISH "/pub/chat/message"
+
+/** Destination of one room: CHATD_DEST_ROOM_PREFIX + room id, e.g.
+ *  "/sub/chat/room/3&17". Receives every CHAT message of that room. */
+#define CHATD_DEST_ROOM_PREFIX "/sub/chat/room/"
+
+/** A member's "side" destination: CHATD_DEST_SIDE_PREFIX + member id, e.g.
+ *  "/sub/chat/side/3". The side of member N receives every CHAT message of
+ *  every room N is in (to update N's room list and unread counts) and N's own
+ *  READ events (so N's other sessions see what N has read). */
+#define CHATD_DEST_SIDE_PREFIX "/sub/chat/side/"
+
+/* ------------------------------------------------------------------------ */
 /* Opaque handles                                                           */
 /* ------------------------------------------------------------------------ */
 
@@ -136,12 +166,12 @@ typedef struct chatd_completion chatd_completion;
 
 /** A member. All strings borrowed for the call that passes the record. */
 typedef struct chatd_member {
-    uint32_t size;           /**< sizeof(chatd_member) of the writer */
-    int64_t id;              /**< numeric id, > 0, assigned by the store */
-    const char *login_id;    /**< unique login name */
-    const char *name;        /**< display name */
-    const char *pw_hash;     /**< argon2id hash string; NULL outside the core */
-    int64_t created_ms;      /**< creation time, ms since the Unix epoch */
+    uint32_t size;        /**< sizeof(chatd_member) of the writer */
+    int64_t id;           /**< numeric id, > 0, assigned by the store */
+    const char *login_id; /**< unique login name */
+    const char *name;     /**< display name */
+    const char *pw_hash;  /**< argon2id hash string; NULL outside the core */
+    int64_t created_ms;   /**< creation time, ms since the Unix epoch */
 } chatd_member;
 
 /** A login session. token_hash is the BLAKE2b-256 of the token, hex. */
@@ -149,7 +179,7 @@ typedef struct chatd_session {
     uint32_t size;
     const char *token_hash; /**< 64 lowercase hex chars */
     int64_t member_id;
-    int64_t expires_ms;     /**< ms since the Unix epoch */
+    int64_t expires_ms; /**< ms since the Unix epoch */
 } chatd_session;
 
 /** One member's summary of one conversation. Strings borrowed. */
@@ -171,14 +201,14 @@ typedef struct chatd_room_summary {
 typedef struct chatd_msg_fields {
     uint32_t size;
     chatd_msg_kind kind;
-    uint64_t id;           /**< 0 on publish (the core assigns); set by stores */
-    const char *room_id;   /**< canonical "low&high" */
-    int64_t writer_id;     /**< for READ: the reader */
-    const char *writer;    /**< login id of writer_id */
-    const char *text;      /**< CHAT: the message text; READ: NULL */
+    uint64_t id;         /**< 0 on publish (the core assigns); set by stores */
+    const char *room_id; /**< canonical "low&high" */
+    int64_t writer_id;   /**< for READ: the reader */
+    const char *writer;  /**< login id of writer_id */
+    const char *text;    /**< CHAT: the message text; READ: NULL */
     size_t text_len;
-    int64_t time_ms;       /**< 0 on publish (the core stamps it) */
-    uint64_t up_to;        /**< READ: the last message id read; CHAT: 0 */
+    int64_t time_ms; /**< 0 on publish (the core stamps it) */
+    uint64_t up_to;  /**< READ: the last message id read; CHAT: 0 */
 } chatd_msg_fields;
 
 /* ------------------------------------------------------------------------ */
@@ -194,8 +224,7 @@ typedef void (*chatd_publish_cb)(void *arg, chatd_status status, const char *rea
                                  chatd_msg *msg);
 
 /** Member result: rows[0..n) borrowed for the call. n is 0 on error. */
-typedef void (*chatd_member_cb)(void *arg, chatd_status status, const chatd_member *rows,
-                                size_t n);
+typedef void (*chatd_member_cb)(void *arg, chatd_status status, const chatd_member *rows, size_t n);
 
 /** Session result: one row or NULL. */
 typedef void (*chatd_session_cb)(void *arg, chatd_status status, const chatd_session *s);
@@ -206,8 +235,8 @@ typedef void (*chatd_rooms_cb)(void *arg, chatd_status status, const chatd_room_
 
 /** A page of history, oldest first. msgs[i] borrowed: ref what you keep.
  *  `next_before` is the cursor for the next older page, 0 when none. */
-typedef void (*chatd_history_cb)(void *arg, chatd_status status, chatd_msg *const *msgs,
-                                 size_t n, uint64_t next_before);
+typedef void (*chatd_history_cb)(void *arg, chatd_status status, chatd_msg *const *msgs, size_t n,
+                                 uint64_t next_before);
 
 /** Login result: token is the new bearer token (borrowed, 64 hex chars). */
 typedef void (*chatd_login_cb)(void *arg, chatd_status status, const char *token,
@@ -217,8 +246,7 @@ typedef void (*chatd_login_cb)(void *arg, chatd_status status, const char *token
 typedef void (*chatd_status_cb)(void *arg, chatd_status status);
 
 /** Room check result: canonical room id and the peer, on CHATD_OK. */
-typedef void (*chatd_room_cb)(void *arg, chatd_status status, const char *room_id,
-                              int64_t peer_id);
+typedef void (*chatd_room_cb)(void *arg, chatd_status status, const char *room_id, int64_t peer_id);
 
 /** Metrics output: called with successive chunks of Prometheus text. */
 typedef void (*chatd_write_fn)(void *arg, const char *data, size_t len);
@@ -320,8 +348,7 @@ typedef struct chatd_api {
 
     /** Parse the JSON wire form (as produced by msg_json) into a new message
      *  owned by the caller. Returns CHATD_ERR_INVALID on malformed input. */
-    chatd_status (*msg_from_json)(chatd_ctx *ctx, const char *json, size_t len,
-                                  chatd_msg **out);
+    chatd_status (*msg_from_json)(chatd_ctx *ctx, const char *json, size_t len, chatd_msg **out);
 
     /** Add a reference; returns msg. Loop thread. */
     chatd_msg *(*msg_ref)(chatd_msg *msg);
@@ -381,8 +408,8 @@ typedef struct chatd_api {
 
     /** Verify a password and open a session. cb gets the token or
      *  CHATD_ERR_AUTH. */
-    void (*login)(chatd_ctx *ctx, const char *login_id, const char *password,
-                  chatd_login_cb cb, void *arg);
+    void (*login)(chatd_ctx *ctx, const char *login_id, const char *password, chatd_login_cb cb,
+                  void *arg);
 
     /** Close the session of `token`. cb may be NULL. */
     void (*logout)(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg);
@@ -472,8 +499,7 @@ typedef struct chatd_store_ops {
 
     /** Find a member by id (login_id NULL) or login id; pw_hash included.
      *  CHATD_ERR_NOTFOUND when none. */
-    void (*member_get)(void *inst, int64_t id, const char *login_id, chatd_member_cb cb,
-                       void *arg);
+    void (*member_get)(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg);
 
     /** All members ordered by id (pw_hash NULL). */
     void (*member_list)(void *inst, chatd_member_cb cb, void *arg);
@@ -518,13 +544,13 @@ typedef struct chatd_filter_ops {
  * The core reads only the first `size` bytes.
  */
 typedef struct chatd_plugin_desc {
-    uint32_t abi_major;      /**< CHATD_ABI_MAJOR the plugin was built with */
-    uint32_t abi_minor;      /**< CHATD_ABI_MINOR the plugin was built with */
-    uint32_t size;           /**< sizeof(chatd_plugin_desc) the plugin was built with */
+    uint32_t abi_major; /**< CHATD_ABI_MAJOR the plugin was built with */
+    uint32_t abi_minor; /**< CHATD_ABI_MINOR the plugin was built with */
+    uint32_t size;      /**< sizeof(chatd_plugin_desc) the plugin was built with */
     chatd_plugin_kind kind;
-    const char *name;        /**< e.g. "store-sqlite" */
-    const char *version;     /**< the plugin's own version, e.g. "1.2.0" */
-    const char *description; /**< one line */
+    const char *name;              /**< e.g. "store-sqlite" */
+    const char *version;           /**< the plugin's own version, e.g. "1.2.0" */
+    const char *description;       /**< one line */
     const chatd_cfg_key *cfg_keys; /**< accepted keys, NULL-name terminated; may be NULL */
 
     /** Mandatory. Make an instance: read config through api, allocate, but do
@@ -561,9 +587,12 @@ typedef const chatd_plugin_desc *(*chatd_plugin_entry_fn)(void);
  *     CHATD_PLUGIN_DEFINE(my_desc)
  * where my_desc is a `static const chatd_plugin_desc`.
  */
-#define CHATD_PLUGIN_DEFINE(desc)                                              \
-    CHATD_EXPORT const chatd_plugin_desc *chatd_plugin_entry(void);           \
-    CHATD_EXPORT const chatd_plugin_desc *chatd_plugin_entry(void) { return &(desc); }
+#define CHATD_PLUGIN_DEFINE(desc)                                                                  \
+    CHATD_EXPORT const chatd_plugin_desc *chatd_plugin_entry(void);                                \
+    CHATD_EXPORT const chatd_plugin_desc *chatd_plugin_entry(void)                                 \
+    {                                                                                              \
+        return &(desc);                                                                            \
+    }
 
 #ifdef __cplusplus
 }

@@ -76,18 +76,47 @@ static void rooms(void **state)
 {
     (void)state;
     int64_t lo, hi;
-    assert_int_equal(room_parse("4&3", &lo, &hi), 0);
+    assert_int_equal(room_parse("4&3", &lo, &hi), CHATD_OK);
     assert_int_equal(lo, 3);
     assert_int_equal(hi, 4);
-    char buf[48];
-    room_format(lo, hi, buf, sizeof(buf));
+    char buf[CHATD_ROOM_ID_MAX];
+    assert_int_equal(room_format(buf, sizeof(buf), hi, lo), 3);
     assert_string_equal(buf, "3&4");
-    assert_int_equal(room_parse("3&3", &lo, &hi), -1);
-    assert_int_equal(room_parse("0&3", &lo, &hi), -1);
-    assert_int_equal(room_parse("3&", &lo, &hi), -1);
-    assert_int_equal(room_parse("a&b", &lo, &hi), -1);
-    assert_int_equal(room_parse("3&4&5", &lo, &hi), -1);
-    assert_int_equal(room_parse("9223372036854775808&1", &lo, &hi), -1);
+    assert_int_equal(room_parse("3&3", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("0&3", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("03&4", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("3&", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("a&b", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("3&4&5", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("-3&4", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse("9223372036854775808&1", &lo, &hi), CHATD_ERR_INVALID);
+    assert_int_equal(room_parse(NULL, &lo, &hi), CHATD_ERR_INVALID);
+    /* the longest room fits CHATD_ROOM_ID_MAX exactly */
+    assert_int_equal(room_parse("9223372036854775807&9223372036854775806", &lo, &hi), CHATD_OK);
+    assert_int_equal(room_format(buf, sizeof(buf), lo, hi), CHATD_ROOM_ID_MAX - 1);
+    assert_string_equal(buf, "9223372036854775806&9223372036854775807");
+    assert_int_equal(room_format(buf, sizeof(buf) - 1, lo, hi), -1);
+    assert_string_equal(buf, "");
+    assert_int_equal(room_format(buf, sizeof(buf), 5, 5), -1);
+    assert_int_equal(room_format(buf, sizeof(buf), 0, 5), -1);
+    assert_int_equal(room_format(buf, sizeof(buf), -1, 5), -1);
+
+    /* a message's room is canonical, and its two members are at hand */
+    chatd_msg_fields f = {.size = sizeof(f),
+                          .kind = CHATD_MSG_CHAT,
+                          .id = 1,
+                          .room_id = "17&3",
+                          .writer_id = 17,
+                          .writer = "seventeen",
+                          .text = "hi",
+                          .text_len = 2};
+    chatd_msg *m;
+    assert_int_equal(msg_create(&f, &m), CHATD_OK);
+    assert_string_equal(msg_room(m), "3&17");
+    msg_room_members(m, &lo, &hi);
+    assert_int_equal(lo, 3);
+    assert_int_equal(hi, 17);
+    msg_unref(m);
 }
 
 static void json_round_trip(void **state)
