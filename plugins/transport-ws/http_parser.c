@@ -5,6 +5,8 @@
  */
 #include "http_parser.h"
 
+#include "list_token.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +298,18 @@ static int feed_head(http_parser *p, const char *data, size_t len, size_t *used)
     return HTTP_PARSE_MORE;
 }
 
+/* Copy what is due of the body (Content-Length or current chunk) from data;
+ * returns the bytes used. */
+static size_t body_take(http_parser *p, const char *data, size_t avail)
+{
+    size_t take = avail < p->body_need ? avail : p->body_need;
+    memcpy(p->body + p->req.body_len, data, take);
+    p->req.body_len += take;
+    p->body_need -= take;
+    p->body[p->req.body_len] = '\0';
+    return take;
+}
+
 /* Parse a complete chunk-size line in p->line. */
 static int chunk_size(http_parser *p)
 {
@@ -349,23 +363,12 @@ int http_parser_feed(http_parser *p, const char *data, size_t len, size_t *consu
     while (used < len || (p->state == ST_BODY && p->body_need == 0)) {
         char c;
         switch (p->state) {
-        case ST_BODY: {
-            size_t take = len - used < p->body_need ? len - used : p->body_need;
-            memcpy(p->body + p->req.body_len, data + used, take);
-            p->req.body_len += take;
-            p->body_need -= take;
-            p->body[p->req.body_len] = '\0';
-            used += take;
+        case ST_BODY:
+            used += body_take(p, data + used, len - used);
             if (p->body_need == 0) p->state = ST_DONE;
             break;
-        }
         case ST_CHUNK_DATA: {
-            size_t take = len - used < p->body_need ? len - used : p->body_need;
-            memcpy(p->body + p->req.body_len, data + used, take);
-            p->req.body_len += take;
-            p->body_need -= take;
-            p->body[p->req.body_len] = '\0';
-            used += take;
+            used += body_take(p, data + used, len - used);
             if (p->body_need == 0) {
                 p->state = ST_CHUNK_END;
                 p->line_len = 0;
@@ -469,20 +472,10 @@ const char *http_request_join(const http_request *r, const char *name, char *out
 
 int http_has_token(const char *value, const char *token)
 {
-    size_t tl = strlen(token);
-    const char *s = value;
-    while (*s) {
-        while (*s == ' ' || *s == '\t' || *s == ',')
-            s++;
-        const char *e = s;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t)(t - s) == tl && strncasecmp(s, token, tl) == 0) return 1;
-        s = e;
-    }
+    size_t tl = strlen(token), len;
+    const char *cur = value, *t;
+    while ((t = list_token_next(&cur, &len)) != NULL)
+        if (len == tl && strncasecmp(t, token, tl) == 0) return 1;
     return 0;
 }
 

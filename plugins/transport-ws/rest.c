@@ -8,7 +8,6 @@
 
 #include "tw.h"
 
-#include <errno.h>
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -118,6 +117,20 @@ static int query_get(const char *q, const char *key, char *out, size_t outsz)
     return 0;
 }
 
+/* Decimal `key` of the query in [lo, hi] into *out: 1 found, 0 absent or
+ * empty, -1 malformed or out of range. */
+static int query_u64(const char *q, const char *key, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char v[32];
+    int rc = query_get(q, key, v, sizeof(v));
+    if (rc <= 0) return rc;
+    if (!*v) return 0;
+    uint64_t x;
+    if (tw_parse_u64(v, &x) != 0 || x < lo || x > hi) return -1;
+    *out = x;
+    return 1;
+}
+
 /* ---- responses ------------------------------------------------------------ */
 
 static void respond_json(tw_conn *c, int status, json_object *o, const char *extra)
@@ -198,17 +211,6 @@ static json_object *body_json(tw_conn *c, const http_request *req)
     return o;
 }
 
-static const char *jstr(json_object *o, const char *k)
-{
-    json_object *v;
-    if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    const char *s = json_object_get_string(v);
-    /* a string with U+0000 would be cut short in C: refuse it instead */
-    if (strlen(s) != (size_t)json_object_get_string_len(v)) return NULL;
-    return s;
-}
-
 /* ---- POST /api/members ---------------------------------------------------- */
 
 static void register_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
@@ -270,9 +272,41 @@ static void logout_cb(void *arg, chatd_status st)
 
 /* ---- authenticated GETs --------------------------------------------------- */
 
-static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+static json_object *room_json(const chatd_room_summary *r)
 {
-    struct rest_op *op = arg;
+    json_object *o = json_object_new_object(), *peer = json_object_new_object();
+    if (!o || !peer) {
+        json_object_put(o);
+        json_object_put(peer);
+        return NULL;
+    }
+    char ts[32], id[24], rd[24];
+    json_object_object_add(peer, "id", json_object_new_int64(r->peer_id));
+    json_object_object_add(peer, "loginId",
+                           json_object_new_string(r->peer_login ? r->peer_login : ""));
+    json_object_object_add(peer, "name", json_object_new_string(r->peer_name ? r->peer_name : ""));
+    json_object_object_add(o, "roomId", json_object_new_string(r->room_id));
+    json_object_object_add(o, "peer", peer);
+    json_object_object_add(o, "lastMessage",
+                           json_object_new_string(r->last_message ? r->last_message : ""));
+    snprintf(id, sizeof(id), "%" PRIu64, r->last_msg_id);
+    json_object_object_add(o, "lastMessageId", r->last_msg_id ? json_object_new_string(id) : NULL);
+    if (r->last_ms > 0) {
+        tw_iso_time(r->last_ms, ts, sizeof(ts));
+        json_object_object_add(o, "lastTimestamp", json_object_new_string(ts));
+    } else {
+        json_object_object_add(o, "lastTimestamp", NULL);
+    }
+    json_object_object_add(o, "unread", json_object_new_int64(r->unread));
+    snprintf(rd, sizeof(rd), "%" PRIu64, r->last_read_id);
+    json_object_object_add(o, "lastReadId", r->last_read_id ? json_object_new_string(rd) : NULL);
+    return o;
+}
+
+/* Answer a list callback: the error, or a JSON array of row(rows, i). */
+static void respond_rows(struct rest_op *op, chatd_status st, const void *rows, size_t n,
+                         json_object *(*row)(const void *rows, size_t i))
+{
     tw_conn *c = op->c;
     if (!c->closed) {
         if (st != CHATD_OK) {
@@ -280,57 +314,35 @@ static void members_cb(void *arg, chatd_status st, const chatd_member *rows, siz
         } else {
             json_object *a = json_object_new_array();
             for (size_t i = 0; a && i < n; i++)
-                json_object_array_add(a, member_json(&rows[i]));
-            respond_json(c, 200, a, NULL);
+                json_object_array_add(a, row(rows, i));
+            if (a)
+                respond_json(c, 200, a, NULL);
+            else
+                tw_http_error(c, 503, "out of memory");
             json_object_put(a);
         }
     }
     op_finish(op);
 }
 
+static json_object *member_row(const void *rows, size_t i)
+{
+    return member_json(&((const chatd_member *)rows)[i]);
+}
+
+static json_object *room_row(const void *rows, size_t i)
+{
+    return room_json(&((const chatd_room_summary *)rows)[i]);
+}
+
+static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+{
+    respond_rows(arg, st, rows, n, member_row);
+}
+
 static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows, size_t n)
 {
-    struct rest_op *op = arg;
-    tw_conn *c = op->c;
-    if (!c->closed) {
-        if (st != CHATD_OK) {
-            respond_status(c, st, NULL);
-        } else {
-            json_object *a = json_object_new_array();
-            for (size_t i = 0; a && i < n; i++) {
-                const chatd_room_summary *r = &rows[i];
-                json_object *o = json_object_new_object(), *peer = json_object_new_object();
-                char ts[32], id[24], rd[24];
-                json_object_object_add(peer, "id", json_object_new_int64(r->peer_id));
-                json_object_object_add(peer, "loginId",
-                                       json_object_new_string(r->peer_login ? r->peer_login : ""));
-                json_object_object_add(peer, "name",
-                                       json_object_new_string(r->peer_name ? r->peer_name : ""));
-                json_object_object_add(o, "roomId", json_object_new_string(r->room_id));
-                json_object_object_add(o, "peer", peer);
-                json_object_object_add(
-                    o, "lastMessage",
-                    json_object_new_string(r->last_message ? r->last_message : ""));
-                snprintf(id, sizeof(id), "%" PRIu64, r->last_msg_id);
-                json_object_object_add(o, "lastMessageId",
-                                       r->last_msg_id ? json_object_new_string(id) : NULL);
-                if (r->last_ms > 0) {
-                    tw_iso_time(r->last_ms, ts);
-                    json_object_object_add(o, "lastTimestamp", json_object_new_string(ts));
-                } else {
-                    json_object_object_add(o, "lastTimestamp", NULL);
-                }
-                json_object_object_add(o, "unread", json_object_new_int64(r->unread));
-                snprintf(rd, sizeof(rd), "%" PRIu64, r->last_read_id);
-                json_object_object_add(o, "lastReadId",
-                                       r->last_read_id ? json_object_new_string(rd) : NULL);
-                json_object_array_add(a, o);
-            }
-            respond_json(c, 200, a, NULL);
-            json_object_put(a);
-        }
-    }
-    op_finish(op);
+    respond_rows(arg, st, rows, n, room_row);
 }
 
 static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n, uint64_t next)
@@ -378,12 +390,7 @@ static void history_room_cb(void *arg, chatd_status st, const char *room_id, int
     struct rest_op *op = arg;
     tw_conn *c = op->c;
     if (c->closed || st != CHATD_OK) {
-        if (!c->closed)
-            respond_status(c, st,
-                           st == CHATD_ERR_FORBIDDEN  ? "you are not a member of this room"
-                           : st == CHATD_ERR_NOTFOUND ? "no such room"
-                           : st == CHATD_ERR_INVALID  ? "malformed room id"
-                                                      : NULL);
+        if (!c->closed) respond_status(c, st, tw_room_refusal(st));
         op_finish(op);
         return;
     }
@@ -440,14 +447,6 @@ static void metrics_write(void *arg, const char *data, size_t len)
 
 /* ---- router --------------------------------------------------------------- */
 
-static void method_not_allowed(tw_conn *c, const char *allow)
-{
-    char extra[64];
-    snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-    tw_http_respond(c, 405, "application/json", extra, "{\"error\":\"method not allowed\"}", 30);
-    tw_http_done(c);
-}
-
 static void start_authed(tw_conn *c, const http_request *req, struct rest_op *op)
 {
     int from_cookie = 0;
@@ -461,6 +460,92 @@ static void start_authed(tw_conn *c, const http_request *req, struct rest_op *op
     free(token);
 }
 
+/* Answer an error for the current request; returns 1 (handled). */
+static int reply_error(tw_conn *c, int status, const char *msg)
+{
+    tw_http_error(c, status, msg);
+    tw_http_done(c);
+    return 1;
+}
+
+/* The JSON body of a POST and its string members keys[0..n) into vals
+ * (each non-empty when nonempty), and the operation that will answer it.
+ * On any failure the error is answered and NULL returned; otherwise the
+ * caller owns *o (put it after using vals). */
+static struct rest_op *post_begin(tw_conn *c, const http_request *req, json_object **o,
+                                  const char *const *keys, const char **vals, size_t n,
+                                  int nonempty, const char *missing)
+{
+    if (!(*o = body_json(c, req))) {
+        tw_http_done(c);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = tw_json_str(*o, keys[i], NULL);
+        if (!vals[i] || (nonempty && !*vals[i])) {
+            json_object_put(*o);
+            reply_error(c, 400, missing);
+            return NULL;
+        }
+    }
+    struct rest_op *op = op_new(c, 0);
+    if (!op) {
+        json_object_put(*o);
+        reply_error(c, 503, "out of memory");
+    }
+    return op;
+}
+
+static void post_register(tw_conn *c, const http_request *req)
+{
+    static const char *const keys[] = {"loginId", "name", "password"};
+    const char *v[3];
+    json_object *o;
+    struct rest_op *op = post_begin(
+        c, req, &o, keys, v, 3, 1, "loginId, name and password are required strings (without NUL)");
+    if (!op) return;
+    c->srv->api->member_register(c->srv->ctx, v[0], v[1], v[2], register_cb, op);
+    json_object_put(o);
+}
+
+static void post_login(tw_conn *c, const http_request *req)
+{
+    static const char *const keys[] = {"loginId", "password"};
+    const char *v[2];
+    json_object *o;
+    struct rest_op *op =
+        post_begin(c, req, &o, keys, v, 2, 0, "loginId and password are required strings");
+    if (!op) return;
+    c->srv->api->login(c->srv->ctx, v[0], v[1], login_cb, op);
+    json_object_put(o);
+}
+
+static void post_logout(tw_conn *c, const http_request *req)
+{
+    tw_server *s = c->srv;
+    int from_cookie = 0;
+    char *token = tw_request_token(req, &from_cookie);
+    const char *origin = http_request_header(req, "Origin");
+    if (token && from_cookie && origin &&
+        !tw_origin_allowed(s, origin, http_request_header(req, "Host"))) {
+        /* a cross-site page may not end the session through the cookie */
+        free(token);
+        reply_error(c, 403, "Origin not allowed");
+        return;
+    }
+    struct rest_op *op = op_new(c, 0);
+    if (!op) {
+        free(token);
+        reply_error(c, 503, "out of memory");
+        return;
+    }
+    if (token)
+        s->api->logout(s->ctx, token, logout_cb, op);
+    else
+        logout_cb(op, CHATD_OK);
+    free(token);
+}
+
 int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const char *query)
 {
     tw_server *s = c->srv;
@@ -470,7 +555,7 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
 
     if (strcmp(path, "/healthz") == 0) {
         if (!get) {
-            method_not_allowed(c, "GET, HEAD");
+            tw_http_method_not_allowed(c, "GET, HEAD");
             return 1;
         }
         int up = api->healthy(s->ctx) && !s->stopping;
@@ -482,7 +567,7 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
     }
     if (strcmp(path, "/metrics") == 0) {
         if (!get) {
-            method_not_allowed(c, "GET, HEAD");
+            tw_http_method_not_allowed(c, "GET, HEAD");
             return 1;
         }
         struct evbuffer *b = evbuffer_new();
@@ -500,77 +585,15 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
     if (strncmp(path, "/api/", 5) != 0 && strcmp(path, "/api") != 0) return 0;
 
     if (strcmp(path, "/api/members") == 0 && post) {
-        json_object *o = body_json(c, req);
-        if (!o) {
-            tw_http_done(c);
-            return 1;
-        }
-        const char *login = jstr(o, "loginId"), *name = jstr(o, "name"), *pw = jstr(o, "password");
-        if (!login || !*login || !name || !*name || !pw || !*pw) {
-            json_object_put(o);
-            tw_http_error(c, 400, "loginId, name and password are required strings (without NUL)");
-            tw_http_done(c);
-            return 1;
-        }
-        struct rest_op *op = op_new(c, 0);
-        if (!op) {
-            json_object_put(o);
-            tw_http_error(c, 503, "out of memory");
-            tw_http_done(c);
-            return 1;
-        }
-        api->member_register(s->ctx, login, name, pw, register_cb, op);
-        json_object_put(o);
+        post_register(c, req);
         return 1;
     }
     if (strcmp(path, "/api/login") == 0 && post) {
-        json_object *o = body_json(c, req);
-        if (!o) {
-            tw_http_done(c);
-            return 1;
-        }
-        const char *login = jstr(o, "loginId"), *pw = jstr(o, "password");
-        if (!login || !pw) {
-            json_object_put(o);
-            tw_http_error(c, 400, "loginId and password are required strings");
-            tw_http_done(c);
-            return 1;
-        }
-        struct rest_op *op = op_new(c, 0);
-        if (!op) {
-            json_object_put(o);
-            tw_http_error(c, 503, "out of memory");
-            tw_http_done(c);
-            return 1;
-        }
-        api->login(s->ctx, login, pw, login_cb, op);
-        json_object_put(o);
+        post_login(c, req);
         return 1;
     }
     if (strcmp(path, "/api/logout") == 0 && post) {
-        int from_cookie = 0;
-        char *token = tw_request_token(req, &from_cookie);
-        const char *origin = http_request_header(req, "Origin");
-        if (token && from_cookie && origin &&
-            !tw_origin_allowed(s, origin, http_request_header(req, "Host"))) {
-            /* a cross-site page may not end the session through the cookie */
-            free(token);
-            tw_http_error(c, 403, "Origin not allowed");
-            tw_http_done(c);
-            return 1;
-        }
-        struct rest_op *op = op_new(c, 0);
-        if (!op) {
-            free(token);
-            tw_http_error(c, 503, "out of memory");
-            tw_http_done(c);
-            return 1;
-        }
-        if (token)
-            api->logout(s->ctx, token, logout_cb, op);
-        else
-            logout_cb(op, CHATD_OK);
-        free(token);
+        post_logout(c, req);
         return 1;
     }
     int kind = 0;
@@ -591,49 +614,35 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         int known = strcmp(path, "/api/members") == 0 || strcmp(path, "/api/login") == 0 ||
                     strcmp(path, "/api/logout") == 0;
         if (known) {
-            method_not_allowed(c, strcmp(path, "/api/members") == 0 ? "GET, POST" : "POST");
+            tw_http_method_not_allowed(c, strcmp(path, "/api/members") == 0 ? "GET, POST" : "POST");
         } else {
-            tw_http_error(c, 404, "no such API endpoint");
-            tw_http_done(c);
+            reply_error(c, 404, "no such API endpoint");
         }
         return 1;
     }
     if (!get) {
-        method_not_allowed(c, kind == OP_MEMBERS ? "GET, POST" : "GET");
+        tw_http_method_not_allowed(c, kind == OP_MEMBERS ? "GET, POST" : "GET");
         return 1;
     }
     struct rest_op *op = op_new(c, kind);
     if (!op) {
-        tw_http_error(c, 503, "out of memory");
-        tw_http_done(c);
-        return 1;
+        return reply_error(c, 503, "out of memory");
     }
     if (kind == OP_HISTORY) {
-        char v[32];
-        int rc;
+        uint64_t v;
         snprintf(op->room, sizeof(op->room), "%s", room);
-        op->limit = 50;
-        if ((rc = query_get(query, "before", v, sizeof(v))) != 0) {
-            char *end;
-            errno = 0;
-            op->before = rc > 0 && *v ? strtoull(v, &end, 10) : 0;
-            if (rc < 0 || (*v && (errno || *end || *v < '0' || *v > '9'))) {
-                tw_http_error(c, 400, "before must be a message id");
-                op_finish(op);
-                return 1;
-            }
+        if (query_u64(query, "before", 0, UINT64_MAX, &op->before) < 0) {
+            tw_http_error(c, 400, "before must be a message id");
+            op_finish(op);
+            return 1;
         }
-        if ((rc = query_get(query, "limit", v, sizeof(v))) != 0) {
-            char *end;
-            errno = 0;
-            long l = rc > 0 ? strtol(v, &end, 10) : 0;
-            if (rc < 0 || errno || *end || l < 1 || l > 200) {
-                tw_http_error(c, 400, "limit must be 1..200");
-                op_finish(op);
-                return 1;
-            }
-            op->limit = (unsigned)l;
+        int rc = query_u64(query, "limit", 1, 200, &v);
+        if (rc < 0) {
+            tw_http_error(c, 400, "limit must be 1..200");
+            op_finish(op);
+            return 1;
         }
+        op->limit = rc > 0 ? (unsigned)v : 50;
     }
     start_authed(c, req, op);
     return 1;

@@ -66,9 +66,7 @@ void tw_static_serve(tw_conn *c, const http_request *req, const char *path)
     char rel[PATH_MAX], want[PATH_MAX], real[PATH_MAX];
 
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0) {
-        tw_http_respond(c, 405, "application/json", "Allow: GET, HEAD\r\n",
-                        "{\"error\":\"method not allowed\"}", 30);
-        tw_http_done(c);
+        tw_http_method_not_allowed(c, "GET, HEAD");
         return;
     }
     if (!s->web_root) {

@@ -20,6 +20,8 @@ struct event;
 struct lh_table;
 struct evbuffer;
 typedef struct ssl_ctx_st SSL_CTX;
+struct sockaddr;
+struct json_object;
 
 typedef struct tw_server tw_server;
 typedef struct tw_conn tw_conn;
@@ -127,26 +129,43 @@ struct tw_sub {
     int ack;
 };
 
-/* transport_ws.c: connections and output */
+typedef struct tw_hdr {
+    const char *name;
+    const char *value; /* NULL: the header is left out */
+} tw_hdr;
+
+/* transport_ws.c: the plugin, its configuration and the listener */
+int tw_origin_allowed(tw_server *s, const char *origin, const char *host);
+void tw_stop_check(tw_server *s);
+
+/* conn.c: connections, output back-pressure, the HTTP request loop */
+void tw_conn_accept(tw_server *s, int fd, const struct sockaddr *sa);
 void tw_conn_ref(tw_conn *c);
 void tw_conn_unref(tw_conn *c);
 void tw_conn_close(tw_conn *c);
 void tw_conn_close_flush(tw_conn *c);
 struct evbuffer *tw_conn_out(tw_conn *c);
 int tw_conn_over_limit(tw_conn *c);
+int tw_conn_out_full(tw_conn *c);
 void tw_conn_kick(tw_conn *c);
+void tw_update_gauges(tw_server *s);
+
+/* websocket.c: upgrade, framing, per-connection timer, input loop */
+void tw_ws_upgrade(tw_conn *c, const http_request *req);
+void tw_ws_process(tw_conn *c);
 void tw_ws_send(tw_conn *c, int opcode, const void *data, size_t len);
 void tw_ws_send_buffer(tw_conn *c, int opcode, struct evbuffer *payload);
 void tw_ws_close(tw_conn *c, int code, const char *reason);
-int tw_origin_allowed(tw_server *s, const char *origin, const char *host);
 void tw_schedule_tick(tw_conn *c);
 
-/* HTTP responses (transport_ws.c). extra: "Name: value\r\n" lines or NULL. */
+/* http_response.c. extra: "Name: value\r\n" lines or NULL. */
 void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra, const void *body,
                      size_t len);
 void tw_http_respond_buffer(tw_conn *c, int status, const char *ctype, const char *extra,
                             struct evbuffer *body);
 void tw_http_error(tw_conn *c, int status, const char *msg);
+void tw_http_error_extra(tw_conn *c, int status, const char *extra, const char *msg);
+void tw_http_method_not_allowed(tw_conn *c, const char *allow);
 void tw_http_done(tw_conn *c);
 const char *tw_status_text(int status);
 
@@ -159,14 +178,37 @@ char *tw_cookie_get(const char *cookies, const char *name);
 /* static_files.c */
 void tw_static_serve(tw_conn *c, const http_request *req, const char *path);
 
-/* stomp_session.c */
+/* stomp_session.c: frame output, errors, CONNECT, SUBSCRIBE, dispatch */
 void tw_stomp_frame(tw_conn *c, const stomp_frame *f);
+void tw_stomp_send_frame(tw_conn *c, const char *cmd, const tw_hdr *h, size_t nh, const char *ctype,
+                         const char *body, size_t blen);
+void tw_stomp_receipt(tw_conn *c, const char *receipt);
 void tw_stomp_error(tw_conn *c, const char *msg, const char *receipt, int ws_code);
+void tw_stomp_finish_pending(tw_conn *c);
 void tw_stomp_tick(tw_conn *c, int64_t now);
-void tw_subs_drop_conn(tw_conn *c);
+
+/* stomp_send.c: SEND and transactions */
+void tw_stomp_on_send(tw_conn *c, const stomp_frame *f);
+void tw_stomp_on_begin(tw_conn *c, const stomp_frame *f);
+void tw_stomp_on_commit(tw_conn *c, const stomp_frame *f, int commit);
 void tw_tx_free_all(tw_conn *c);
+
+/* subs.c: subscriptions and fan-out */
+tw_sub *tw_sub_find(tw_conn *c, const char *id);
+int tw_sub_add(tw_conn *c, const char *dest, const char *id, int ack);
+void tw_sub_remove(tw_conn *c, tw_sub *s);
+void tw_subs_drop_conn(tw_conn *c);
 void tw_deliver(void *inst, const char *destination, chatd_msg *msg);
+
+/* util.c */
+void tw_iso_time(int64_t ms, char *out, size_t size);
+int tw_parse_i64(const char *s, int64_t *out); /* decimal >= 0, whole string */
+int tw_parse_u64(const char *s, uint64_t *out);
+/* String member `key` of o (length in *len when len), NULL when absent, not
+ * a string, or holding U+0000. */
+const char *tw_json_str(struct json_object *o, const char *key, size_t *len);
 int tw_room_canon(const char *in, char *out, size_t outsz);
-void tw_iso_time(int64_t ms, char out[32]);
+/* Text for a failed room check (forbidden, unknown member, malformed). */
+const char *tw_room_refusal(chatd_status st);
 
 #endif

@@ -4,6 +4,8 @@
  */
 #include "ws_codec.h"
 
+#include "list_token.h"
+
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
@@ -352,23 +354,14 @@ const char *ws_choose_subprotocol(const char *offered, char *out, size_t outsz)
     static const char *const pref[] = {"v12.stomp", "v11.stomp", "v10.stomp"};
     if (!offered || outsz == 0) return NULL;
     for (size_t k = 0; k < 3; k++) {
-        size_t pl = strlen(pref[k]);
-        const char *s = offered;
-        while (*s) {
-            while (*s == ' ' || *s == '\t' || *s == ',')
-                s++;
-            const char *e = s;
-            while (*e && *e != ',')
-                e++;
-            const char *t = e;
-            while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
-                t--;
-            if ((size_t)(t - s) == pl && strncasecmp(s, pref[k], pl) == 0 && pl < outsz) {
-                memcpy(out, s, pl); /* answer the client's own spelling */
+        size_t pl = strlen(pref[k]), len;
+        const char *cur = offered, *t;
+        while ((t = list_token_next(&cur, &len)) != NULL) {
+            if (len == pl && strncasecmp(t, pref[k], pl) == 0 && pl < outsz) {
+                memcpy(out, t, pl); /* answer the client's own spelling */
                 out[pl] = '\0';
                 return out;
             }
-            s = e;
         }
     }
     return NULL;

@@ -1,0 +1,376 @@
+/*
+ * conn.c - a transport-ws connection on a libevent bufferevent: accept
+ * setup, reference counting, close with flush and lingering, output
+ * back-pressure, the HTTP/1.1 request loop (keep-alive, pipelining, request
+ * deadline) and the dispatch of each request to /ws, the REST API or the
+ * static files.
+ */
+#include "config.h"
+
+#include "tw.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void tw_conn_free(tw_conn *c);
+
+/* ---- connections ---------------------------------------------------------- */
+
+void tw_conn_ref(tw_conn *c)
+{
+    c->refs++;
+}
+
+void tw_conn_unref(tw_conn *c)
+{
+    if (--c->refs == 0) tw_conn_free(c);
+}
+
+static void tw_conn_free(tw_conn *c)
+{
+    http_parser_free(&c->hp);
+    ws_decoder_free(&c->wd);
+    stomp_parser_free(&c->sp);
+    free(c->cookie_token);
+    free(c->login);
+    free(c->pend_msg);
+    free(c->pend_receipt);
+    free(c);
+}
+
+struct evbuffer *tw_conn_out(tw_conn *c)
+{
+    return bufferevent_get_output(c->bev);
+}
+
+int tw_conn_over_limit(tw_conn *c)
+{
+    return (int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf;
+}
+
+void tw_update_gauges(tw_server *s)
+{
+    s->api->gauge_set(s->ctx, "chatd_ws_connections", s->nconns);
+    s->api->gauge_set(s->ctx, "chatd_ws_sessions", s->nsessions);
+    s->api->gauge_set(s->ctx, "chatd_ws_subscriptions", s->nsubs);
+}
+
+void tw_conn_close(tw_conn *c)
+{
+    tw_server *s = c->srv;
+    if (c->closed) return;
+    c->closed = 1;
+    tw_subs_drop_conn(c);
+    tw_tx_free_all(c);
+    if (c->member_id) s->nsessions--;
+    if (c->tick) {
+        event_free(c->tick);
+        c->tick = NULL;
+    }
+    /* drop queued output now: shared message bodies are released here, on
+     * the loop, instead of whenever libevent finalizes the bufferevent */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_drain(out, evbuffer_get_length(out));
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    s->nconns--;
+    tw_update_gauges(s);
+    tw_stop_check(s);
+    tw_conn_unref(c);
+}
+
+/* Lingering close: after our last bytes are written, shut down our side and
+ * read (and drop) what the peer still sends until it closes, so that the
+ * kernel does not reset the connection and destroy the response in flight. */
+static void linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void closing_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) return;
+    tw_conn_close(arg);
+}
+
+static void linger_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_conn_close(arg);
+}
+
+static void flushed_cb(struct bufferevent *bev, void *arg)
+{
+    tw_conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0) return;
+    if (c->tls || c->fd < 0) {
+        tw_conn_close(c);
+        return;
+    }
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        tw_conn_close(c);
+        return;
+    }
+    /* at most 2 s of silence, and 5 s in all, however the peer trickles */
+    struct timeval tv = {2, 0}, cap = {5, 0};
+    bufferevent_setcb(bev, linger_read_cb, NULL, closing_event_cb, c);
+    bufferevent_set_timeouts(bev, &tv, NULL);
+    bufferevent_enable(bev, EV_READ);
+    if (!c->tick) c->tick = evtimer_new(c->srv->base, linger_timeout_cb, c);
+    if (c->tick) evtimer_add(c->tick, &cap);
+}
+
+void tw_conn_close_flush(tw_conn *c)
+{
+    if (c->closed || c->closing) return;
+    c->closing = 1;
+    if (c->tick) {
+        event_free(c->tick);
+        c->tick = NULL;
+    }
+    struct timeval tv = {5, 0};
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_setcb(c->bev, NULL, flushed_cb, closing_event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(c->bev, NULL, &tv);
+    bufferevent_enable(c->bev, EV_WRITE);
+    if (evbuffer_get_length(tw_conn_out(c)) == 0) flushed_cb(c->bev, c);
+}
+
+/* ---- output back-pressure ------------------------------------------------- */
+
+/* A peer that sends requests (or pings) but does not read the answers must
+ * not make us queue without bound: past half of max_outbuf we stop reading
+ * its input until the output has drained to a quarter. */
+int tw_conn_out_full(tw_conn *c)
+{
+    if ((int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 2) return 0;
+    c->out_paused = 1;
+    return 1;
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    tw_conn *c = arg;
+    (void)bev;
+    if (c->out_paused && !c->closed && !c->closing &&
+        (int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 4) {
+        c->out_paused = 0;
+        tw_conn_kick(c);
+    }
+}
+
+/* ---- HTTP request dispatch ------------------------------------------------ */
+
+static void http_request_cb(tw_conn *c, const http_request *req)
+{
+    tw_server *s = c->srv;
+    char path[4096];
+    const char *q = strchr(req->target, '?');
+    size_t plen = q ? (size_t)(q - req->target) : strlen(req->target);
+
+    s->api->counter_add(s->ctx, "chatd_http_requests_total", 1);
+    c->req_keep = req->keep_alive;
+    c->req_head = strcmp(req->method, "HEAD") == 0;
+    c->http_busy = 1;
+    if (plen >= sizeof(path)) {
+        c->req_keep = 0;
+        tw_http_error(c, 414, "request target too long");
+        tw_http_done(c);
+        return;
+    }
+    memcpy(path, req->target, plen);
+    path[plen] = '\0';
+    if (strcmp(path, "/ws") == 0) {
+        tw_ws_upgrade(c, req);
+        return;
+    }
+    if (tw_rest_handle(c, req, path, q ? q + 1 : "")) return;
+    tw_static_serve(c, req, path);
+}
+
+static void http_process(tw_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (!c->closed && !c->closing && !c->http_busy && c->mode == TW_MODE_HTTP) {
+        if (tw_conn_out_full(c)) {
+            bufferevent_disable(c->bev, EV_READ);
+            break;
+        }
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) break;
+        /* a whole request within idle_timeout, however it trickles in */
+        int64_t now = c->srv->api->now_ms();
+        if (!c->req_start_ms)
+            c->req_start_ms = now;
+        else if (now - c->req_start_ms > c->srv->idle_timeout * 1000) {
+            c->req_keep = 0;
+            c->req_head = 0;
+            c->http_busy = 1;
+            tw_http_error(c, 408, "request not received in time");
+            tw_http_done(c);
+            return;
+        }
+        size_t used = 0;
+        int rc = http_parser_feed(&c->hp, v.iov_base, v.iov_len, &used);
+        evbuffer_drain(in, used);
+        if (c->hp.expect_continue) {
+            /* the head is fine: ask for the body (RFC 9110 10.1.1) */
+            c->hp.expect_continue = 0;
+            if (rc == HTTP_PARSE_MORE)
+                evbuffer_add_printf(tw_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        if (rc == HTTP_PARSE_ERROR) {
+            c->req_keep = 0;
+            c->req_head = 0;
+            c->http_busy = 1;
+            tw_http_error(c, c->hp.status, c->hp.error);
+            tw_http_done(c);
+            return;
+        }
+        if (rc == HTTP_PARSE_DONE) {
+            c->req_start_ms = 0;
+            bufferevent_disable(c->bev, EV_READ);
+            http_request_cb(c, &c->hp.req);
+        }
+    }
+    if (!c->closed && !c->closing && c->mode == TW_MODE_HTTP) {
+        if (c->http_busy || c->out_paused)
+            bufferevent_disable(c->bev, EV_READ);
+        else
+            bufferevent_enable(c->bev, EV_READ);
+    }
+}
+
+static void conn_process(tw_conn *c)
+{
+    if (c->in_process) return;
+    c->in_process = 1;
+    tw_conn_ref(c);
+    for (;;) {
+        int mode = c->mode;
+        if (mode == TW_MODE_HTTP) http_process(c);
+        if (!c->closed && c->mode == TW_MODE_WS) tw_ws_process(c);
+        if (c->closed || c->mode == mode) break;
+    }
+    c->in_process = 0;
+    tw_conn_unref(c);
+}
+
+/* Resume reading after an async answer. */
+void tw_conn_kick(tw_conn *c)
+{
+    if (c->closed || c->closing) return;
+    if (c->in_process) return; /* the running loop picks it up */
+    conn_process(c);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    tw_conn *c = arg;
+    if (c->mode == TW_MODE_WS) c->last_rx_ms = c->srv->api->now_ms();
+    conn_process(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    tw_conn *c = arg;
+    if (what & BEV_EVENT_CONNECTED) return; /* TLS handshake done */
+    if (what & BEV_EVENT_ERROR) {
+        unsigned long e;
+        while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+            char buf[256];
+            ERR_error_string_n(e, buf, sizeof(buf));
+            c->srv->api->log(c->srv->ctx, CHATD_LOG_DEBUG, "%s: TLS: %s", c->peer, buf);
+        }
+    }
+    tw_conn_close(c);
+}
+
+/* ---- accept --------------------------------------------------------------- */
+
+/* A new connection on fd from sa (the listener has checked the limits). */
+void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
+{
+    tw_conn *c = calloc(1, sizeof(*c));
+    if (!c) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->srv = s;
+    c->refs = 1;
+    c->fd = fd;
+    c->serial = ++s->serial;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+    }
+    snprintf(c->peer, sizeof(c->peer), "%s:%d#%llu", host, port, (unsigned long long)c->serial);
+    http_limits hl = {(size_t)s->max_request_line, (size_t)s->max_header_bytes,
+                      (size_t)s->max_headers, (size_t)s->max_body};
+    if (http_parser_init(&c->hp, &hl) != 0) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    if (s->ssl) {
+        SSL *ssl = SSL_new(s->ssl);
+        if (!ssl) {
+            evutil_closesocket(fd);
+            tw_conn_free(c);
+            return;
+        }
+        c->tls = 1;
+        c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                BEV_OPT_CLOSE_ON_FREE);
+        if (!c->bev) SSL_free(ssl);
+    } else {
+        c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!c->bev) {
+        s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: cannot create a bufferevent (out of memory)",
+                    c->peer);
+        evutil_closesocket(fd);
+        tw_conn_free(c);
+        return;
+    }
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    s->nconns++;
+    tw_update_gauges(s);
+    s->api->counter_add(s->ctx, "chatd_ws_accepted_connections_total", 1);
+    struct timeval tv = {s->idle_timeout, 0};
+    bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+    bufferevent_setwatermark(c->bev, EV_WRITE, (size_t)(s->max_outbuf / 4), 0);
+    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}

@@ -1,0 +1,328 @@
+/*
+ * stomp_send.c - what a STOMP client sends to transport-ws: SEND to
+ * /pub/chat/message or /pub/chat/read (JSON body checked, published through
+ * the core, RECEIPT once durable, ERROR on refusal), and transactions
+ * (BEGIN buffers SENDs, COMMIT publishes them with one RECEIPT when all are
+ * durable, ABORT drops them).
+ */
+#include "config.h"
+
+#include "tw.h"
+
+#include <event2/buffer.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct tw_tx_send {
+    char *dest;
+    char *body;
+    size_t len;
+    char *receipt;
+};
+
+struct tw_tx {
+    tw_tx *next;
+    char *name;
+    struct tw_tx_send *sends;
+    size_t n;
+};
+
+/* A COMMIT: its RECEIPT goes out when every SEND of it is durable. */
+struct tw_group {
+    char *receipt;
+    int remaining;
+    int failed;
+};
+
+/* ---- transactions --------------------------------------------------------- */
+
+static void tx_free(tw_tx *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        free(t->sends[i].dest);
+        free(t->sends[i].body);
+        free(t->sends[i].receipt);
+    }
+    free(t->sends);
+    free(t->name);
+    free(t);
+}
+
+void tw_tx_free_all(tw_conn *c)
+{
+    while (c->txs) {
+        tw_tx *t = c->txs;
+        c->txs = t->next;
+        tx_free(t);
+    }
+    c->ntx = 0;
+}
+
+static tw_tx *tx_take(tw_conn *c, const char *name, int unlink)
+{
+    for (tw_tx **pp = &c->txs; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->name, name) == 0) {
+            tw_tx *t = *pp;
+            if (unlink) {
+                *pp = t->next;
+                c->ntx--;
+            }
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* ---- publish -------------------------------------------------------------- */
+
+struct pub_req {
+    tw_conn *c;
+    char *receipt;
+    struct tw_group *grp;
+};
+
+static int refusal_code(chatd_status st)
+{
+    switch (st) {
+    case CHATD_REJECT:
+    case CHATD_ERR_INVALID:
+    case CHATD_ERR_FORBIDDEN:
+    case CHATD_ERR_NOTFOUND:
+    case CHATD_ERR_BUSY:
+    case CHATD_ERR_AUTH:
+        return WS_CLOSE_POLICY;
+    default:
+        return WS_CLOSE_INTERNAL;
+    }
+}
+
+static void group_done(tw_conn *c, struct tw_group *g)
+{
+    if (--g->remaining > 0) return;
+    if (!g->failed && c && !c->closed) tw_stomp_receipt(c, g->receipt);
+    free(g->receipt);
+    free(g);
+}
+
+static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg *msg)
+{
+    (void)msg;
+    struct pub_req *p = arg;
+    tw_conn *c = p->c;
+    c->inflight--;
+    if (!c->closed) {
+        if (st == CHATD_OK) {
+            tw_stomp_receipt(c, p->receipt);
+        } else {
+            char m[300];
+            snprintf(m, sizeof(m), "message refused: %s",
+                     reason ? reason : c->srv->api->status_str(st));
+            if (p->grp) p->grp->failed = 1;
+            tw_stomp_error(c, m, p->receipt ? p->receipt : (p->grp ? p->grp->receipt : NULL),
+                           refusal_code(st));
+        }
+    }
+    if (p->grp) group_done(c, p->grp);
+    if (c->pend_kind && c->inflight == 0) tw_stomp_finish_pending(c);
+    int was_full = c->inflight + 1 >= TW_MAX_INFLIGHT;
+    free(p->receipt);
+    free(p);
+    if (was_full) tw_conn_kick(c);
+    tw_conn_unref(c);
+}
+
+/* Publish one SEND. Returns 0, or -1 after an ERROR was sent. */
+static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len,
+                      const char *receipt, struct tw_group *grp)
+{
+    tw_server *srv = c->srv;
+    chatd_msg_fields f;
+    char room[48];
+    memset(&f, 0, sizeof(f));
+    f.size = sizeof(f);
+    f.writer_id = c->member_id;
+    f.writer = c->login;
+
+    int chat = strcmp(dest, "/pub/chat/message") == 0;
+    int read = strcmp(dest, "/pub/chat/read") == 0;
+    if (!chat && !read) {
+        tw_stomp_error(c, "unknown destination: SEND to /pub/chat/message or /pub/chat/read",
+                       receipt, WS_CLOSE_POLICY);
+        return -1;
+    }
+    json_tokener *tok = json_tokener_new();
+    if (!tok) {
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return -1;
+    }
+    json_object *o = json_tokener_parse_ex(tok, body, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    while (end < len && body[end] && strchr(" \t\r\n", body[end]))
+        end++;
+    if (!o || jerr != json_tokener_success || end != len ||
+        !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        tw_stomp_error(c, "the body must be a JSON object", receipt, WS_CLOSE_POLICY);
+        return -1;
+    }
+    const char *rid = tw_json_str(o, "roomId", NULL);
+    if (!rid || tw_room_canon(rid, room, sizeof(room)) != 0) {
+        json_object_put(o);
+        tw_stomp_error(c, "roomId must be a string \"a&b\" of two member ids", receipt,
+                       WS_CLOSE_POLICY);
+        return -1;
+    }
+    f.room_id = room;
+    if (chat) {
+        f.kind = CHATD_MSG_CHAT;
+        f.text = tw_json_str(o, "message", &f.text_len);
+        if (!f.text) {
+            json_object_put(o);
+            tw_stomp_error(c, "message must be a string", receipt, WS_CLOSE_POLICY);
+            return -1;
+        }
+    } else {
+        f.kind = CHATD_MSG_READ;
+        json_object *v;
+        int ok = json_object_object_get_ex(o, "upTo", &v);
+        if (ok && json_object_is_type(v, json_type_string))
+            ok = tw_parse_u64(json_object_get_string(v), &f.up_to) == 0;
+        else if (ok && json_object_is_type(v, json_type_int))
+            ok = json_object_get_int64(v) > 0 && (f.up_to = (uint64_t)json_object_get_int64(v));
+        else
+            ok = 0;
+        if (!ok || f.up_to == 0) {
+            json_object_put(o);
+            tw_stomp_error(c, "upTo must be a message id", receipt, WS_CLOSE_POLICY);
+            return -1;
+        }
+    }
+    struct pub_req *p = calloc(1, sizeof(*p));
+    if (!p || (receipt && !(p->receipt = strdup(receipt)))) {
+        free(p);
+        json_object_put(o);
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return -1;
+    }
+    p->c = c;
+    p->grp = grp;
+    if (grp) grp->remaining++;
+    tw_conn_ref(c);
+    c->inflight++;
+    srv->api->publish(srv->ctx, &f, publish_cb, p); /* copies the fields */
+    json_object_put(o);
+    return 0;
+}
+
+/* ---- frame handlers ------------------------------------------------------- */
+
+void tw_stomp_on_send(tw_conn *c, const stomp_frame *f)
+{
+    const char *dest = stomp_frame_header(f, "destination");
+    const char *receipt = stomp_frame_header(f, "receipt");
+    const char *txn = stomp_frame_header(f, "transaction");
+    if (!dest) {
+        tw_stomp_error(c, "SEND needs a destination header", receipt, WS_CLOSE_PROTOCOL);
+        return;
+    }
+    if (!txn) {
+        do_publish(c, dest, f->body, f->body_len, receipt, NULL);
+        return;
+    }
+    tw_tx *t = tx_take(c, txn, 0);
+    if (!t) {
+        tw_stomp_error(c, "unknown transaction", receipt, WS_CLOSE_PROTOCOL);
+        return;
+    }
+    if (t->n >= TW_MAX_TX_SENDS) {
+        tw_stomp_error(c, "too many SENDs in one transaction", receipt, WS_CLOSE_POLICY);
+        return;
+    }
+    struct tw_tx_send *ns = realloc(t->sends, (t->n + 1) * sizeof(*ns));
+    if (!ns) {
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return;
+    }
+    t->sends = ns;
+    struct tw_tx_send *s = &t->sends[t->n];
+    s->dest = strdup(dest);
+    s->body = malloc(f->body_len + 1);
+    s->len = f->body_len;
+    s->receipt = receipt ? strdup(receipt) : NULL;
+    if (!s->dest || !s->body || (receipt && !s->receipt)) {
+        free(s->dest);
+        free(s->body);
+        free(s->receipt);
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return;
+    }
+    memcpy(s->body, f->body, f->body_len);
+    s->body[f->body_len] = '\0';
+    t->n++;
+}
+
+void tw_stomp_on_begin(tw_conn *c, const stomp_frame *f)
+{
+    const char *name = stomp_frame_header(f, "transaction");
+    const char *receipt = stomp_frame_header(f, "receipt");
+    if (!name) {
+        tw_stomp_error(c, "BEGIN needs a transaction header", receipt, WS_CLOSE_PROTOCOL);
+        return;
+    }
+    if (tx_take(c, name, 0)) {
+        tw_stomp_error(c, "transaction already open", receipt, WS_CLOSE_PROTOCOL);
+        return;
+    }
+    if (c->ntx >= TW_MAX_TX || strlen(name) > TW_MAX_ID) {
+        tw_stomp_error(c, "too many open transactions", receipt, WS_CLOSE_POLICY);
+        return;
+    }
+    tw_tx *t = calloc(1, sizeof(*t));
+    if (!t || !(t->name = strdup(name))) {
+        free(t);
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return;
+    }
+    t->next = c->txs;
+    c->txs = t;
+    c->ntx++;
+    tw_stomp_receipt(c, receipt);
+}
+
+void tw_stomp_on_commit(tw_conn *c, const stomp_frame *f, int commit)
+{
+    const char *name = stomp_frame_header(f, "transaction");
+    const char *receipt = stomp_frame_header(f, "receipt");
+    tw_tx *t = name ? tx_take(c, name, 1) : NULL;
+    if (!t) {
+        tw_stomp_error(c, name ? "unknown transaction" : "transaction header missing", receipt,
+                       WS_CLOSE_PROTOCOL);
+        return;
+    }
+    if (!commit || t->n == 0) {
+        tx_free(t);
+        tw_stomp_receipt(c, receipt);
+        return;
+    }
+    struct tw_group *g = calloc(1, sizeof(*g));
+    if (!g || (receipt && !(g->receipt = strdup(receipt)))) {
+        free(g);
+        tx_free(t);
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return;
+    }
+    g->remaining = 1; /* held until every SEND is issued */
+    tw_conn_ref(c);
+    for (size_t i = 0; i < t->n && !c->closed && c->st == TW_ST_CONNECTED; i++)
+        if (do_publish(c, t->sends[i].dest, t->sends[i].body, t->sends[i].len, t->sends[i].receipt,
+                       g) != 0)
+            g->failed = 1;
+    tx_free(t);
+    group_done(c, g);
+    tw_conn_unref(c);
+}

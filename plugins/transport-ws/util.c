@@ -1,0 +1,98 @@
+/*
+ * util.c - small helpers shared by the files of transport-ws: ISO 8601
+ * times, strict decimal ids, the JSON string getter, the canonical room id
+ * and the text of a room-check refusal.
+ */
+#include "config.h"
+
+#include "tw.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Unix ms -> "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC); times before 1970 too. */
+void tw_iso_time(int64_t ms, char *out, size_t size)
+{
+    int64_t sec = ms / 1000, milli = ms % 1000;
+    if (milli < 0) { /* C division truncates toward zero */
+        milli += 1000;
+        sec--;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(out, size, "1970-01-01T00:00:00.000Z");
+        return;
+    }
+    snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)milli);
+}
+
+int tw_parse_i64(const char *s, int64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < 0) return -1;
+    *out = v;
+    return 0;
+}
+
+int tw_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+const char *tw_json_str(json_object *o, const char *key, size_t *len)
+{
+    json_object *v;
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    /* a string with U+0000 would be cut short in C: refuse it instead */
+    if (strlen(s) != n) return NULL;
+    if (len) *len = n;
+    return s;
+}
+
+/* "a&b" of two positive decimal ids (either order) -> "low&high". */
+int tw_room_canon(const char *in, char *out, size_t outsz)
+{
+    char a[24], b[24];
+    const char *amp = in ? strchr(in, '&') : NULL;
+    int64_t x, y;
+    if (!amp || (size_t)(amp - in) >= sizeof(a) || strlen(amp + 1) >= sizeof(b)) return -1;
+    memcpy(a, in, (size_t)(amp - in));
+    a[amp - in] = '\0';
+    strcpy(b, amp + 1);
+    if (tw_parse_i64(a, &x) || tw_parse_i64(b, &y) || x <= 0 || y <= 0) return -1;
+    int n = snprintf(out, outsz, "%" PRId64 "&%" PRId64, x < y ? x : y, x < y ? y : x);
+    return n > 0 && (size_t)n < outsz ? 0 : -1;
+}
+
+const char *tw_room_refusal(chatd_status st)
+{
+    switch (st) {
+    case CHATD_ERR_FORBIDDEN:
+        return "forbidden: you are not a member of this room";
+    case CHATD_ERR_NOTFOUND:
+        return "no such room: unknown member id";
+    case CHATD_ERR_INVALID:
+        return "malformed room id (use a&b of member ids)";
+    default:
+        return "room check failed";
+    }
+}
