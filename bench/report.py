@@ -81,6 +81,15 @@ def main():
         r = R.get((t, s))
         return num(r.get(k)) if r else None
 
+    def cpu_per_delivery(t, s):
+        """Server CPU time per delivered message, in microseconds."""
+        cpu, d = get(t, s, "server_cpu_pct"), get(t, s, "deliv_per_s")
+        if cpu is None or not d:
+            return None
+        return cpu / 100.0 * 1e6 / d
+
+    floor = num(mach.get("floor"))
+
     L = []
     L.append(BEGIN)
     L.append("")
@@ -120,8 +129,8 @@ def main():
                          f"{fmt((get(t, s, 'rss_conn_kb') or 0) / 1024)} | "
                          f"{fmt(get(t, s, 'rss_bytes_per_conn'))} |")
         else:
-            L.append("| server | conns | published/s | delivered/s | lost | dup | dropped conns | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | loadgen CPU % |")
-            L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            L.append("| server | conns | published/s | delivered/s | lost | dup | dropped conns | p50 ms | p99 ms | p99.9 ms | max ms | server CPU % | server CPU µs / delivery | loadgen CPU % |")
+            L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for t in targets:
                 if (t, s) not in R:
                     continue
@@ -131,7 +140,8 @@ def main():
                          f"{fmt(get(t, s, 'dups'))} | {fmt(get(t, s, 'dropped'))} | "
                          f"{fmt(ms('p50_us'))} | {fmt(ms('p99_us'))} | "
                          f"{fmt(ms('p999_us'))} | {fmt(ms('max_us'))} | "
-                         f"{fmt(get(t, s, 'server_cpu_pct'))} | {fmt(get(t, s, 'loadgen_cpu_pct'))} |")
+                         f"{fmt(get(t, s, 'server_cpu_pct'))} | {fmt(cpu_per_delivery(t, s))} | "
+                         f"{fmt(get(t, s, 'loadgen_cpu_pct'))} |")
         L.append("")
 
     # ratios against RabbitMQ
@@ -175,6 +185,43 @@ def main():
                      f"idle memory {fmt(bpc, ' B')}/connection (< 8 KB: {ok(None if bpc is None else bpc < 8192)}); "
                      f"fan-out {fmt(fo, 'x')} (>= 5x: {ok(None if fo is None else fo >= 5)}); "
                      f"flat-out deliveries {fmt(fl, 'x')} (>= 5x: {ok(None if fl is None else fl >= 5)}).")
+        L.append("")
+
+    # the targets of issue 15, each said met or not
+    if chatds:
+        L.append("#### Targets (issue 15)")
+        L.append("")
+        if floor:
+            L.append(f"Floor measured in this run by `bench/floor`: {fmt(floor)} µs of CPU per "
+                     "write() of a 200-byte message to a loopback socket.")
+            L.append("")
+
+        def verdict(v, limit):
+            if v is None:
+                return "not measured"
+            return "met" if v <= limit else "**not met**"
+        for t in chatds:
+            fo = cpu_per_delivery(t, "2-fanout")
+            fr = fo / floor if fo is not None and floor else None
+            p99 = get(t, "1-chat1to1", "p99_us")
+            p999 = get(t, "1-chat1to1", "p999_us")
+            rp99 = get("rabbitmq", "1-chat1to1", "p99_us")
+            rp999 = get("rabbitmq", "1-chat1to1", "p999_us")
+            l50 = get(t, "5-latency50", "p99_us")
+            bpc = get(t, "4-idle", "rss_bytes_per_conn")
+            ms = lambda v: None if v is None else v / 1000.0
+            L.append(f"- `{t}`:")
+            L.append(f"  - fan-out CPU per delivery {fmt(fo, ' µs')} = {fmt(fr, 'x')} the floor "
+                     f"(target <= 1.5x): {verdict(fr, 1.5)}")
+            below = (None if p99 is None or rp99 is None or p999 is None or rp999 is None
+                     else p99 < rp99 and p999 < rp999)
+            L.append(f"  - 1:1 chat p99 {fmt(ms(p99), ' ms')} (target <= 1.5 ms): {verdict(ms(p99), 1.5)}; "
+                     f"p99.9 {fmt(ms(p999), ' ms')} (target <= 2.5 ms): {verdict(ms(p999), 2.5)}; "
+                     f"both below RabbitMQ's: {'-' if below is None else ('yes' if below else '**no**')}")
+            L.append(f"  - fan-out at half of own peak p99 {fmt(ms(l50), ' ms')} (target <= 5 ms): "
+                     f"{verdict(ms(l50), 5)}")
+            L.append(f"  - idle subscribed connection {fmt(bpc, ' B')} (target <= 3 KB): "
+                     f"{verdict(bpc, 3072)}")
         L.append("")
 
     # plots

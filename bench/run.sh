@@ -113,6 +113,13 @@ log "building the load generator"
 make -s -C "$TOP/bench" OUT="$BUILD/bench" >"$OUT/logs/build-loadgen.log" 2>&1 ||
     { cat "$OUT/logs/build-loadgen.log" >&2; log "cannot build bench/loadgen (needs libevent, openssl, json-c dev packages)"; exit 1; }
 
+# the machine's floor: CPU per write() of a 200-byte message to S2_SUBS
+# loopback sockets (the reader in another process), in the same run
+log "measuring the one-write-per-delivery floor ($S2_SUBS sockets)"
+FLOOR=$("$BUILD/bench/floor" -n "$S2_SUBS" -r 200 -s 200 | tee "$OUT/floor.txt" |
+    sed -n 's/.*cpu_us_per_write=\([0-9.]*\).*/\1/p')
+log "floor: ${FLOOR:-?} us of CPU per write"
+
 CHATD_OK=0
 if [[ " $TARGETS " == *" chatd"* ]]; then
     log "building chatd in $BUILD"
@@ -324,6 +331,7 @@ fi
     echo "chatd|$(git -C "$TOP" describe --always --dirty 2>/dev/null || echo unknown)"
     echo "rabbitmq|$(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null), Erlang $(dpkg-query -W -f='${Version}' erlang-base 2>/dev/null)"
     echo "libevent|$(pkg-config --modversion libevent)"
+    echo "floor|${FLOOR:-}"
     echo "quick|$QUICK"
     echo "duration|$D"
     echo "elapsed|$(($(date +%s) - T0))"
