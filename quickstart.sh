@@ -3,6 +3,8 @@
 #   ./quickstart.sh        install what is missing, build, serve the chat on
 #                          http://127.0.0.1:8080 (embedded queue + SQLite)
 #   ./quickstart.sh test   install, build with -Werror, run every test suite
+#   ./quickstart.sh fuzz [SECONDS]  run every fuzz target SECONDS (default 60)
+#                          each and merge new coverage into tests/fuzz/corpus
 set -euo pipefail
 cd "$(dirname "$0")"
 TOP=$PWD
@@ -77,8 +79,15 @@ run_tests() {
     [ "$fail" -eq 0 ]
 }
 
+run_fuzz() {
+    case "$1" in '' | *[!0-9]*) echo "usage: $0 fuzz [SECONDS]" >&2; exit 2 ;; esac
+    install_deps "${BUILD_DEPS[@]}" clang libclang-rt-14-dev
+    CHATD_TOP=$TOP CHATD_OUT=$TOP/tests/out FUZZ_SECONDS=$1 FUZZ_MERGE=1 bash tests/suites/20-fuzz.sh
+}
+
 case "${1:-serve}" in
     serve) serve ;;
     test) run_tests ;;
-    *) echo "usage: $0 [test]" >&2; exit 2 ;;
+    fuzz) run_fuzz "${2:-60}" ;;
+    *) echo "usage: $0 [test | fuzz [SECONDS]]" >&2; exit 2 ;;
 esac

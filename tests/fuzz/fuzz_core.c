@@ -1,0 +1,615 @@
+/*
+ * fuzz_core.c - the test core of the transport-ws fuzz targets (see
+ * fuzz_core.h): a real configuration section checked against the plugin's own
+ * key table (so every limit is the production default), the real message,
+ * metrics and post code, and a fixed world of three members answering the
+ * member, session, room, history and publish calls. Published messages are
+ * delivered back through the transport's deliver hook, as the core does.
+ */
+#include "config.h"
+
+#include "fuzz_core.h"
+
+#include "core.h"
+#include "ws_codec.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sanitizer/common_interface_defs.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const chatd_plugin_desc *chatd_plugin_entry(void);
+
+static struct {
+    int started;
+    core core;
+    cfg *cfg;
+    chatd_ctx ctx;
+    chatd_api api;
+    const chatd_plugin_desc *desc;
+    void *inst;
+    struct sockaddr_in addr;
+    char dir[256];
+    long conns;
+    uint64_t next_id;
+} fz;
+
+static const chatd_member world[] = {
+    {sizeof(chatd_member), 1, "alice", "Alice", NULL, 1704067200000},
+    {sizeof(chatd_member), 2, "bob", "Bob", NULL, 1704067200001},
+    {sizeof(chatd_member), 3, "carol", "Carol", NULL, 1704067200002},
+};
+#define NWORLD (sizeof(world) / sizeof(world[0]))
+
+void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s:%d: check failed: %s: ", file, line, cond);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    /* also where the sanitizers report, which survives -close_fd_mask=2 */
+    char msg[512];
+    va_start(ap, fmt);
+    int n = snprintf(msg, sizeof(msg), "fuzz check failed at %s:%d: %s: ", file, line, cond);
+    if (n > 0 && (size_t)n < sizeof(msg)) vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
+    va_end(ap);
+    __sanitizer_report_error_summary(msg);
+    abort();
+}
+
+int64_t fz_default(const char *key)
+{
+    const chatd_cfg_key *k = cfg_key_match(chatd_plugin_entry()->cfg_keys, key);
+    int64_t v;
+    FZ_CHECK(
+        k && k->default_value &&
+            (cfg_parse_int(k->default_value, &v) == 0 || cfg_parse_size(k->default_value, &v) == 0),
+        "transport-ws declares no numeric default for %s", key);
+    return v;
+}
+
+void fz_buf_add(fz_buf *b, const void *data, size_t len)
+{
+    if (b->len + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + len + 1)
+            cap *= 2;
+        b->p = realloc(b->p, cap);
+        FZ_CHECK(b->p, "out of memory");
+        b->cap = cap;
+    }
+    if (len) memcpy(b->p + b->len, data, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+}
+
+void fz_buf_free(fz_buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof(*b));
+}
+
+/* ---- the world ------------------------------------------------------------ */
+
+static const chatd_member *member_by(int64_t id, const char *login)
+{
+    for (size_t i = 0; i < NWORLD; i++)
+        if ((login && strcmp(world[i].login_id, login) == 0) || (!login && world[i].id == id))
+            return &world[i];
+    return NULL;
+}
+
+static void t_authenticate(chatd_ctx *ctx, const char *token, chatd_member_cb cb, void *arg)
+{
+    (void)ctx;
+    const chatd_member *m = NULL;
+    if (token && strcmp(token, FZ_TOKEN_ALICE) == 0) m = &world[0];
+    if (token && strcmp(token, FZ_TOKEN_BOB) == 0) m = &world[1];
+    if (m)
+        cb(arg, CHATD_OK, m, 1);
+    else
+        cb(arg, CHATD_ERR_AUTH, NULL, 0);
+}
+
+static void t_register(chatd_ctx *ctx, const char *login, const char *name, const char *pw,
+                       chatd_member_cb cb, void *arg)
+{
+    (void)ctx;
+    if (auth_check_login_id(login) || auth_check_name(name) || auth_check_password(pw)) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0);
+        return;
+    }
+    if (member_by(0, login)) {
+        cb(arg, CHATD_ERR_EXISTS, NULL, 0);
+        return;
+    }
+    chatd_member m = {sizeof(m), 4, login, name, NULL, fz.api.now_ms()};
+    cb(arg, CHATD_OK, &m, 1);
+}
+
+static void t_login(chatd_ctx *ctx, const char *login, const char *pw, chatd_login_cb cb, void *arg)
+{
+    (void)ctx;
+    const chatd_member *m = login ? member_by(0, login) : NULL;
+    if (m && m->id == 1 && pw && strcmp(pw, FZ_PASSWORD) == 0)
+        cb(arg, CHATD_OK, FZ_TOKEN_ALICE, m);
+    else
+        cb(arg, CHATD_ERR_AUTH, NULL, NULL);
+}
+
+static void t_logout(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg)
+{
+    (void)ctx;
+    FZ_CHECK(token, "logout without a token");
+    if (cb) cb(arg, CHATD_OK);
+}
+
+static void t_member_get(chatd_ctx *ctx, int64_t id, const char *login, chatd_member_cb cb,
+                         void *arg)
+{
+    (void)ctx;
+    const chatd_member *m = member_by(id, login);
+    if (m)
+        cb(arg, CHATD_OK, m, 1);
+    else
+        cb(arg, CHATD_ERR_NOTFOUND, NULL, 0);
+}
+
+static void t_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
+{
+    (void)ctx;
+    cb(arg, CHATD_OK, world, NWORLD);
+}
+
+/* The real parser of room ids, then membership in the fixed world. */
+static chatd_status room_of(int64_t member, const char *room, char *canon, int64_t *peer)
+{
+    int64_t lo, hi;
+    if (!room || strlen(room) > 41 || room_parse(room, &lo, &hi) != 0) return CHATD_ERR_INVALID;
+    if (!member_by(lo, NULL) || !member_by(hi, NULL)) return CHATD_ERR_NOTFOUND;
+    if (member != lo && member != hi) return CHATD_ERR_FORBIDDEN;
+    room_format(lo, hi, canon, 42);
+    *peer = member == lo ? hi : lo;
+    return CHATD_OK;
+}
+
+static void t_room_check(chatd_ctx *ctx, int64_t member, const char *room, chatd_room_cb cb,
+                         void *arg)
+{
+    (void)ctx;
+    char canon[42];
+    int64_t peer = 0;
+    chatd_status st = room_of(member, room, canon, &peer);
+    cb(arg, st, st == CHATD_OK ? canon : NULL, peer);
+}
+
+static void t_room_list(chatd_ctx *ctx, int64_t member, chatd_rooms_cb cb, void *arg)
+{
+    (void)ctx;
+    const chatd_member *peer = member == 1 ? &world[1] : &world[0];
+    chatd_room_summary r = {sizeof(r),
+                            member == 1 ? "1&2" : "1&3",
+                            member,
+                            peer->id,
+                            peer->login_id,
+                            peer->name,
+                            42,
+                            "hi \"there\"",
+                            1704067260000,
+                            1,
+                            41};
+    cb(arg, CHATD_OK, &r, 1);
+}
+
+static void t_history(chatd_ctx *ctx, int64_t member, const char *room, uint64_t before,
+                      unsigned limit, chatd_history_cb cb, void *arg)
+{
+    (void)ctx;
+    char canon[42];
+    int64_t peer;
+    chatd_status st = room_of(member, room, canon, &peer);
+    FZ_CHECK(limit > 0, "history with limit 0");
+    if (st != CHATD_OK) {
+        cb(arg, st, NULL, 0, 0);
+        return;
+    }
+    chatd_msg *msgs[3];
+    size_t n = 0;
+    uint64_t top = before ? before : 1000;
+    for (uint64_t id = top > 3 ? top - 3 : 1; id < top && n < limit && n < 3; id++) {
+        chatd_msg_fields f = {sizeof(f),
+                              CHATD_MSG_CHAT,
+                              id,
+                              canon,
+                              member,
+                              "alice",
+                              "line\n\"x\"\\",
+                              10,
+                              1704067200000 + (int64_t)id,
+                              0};
+        FZ_CHECK(msg_create(&f, &msgs[n]) == CHATD_OK, "msg_create");
+        n++;
+    }
+    cb(arg, CHATD_OK, msgs, n, n && top > 4 ? top - 3 : 0);
+    for (size_t i = 0; i < n; i++)
+        msg_unref(msgs[i]);
+}
+
+static void deliver_task(void *arg)
+{
+    chatd_msg *m = arg;
+    char dest[64];
+    snprintf(dest, sizeof(dest), "/sub/chat/room/%s", msg_room(m));
+    const chatd_transport_ops *ops = fz.desc->ops;
+    ops->deliver(fz.inst, dest, m);
+    msg_unref(m);
+}
+
+static void t_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg)
+{
+    (void)ctx;
+    const chatd_member *w = member_by(f->writer_id, NULL);
+    char canon[42];
+    int64_t peer;
+    FZ_CHECK(w, "publish from writer %lld, who is not authenticated", (long long)f->writer_id);
+    chatd_status st = room_of(f->writer_id, f->room_id, canon, &peer);
+    if (st != CHATD_OK) {
+        cb(arg, st, "not a room of yours", NULL);
+        return;
+    }
+    chatd_msg_fields g = *f;
+    g.size = sizeof(g);
+    g.id = ++fz.next_id;
+    g.writer = w->login_id;
+    g.room_id = canon;
+    g.time_ms = fz.api.now_ms();
+    if (g.kind == CHATD_MSG_CHAT && g.text_len > 4096) {
+        cb(arg, CHATD_ERR_INVALID, "message too long", NULL);
+        return;
+    }
+    chatd_msg *m = NULL;
+    st = msg_create(&g, &m);
+    if (st != CHATD_OK) {
+        cb(arg, st, "invalid message", NULL);
+        return;
+    }
+    cb(arg, CHATD_OK, NULL, m);
+    if (fz.api.post(&fz.ctx, deliver_task, m) != CHATD_OK) msg_unref(m);
+}
+
+static void t_consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status_cb done,
+                      void *arg)
+{
+    (void)ctx;
+    (void)msg;
+    (void)flags;
+    (void)done;
+    (void)arg;
+    FZ_CHECK(0, "a transport called consume");
+}
+
+static int t_healthy(chatd_ctx *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+static void t_gauge_set(chatd_ctx *ctx, const char *name, int64_t value)
+{
+    if (strcmp(name, "chatd_ws_connections") == 0) fz.conns = (long)value;
+    api_table()->gauge_set(ctx, name, value);
+}
+
+/* ---- web root --------------------------------------------------------------- */
+
+static const struct {
+    const char *rel, *content;
+} web_files[] = {
+    {"/index.html", "<!doctype html><title>index</title>\n"},
+    {"/app.js", "console.log('app');\n"},
+    {"/sub/index.html", "<p>sub index</p>\n"},
+    {"/style.css", ""},
+};
+
+const char *fz_web_file(const char *rel)
+{
+    for (size_t i = 0; i < sizeof(web_files) / sizeof(web_files[0]); i++)
+        if (strcmp(web_files[i].rel, rel) == 0) return web_files[i].content;
+    return NULL;
+}
+
+static void put_file(const char *path, const char *content)
+{
+    FILE *f = fopen(path, "w");
+    FZ_CHECK(f && fputs(content, f) >= 0 && fclose(f) == 0, "cannot write %s", path);
+}
+
+static void cleanup(void)
+{
+    if (fz.inst) fz.desc->destroy(fz.inst);
+    fz.inst = NULL;
+    if (fz.dir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fz.dir);
+        if (system(cmd) != 0) fprintf(stderr, "fuzz: cannot remove %s\n", fz.dir);
+    }
+}
+
+static void make_web_root(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char p[512];
+    snprintf(fz.dir, sizeof(fz.dir), "%s/chatd-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    FZ_CHECK(mkdtemp(fz.dir), "mkdtemp %s: %s", fz.dir, strerror(errno));
+    snprintf(p, sizeof(p), "%s/root", fz.dir);
+    FZ_CHECK(mkdir(p, 0700) == 0, "mkdir");
+    snprintf(p, sizeof(p), "%s/root/sub", fz.dir);
+    FZ_CHECK(mkdir(p, 0700) == 0, "mkdir");
+    for (size_t i = 0; i < sizeof(web_files) / sizeof(web_files[0]); i++) {
+        snprintf(p, sizeof(p), "%s/root%s", fz.dir, web_files[i].rel);
+        put_file(p, web_files[i].content);
+    }
+    snprintf(p, sizeof(p), "%s/secret.txt", fz.dir);
+    put_file(p, FZ_SECRET "\n");
+    snprintf(p, sizeof(p), "%s/rootsibling", fz.dir); /* a prefix of "root" plus more */
+    FZ_CHECK(mkdir(p, 0700) == 0, "mkdir");
+    snprintf(p, sizeof(p), "%s/rootsibling/index.html", fz.dir);
+    put_file(p, FZ_SECRET "\n");
+    snprintf(p, sizeof(p), "%s/root/leak.txt", fz.dir);
+    FZ_CHECK(symlink("../secret.txt", p) == 0, "symlink");
+    snprintf(p, sizeof(p), "%s/root/up", fz.dir);
+    FZ_CHECK(symlink("..", p) == 0, "symlink");
+}
+
+void fz_start(const char *const *extra)
+{
+    if (fz.started) return;
+    fz.started = 1;
+    log_set_level(getenv("FUZZ_VERBOSE") ? CHATD_LOG_DEBUG : CHATD_LOG_ERROR);
+    make_web_root();
+    atexit(cleanup);
+
+    /* a free loopback port */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    socklen_t sl = sizeof(fz.addr);
+    fz.addr.sin_family = AF_INET;
+    fz.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    FZ_CHECK(s >= 0 && bind(s, (struct sockaddr *)&fz.addr, sizeof(fz.addr)) == 0 &&
+                 getsockname(s, (struct sockaddr *)&fz.addr, &sl) == 0,
+             "cannot find a free port: %s", strerror(errno));
+    close(s);
+
+    fz.desc = chatd_plugin_entry();
+    fz.cfg = cfg_new();
+    char set[600];
+    snprintf(set, sizeof(set), "ws.listen=127.0.0.1:%d", ntohs(fz.addr.sin_port));
+    FZ_CHECK(cfg_set(fz.cfg, set) == 0, "%s", set);
+    snprintf(set, sizeof(set), "ws.web_root=%s/root", fz.dir);
+    FZ_CHECK(cfg_set(fz.cfg, set) == 0, "%s", set);
+    for (size_t i = 0; extra && extra[i]; i++) {
+        snprintf(set, sizeof(set), "ws.%s", extra[i]);
+        FZ_CHECK(cfg_set(fz.cfg, set) == 0, "%s", set);
+    }
+    cfg_section *sec = cfg_section_find(fz.cfg, "ws");
+    FZ_CHECK(sec && cfg_check_section(fz.cfg, sec, fz.desc->cfg_keys) == 0, "config section");
+
+    fz.core.cfg = fz.cfg;
+    fz.core.base = event_base_new();
+    fz.core.metrics = metrics_new();
+    fz.core.state = CORE_RUNNING;
+    FZ_CHECK(fz.core.base && fz.core.metrics && post_init(&fz.core.post, fz.core.base) == 0,
+             "event base");
+    fz.ctx.core = &fz.core;
+    fz.ctx.name = "ws";
+    fz.ctx.sec = sec;
+    fz.ctx.kind = CHATD_KIND_TRANSPORT;
+    fz.core.self.core = &fz.core;
+    fz.core.self.name = "core";
+
+    fz.api = *api_table();
+    fz.api.publish = t_publish;
+    fz.api.consume = t_consume;
+    fz.api.member_register = t_register;
+    fz.api.login = t_login;
+    fz.api.logout = t_logout;
+    fz.api.authenticate = t_authenticate;
+    fz.api.member_get = t_member_get;
+    fz.api.member_list = t_member_list;
+    fz.api.room_check = t_room_check;
+    fz.api.room_list = t_room_list;
+    fz.api.history = t_history;
+    fz.api.healthy = t_healthy;
+    fz.api.gauge_set = t_gauge_set;
+
+    FZ_CHECK(fz.desc->create(&fz.api, &fz.ctx, &fz.inst) == CHATD_OK, "create");
+    FZ_CHECK(fz.desc->start(fz.inst) == CHATD_OK, "start");
+}
+
+/* ---- connections -------------------------------------------------------------- */
+
+long fz_server_conns(void)
+{
+    return fz.conns;
+}
+
+static void loop_once(void)
+{
+    event_base_loop(fz.core.base, EVLOOP_NONBLOCK);
+}
+
+int fz_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    FZ_CHECK(fd >= 0, "socket: %s", strerror(errno));
+    FZ_CHECK(connect(fd, (struct sockaddr *)&fz.addr, sizeof(fz.addr)) == 0, "connect: %s",
+             strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    FZ_CHECK(fcntl(fd, F_SETFL, O_NONBLOCK) == 0, "fcntl");
+    long before = fz.conns;
+    for (int i = 0; i < 100000 && fz.conns == before; i++)
+        loop_once();
+    FZ_CHECK(fz.conns == before + 1, "the server did not accept (%ld connections)", fz.conns);
+    return fd;
+}
+
+/* Read what is there; 1 on EOF or error. */
+static int drain(int fd, fz_buf *out, size_t *got)
+{
+    char buf[65536];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n > 0) {
+            if (out) fz_buf_add(out, buf, (size_t)n);
+            *got += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        if (n < 0 && errno == EINTR) continue;
+        return 1;
+    }
+}
+
+int fz_pump(int fd, fz_buf *out)
+{
+    int quiet = 0, eof = 0;
+    for (int i = 0; i < 1000000 && quiet < 4; i++) {
+        loop_once();
+        size_t got = 0;
+        if (!eof) eof = drain(fd, out, &got);
+        if (got == 0 && event_base_get_num_events(fz.core.base, EVENT_BASE_COUNT_ACTIVE) == 0)
+            quiet++;
+        else
+            quiet = 0;
+    }
+    return eof;
+}
+
+void fz_send(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    int stalls = 0;
+    while (len > 0 && stalls < 50) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+            stalls = 0;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return;
+        if (fz_pump(fd, NULL)) return; /* closed: what it answered is lost, as for a client */
+        stalls++;
+    }
+}
+
+void fz_close(int fd)
+{
+    close(fd);
+    for (int i = 0; i < 1000000 && fz.conns > 0; i++)
+        loop_once();
+    FZ_CHECK(fz.conns == 0, "the server kept %ld connection(s) after the client closed", fz.conns);
+}
+
+/* ---- client-side checks ---------------------------------------------------------- */
+
+static const char *find_crlf2(const char *p, size_t len)
+{
+    for (size_t i = 0; i + 3 < len; i++)
+        if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') return p + i;
+    return NULL;
+}
+
+size_t fz_http_parse(const char *p, size_t len, int head, fz_http_resp *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->content_length = -1;
+    const char *end = find_crlf2(p, len);
+    if (!end) {
+        FZ_CHECK(len < 65536, "a response head of more than 64 KB");
+        return 0;
+    }
+    size_t hlen = (size_t)(end - p) + 4;
+    FZ_CHECK(hlen > 17 && memcmp(p, "HTTP/1.1 ", 9) == 0 && p[9] >= '1' && p[9] <= '5' &&
+                 p[10] >= '0' && p[10] <= '9' && p[11] >= '0' && p[11] <= '9' && p[12] == ' ',
+             "bad status line: %.40s", p);
+    r->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
+    const char *line = memchr(p, '\n', hlen) + 1;
+    while (line < end + 2) {
+        const char *eol = memchr(line, '\n', (size_t)(end + 4 - line));
+        FZ_CHECK(eol && eol > line && eol[-1] == '\r', "header line without CRLF");
+        size_t ll = (size_t)(eol - 1 - line);
+        const char *colon = memchr(line, ':', ll);
+        FZ_CHECK(colon && colon > line && colon[1] == ' ', "bad header line: %.*s", (int)ll, line);
+        for (const char *q = line; q < eol - 1; q++)
+            FZ_CHECK((unsigned char)*q >= 0x20 && *q != 0x7f, "control byte in a header: %.*s",
+                     (int)ll, line);
+        size_t nl = (size_t)(colon - line), vl = ll - nl - 2;
+        const char *v = colon + 2;
+        if (nl == 14 && strncasecmp(line, "Content-Length", 14) == 0) {
+            FZ_CHECK(r->content_length < 0, "two Content-Length headers");
+            char num[24];
+            FZ_CHECK(vl > 0 && vl < sizeof(num), "bad Content-Length");
+            memcpy(num, v, vl);
+            num[vl] = '\0';
+            char *e;
+            r->content_length = strtol(num, &e, 10);
+            FZ_CHECK(!*e && r->content_length >= 0, "bad Content-Length %s", num);
+        } else if (nl == 12 && strncasecmp(line, "Content-Type", 12) == 0) {
+            snprintf(r->ctype, sizeof(r->ctype), "%.*s", (int)vl, v);
+        } else if (nl == 8 && strncasecmp(line, "Location", 8) == 0) {
+            snprintf(r->location, sizeof(r->location), "%.*s", (int)vl, v);
+        } else if (nl == 10 && strncasecmp(line, "Connection", 10) == 0) {
+            FZ_CHECK((vl == 5 && memcmp(v, "close", 5) == 0) ||
+                         (vl == 10 && memcmp(v, "keep-alive", 10) == 0) ||
+                         (vl == 7 && memcmp(v, "Upgrade", 7) == 0),
+                     "Connection: %.*s", (int)vl, v);
+            r->close = vl == 5;
+        }
+        line = eol + 1;
+    }
+    int bodyless = r->status < 200 || r->status == 204 || r->status == 304;
+    if (!bodyless) FZ_CHECK(r->content_length >= 0, "status %d without Content-Length", r->status);
+    size_t blen = head || bodyless ? 0 : (size_t)r->content_length;
+    if (len - hlen < blen) return 0;
+    r->body = p + hlen;
+    r->body_len = blen;
+    return hlen + blen;
+}
+
+void fz_check_json(const char *body, size_t len)
+{
+    json_tokener *tok = json_tokener_new();
+    FZ_CHECK(tok, "out of memory");
+    json_object *o = json_tokener_parse_ex(tok, body, (int)len);
+    int ok = o && json_tokener_get_error(tok) == json_tokener_success &&
+             json_tokener_get_parse_end(tok) == len &&
+             (json_object_is_type(o, json_type_object) || json_object_is_type(o, json_type_array));
+    json_tokener_free(tok);
+    json_object_put(o);
+    FZ_CHECK(ok, "not a JSON object: %.*s", (int)(len > 200 ? 200 : len), body);
+}
+
+void fz_ws_frame(fz_buf *out, int opcode, int fin, const void *data, size_t len)
+{
+    static const uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    uint8_t h[14];
+    fz_buf_add(out, h, ws_frame_header_masked(h, opcode, fin, len, key));
+    size_t at = out->len;
+    fz_buf_add(out, data, len);
+    ws_mask((uint8_t *)out->p + at, len, key, 0);
+}

@@ -1,0 +1,82 @@
+/*
+ * fuzz_core.h - the test core of the fuzz targets that drive a real
+ * transport-ws instance (REST, static files, STOMP sessions): the real core's
+ * configuration, messages, metrics and post queue, with members, sessions,
+ * rooms, history and publishing answered from a fixed in-memory world, and
+ * one loopback TCP connection per input. Plus the client-side checks of what
+ * the server sends back (HTTP responses, WebSocket frames).
+ *
+ * The world: members 1 alice, 2 bob, 3 carol; tokens FZ_TOKEN_ALICE and
+ * FZ_TOKEN_BOB; alice's password FZ_PASSWORD. Any failed check abort()s.
+ */
+#ifndef FUZZ_CORE_H
+#define FUZZ_CORE_H
+
+#include <chatd/plugin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FZ_TOKEN_ALICE "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+#define FZ_TOKEN_BOB "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
+#define FZ_PASSWORD "correct horse"
+
+/* Abort with a message when a check fails (also in builds without assert). */
+#define FZ_CHECK(cond, ...)                                                                        \
+    do {                                                                                           \
+        if (!(cond)) fz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                              \
+    } while (0)
+void fz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 4, 5)));
+
+/* Default of a numeric transport-ws key, from the plugin's own key table. */
+int64_t fz_default(const char *key);
+
+typedef struct fz_buf {
+    char *p;
+    size_t len, cap;
+} fz_buf;
+void fz_buf_add(fz_buf *b, const void *data, size_t len);
+void fz_buf_free(fz_buf *b);
+
+/* Start the transport-ws instance once per process (later calls do nothing).
+ * extra: "key=value" settings of its section, NULL-terminated, or NULL. The
+ * web root holds index.html, app.js, sub/index.html and links that point
+ * outside it, next to a file whose content is FZ_SECRET. */
+void fz_start(const char *const *extra);
+#define FZ_SECRET "SECRET-OUTSIDE-THE-WEB-ROOT"
+/* Content of web root file `rel` ("/index.html"), or NULL. */
+const char *fz_web_file(const char *rel);
+
+/* A new client connection, accepted by the server; returns its fd. */
+int fz_connect(void);
+/* Write all of data (pumping the loop while the socket is full); stops early
+ * when the server no longer reads or has closed. */
+void fz_send(int fd, const void *data, size_t len);
+/* Run the loop until nothing moves; append what the server sent to out.
+ * Returns 1 when the server has closed the connection (EOF or reset). */
+int fz_pump(int fd, fz_buf *out);
+/* Close the client side and check that the server drops the connection. */
+void fz_close(int fd);
+/* Open connections on the server side (its chatd_ws_connections gauge). */
+long fz_server_conns(void);
+
+/* One HTTP/1.1 response parsed strictly from p[0..len): returns the bytes it
+ * took, 0 when incomplete, and aborts when malformed. head: the request was
+ * HEAD (no body follows). */
+typedef struct fz_http_resp {
+    int status;
+    int close; /* Connection: close */
+    long content_length;
+    char ctype[128];
+    char location[512];
+    const char *body;
+    size_t body_len;
+} fz_http_resp;
+size_t fz_http_parse(const char *p, size_t len, int head, fz_http_resp *r);
+/* A JSON body must parse completely as an object or array. */
+void fz_check_json(const char *body, size_t len);
+
+/* Encode one masked client WebSocket frame into out. */
+void fz_ws_frame(fz_buf *out, int opcode, int fin, const void *data, size_t len);
+
+#endif
