@@ -179,10 +179,10 @@ static void t_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
 static chatd_status room_of(int64_t member, const char *room, char *canon, int64_t *peer)
 {
     int64_t lo, hi;
-    if (!room || strlen(room) > 41 || room_parse(room, &lo, &hi) != 0) return CHATD_ERR_INVALID;
+    if (!room || room_parse(room, &lo, &hi) != CHATD_OK) return CHATD_ERR_INVALID;
     if (!member_by(lo, NULL) || !member_by(hi, NULL)) return CHATD_ERR_NOTFOUND;
     if (member != lo && member != hi) return CHATD_ERR_FORBIDDEN;
-    room_format(lo, hi, canon, 42);
+    FZ_CHECK(room_format(canon, CHATD_ROOM_ID_MAX, lo, hi) > 0, "room_format");
     *peer = member == lo ? hi : lo;
     return CHATD_OK;
 }
@@ -191,7 +191,7 @@ static void t_room_check(chatd_ctx *ctx, int64_t member, const char *room, chatd
                          void *arg)
 {
     (void)ctx;
-    char canon[42];
+    char canon[CHATD_ROOM_ID_MAX];
     int64_t peer = 0;
     chatd_status st = room_of(member, room, canon, &peer);
     cb(arg, st, st == CHATD_OK ? canon : NULL, peer);
@@ -219,7 +219,7 @@ static void t_history(chatd_ctx *ctx, int64_t member, const char *room, uint64_t
                       unsigned limit, chatd_history_cb cb, void *arg)
 {
     (void)ctx;
-    char canon[42];
+    char canon[CHATD_ROOM_ID_MAX];
     int64_t peer;
     chatd_status st = room_of(member, room, canon, &peer);
     FZ_CHECK(limit > 0, "history with limit 0");
@@ -263,7 +263,7 @@ static void t_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
 {
     (void)ctx;
     const chatd_member *w = member_by(f->writer_id, NULL);
-    char canon[42];
+    char canon[CHATD_ROOM_ID_MAX];
     int64_t peer;
     FZ_CHECK(w, "publish from writer %lld, who is not authenticated", (long long)f->writer_id);
     chatd_status st = room_of(f->writer_id, f->room_id, canon, &peer);

@@ -44,7 +44,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     FZ_CHECK(m, "OK without a message");
     int64_t lo, hi;
-    FZ_CHECK(room_parse(msg_room(m), &lo, &hi) == 0 && lo < hi, "room %s", msg_room(m));
+    char canon[CHATD_ROOM_ID_MAX];
+    FZ_CHECK(room_parse(msg_room(m), &lo, &hi) == 0 && lo < hi &&
+                 room_format(canon, sizeof(canon), lo, hi) > 0 && strcmp(canon, msg_room(m)) == 0,
+             "room %s is not canonical", msg_room(m));
     size_t wl = strlen(msg_writer(m));
     FZ_CHECK(wl >= 1 && wl <= 64 && msg_writer_id(m) > 0 && msg_id(m) > 0, "writer/id");
     size_t tl;

@@ -52,8 +52,18 @@ echo "20-fuzz: building the core library and transport-ws in $B"
 make -C "$B/core" -s -j"$FUZZ_JOBS" >"$OUT/make.log" 2>&1 &&
     make -C "$B/plugins/transport-ws" -s -j"$FUZZ_JOBS" >>"$OUT/make.log" 2>&1 ||
     { echo "20-fuzz: build failed (see $OUT/make.log)" >&2; tail -n 30 "$OUT/make.log" >&2; exit 1; }
-shopt -s nullglob
-TW_OBJS=("$B"/plugins/transport-ws/.libs/*.o)
+# the plugin's objects as its Makefile lists them (so that files renamed or
+# removed leave no stale object behind), and any convenience library it links
+TW=$B/plugins/transport-ws
+read -r -a TW_LT <<<"$(make -C "$TW" -s -f Makefile -f - fuzz-objs \
+    <<<'fuzz-objs: ; @echo $(transport_ws_la_OBJECTS) $(filter %.la,$(transport_ws_la_LIBADD))')"
+TW_OBJS=()
+for o in "${TW_LT[@]}"; do
+    case $o in
+        *.lo) TW_OBJS+=("$TW/.libs/$(basename "${o%.lo}").o") ;;
+        *.la) TW_OBJS+=("$TW/$(dirname "$o")/.libs/$(basename "${o%.la}").a") ;;
+    esac
+done
 [ ${#TW_OBJS[@]} -gt 0 ] || { echo "20-fuzz: no transport-ws objects in $B" >&2; exit 1; }
 PKGS="libevent libevent_openssl libevent_pthreads json-c inih libsodium openssl"
 # shellcheck disable=SC2046,SC2086
