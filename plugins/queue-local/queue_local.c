@@ -18,15 +18,15 @@
  */
 #include <chatd/plugin.h>
 
+#include "../common/plugin_common.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-#define QL_DEFAULT_MAX_PENDING 10000
-
 /* One accepted message, first queued, then in flight in the core. */
 typedef struct ql_item {
-    struct ql_item *next; /* FIFO link while queued */
+    struct ql_item *next;                 /* FIFO link while queued */
     struct ql_item *prev, *inflight_next; /* in-flight list links */
     struct ql *q;
     chatd_msg *msg;         /* our reference */
@@ -37,19 +37,24 @@ typedef struct ql {
     const chatd_api *api;
     chatd_ctx *ctx;
     int64_t max_pending;
-    int64_t pending;                /* queued + in flight */
-    ql_item *head, *tail;           /* queued, not yet handed to the core */
-    ql_item *inflight;              /* handed to consume(), waiting for done */
-    int drain_posted;               /* a drain task is queued on the loop */
+    int64_t pending;      /* queued + in flight */
+    ql_item *head, *tail; /* queued, not yet handed to the core */
+    ql_item *inflight;    /* handed to consume(), waiting for done */
+    int drain_posted;     /* a drain task is queued on the loop */
     int started, stopping;
-    int busy_logged;                /* a "busy" warning was logged */
-    chatd_completion *stop_done;    /* set while stop() waits */
+    pc_busy busy;                /* the max_pending warning of this episode */
+    chatd_completion *stop_done; /* set while stop() waits */
 } ql;
 
+/* The only place the defaults are written; the core range-checks values. */
 static const chatd_cfg_key ql_cfg_keys[] = {
-    {"max_pending", CHATD_CFG_INT, "10000", 1, 100000000,
-     "messages accepted but not yet stored before enqueue refuses with busy"},
-    {NULL, 0, NULL, 0, 0, NULL},
+    {.name = "max_pending",
+     .type = CHATD_CFG_INT,
+     .default_value = "10000",
+     .min = 1,
+     .max = 100000000,
+     .help = "messages accepted but not yet stored before enqueue refuses with busy"},
+    {.name = NULL},
 };
 
 static void ql_gauge(ql *q)
@@ -61,8 +66,7 @@ static void ql_inflight_add(ql *q, ql_item *it)
 {
     it->prev = NULL;
     it->inflight_next = q->inflight;
-    if (q->inflight)
-        q->inflight->prev = it;
+    if (q->inflight) q->inflight->prev = it;
     q->inflight = it;
 }
 
@@ -72,8 +76,7 @@ static void ql_inflight_del(ql *q, ql_item *it)
         it->prev->inflight_next = it->inflight_next;
     else
         q->inflight = it->inflight_next;
-    if (it->inflight_next)
-        it->inflight_next->prev = it->prev;
+    if (it->inflight_next) it->inflight_next->prev = it->prev;
     it->prev = it->inflight_next = NULL;
 }
 
@@ -103,11 +106,7 @@ static void ql_on_done(void *arg, chatd_status st)
     q->api->msg_unref(it->msg);
     free(it);
     q->pending--;
-    if (q->busy_logged && q->pending < q->max_pending / 2) {
-        q->busy_logged = 0;
-        q->api->log(q->ctx, CHATD_LOG_INFO, "%lld messages pending; accepting again",
-                    (long long)q->pending);
-    }
+    pc_busy_drained(&q->busy, q->api, q->ctx, q->pending, q->max_pending);
     ql_gauge(q);
     ql_maybe_stopped(q);
 }
@@ -125,8 +124,8 @@ static void ql_drain(void *arg)
         it->next = NULL;
         ql_inflight_add(q, it);
         /* done may run before consume returns; `it` is not touched after. */
-        q->api->consume(q->ctx, it->msg, CHATD_CONSUME_PERSIST | CHATD_CONSUME_FANOUT,
-                        ql_on_done, it);
+        q->api->consume(q->ctx, it->msg, CHATD_CONSUME_PERSIST | CHATD_CONSUME_FANOUT, ql_on_done,
+                        it);
         it = next;
     }
     ql_maybe_stopped(q);
@@ -137,23 +136,17 @@ static chatd_status ql_enqueue(void *inst, chatd_msg *msg, chatd_completion *don
     ql *q = inst;
     ql_item *it;
 
-    if (!msg || !done)
-        return CHATD_ERR_INVALID;
-    if (!q->started || q->stopping)
-        return CHATD_ERR_UNAVAILABLE;
+    if (!msg || !done) return CHATD_ERR_INVALID;
+    if (!q->started || q->stopping) return CHATD_ERR_UNAVAILABLE;
     if (q->pending >= q->max_pending) {
-        if (!q->busy_logged)
-            q->api->log(q->ctx, CHATD_LOG_WARN,
-                        "%lld messages pending (max_pending); refusing publishes until the "
-                        "store catches up (raise max_pending if this persists)",
-                        (long long)q->pending);
-        q->busy_logged = 1;
-        q->api->counter_add(q->ctx, "chatd_queue_local_busy_total", 1);
+        pc_busy_refuse(&q->busy, q->api, q->ctx, CHATD_LOG_WARN, "chatd_queue_local_busy_total",
+                       "%lld messages pending (max_pending); refusing publishes until the "
+                       "store catches up (raise max_pending if this persists)",
+                       (long long)q->pending);
         return CHATD_ERR_BUSY;
     }
     it = calloc(1, sizeof(*it));
-    if (!it)
-        return CHATD_ERR_NOMEM;
+    if (!it) return CHATD_ERR_NOMEM;
     if (!q->drain_posted) {
         chatd_status st = q->api->post(q->ctx, ql_drain, q);
         if (st != CHATD_OK) {
@@ -180,17 +173,8 @@ static chatd_status ql_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     ql *q;
     int64_t maxp;
 
-    if (!api || api->abi_major != CHATD_ABI_MAJOR || api->size < sizeof(chatd_api)) {
-        if (api && api->size > offsetof(chatd_api, log) && api->log)
-            api->log(ctx, CHATD_LOG_ERROR, "the core's service table is older than this "
-                                           "plugin needs; use a matching chatd");
-        return CHATD_ERR_INVALID;
-    }
-    maxp = api->cfg_int(ctx, "max_pending", QL_DEFAULT_MAX_PENDING);
-    if (maxp < 1) {
-        api->cfg_error(ctx, "max_pending", "must be at least 1");
-        return CHATD_ERR_INVALID;
-    }
+    if (!pc_api_ok(api, ctx)) return CHATD_ERR_INVALID;
+    maxp = pc_cfg_int(api, ctx, "max_pending");
     q = calloc(1, sizeof(*q));
     if (!q) {
         api->log(ctx, CHATD_LOG_ERROR, "out of memory creating the queue");
@@ -217,8 +201,7 @@ static chatd_status ql_stop(void *inst, chatd_completion *done)
     ql *q = inst;
 
     q->stopping = 1;
-    if (q->pending == 0 && !q->drain_posted)
-        return CHATD_OK;
+    if (q->pending == 0 && !q->drain_posted) return CHATD_OK;
     q->api->log(q->ctx, CHATD_LOG_INFO, "stopping: waiting for %lld messages in flight",
                 (long long)q->pending);
     q->stop_done = done;
@@ -230,8 +213,7 @@ static void ql_destroy(void *inst)
     ql *q = inst;
     ql_item *it, *next;
 
-    if (!q)
-        return;
+    if (!q) return;
     if (q->pending)
         q->api->log(q->ctx, CHATD_LOG_WARN,
                     "destroyed with %lld messages unfinished (stop was not awaited); their "

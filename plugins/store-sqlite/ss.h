@@ -1,0 +1,147 @@
+/*
+ * ss.h - internal declarations shared by the files of the store-sqlite
+ * plugin: the instance, the write jobs and batches, the prepared statement
+ * indexes, and what each file offers the others:
+ *   store_sqlite.c  schema migrations, open/start/stop/destroy, descriptor
+ *   ss_writer.c     writes: staging on the loop, the writer thread's group
+ *                   commit, results back on the loop
+ *   ss_reads.c      reads on the loop thread's query-only connection
+ * Not installed; not part of the ABI.
+ */
+#ifndef SS_H
+#define SS_H
+
+#include <chatd/plugin.h>
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/plugin_common.h"
+
+#define SS_ROOMS_MAX 10000u       /* most room summaries one room_list returns */
+#define SS_MEMBERS_MAX 100000u    /* most members one member_list returns */
+#define SS_READER_BUSY_MAX_MS 200 /* the read connection never waits longer for a lock */
+
+/* Writer-thread statements (ss_wsql in ss_writer.c). */
+enum {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
+    W_MSG_INSERT,
+    W_ROOM_WRITER,
+    W_ROOM_PEER,
+    W_ROOM_READ,
+    W_MEMBER_INSERT,
+    W_SESSION_PUT,
+    W_SESSION_DEL,
+    W_COUNT
+};
+
+/* Loop-thread (read connection) statements (ss_rsql in ss_reads.c). */
+enum {
+    R_MEMBER_BY_ID,
+    R_MEMBER_BY_LOGIN,
+    R_MEMBER_LIST,
+    R_SESSION_GET,
+    R_ROOM_LIST,
+    R_HISTORY,
+    R_COUNT
+};
+
+extern const char *const ss_wsql[W_COUNT];
+extern const char *const ss_rsql[R_COUNT];
+
+typedef enum ss_job_kind {
+    JOB_PERSIST = 1,
+    JOB_MEMBER_CREATE,
+    JOB_SESSION_PUT,
+    JOB_SESSION_DEL
+} ss_job_kind;
+
+/* One write. Fields read by the writer thread are fixed before it is handed
+ * over; the message reference is only touched on the loop thread. */
+typedef struct ss_job {
+    struct ss_job *next;
+    ss_job_kind kind;
+    chatd_status status; /* set by the writer thread */
+
+    /* persist: pointers borrowed from msg, which we hold a reference to */
+    chatd_msg *msg;
+    chatd_completion *done;
+    chatd_msg_kind mkind;
+    int64_t id, writer_id, peer_id, time_ms, up_to;
+    const char *room, *writer, *text;
+    size_t text_len;
+
+    /* member_create / session_* */
+    chatd_member_cb member_cb;
+    chatd_status_cb status_cb;
+    void *arg;
+    int64_t member_id, created_ms, expires_ms;
+    char *login_id, *name, *pw_hash, *token_hash; /* owned copies */
+} ss_job;
+
+typedef struct ss_batch {
+    struct ss_batch *next;
+    struct ss *s;
+    ss_job *head;
+    size_t njobs, npersist;
+    int committed;
+} ss_batch;
+
+typedef struct ss {
+    const chatd_api *api;
+    chatd_ctx *ctx;
+    char *path;
+    int64_t batch_max, busy_ms, max_pending;
+
+    sqlite3 *rdb; /* loop thread */
+    sqlite3_stmt *r[R_COUNT];
+
+    /* loop thread only */
+    ss_job *stage_head, *stage_tail;
+    int flush_posted;
+    int64_t pending; /* staged + handed to the writer, not yet finished */
+    int started, stopping;
+    pc_busy busy; /* the max_pending warning of the current episode */
+    chatd_completion *stop_done;
+
+    /* shared with the writer thread, under mu */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    ss_job *wq_head, *wq_tail;
+    int quit;
+    ss_batch *orphans; /* results the loop no longer accepted */
+    int thread_running;
+    pthread_t thread;
+
+    /* writer thread only (after start) */
+    sqlite3 *wdb;
+    sqlite3_stmt *w[W_COUNT];
+} ss;
+
+/* ss_writer.c: write hooks, the writer thread, and the loop side of results */
+chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done);
+void ss_member_create(void *inst, const chatd_member *m, chatd_member_cb cb, void *arg);
+void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, void *arg);
+void ss_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg);
+void *ss_writer_main(void *arg);
+/* Hand everything staged so far to the writer thread (loop thread). */
+void ss_handoff(ss *s);
+/* Report one finished job to its caller and free it (loop thread). */
+void ss_finish_job(ss *s, ss_job *j);
+
+/* ss_reads.c: read hooks */
+void ss_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg);
+void ss_member_list(void *inst, chatd_member_cb cb, void *arg);
+void ss_session_get(void *inst, const char *token_hash, chatd_session_cb cb, void *arg);
+void ss_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg);
+void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit,
+                chatd_history_cb cb, void *arg);
+
+#endif /* SS_H */

@@ -1,0 +1,587 @@
+/*
+ * ss_writer.c - the writes of store-sqlite (persist, member_create,
+ * session_put, session_del).
+ *
+ * A write is checked and staged on the loop thread (ss_admit, ss_stage); a
+ * task posted once per loop turn hands the whole stage to the writer thread
+ * (ss_handoff), which commits up to `batch_max` jobs in ONE transaction
+ * (group commit, a savepoint per job so that a refused job leaves the rest
+ * intact) on its own connection with WAL and synchronous=FULL: a completed
+ * persist survives a crash and the fsync never runs on the loop. The
+ * finished batch is posted back to the loop (ss_finish_batch), where the
+ * completions and callbacks run, in job order.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "ss.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *const ss_wsql[W_COUNT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SAVEPOINT] = "SAVEPOINT job",
+    [W_RELEASE] = "RELEASE job",
+    [W_ROLLBACK_TO] = "ROLLBACK TO job",
+    [W_MSG_INSERT] = "INSERT OR IGNORE INTO messages(id, room_id, writer_id, writer, text, time_ms)"
+                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    /* writer: newest message, everything up to it read, unread recounted */
+    [W_ROOM_WRITER] =
+        "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
+        " unread, last_read_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?4)"
+        " ON CONFLICT(member_id, room_id) DO UPDATE SET"
+        " last_message = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        "   THEN excluded.last_message ELSE rooms.last_message END,"
+        " last_ms = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        "   THEN excluded.last_ms ELSE rooms.last_ms END,"
+        " last_msg_id = max(rooms.last_msg_id, excluded.last_msg_id),"
+        " last_read_id = max(rooms.last_read_id, excluded.last_read_id),"
+        " unread = (SELECT count(*) FROM messages m WHERE m.room_id = excluded.room_id"
+        "   AND m.writer_id = excluded.peer_id"
+        "   AND m.id > max(rooms.last_read_id, excluded.last_read_id))",
+    /* peer: newest message, one more unread unless already read past it */
+    [W_ROOM_PEER] =
+        "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
+        " unread, last_read_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1, 0)"
+        " ON CONFLICT(member_id, room_id) DO UPDATE SET"
+        " last_message = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        "   THEN excluded.last_message ELSE rooms.last_message END,"
+        " last_ms = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        "   THEN excluded.last_ms ELSE rooms.last_ms END,"
+        " last_msg_id = max(rooms.last_msg_id, excluded.last_msg_id),"
+        " unread = rooms.unread + (excluded.last_msg_id > rooms.last_read_id)",
+    /* read mark: max semantics, unread recounted from the peer's messages */
+    [W_ROOM_READ] = "UPDATE rooms SET last_read_id = max(last_read_id, ?3),"
+                    " unread = (SELECT count(*) FROM messages m WHERE m.room_id = rooms.room_id"
+                    "   AND m.writer_id = rooms.peer_id AND m.id > max(rooms.last_read_id, ?3))"
+                    " WHERE member_id = ?1 AND room_id = ?2",
+    [W_MEMBER_INSERT] = "INSERT INTO members(login_id, name, pw_hash, created_ms)"
+                        " VALUES(?1, ?2, ?3, ?4)",
+    [W_SESSION_PUT] = "INSERT OR REPLACE INTO sessions(token_hash, member_id, expires_ms)"
+                      " VALUES(?1, ?2, ?3)",
+    [W_SESSION_DEL] = "DELETE FROM sessions WHERE token_hash = ?1",
+};
+
+/* Parse "a&b" (decimal ids > 0). Returns 0 on success. */
+static int ss_parse_room(const char *room, int64_t *a, int64_t *b)
+{
+    const char *p = room;
+    char *end;
+    long long x, y;
+
+    if (!room || *room < '1' || *room > '9') return -1;
+    errno = 0;
+    x = strtoll(p, &end, 10);
+    if (errno || *end != '&' || x <= 0) return -1;
+    p = end + 1;
+    if (*p < '1' || *p > '9') return -1;
+    y = strtoll(p, &end, 10);
+    if (errno || *end != '\0' || y <= 0) return -1;
+    *a = x;
+    *b = y;
+    return 0;
+}
+
+static void ss_job_free(ss_job *j)
+{
+    free(j->login_id);
+    free(j->name);
+    free(j->pw_hash);
+    free(j->token_hash);
+    free(j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writer thread                                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Step a writer statement to completion and reset it. */
+static int ss_wstep(ss *s, int which)
+{
+    sqlite3_stmt *st = s->w[which];
+    int rc = sqlite3_step(st);
+    while (rc == SQLITE_ROW)
+        rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+static void ss_wlog(ss *s, const char *what, int rc)
+{
+    s->api->log(s->ctx, CHATD_LOG_ERROR,
+                "%s failed on %s: %s (sqlite %d); check free disk space, permissions and "
+                "that no other program holds the database",
+                what, s->path, sqlite3_errmsg(s->wdb), rc);
+}
+
+static chatd_status ss_run_persist(ss *s, ss_job *j)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (j->mkind == CHATD_MSG_READ) {
+        st = s->w[W_ROOM_READ];
+        sqlite3_bind_int64(st, 1, j->writer_id);
+        sqlite3_bind_text(st, 2, j->room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, j->up_to);
+        rc = ss_wstep(s, W_ROOM_READ);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "recording a read mark", rc);
+            return CHATD_ERR_IO;
+        }
+        return CHATD_OK;
+    }
+
+    st = s->w[W_MSG_INSERT];
+    sqlite3_bind_int64(st, 1, j->id);
+    sqlite3_bind_text(st, 2, j->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->writer_id);
+    sqlite3_bind_text(st, 4, j->writer, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, j->time_ms);
+    rc = ss_wstep(s, W_MSG_INSERT);
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "inserting a message", rc);
+        return CHATD_ERR_IO;
+    }
+    if (sqlite3_changes(s->wdb) == 0)
+        return CHATD_OK; /* already stored: redelivery changes nothing */
+
+    for (int w = W_ROOM_WRITER; w <= W_ROOM_PEER; w++) {
+        int64_t member = w == W_ROOM_WRITER ? j->writer_id : j->peer_id;
+        int64_t peer = w == W_ROOM_WRITER ? j->peer_id : j->writer_id;
+        st = s->w[w];
+        sqlite3_bind_int64(st, 1, member);
+        sqlite3_bind_text(st, 2, j->room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, peer);
+        sqlite3_bind_int64(st, 4, j->id);
+        sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 6, j->time_ms);
+        rc = ss_wstep(s, w);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "updating a room summary", rc);
+            return CHATD_ERR_IO;
+        }
+        if (j->peer_id == j->writer_id) break; /* a room with oneself has one summary */
+    }
+    return CHATD_OK;
+}
+
+static chatd_status ss_run_job(ss *s, ss_job *j)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    switch (j->kind) {
+    case JOB_PERSIST:
+        return ss_run_persist(s, j);
+    case JOB_MEMBER_CREATE:
+        st = s->w[W_MEMBER_INSERT];
+        sqlite3_bind_text(st, 1, j->login_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, j->name, -1, SQLITE_STATIC);
+        if (j->pw_hash)
+            sqlite3_bind_text(st, 3, j->pw_hash, -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(st, 3);
+        sqlite3_bind_int64(st, 4, j->created_ms);
+        rc = ss_wstep(s, W_MEMBER_INSERT);
+        if (rc == SQLITE_CONSTRAINT) return CHATD_ERR_EXISTS;
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "creating a member", rc);
+            return CHATD_ERR_IO;
+        }
+        j->member_id = sqlite3_last_insert_rowid(s->wdb);
+        return CHATD_OK;
+    case JOB_SESSION_PUT:
+        st = s->w[W_SESSION_PUT];
+        sqlite3_bind_text(st, 1, j->token_hash, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, j->member_id);
+        sqlite3_bind_int64(st, 3, j->expires_ms);
+        rc = ss_wstep(s, W_SESSION_PUT);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "storing a session", rc);
+            return CHATD_ERR_IO;
+        }
+        return CHATD_OK;
+    case JOB_SESSION_DEL:
+        st = s->w[W_SESSION_DEL];
+        sqlite3_bind_text(st, 1, j->token_hash, -1, SQLITE_STATIC);
+        rc = ss_wstep(s, W_SESSION_DEL);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "deleting a session", rc);
+            return CHATD_ERR_IO;
+        }
+        return CHATD_OK;
+    }
+    return CHATD_ERR_INTERNAL;
+}
+
+/* Commit a list of jobs in one transaction; each job gets its status. */
+static int ss_commit_batch(ss *s, ss_job *head)
+{
+    ss_job *j;
+    int rc;
+
+    rc = ss_wstep(s, W_BEGIN);
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "starting a transaction", rc);
+        for (j = head; j; j = j->next)
+            j->status = CHATD_ERR_IO;
+        return 0;
+    }
+    for (j = head; j; j = j->next) {
+        /* A savepoint per job: a refused job (e.g. login id taken) leaves
+         * the rest of the batch intact and itself fully undone. */
+        rc = ss_wstep(s, W_SAVEPOINT);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "opening a savepoint", rc);
+            j->status = CHATD_ERR_IO;
+        } else {
+            j->status = ss_run_job(s, j);
+            if (j->status != CHATD_OK && !sqlite3_get_autocommit(s->wdb))
+                ss_wstep(s, W_ROLLBACK_TO);
+            if (!sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_RELEASE);
+        }
+        if (sqlite3_get_autocommit(s->wdb)) {
+            /* SQLite rolled the whole transaction back (disk full, I/O). */
+            s->api->log(s->ctx, CHATD_LOG_ERROR,
+                        "transaction on %s was rolled back: %s; the batch is failed and "
+                        "will be retried by its senders",
+                        s->path, sqlite3_errmsg(s->wdb));
+            for (j = head; j; j = j->next)
+                j->status = CHATD_ERR_IO;
+            return 0;
+        }
+    }
+    rc = ss_wstep(s, W_COMMIT);
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "committing a batch", rc);
+        if (!sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_ROLLBACK);
+        for (j = head; j; j = j->next)
+            j->status = CHATD_ERR_IO;
+        return 0;
+    }
+    return 1;
+}
+
+static void ss_finish_batch(void *arg);
+
+void *ss_writer_main(void *arg)
+{
+    ss *s = arg;
+
+    for (;;) {
+        ss_job *head, *tail, *j;
+        ss_batch *b;
+        size_t n = 0, np = 0;
+        int64_t t0;
+
+        pthread_mutex_lock(&s->mu);
+        while (!s->wq_head && !s->quit)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->wq_head) {
+            pthread_mutex_unlock(&s->mu);
+            break; /* quit, and nothing left */
+        }
+        head = tail = s->wq_head;
+        for (j = head; j && (int64_t)n < s->batch_max; j = j->next) {
+            tail = j;
+            n++;
+        }
+        s->wq_head = tail->next;
+        if (!s->wq_head) s->wq_tail = NULL;
+        tail->next = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        for (j = head; j; j = j->next)
+            np += j->kind == JOB_PERSIST;
+        t0 = pc_mono_ms();
+        b = calloc(1, sizeof(*b));
+        if (!b) {
+            /* Cannot report without memory: keep the jobs queued and retry. */
+            s->api->log(s->ctx, CHATD_LOG_ERROR, "out of memory in the writer; retrying");
+            pthread_mutex_lock(&s->mu);
+            tail->next = s->wq_head;
+            s->wq_head = head;
+            if (!s->wq_tail) s->wq_tail = tail;
+            pthread_mutex_unlock(&s->mu);
+            struct timespec ts = {0, 100 * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        b->s = s;
+        b->head = head;
+        b->njobs = n;
+        b->npersist = np;
+        b->committed = ss_commit_batch(s, head);
+        s->api->log(s->ctx, CHATD_LOG_DEBUG, "batch of %zu writes (%zu messages) %s in %lld ms", n,
+                    np, b->committed ? "committed" : "failed", (long long)(pc_mono_ms() - t0));
+        if (s->api->post(s->ctx, ss_finish_batch, b) != CHATD_OK) {
+            pthread_mutex_lock(&s->mu);
+            b->next = s->orphans;
+            s->orphans = b;
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loop side of writes                                                      */
+/* ------------------------------------------------------------------------ */
+
+static void ss_maybe_stopped(ss *s)
+{
+    if (s->stopping && s->stop_done && s->pending == 0 && !s->flush_posted) {
+        chatd_completion *d = s->stop_done;
+        s->stop_done = NULL;
+        s->api->log(s->ctx, CHATD_LOG_INFO, "stopped: every accepted write is committed");
+        s->api->complete(d, CHATD_OK, NULL);
+    }
+}
+
+/* Report one finished job to its caller (loop thread) and free it. */
+void ss_finish_job(ss *s, ss_job *j)
+{
+    chatd_member m;
+
+    switch (j->kind) {
+    case JOB_PERSIST:
+        s->api->complete(j->done, j->status,
+                         j->status == CHATD_OK ? NULL : "the message could not be committed");
+        s->api->msg_unref(j->msg);
+        break;
+    case JOB_MEMBER_CREATE:
+        memset(&m, 0, sizeof(m));
+        m.size = sizeof(m);
+        m.id = j->member_id;
+        m.login_id = j->login_id;
+        m.name = j->name;
+        m.pw_hash = j->pw_hash;
+        m.created_ms = j->created_ms;
+        j->member_cb(j->arg, j->status, j->status == CHATD_OK ? &m : NULL,
+                     j->status == CHATD_OK ? 1 : 0);
+        break;
+    case JOB_SESSION_PUT:
+    case JOB_SESSION_DEL:
+        if (j->status_cb) j->status_cb(j->arg, j->status);
+        break;
+    }
+    ss_job_free(j);
+}
+
+/* Posted by the writer thread: a batch is finished. */
+static void ss_finish_batch(void *arg)
+{
+    ss_batch *b = arg;
+    ss *s = b->s;
+    ss_job *j, *next;
+
+    for (j = b->head; j; j = next) {
+        next = j->next;
+        ss_finish_job(s, j);
+    }
+    s->pending -= (int64_t)b->njobs;
+    pc_busy_drained(&s->busy, s->api, s->ctx, s->pending, s->max_pending);
+    if (b->committed) {
+        s->api->counter_add(s->ctx, "chatd_store_commits_total", 1);
+        s->api->counter_add(s->ctx, "chatd_store_persisted_total", b->npersist);
+    } else {
+        s->api->counter_add(s->ctx, "chatd_store_failed_batches_total", 1);
+    }
+    s->api->gauge_set(s->ctx, "chatd_store_pending", s->pending);
+    free(b);
+    ss_maybe_stopped(s);
+}
+
+/* Hand everything staged so far to the writer thread. */
+void ss_handoff(ss *s)
+{
+    if (!s->stage_head) return;
+    pthread_mutex_lock(&s->mu);
+    if (s->wq_tail)
+        s->wq_tail->next = s->stage_head;
+    else
+        s->wq_head = s->stage_head;
+    s->wq_tail = s->stage_tail;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    s->stage_head = s->stage_tail = NULL;
+}
+
+/* Posted once per loop turn in which something was staged. */
+static void ss_flush(void *arg)
+{
+    ss *s = arg;
+
+    s->flush_posted = 0;
+    ss_handoff(s);
+    ss_maybe_stopped(s);
+}
+
+/* Check that a write may be accepted now. */
+static chatd_status ss_admit(ss *s)
+{
+    if (!s->started || s->stopping) return CHATD_ERR_UNAVAILABLE;
+    if (s->pending >= s->max_pending) {
+        pc_busy_refuse(&s->busy, s->api, s->ctx, CHATD_LOG_WARN, "chatd_store_busy_total",
+                       "%lld writes pending (max_pending); refusing until the disk catches up "
+                       "(raise max_pending or use faster storage if this persists)",
+                       (long long)s->pending);
+        return CHATD_ERR_BUSY;
+    }
+    if (!s->flush_posted) {
+        if (s->api->post(s->ctx, ss_flush, s) != CHATD_OK) return CHATD_ERR_UNAVAILABLE;
+        s->flush_posted = 1;
+    }
+    return CHATD_OK;
+}
+
+static void ss_stage(ss *s, ss_job *j)
+{
+    j->next = NULL;
+    if (s->stage_tail)
+        s->stage_tail->next = j;
+    else
+        s->stage_head = j;
+    s->stage_tail = j;
+    s->pending++;
+}
+
+chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done)
+{
+    ss *s = inst;
+    const chatd_api *api = s->api;
+    ss_job *j;
+    chatd_status st;
+    int64_t a, b;
+    uint64_t id;
+
+    if (!msg || !done) return CHATD_ERR_INVALID;
+    id = api->msg_id(msg);
+    if (id == 0 || id > (uint64_t)INT64_MAX) {
+        api->log(s->ctx, CHATD_LOG_ERROR, "refusing message with id %" PRIu64 " (out of range)",
+                 id);
+        return CHATD_ERR_INVALID;
+    }
+    if (ss_parse_room(api->msg_room(msg), &a, &b) != 0 ||
+        (api->msg_writer_id(msg) != a && api->msg_writer_id(msg) != b)) {
+        api->log(s->ctx, CHATD_LOG_ERROR,
+                 "refusing message %" PRIu64 ": room \"%s\" is malformed or lacks writer %lld", id,
+                 api->msg_room(msg) ? api->msg_room(msg) : "(null)",
+                 (long long)api->msg_writer_id(msg));
+        return CHATD_ERR_INVALID;
+    }
+    if (api->msg_kind(msg) != CHATD_MSG_CHAT && api->msg_kind(msg) != CHATD_MSG_READ)
+        return CHATD_ERR_INVALID;
+    st = ss_admit(s);
+    if (st != CHATD_OK) return st;
+    j = calloc(1, sizeof(*j));
+    if (!j) return CHATD_ERR_NOMEM;
+    j->kind = JOB_PERSIST;
+    j->msg = api->msg_ref(msg);
+    j->done = done;
+    j->mkind = api->msg_kind(msg);
+    j->id = (int64_t)id;
+    j->room = api->msg_room(msg);
+    j->writer_id = api->msg_writer_id(msg);
+    j->peer_id = j->writer_id == a ? b : a;
+    j->writer = api->msg_writer(msg);
+    if (!j->writer) j->writer = "";
+    j->text = api->msg_text(msg, &j->text_len);
+    if (!j->text) {
+        j->text = "";
+        j->text_len = 0;
+    }
+    if (j->text_len > INT32_MAX) {
+        api->msg_unref(j->msg);
+        free(j);
+        return CHATD_ERR_INVALID;
+    }
+    j->time_ms = api->msg_time_ms(msg);
+    j->up_to = (int64_t)(api->msg_up_to(msg) > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX
+                                                                   : api->msg_up_to(msg));
+    ss_stage(s, j);
+    return CHATD_ASYNC;
+}
+
+void ss_member_create(void *inst, const chatd_member *m, chatd_member_cb cb, void *arg)
+{
+    ss *s = inst;
+    ss_job *j;
+    chatd_status st;
+
+    if (!cb) return;
+    if (!m || !m->login_id || !*m->login_id || !m->name) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0);
+        return;
+    }
+    st = ss_admit(s);
+    if (st != CHATD_OK) {
+        cb(arg, st, NULL, 0);
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (!j || !(j->login_id = pc_strdup(m->login_id)) || !(j->name = pc_strdup(m->name)) ||
+        (m->pw_hash && !(j->pw_hash = pc_strdup(m->pw_hash)))) {
+        if (j) ss_job_free(j);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    j->kind = JOB_MEMBER_CREATE;
+    j->member_cb = cb;
+    j->arg = arg;
+    j->created_ms = m->created_ms > 0 ? m->created_ms : s->api->now_ms();
+    ss_stage(s, j);
+}
+
+static void ss_session_write(ss *s, ss_job_kind kind, const char *token_hash, int64_t member_id,
+                             int64_t expires_ms, chatd_status_cb cb, void *arg)
+{
+    ss_job *j;
+    chatd_status st;
+
+    if (!token_hash || !*token_hash) {
+        if (cb) cb(arg, CHATD_ERR_INVALID);
+        return;
+    }
+    st = ss_admit(s);
+    if (st != CHATD_OK) {
+        if (cb) cb(arg, st);
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (!j || !(j->token_hash = pc_strdup(token_hash))) {
+        if (j) ss_job_free(j);
+        if (cb) cb(arg, CHATD_ERR_NOMEM);
+        return;
+    }
+    j->kind = kind;
+    j->member_id = member_id;
+    j->expires_ms = expires_ms;
+    j->status_cb = cb;
+    j->arg = arg;
+    ss_stage(s, j);
+}
+
+void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, void *arg)
+{
+    if (!sess) {
+        if (cb) cb(arg, CHATD_ERR_INVALID);
+        return;
+    }
+    ss_session_write(inst, JOB_SESSION_PUT, sess->token_hash, sess->member_id, sess->expires_ms, cb,
+                     arg);
+}
+
+void ss_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg)
+{
+    ss_session_write(inst, JOB_SESSION_DEL, token_hash, 0, 0, cb, arg);
+}
