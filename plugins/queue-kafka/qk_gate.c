@@ -1,0 +1,231 @@
+/*
+ * qk_gate.c - the persisted watermark of queue-kafka: for the partitions this
+ * node's persist consumer owns, a fanned-out message and a sender's
+ * completion are held until the store has committed that offset, so that a
+ * subscriber or sender who then asks for history finds the message. On a
+ * single node that is every partition. Partitions owned by another node are
+ * not waited for; a hold never lasts longer than gate_timeout ms. The base
+ * of each watermark (the group's committed offset) is asked for by a worker
+ * thread, since rd_kafka_committed blocks.
+ */
+#define _GNU_SOURCE
+#include "qk.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Must (partition, offset) wait for the local store? */
+int qk_gated(struct qk *qk, int32_t partition, int64_t offset)
+{
+    struct qk_track *t;
+    int64_t lw;
+    if (!qk->persist || qk->state != QK_RUNNING || qk->gate_timeout_ms == 0) return 0;
+    if (!qk->assigned_once) return 1; /* the group has not told us yet which partitions are ours */
+    if (partition < 0 || partition >= qk->ntracks || !(t = qk->tracks[partition]))
+        return 0;              /* another node persists it */
+    if (t->base < 0) return 1; /* committed offset not known yet */
+    lw = t->stored > t->base ? t->stored : t->base;
+    return offset >= lw;
+}
+
+static void qk_held_release(struct qk *qk, struct qk_held *h)
+{
+    if (h->done) qk->api->complete(h->done, CHATD_OK, NULL);
+    if (h->msg) {
+        qk->api->consume(qk->ctx, h->msg, CHATD_CONSUME_FANOUT, NULL, NULL);
+        qk->api->msg_unref(h->msg);
+    }
+    free(h);
+}
+
+/* Release what no longer waits in one partition (everything when force),
+ * keeping fan-out messages in offset order. */
+void qk_gate_release(struct qk *qk, int32_t partition, int force)
+{
+    struct qk_held *h, *next;
+    int keep_msgs = 0, timed_out = 0;
+    int64_t now;
+
+    if (partition < 0 || partition >= qk->nheld_parts) return;
+    now = qk->api->now_ms();
+    for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
+        next = TAILQ_NEXT(h, link);
+        if (!force) {
+            int wait = qk_gated(qk, partition, h->offset);
+            if (wait && now - h->since_ms >= qk->gate_timeout_ms) {
+                wait = 0;
+                timed_out++;
+            }
+            if (wait || (h->msg && keep_msgs)) {
+                if (h->msg) keep_msgs = 1;
+                continue;
+            }
+        }
+        TAILQ_REMOVE(&qk->held[partition], h, link);
+        qk->nheld--;
+        qk_held_release(qk, h);
+    }
+    if (timed_out)
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "%d deliveries of %s[%" PRId32 "] released after %" PRId64
+                     " ms without the local store's commit (is the store slow or down?)",
+                     timed_out, qk->topic, partition, qk->gate_timeout_ms);
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
+}
+
+void qk_gate_release_all(struct qk *qk, int force)
+{
+    for (int32_t p = 0; p < qk->nheld_parts; p++)
+        qk_gate_release(qk, p, force);
+    if (qk->nheld == 0 && qk->gate_tick) event_del(qk->gate_tick);
+}
+
+static void qk_gate_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    qk_gate_release_all(arg, 0);
+}
+
+/* Hold msg (a reference is taken over) or done until the watermark passes
+ * offset. Returns 0, or -1 when it could not be held (release it now). */
+int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
+            chatd_completion *done)
+{
+    struct qk_held *h;
+    if (partition < 0 || partition >= QK_MAX_PARTITIONS) return -1;
+    if (partition >= qk->nheld_parts) {
+        int32_t n = partition + 16;
+        struct qk_held_list *nl = realloc(qk->held, (size_t)n * sizeof *nl);
+        if (!nl) return -1;
+        /* TAILQ heads point into themselves: re-link the moved ones */
+        for (int32_t i = 0; i < qk->nheld_parts; i++) {
+            if (TAILQ_EMPTY(&nl[i]))
+                TAILQ_INIT(&nl[i]);
+            else
+                TAILQ_FIRST(&nl[i])->link.tqe_prev = &TAILQ_FIRST(&nl[i]);
+        }
+        for (int32_t i = qk->nheld_parts; i < n; i++)
+            TAILQ_INIT(&nl[i]);
+        qk->held = nl;
+        qk->nheld_parts = n;
+    }
+    if (!qk->gate_tick) {
+        qk->gate_tick = event_new(qk->base, -1, EV_PERSIST, qk_gate_tick_cb, qk);
+        if (!qk->gate_tick) return -1;
+    }
+    if (!evtimer_pending(qk->gate_tick, NULL)) {
+        struct timeval tv = {0, 100 * 1000};
+        if (evtimer_add(qk->gate_tick, &tv) != 0) return -1;
+    }
+    h = calloc(1, sizeof *h);
+    if (!h) return -1;
+    h->offset = offset;
+    h->since_ms = qk->api->now_ms();
+    h->msg = msg;
+    h->done = done;
+    TAILQ_INSERT_TAIL(&qk->held[partition], h, link);
+    qk->nheld++;
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
+    return 0;
+}
+
+/* committed-offsets worker: rd_kafka_committed blocks, so it runs here and
+ * posts the answer to the loop */
+static void qk_cq_free(struct qk_cq *r)
+{
+    if (r) {
+        rd_kafka_topic_partition_list_destroy(r->parts);
+        free(r);
+    }
+}
+
+static void qk_cq_done(void *arg)
+{
+    struct qk_cq *r = arg;
+    struct qk *qk = r->qk;
+    if (qk->state != QK_RUNNING) {
+        qk_cq_free(r);
+        return;
+    }
+    if (r->err)
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "cannot read the committed offsets of group %s: %s; deliveries wait at "
+                     "most gate_timeout",
+                     qk->group, rd_kafka_err2str(r->err));
+    for (int i = 0; i < r->parts->cnt && !r->err; i++) {
+        rd_kafka_topic_partition_t *e = &r->parts->elems[i];
+        int32_t p = e->partition;
+        struct qk_track *t = p >= 0 && p < qk->ntracks ? qk->tracks[p] : NULL;
+        if (!t || t->base >= 0 || t->gen > r->gen || e->err) continue;
+        /* no commit yet: the group starts at the beginning, all of it ours */
+        t->base = e->offset >= 0 ? e->offset : 0;
+    }
+    qk_cq_free(r);
+    qk_gate_release_all(qk, 0);
+}
+
+void *qk_cq_main(void *arg)
+{
+    struct qk *qk = arg;
+    pthread_mutex_lock(&qk->cq_mu);
+    for (;;) {
+        while (!qk->cq_req && !qk->cq_quit)
+            pthread_cond_wait(&qk->cq_cv, &qk->cq_mu);
+        if (qk->cq_quit) break;
+        struct qk_cq *r = qk->cq_req;
+        qk->cq_req = NULL;
+        pthread_mutex_unlock(&qk->cq_mu);
+        r->err = rd_kafka_committed(qk->cl[QK_PERSIST].rk, r->parts, 5000);
+        if (qk->api->post(qk->ctx, qk_cq_done, r) != CHATD_OK) qk_cq_free(r);
+        pthread_mutex_lock(&qk->cq_mu);
+    }
+    pthread_mutex_unlock(&qk->cq_mu);
+    return NULL;
+}
+
+/* ask the worker for the committed offsets of newly assigned partitions */
+void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts)
+{
+    if (!qk->cq_started || parts->cnt == 0) return;
+    pthread_mutex_lock(&qk->cq_mu);
+    if (!qk->cq_req) {
+        qk->cq_req = calloc(1, sizeof *qk->cq_req);
+        if (qk->cq_req) {
+            qk->cq_req->qk = qk;
+            qk->cq_req->parts = rd_kafka_topic_partition_list_new(parts->cnt);
+            if (!qk->cq_req->parts) {
+                free(qk->cq_req);
+                qk->cq_req = NULL;
+            }
+        }
+    }
+    if (qk->cq_req) {
+        qk->cq_req->gen = qk->assign_gen;
+        for (int i = 0; i < parts->cnt; i++)
+            rd_kafka_topic_partition_list_add(qk->cq_req->parts, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+        pthread_cond_signal(&qk->cq_cv);
+    } else {
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR, "out of memory asking for committed offsets");
+    }
+    pthread_mutex_unlock(&qk->cq_mu);
+}
+
+void qk_cq_stop(struct qk *qk)
+{
+    if (!qk->cq_started) return;
+    pthread_mutex_lock(&qk->cq_mu);
+    qk->cq_quit = 1;
+    pthread_cond_signal(&qk->cq_cv);
+    pthread_mutex_unlock(&qk->cq_mu);
+    pthread_join(qk->cq_thread, NULL);
+    qk->cq_started = 0;
+    qk_cq_free(qk->cq_req);
+    qk->cq_req = NULL;
+}

@@ -1,0 +1,175 @@
+/*
+ * pg.h - internal declarations shared by the files of the store-pg plugin:
+ * the instance, the requests (a few queries and a pipeline sync each), the
+ * pending messages, and what each file offers the others:
+ *   store_pg.c  the store hooks, their results, config, start/stop/destroy
+ *   pg_conn.c   the connection: connect, pipeline I/O, results in order,
+ *               loss and reconnect with backoff, the query watchdog
+ *   pg_sql.c    the schema (migrations) and every statement sent
+ *   pg_batch.c  the pending messages and their batched commits
+ * Not installed; not part of the ABI.
+ */
+#ifndef PG_H
+#define PG_H
+
+#include <chatd/plugin.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/plugin_common.h"
+
+#define PG_VERSION_STR "0.1.0"
+#define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
+#define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
+#define PG_ERR_LEN 256
+#define PG_BATCH_MAX_LIMIT 8192 /* 6 parameters per message stays under 65535 */
+#define PG_ROOMS_MAX "10000"    /* most room summaries returned */
+#define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
+#define PG_SCHEMA_VERSION 1
+
+#define LOG(st, lvl, ...) (st)->api->log((st)->ctx, (lvl), __VA_ARGS__)
+
+typedef enum pg_state {
+    PG_IDLE,       /* created, not started */
+    PG_CONNECTING, /* PQconnectPoll in progress */
+    PG_MIGRATING,  /* connected; schema check/migration in flight */
+    PG_READY,      /* serving requests */
+    PG_DOWN,       /* waiting for the reconnect timer */
+    PG_STOPPED     /* stop finished (or timed out) */
+} pg_state;
+
+/* One message waiting to be committed. */
+typedef struct pg_pending {
+    struct pg_pending *next;
+    chatd_msg *msg;
+    chatd_completion *done;
+} pg_pending;
+
+typedef enum pg_req_kind {
+    REQ_MIGRATE_CHECK,
+    REQ_MIGRATE_APPLY,
+    REQ_BATCH,
+    REQ_MEMBER_CREATE,
+    REQ_MEMBER_GET,
+    REQ_MEMBER_LIST,
+    REQ_SESSION_PUT,
+    REQ_SESSION_GET,
+    REQ_SESSION_DEL,
+    REQ_ROOM_LIST,
+    REQ_HISTORY
+} pg_req_kind;
+
+/* One request: a few queries followed by a pipeline sync. */
+typedef struct pg_req {
+    struct pg_req *next;
+    pg_req_kind kind;
+    int main_q;      /* index of the query whose result is kept, -1: none */
+    int nres;        /* query results received so far */
+    int expect_null; /* a result was read; libpq ends it with a NULL */
+    int failed;
+    char err[PG_ERR_LEN];
+    char sqlstate[6];
+    PGresult *res; /* result of main_q */
+    void *cb;      /* the caller's callback (type by kind) */
+    void *arg;
+    char *s[3];      /* owned copies of string arguments */
+    int64_t i[3];    /* integer arguments */
+    size_t nbatch;   /* REQ_BATCH: number of pending messages it covers */
+    int64_t sent_ms; /* when it was put on the connection */
+} pg_req;
+
+typedef struct pg_store {
+    const chatd_api *api;
+    chatd_ctx *ctx;
+    struct event_base *base;
+
+    /* config */
+    const char *conninfo;
+    size_t batch_max;
+    size_t max_pending;
+    int64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms, stop_timeout_ms;
+    int64_t query_timeout_ms;
+
+    pg_state state;
+    int ever_ready; /* the first connection succeeded once */
+    int64_t backoff_ms;
+    PGconn *conn;
+    struct event *ev_conn;  /* connecting: one-shot read/write */
+    struct event *ev_read;  /* ready: persistent read */
+    struct event *ev_write; /* ready: one-shot write while PQflush has more */
+    struct event *ev_timer; /* reconnect backoff / connect timeout */
+    struct event *ev_kick;  /* deferred pump (never send from inside a callback) */
+    struct event *ev_stop;  /* stop timeout */
+    struct event *ev_watch; /* every second: is the oldest request answered in time? */
+    int schema_version;     /* read by REQ_MIGRATE_CHECK */
+
+    /* requests */
+    pg_req *q_head, *q_tail; /* not sent yet */
+    size_t nqueued;
+    pg_req *f_head, *f_tail; /* sent, awaiting results (in order) */
+
+    /* messages */
+    pg_pending *p_head, *p_tail;
+    size_t npending;   /* all uncommitted, including the batch in flight */
+    size_t inflight;   /* first `inflight` pending messages are in a sent batch */
+    size_t solo_left;  /* after a failed batch: this many go one per transaction */
+    pc_busy busy;      /* the max_pending warning of this episode */
+    unsigned failures; /* failed connection attempts since the last success */
+
+    int stopping;
+    chatd_completion *stop_done;
+} pg_store;
+
+/* pg_conn.c */
+/* Copy a libpq error text (which ends with a newline) as one line. */
+void copy_err(char *dst, size_t cap, const char *src);
+/* The connection's error as one line in buf. */
+const char *conn_err(pg_store *st, char *buf, size_t cap);
+pg_req *req_new(pg_req_kind kind, void *cb, void *arg);
+void req_free(pg_req *r);
+void list_push(pg_req **head, pg_req **tail, pg_req *r);
+pg_req *list_pop(pg_req **head, pg_req **tail);
+/* Start connecting (asynchronous; failures are retried with backoff). */
+void pg_connect(pg_store *st);
+void conn_close(pg_store *st);
+/* The connection failed or was lost: keep the messages, fail the reads,
+ * reconnect after a backoff. */
+void conn_lost(pg_store *st, const char *what);
+/* Fail every request not yet answered (sent or not) with `status`. */
+void fail_requests(pg_store *st, chatd_status status);
+/* Send r now and track it; 0 when the connection is gone (it was dropped). */
+int send_tracked(pg_store *st, pg_req *r);
+void flush_out(pg_store *st);
+/* Run pump() from the loop soon (never send from inside a callback). */
+void kick(pg_store *st);
+/* Event callbacks armed by create/start. */
+void on_timer(evutil_socket_t fd, short what, void *arg);
+void on_watch(evutil_socket_t fd, short what, void *arg);
+void on_kick(evutil_socket_t fd, short what, void *arg);
+
+/* pg_sql.c: put the queries of r on the connection, then a sync. 0 on failure. */
+int req_send(pg_store *st, pg_req *r);
+
+/* pg_batch.c */
+chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *done);
+/* Send what can be sent: queued requests, then the next batch. */
+void pump(pg_store *st);
+/* A batch's sync arrived: complete its messages, or retry them one by one. */
+void batch_done(pg_store *st, pg_req *r);
+/* Complete every pending message with `status` (stop timeout, destroy). */
+void fail_pending(pg_store *st, chatd_status status, const char *reason);
+
+/* store_pg.c */
+int64_t parse_i64(const char *s);
+/* Report a status with no rows to the caller of request r. */
+void req_fail_cb(pg_store *st, pg_req *r, chatd_status status);
+/* A hook's request finished: deliver its rows or its error. */
+void hook_finish(pg_store *st, pg_req *r);
+/* Complete a waiting stop once nothing is left. */
+void check_stop_done(pg_store *st);
+
+#endif /* PG_H */

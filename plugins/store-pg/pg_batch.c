@@ -1,0 +1,148 @@
+/*
+ * pg_batch.c - the messages of store-pg: persist() queues them in memory in
+ * arrival order (bounded by max_pending, then CHATD_ERR_BUSY), and pump()
+ * writes them in batches of up to batch_max, at most one batch in flight;
+ * the next one collects whatever arrived meanwhile. The statements of a
+ * pipeline up to a sync form one implicit transaction (PostgreSQL protocol,
+ * "Pipelining"): committed at the sync, rolled back as a whole if one fails,
+ * with nothing left open on the connection. Completions are completed only
+ * once the sync reports the commit. A batch that fails on an SQL error is
+ * retried one message per transaction so that only the bad message fails.
+ */
+#include "pg.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Complete every pending message with `status` (stop timeout, destroy). */
+void fail_pending(pg_store *st, chatd_status status, const char *reason)
+{
+    pg_pending *p = st->p_head, *next;
+    st->p_head = st->p_tail = NULL;
+    st->npending = 0;
+    st->inflight = 0;
+    for (; p; p = next) {
+        next = p->next;
+        st->api->complete(p->done, status, reason);
+        st->api->msg_unref(p->msg);
+        free(p);
+    }
+}
+
+/* Send what can be sent: queued requests, then the next batch. */
+void pump(pg_store *st)
+{
+    if (st->state == PG_READY) {
+        pg_req *r;
+        while (st->state == PG_READY && (r = list_pop(&st->q_head, &st->q_tail))) {
+            st->nqueued--;
+            if (!send_tracked(st, r)) break;
+        }
+        if (st->state == PG_READY && st->inflight == 0 && st->npending > 0) {
+            size_t n = st->npending < st->batch_max ? st->npending : st->batch_max;
+            if (st->solo_left > 0) n = 1;
+            r = req_new(REQ_BATCH, NULL, NULL);
+            if (!r) {
+                LOG(st, CHATD_LOG_ERROR,
+                    "out of memory starting a batch of %zu messages;"
+                    " retrying soon",
+                    n);
+            } else {
+                r->nbatch = n;
+                st->inflight = n;
+                send_tracked(st, r);
+            }
+        }
+        if (st->state == PG_READY) flush_out(st);
+    }
+    check_stop_done(st);
+}
+
+/* A batch finished (sync received). */
+void batch_done(pg_store *st, pg_req *r)
+{
+    size_t n = r->nbatch;
+    if (n > st->inflight) n = st->inflight; /* defensive; equal by construction */
+    st->inflight = 0;
+    if (!r->failed) {
+        st->api->counter_add(st->ctx, "chatd_store_commits_total", 1);
+        st->api->counter_add(st->ctx, "chatd_store_persisted_total", n);
+        for (size_t k = 0; k < n; k++) {
+            pg_pending *p = st->p_head;
+            st->p_head = p->next;
+            if (!st->p_head) st->p_tail = NULL;
+            st->npending--;
+            if (st->solo_left > 0) st->solo_left--;
+            st->api->complete(p->done, CHATD_OK, NULL);
+            st->api->msg_unref(p->msg);
+            free(p);
+        }
+        pc_busy_drained(&st->busy, st->api, st->ctx, (int64_t)st->npending,
+                        (int64_t)st->max_pending);
+        st->api->gauge_set(st->ctx, "chatd_store_pending", (int64_t)st->npending);
+        return;
+    }
+    st->api->counter_add(st->ctx, "chatd_store_failed_batches_total", 1);
+    if (n > 1) {
+        LOG(st, CHATD_LOG_WARN,
+            "a batch of %zu messages failed (%s%s%s); retrying them one per"
+            " transaction",
+            n, r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
+        st->solo_left = n;
+        return;
+    }
+    if (n == 1) {
+        pg_pending *p = st->p_head;
+        char reason[PG_ERR_LEN + 32];
+        st->api->gauge_set(st->ctx, "chatd_store_pending", (int64_t)st->npending - 1);
+        st->p_head = p->next;
+        if (!st->p_head) st->p_tail = NULL;
+        st->npending--;
+        if (st->solo_left > 0) st->solo_left--;
+        LOG(st, CHATD_LOG_ERROR,
+            "PostgreSQL refused message %" PRIu64 " (%s%s%s); the queue"
+            " will redeliver it",
+            st->api->msg_id(p->msg), r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
+        snprintf(reason, sizeof(reason), "database error: %s", r->err);
+        st->api->complete(p->done, CHATD_ERR_IO, reason);
+        st->api->msg_unref(p->msg);
+        free(p);
+    }
+}
+
+chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *done)
+{
+    pg_store *st = inst;
+    chatd_msg_kind kind = st->api->msg_kind(msg);
+    pg_pending *p;
+
+    if (kind != CHATD_MSG_CHAT && kind != CHATD_MSG_READ) return CHATD_ERR_INVALID;
+    if (st->stopping || st->state == PG_STOPPED || st->state == PG_IDLE)
+        return CHATD_ERR_UNAVAILABLE;
+    if (st->npending >= st->max_pending) {
+        int down = st->state != PG_READY;
+        pc_busy_refuse(&st->busy, st->api, st->ctx, down ? CHATD_LOG_ERROR : CHATD_LOG_WARN,
+                       "chatd_store_busy_total",
+                       "%zu messages wait for PostgreSQL (max_pending): refusing new messages "
+                       "until it %s",
+                       st->npending, down ? "is back (it is unavailable)" : "catches up");
+        return CHATD_ERR_BUSY;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) return CHATD_ERR_NOMEM;
+    p->msg = st->api->msg_ref(msg);
+    p->done = done;
+    if (st->p_tail)
+        st->p_tail->next = p;
+    else
+        st->p_head = p;
+    st->p_tail = p;
+    st->npending++;
+    if ((st->npending & 63) == 0 || st->state != PG_READY)
+        st->api->gauge_set(st->ctx, "chatd_store_pending", (int64_t)st->npending);
+    if (st->state == PG_READY) kick(st);
+    return CHATD_ASYNC;
+}

@@ -1,0 +1,371 @@
+/*
+ * pg_sql.c - the SQL of store-pg: the schema migrations (applied at connect
+ * inside one transaction holding pg_advisory_xact_lock, so several nodes may
+ * start at once) and every statement sent, with bound parameters only.
+ *
+ * A write batch is one multi-row statement per run of CHAT messages
+ * (INSERT ... ON CONFLICT DO NOTHING RETURNING feeding the room summary
+ * upserts, so only rows really inserted touch the summaries) and one per run
+ * of READ events; pg_conn.c adds the sync that commits them as one implicit
+ * transaction.
+ */
+#include "pg.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Schema                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Version 1. Append new versions to `migrations`; never edit a shipped one. */
+static const char *const migration_v1[] = {
+    "CREATE TABLE members ("
+    " id bigserial PRIMARY KEY,"
+    " login_id text NOT NULL UNIQUE,"
+    " name text NOT NULL,"
+    " pw_hash text,"
+    " created_ms bigint NOT NULL)",
+    "CREATE TABLE sessions ("
+    " token_hash text PRIMARY KEY,"
+    " member_id bigint NOT NULL,"
+    " expires_ms bigint NOT NULL)",
+    "CREATE INDEX sessions_member ON sessions (member_id)",
+    "CREATE TABLE messages ("
+    " id bigint PRIMARY KEY,"
+    " room_id text NOT NULL,"
+    " writer_id bigint NOT NULL,"
+    " writer text NOT NULL,"
+    " message text NOT NULL,"
+    " created_ms bigint NOT NULL)",
+    "CREATE INDEX messages_room_id ON messages (room_id, id)",
+    "CREATE TABLE rooms ("
+    " member_id bigint NOT NULL,"
+    " room_id text NOT NULL,"
+    " peer_id bigint NOT NULL,"
+    " last_msg_id bigint NOT NULL DEFAULT 0,"
+    " last_message text NOT NULL DEFAULT '',"
+    " last_ms bigint NOT NULL DEFAULT 0,"
+    " unread bigint NOT NULL DEFAULT 0,"
+    " last_read_id bigint NOT NULL DEFAULT 0,"
+    " PRIMARY KEY (member_id, room_id))",
+    "CREATE INDEX rooms_member_last ON rooms (member_id, last_ms DESC)",
+    NULL,
+};
+
+static const struct {
+    int version;
+    const char *const *stmts;
+} migrations[] = {
+    {1, migration_v1},
+};
+#define PG_SCHEMA_VERSION 1
+
+/* Room summaries of a run of CHAT messages: `input` rows are inserted
+ * idempotently; only rows really inserted (RETURNING) feed the upsert of both
+ * members' summaries. Per member and room: the newest inserted message becomes
+ * the last one (if newer than the stored one); when the member wrote in the
+ * batch, last_read_id moves up to their newest message and unread is recounted
+ * (the peer's messages after it, stored before or in this batch; the subqueries
+ * on `messages` do not see this statement's own inserts, hence the two terms),
+ * else unread grows by the peer's new messages after last_read_id. */
+static const char sql_chat_head[] =
+    "WITH input (id, room_id, writer_id, writer, message, created_ms) AS (VALUES ";
+static const char sql_chat_tail[] =
+    "), ins AS ("
+    " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms)"
+    " SELECT id, room_id, writer_id, writer, message, created_ms FROM input"
+    " ON CONFLICT (id) DO NOTHING"
+    " RETURNING id, room_id, writer_id, message, created_ms"
+    "), pairs AS ("
+    " SELECT i.id, i.room_id, i.writer_id, p.member_id, p.peer_id FROM ins i"
+    " CROSS JOIN LATERAL (VALUES"
+    "  (split_part(i.room_id, '&', 1)::bigint, split_part(i.room_id, '&', 2)::bigint),"
+    "  (split_part(i.room_id, '&', 2)::bigint, split_part(i.room_id, '&', 1)::bigint))"
+    "  AS p (member_id, peer_id)"
+    "), agg AS ("
+    " SELECT member_id, room_id, min(peer_id) AS peer_id, max(id) AS last_id,"
+    "  coalesce(max(id) FILTER (WHERE writer_id = member_id), 0) AS mine"
+    " FROM pairs GROUP BY member_id, room_id"
+    ") INSERT INTO rooms AS r"
+    " (member_id, room_id, peer_id, last_msg_id, last_message, last_ms, unread, last_read_id)"
+    " SELECT a.member_id, a.room_id, a.peer_id, a.last_id, l.message, l.created_ms,"
+    "  (SELECT count(*) FROM pairs q WHERE q.member_id = a.member_id"
+    "   AND q.room_id = a.room_id AND q.writer_id <> a.member_id AND q.id > a.mine),"
+    "  a.mine"
+    " FROM agg a JOIN ins l ON l.id = a.last_id"
+    " ORDER BY a.member_id, a.room_id"
+    " ON CONFLICT (member_id, room_id) DO UPDATE SET"
+    "  last_msg_id = GREATEST(r.last_msg_id, EXCLUDED.last_msg_id),"
+    "  last_message = CASE WHEN EXCLUDED.last_msg_id > r.last_msg_id"
+    "   THEN EXCLUDED.last_message ELSE r.last_message END,"
+    "  last_ms = CASE WHEN EXCLUDED.last_msg_id > r.last_msg_id"
+    "   THEN EXCLUDED.last_ms ELSE r.last_ms END,"
+    "  unread = CASE WHEN EXCLUDED.last_read_id > 0 THEN"
+    "   (SELECT count(*) FROM messages m WHERE m.room_id = r.room_id"
+    "    AND m.writer_id = r.peer_id AND m.id > GREATEST(r.last_read_id, EXCLUDED.last_read_id))"
+    "   + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
+    "    AND q.writer_id = r.peer_id AND q.id > GREATEST(r.last_read_id, EXCLUDED.last_read_id))"
+    "  ELSE r.unread + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
+    "   AND q.writer_id = r.peer_id AND q.id > r.last_read_id) END,"
+    "  last_read_id = GREATEST(r.last_read_id, EXCLUDED.last_read_id)";
+
+/* A run of READ events: last_read_id = GREATEST(old, up_to), unread recounted
+ * as the peer's messages after it. Like store-sqlite, a read mark only updates
+ * an existing summary (a room appears with its first message). */
+static const char sql_read_head[] = "WITH input (room_id, member_id, up_to) AS (VALUES ";
+static const char sql_read_tail[] =
+    "), rd AS ("
+    " SELECT room_id, member_id, max(up_to) AS up_to FROM input GROUP BY room_id, member_id"
+    ") UPDATE rooms AS r SET"
+    "  last_read_id = GREATEST(r.last_read_id, rd.up_to),"
+    "  unread = (SELECT count(*) FROM messages m WHERE m.room_id = r.room_id"
+    "   AND m.writer_id = r.peer_id AND m.id > GREATEST(r.last_read_id, rd.up_to))"
+    " FROM rd WHERE r.member_id = rd.member_id AND r.room_id = rd.room_id";
+
+#define MEMBER_COLS "id, login_id, name, pw_hash, created_ms"
+
+/* Growable SQL text (bounded by batch_max times a constant). */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) CHATD_PRINTF(2, 3);
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    if (b->oom) return;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->oom = 1;
+            return;
+        }
+        if (b->p && (size_t)n < room) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t ncap = b->cap ? b->cap * 2 : 4096;
+        while (ncap < b->len + (size_t)n + 1)
+            ncap *= 2;
+        char *np = realloc(b->p, ncap);
+        if (!np) {
+            b->oom = 1;
+            return;
+        }
+        b->p = np;
+        b->cap = ncap;
+    }
+}
+
+static int send_q(pg_store *st, const char *sql, int n, const char *const *values,
+                  const int *lengths, const int *formats)
+{
+    return PQsendQueryParams(st->conn, sql, n, NULL, values, lengths, formats, 0);
+}
+
+/* Send a write batch of `n` pending messages from the head of the list: one
+ * statement per run of CHAT / READ messages; the caller adds the sync that
+ * commits them as one implicit transaction. */
+static int send_batch(pg_store *st, size_t n)
+{
+    const chatd_api *api = st->api;
+    pg_pending *p = st->p_head;
+    int ok = 1;
+
+    while (n > 0 && ok) {
+        chatd_msg_kind kind = api->msg_kind(p->msg);
+        size_t run = 0;
+        for (pg_pending *q = p; q && run < n && api->msg_kind(q->msg) == kind; q = q->next)
+            run++;
+        int per = kind == CHATD_MSG_CHAT ? 6 : 3;
+        size_t np = run * (size_t)per;
+        const char **vals = calloc(np, sizeof(*vals));
+        int *lens = calloc(np, sizeof(*lens));
+        int *fmts = calloc(np, sizeof(*fmts));
+        char(*nums)[24] = calloc(run * 3, sizeof(*nums));
+        sbuf sql = {0};
+        if (!vals || !lens || !fmts || !nums) {
+            ok = 0;
+        } else {
+            sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_head : sql_read_head);
+            for (size_t k = 0; k < run; k++, p = p->next) {
+                size_t b = k * (size_t)per;
+                char *n0 = nums[k * 3], *n1 = nums[k * 3 + 1], *n2 = nums[k * 3 + 2];
+                snprintf(n0, 24, "%" PRIu64, api->msg_id(p->msg));
+                snprintf(n1, 24, "%" PRId64, api->msg_writer_id(p->msg));
+                if (kind == CHATD_MSG_CHAT) {
+                    size_t tlen = 0;
+                    const char *text = api->msg_text(p->msg, &tlen);
+                    snprintf(n2, 24, "%" PRId64, api->msg_time_ms(p->msg));
+                    vals[b] = n0;
+                    vals[b + 1] = api->msg_room(p->msg);
+                    vals[b + 2] = n1;
+                    vals[b + 3] = api->msg_writer(p->msg);
+                    vals[b + 4] = text ? text : "";
+                    lens[b + 4] = (int)tlen; /* binary text: exact bytes, no NUL needed */
+                    fmts[b + 4] = 1;
+                    vals[b + 5] = n2;
+                    sb_add(&sql,
+                           "%s($%zu::bigint,$%zu::text,$%zu::bigint,$%zu::text,$%zu::text,"
+                           "$%zu::bigint)",
+                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
+                } else {
+                    snprintf(n2, 24, "%" PRIu64, api->msg_up_to(p->msg));
+                    vals[b] = api->msg_room(p->msg);
+                    vals[b + 1] = n1;
+                    vals[b + 2] = n2;
+                    sb_add(&sql, "%s($%zu::text,$%zu::bigint,$%zu::bigint)", k ? "," : "", b + 1,
+                           b + 2, b + 3);
+                }
+            }
+            sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_tail : sql_read_tail);
+            if (sql.oom)
+                ok = 0;
+            else
+                ok = send_q(st, sql.p, (int)np, vals, lens, fmts);
+        }
+        free(sql.p);
+        free(vals);
+        free(lens);
+        free(fmts);
+        free(nums);
+        n -= run;
+    }
+    return ok;
+}
+
+static int send_migrate_apply(pg_store *st)
+{
+    char ver[16];
+    const char *vals[1] = {ver};
+    for (size_t m = 0; m < sizeof(migrations) / sizeof(migrations[0]); m++) {
+        if (migrations[m].version <= st->schema_version) continue;
+        for (const char *const *s = migrations[m].stmts; *s; s++)
+            if (!send_q(st, *s, 0, NULL, NULL, NULL)) return 0;
+        snprintf(ver, sizeof(ver), "%d", migrations[m].version);
+        if (!send_q(st, "INSERT INTO chatd_schema (version, applied_at) VALUES ($1, now())", 1,
+                    vals, NULL, NULL))
+            return 0;
+    }
+    return send_q(st, "COMMIT", 0, NULL, NULL, NULL);
+}
+
+/* Put the queries of r on the connection, then a sync. 0 on failure. */
+int req_send(pg_store *st, pg_req *r)
+{
+    char n0[24], n1[24], n2[24];
+    const char *v[4];
+    int ok = 0;
+
+    switch (r->kind) {
+    case REQ_MIGRATE_CHECK: {
+        const char *key[1] = {PG_ADVISORY_KEY};
+        ok = send_q(st, "BEGIN", 0, NULL, NULL, NULL) &&
+             send_q(st, "SELECT pg_advisory_xact_lock($1::bigint)", 1, key, NULL, NULL) &&
+             send_q(st,
+                    "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())",
+                    0, NULL, NULL, NULL) &&
+             send_q(st, "SELECT coalesce(max(version), 0) FROM chatd_schema", 0, NULL, NULL, NULL);
+        r->main_q = 3;
+        break;
+    }
+    case REQ_MIGRATE_APPLY:
+        ok = send_migrate_apply(st);
+        break;
+    case REQ_BATCH:
+        ok = send_batch(st, r->nbatch);
+        break;
+    case REQ_MEMBER_CREATE:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        v[0] = r->s[0];
+        v[1] = r->s[1];
+        v[2] = r->s[2];
+        v[3] = n0;
+        ok = send_q(st,
+                    "INSERT INTO members (login_id, name, pw_hash, created_ms)"
+                    " VALUES ($1, $2, $3, $4::bigint) ON CONFLICT (login_id) DO NOTHING"
+                    " RETURNING " MEMBER_COLS,
+                    4, v, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_MEMBER_GET:
+        if (r->s[0]) {
+            v[0] = r->s[0];
+            ok = send_q(st, "SELECT " MEMBER_COLS " FROM members WHERE login_id = $1", 1, v, NULL,
+                        NULL);
+        } else {
+            snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+            v[0] = n0;
+            ok = send_q(st, "SELECT " MEMBER_COLS " FROM members WHERE id = $1::bigint", 1, v, NULL,
+                        NULL);
+        }
+        r->main_q = 0;
+        break;
+    case REQ_MEMBER_LIST:
+        ok = send_q(st, "SELECT " MEMBER_COLS " FROM members ORDER BY id LIMIT " PG_MEMBERS_MAX, 0,
+                    NULL, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_SESSION_PUT:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        v[0] = r->s[0];
+        v[1] = n0;
+        v[2] = n1;
+        ok = send_q(st,
+                    "INSERT INTO sessions (token_hash, member_id, expires_ms)"
+                    " VALUES ($1, $2::bigint, $3::bigint) ON CONFLICT (token_hash) DO UPDATE"
+                    " SET member_id = EXCLUDED.member_id, expires_ms = EXCLUDED.expires_ms",
+                    3, v, NULL, NULL);
+        break;
+    case REQ_SESSION_GET:
+        v[0] = r->s[0];
+        ok = send_q(st,
+                    "SELECT token_hash, member_id, expires_ms FROM sessions"
+                    " WHERE token_hash = $1",
+                    1, v, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_SESSION_DEL:
+        v[0] = r->s[0];
+        ok = send_q(st, "DELETE FROM sessions WHERE token_hash = $1", 1, v, NULL, NULL);
+        break;
+    case REQ_ROOM_LIST:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        v[0] = n0;
+        ok = send_q(st,
+                    "SELECT r.room_id, r.member_id, r.peer_id, coalesce(m.login_id, ''),"
+                    " coalesce(m.name, ''), r.last_msg_id, r.last_message, r.last_ms, r.unread,"
+                    " r.last_read_id FROM rooms r LEFT JOIN members m ON m.id = r.peer_id"
+                    " WHERE r.member_id = $1::bigint"
+                    " ORDER BY r.last_ms DESC, r.last_msg_id DESC, r.room_id LIMIT " PG_ROOMS_MAX,
+                    1, v, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_HISTORY:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n2, sizeof(n2), "%" PRId64, r->i[1] + 1); /* one more: are there older? */
+        v[0] = r->s[0];
+        v[1] = n0;
+        v[2] = n2;
+        ok = send_q(st,
+                    "SELECT id, room_id, writer_id, writer, message, created_ms"
+                    " FROM messages WHERE room_id = $1 AND id < $2::bigint"
+                    " ORDER BY id DESC LIMIT $3::bigint",
+                    3, v, NULL, NULL);
+        r->main_q = 0;
+        break;
+    }
+    return ok && PQpipelineSync(st->conn);
+}
