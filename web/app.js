@@ -1,7 +1,10 @@
 /* app.js - the chatd chat page: sign-in and sign-up over the REST API, the
- * conversation list (live from /sub/chat/side/{me}), the member list, and the
- * room (history pages over REST, live messages from /sub/chat/room/{roomId},
- * SEND to /pub/chat/message with a receipt, /pub/chat/read when read).
+ * conversation list (live from /sub/chat/side/{me}), the member list, the
+ * STOMP connection, and the wiring. The open room is room.js; messages are
+ * sent through the outbox of outbox.js; shared helpers are in page.js.
+ *
+ * The side subscription remembers the cursor of its last message and resumes
+ * after it on a reconnect (a server without cursors: the list is reloaded).
  *
  * Every piece of user text is put in the page with textContent, never as HTML.
  * Times arrive as ISO-8601 UTC and are shown in the browser's local time.
@@ -9,148 +12,14 @@
 (function () {
     'use strict';
 
-    var PAGE = 50;
-    var ROOM_RE = /^[0-9]+&[0-9]+$/;
-
-    /* ---- strings (Korean when the browser prefers it, else English) ---- */
-    var STRINGS = {
-        en: {
-            lead: 'Sign in to chat.', login: 'Log in', register: 'Sign up', loginId: 'Login ID',
-            name: 'Name', password: 'Password', logout: 'Log out', chats: 'Chats', people: 'People',
-            noRooms: 'No conversations yet. Pick someone under People.',
-            pickRoom: 'Pick a conversation, or someone under People to start one.',
-            typeMessage: 'Message', send: 'Send', connecting: 'connecting…', online: 'online',
-            offline: 'offline, retrying in {s}s', closed: 'offline', loadingOlder: 'Loading older messages…',
-            noOlder: 'Beginning of the conversation', sendFailed: 'Not sent: {e}', retry: 'Retry',
-            sending: 'sending…', needFields: 'Fill in every field.', unreadLabel: '{n} unread',
-            noMembers: 'Nobody else has signed up yet.', me: 'me', sessionEnded: 'Your session ended. Please log in again.',
-        },
-        ko: {
-            lead: '로그인하고 대화를 시작하세요.', login: '로그인', register: '회원가입', loginId: '아이디',
-            name: '이름', password: '비밀번호', logout: '로그아웃', chats: '채팅', people: '멤버',
-            noRooms: '아직 대화가 없습니다. 멤버에서 상대를 고르세요.',
-            pickRoom: '대화를 고르거나, 멤버에서 상대를 골라 대화를 시작하세요.',
-            typeMessage: '메시지 입력', send: '전송', connecting: '연결 중…', online: '연결됨',
-            offline: '연결 끊김, {s}초 후 다시 연결', closed: '연결 끊김', loadingOlder: '이전 메시지를 불러오는 중…',
-            noOlder: '대화의 시작', sendFailed: '전송 실패: {e}', retry: '다시 보내기',
-            sending: '보내는 중…', needFields: '모든 칸을 채워 주세요.', unreadLabel: '읽지 않은 메시지 {n}개',
-            noMembers: '아직 다른 멤버가 없습니다.', me: '나', sessionEnded: '세션이 끝났습니다. 다시 로그인해 주세요.',
-        },
-    };
-    var langs = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || 'en'];
-    var LANG = /^ko\b/i.test(langs[0] || '') ? 'ko' : 'en';
-    document.documentElement.lang = LANG;
-
-    function t(key, vars) {
-        var s = STRINGS[LANG][key] || STRINGS.en[key] || key;
-        return s.replace(/\{(\w+)\}/g, function (m, k) { return vars && k in vars ? String(vars[k]) : m; });
-    }
-
-    /* ---- small DOM helpers: text only, never HTML ---- */
-    function $(id) { return document.getElementById(id); }
-
-    function el(tag, cls, text) {
-        var e = document.createElement(tag);
-        if (cls) e.className = cls;
-        if (text != null) e.textContent = text;
-        return e;
-    }
-
-    function applyStrings() {
-        document.querySelectorAll('[data-i18n]').forEach(function (e) { e.textContent = t(e.dataset.i18n); });
-        document.querySelectorAll('[data-i18n-placeholder]').forEach(function (e) {
-            e.placeholder = t(e.dataset.i18nPlaceholder);
-        });
-    }
-
-    var toastTimer = null;
-    function toast(text) {
-        var box = $('toast');
-        box.textContent = text;
-        box.hidden = false;
-        clearTimeout(toastTimer);
-        toastTimer = setTimeout(function () { box.hidden = true; }, 5000);
-    }
-
-    /* ---- time ---- */
-    var timeFmt = new Intl.DateTimeFormat(LANG, { hour: 'numeric', minute: '2-digit' });
-    var dayFmt = new Intl.DateTimeFormat(LANG, { month: 'short', day: 'numeric' });
-    var longDayFmt = new Intl.DateTimeFormat(LANG, { year: 'numeric', month: 'long', day: 'numeric', weekday: 'short' });
-    var fullFmt = new Intl.DateTimeFormat(LANG, { dateStyle: 'medium', timeStyle: 'medium' });
-
-    function parseTime(iso) {
-        var d = new Date(iso);
-        return isNaN(d.getTime()) ? null : d;
-    }
-
-    function sameDay(a, b) {
-        return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
-    }
-
-    function shortTime(iso) {
-        var d = parseTime(iso);
-        if (!d) return '';
-        return sameDay(d, new Date()) ? timeFmt.format(d) : dayFmt.format(d);
-    }
-
-    /* ---- ids ---- */
-    function cmpId(a, b) {
-        var x = BigInt(a), y = BigInt(b);
-        return x < y ? -1 : x > y ? 1 : 0;
-    }
-
-    function roomIdFor(a, b) {
-        a = Number(a);
-        b = Number(b);
-        return Math.min(a, b) + '&' + Math.max(a, b);
-    }
-
-    function peerIdOf(roomId) {
-        var p = roomId.split('&').map(Number);
-        return p[0] === state.me.id ? p[1] : p[0];
-    }
-
-    /* ---- REST ---- */
-    function api(method, path, body) {
-        var opts = { method: method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
-        if (body !== undefined) {
-            opts.headers['Content-Type'] = 'application/json';
-            opts.body = JSON.stringify(body);
-        }
-        return fetch(path, opts).then(function (res) {
-            var parse = res.status === 204 ? Promise.resolve(null) : res.json().catch(function () { return null; });
-            return parse.then(function (data) {
-                if (!res.ok) {
-                    var err = new Error((data && data.error) || res.status + ' ' + res.statusText);
-                    err.status = res.status;
-                    throw err;
-                }
-                return data;
-            });
-        });
-    }
-
-    /* a 401 while signed in means the session is gone */
-    function guard(promise) {
-        return promise.catch(function (err) {
-            if (err.status === 401 && state.me) {
-                toast(t('sessionEnded'));
-                endSession();
-            }
-            throw err;
-        });
-    }
-
-    /* ---- state ---- */
-    var state = {
-        me: null,
-        members: new Map(),   /* id -> member */
-        rooms: new Map(),     /* roomId -> {roomId, peer, lastMessage, lastTimestamp, unread, lastId} */
-        client: null,
-        current: null,        /* the open room */
-        roomGen: 0,
-        tab: 'rooms',
-    };
+    var P = window.ChatdPage;
+    var state = P.state, t = P.t, $ = P.$, el = P.el, toast = P.toast, api = P.api, guard = P.guard;
+    var LANG = P.LANG, ROOM_RE = P.ROOM_RE, cursorOf = P.cursorOf, remember = P.remember;
+    var peerIdOf = P.peerIdOf, roomIdFor = P.roomIdFor, shortTime = P.shortTime, parseTime = P.parseTime;
+    var fullFmt = P.fullFmt;
+    var openRoom = P.openRoom, closeRoom = P.closeRoom, loadRoom = P.loadRoom, catchUp = P.catchUp;
+    var loadOlder = P.loadOlder, scheduleRead = P.scheduleRead, renderPending = P.renderPending;
+    var onOutboxChange = P.onOutboxChange, sendText = P.sendText, applyStrings = P.applyStrings;
 
     /* ---- auth view ---- */
     function setAuthMode(mode) {
@@ -217,6 +86,17 @@
         state.me = me;
         state.members.clear();
         state.rooms.clear();
+        state.sideCursor = null;
+        state.resumeOff = false;
+        var storage = null;
+        try { storage = window.sessionStorage; } catch (e) { storage = null; }
+        state.outbox = new ChatdOutbox.Outbox({
+            storage: storage,
+            storageKey: 'chatd.outbox.' + me.id,
+            destination: '/pub/chat/message',
+            client: function () { return state.me === me ? state.client : null; },
+            onChange: onOutboxChange,
+        });
         $('auth-view').hidden = true;
         $('chat-view').hidden = false;
         $('me-name').textContent = me.name || me.loginId;
@@ -238,10 +118,14 @@
         return roomIdFor(p[0], p[1]);
     }
 
-    function endSession() {
+    /* endSession(forget): forget=true (logout) also empties the outbox; a
+     * session that merely expired keeps it for the next login */
+    function endSession(forget) {
         var client = state.client;
         state.client = null;
         state.me = null;
+        if (state.outbox && forget === true) state.outbox.clear();
+        state.outbox = null;
         closeRoom();
         if (client) client.deactivate();
         history.replaceState(null, '', location.pathname + location.search);
@@ -250,7 +134,7 @@
 
     function logout() {
         api('POST', '/api/logout').catch(function () { /* the session is gone either way */ })
-            .then(endSession);
+            .then(function () { endSession(true); });
     }
 
     function showTab(tab) {
@@ -310,6 +194,7 @@
                     lastTimestamp: r.lastTimestamp,
                     unread: Number(r.unread) || 0,
                     lastId: old.lastId || null,
+                    seen: old.seen || new Map(),
                 });
                 if (r.peer && r.peer.id != null && !state.members.has(Number(r.peer.id))) {
                     state.members.set(Number(r.peer.id), r.peer);
@@ -320,7 +205,7 @@
             if (cur && cur.readSent && state.rooms.has(cur.roomId) && document.visibilityState === 'visible') {
                 /* the open room is being read; the read event may still be on its way */
                 var room = state.rooms.get(cur.roomId);
-                if (room.lastId && cmpId(room.lastId, cur.readSent) <= 0) room.unread = 0;
+                if (room.lastId === cur.readSent) room.unread = 0;
             }
             renderRooms();
         });
@@ -395,33 +280,57 @@
             else if (s === 'connecting') box.textContent = t('connecting');
             else if (s === 'reconnect-wait') box.textContent = t('offline', { s: Math.max(1, Math.round(info.delay / 1000)) });
             else box.textContent = t('closed');
-            $('send-btn').disabled = s !== 'connected';
+            renderPending();
         };
         client.onConnect = function (frame, isReconnect) {
             if (state.client !== client) return;
-            if (isReconnect) resync();
-            else scheduleRead();
+            state.connMessages = 0;
+            resync(isReconnect);
+            if (state.outbox) state.outbox.pump();
         };
         client.onStompError = function (frame) {
             if (state.client !== client) return;
-            toast(frame.headers.message || 'error');
+            var text = frame.headers.message || 'error';
+            toast(text);
+            var cur = state.current;
+            if (!frame.headers['receipt-id'] && (state.sideResumed || (cur && cur.resumed)) &&
+                (state.connMessages === 0 || /cursor|resume/i.test(text))) {
+                /* the server refused a resume point: reload history from now on */
+                state.resumeOff = true;
+            }
             if (!client.connected) {
                 /* refused before CONNECTED: is the session still valid? */
                 guard(api('GET', '/api/me')).catch(function () {});
             }
         };
-        client.subscribe('/sub/chat/side/' + state.me.id, onSideMessage);
+        client.subscribe('/sub/chat/side/' + state.me.id, onSideMessage, function () {
+            state.sideResumed = !state.resumeOff && state.sideCursor != null;
+            return state.sideResumed ? { 'resume-after': state.sideCursor } : {};
+        });
         client.activate();
     }
 
+    function newRoom(roomId) {
+        var peerId = peerIdOf(roomId);
+        var room = { roomId: roomId, peer: state.members.get(peerId) || null, unread: 0, lastId: null, seen: new Map() };
+        state.rooms.set(roomId, room);
+        if (!room.peer) loadMembers().catch(function () {});
+        return room;
+    }
+
+    /* the side stream comes in the server's order, replays included: each chat
+     * message is the newest of its room; one already counted is skipped */
     function onSideMessage(frame) {
+        state.connMessages++;
+        var cursor = cursorOf(frame.headers.cursor);
+        if (cursor) state.sideCursor = cursor;
         var msg;
         try { msg = JSON.parse(frame.body); } catch (e) { return; }
-        if (!msg || typeof msg.roomId !== 'string') return;
+        if (!msg || typeof msg.roomId !== 'string' || !ROOM_RE.test(msg.roomId)) return;
         var room = state.rooms.get(msg.roomId);
         if (msg.type === 'read') {
             /* I read this room (here or in another tab) */
-            if (room && room.lastId && cmpId(msg.upTo, room.lastId) >= 0) {
+            if (room && room.lastId && msg.upTo === room.lastId) {
                 room.unread = 0;
                 renderRooms();
             } else {
@@ -429,21 +338,14 @@
             }
             return;
         }
-        if (msg.type && msg.type !== 'chat') return;
-        var peerId = peerIdOf(msg.roomId);
-        if (!room) {
-            room = { roomId: msg.roomId, peer: state.members.get(peerId) || null, unread: 0, lastId: null };
-            state.rooms.set(msg.roomId, room);
-            if (!room.peer) loadMembers().catch(function () {});
-        }
-        var order = room.lastId ? cmpId(msg.id, room.lastId) : 1;
-        if (order < 0) return; /* older than what the list shows */
+        if ((msg.type && msg.type !== 'chat') || typeof msg.id !== 'string') return;
+        if (!room) room = newRoom(msg.roomId);
+        if (room.seen.has(msg.id)) return; /* already counted: the open room, or a replay */
+        remember(room, msg.id);
         room.lastId = msg.id;
         room.lastMessage = msg.message;
         room.lastTimestamp = msg.timestamp;
-        if (order === 0) {
-            /* already seen in the open room */
-        } else if (msg.writerId === state.me.id) {
+        if (msg.writerId === state.me.id) {
             room.unread = 0;
         } else if (!(state.current && state.current.roomId === msg.roomId && document.visibilityState === 'visible')) {
             room.unread += 1;
@@ -451,318 +353,18 @@
         renderRooms();
     }
 
-    /* after a reconnect: fetch what was missed while offline */
-    function resync() {
-        loadRooms().catch(function () {});
+    /* after CONNECTED: a subscription that resumed gets what it missed from the
+     * server; one that could not is caught up over REST */
+    function resync(isReconnect) {
+        if (!isReconnect || !state.sideResumed) reloadRoomsSoon();
         var cur = state.current;
-        if (!cur || !cur.loaded) return;
-        guard(api('GET', messagesPath(cur.roomId, null))).then(function (page) {
-            if (state.current !== cur) return;
-            var msgs = page.messages || [];
-            var newest = newestId();
-            if (msgs.length && newest && cmpId(msgs[0].id, newest) > 0 && page.next != null) {
-                /* more was missed than one page: start the room over from this page */
-                $('message-list').replaceChildren();
-                cur.ids.clear();
-                cur.next = page.next;
-                showOlderStatus();
-            }
-            addMessages(msgs);
-            scrollToBottom();
-            scheduleRead();
-        }).catch(function (err) { toast(err.message); });
-    }
-
-    /* ---- room ---- */
-    function messagesPath(roomId, before) {
-        if (!ROOM_RE.test(roomId)) throw new Error('bad room id');
-        var q = 'limit=' + PAGE + (before != null ? '&before=' + encodeURIComponent(before) : '');
-        return '/api/rooms/' + roomId + '/messages?' + q;
-    }
-
-    function openRoom(roomId, peer) {
-        if (!ROOM_RE.test(roomId) || !state.me) return;
-        var parts = roomId.split('&').map(Number);
-        var pid0 = peerIdOf(roomId);
-        /* only a room of mine with a member we know: a refused SUBSCRIBE would
-         * be an ERROR (and a closed connection) on every reconnect */
-        if (parts.indexOf(state.me.id) < 0 || pid0 === state.me.id ||
-            !(state.members.has(pid0) || state.rooms.has(roomId) || peer)) {
-            return;
-        }
-        document.body.classList.add('room-open');
-        if (state.current && state.current.roomId === roomId) {
-            scheduleRead();
-            return;
-        }
-        closeRoom();
-        document.body.classList.add('room-open');
-        var pid = peerIdOf(roomId);
-        var room = state.rooms.get(roomId);
-        peer = peer || (room && room.peer) || state.members.get(pid) || { id: pid, name: '#' + pid };
-        var cur = {
-            roomId: roomId, peer: peer, ids: new Set(), next: null, loaded: false,
-            pendingLive: [], loadingOlder: false, readSent: null, gen: ++state.roomGen,
-        };
-        state.current = cur;
-        history.replaceState(null, '', '#' + roomId);
-        $('room-title').textContent = peer.name || peer.loginId;
-        $('room-title').title = peer.loginId ? '@' + peer.loginId : '';
-        avatar($('room-avatar'), peer);
-        $('room-avatar').hidden = false;
-        $('room-placeholder').hidden = true;
-        $('messages').hidden = false;
-        $('send-form').hidden = false;
-        $('message-list').replaceChildren();
-        $('pending-list') && $('pending-list').remove();
-        var pend = el('ol', 'message-list pending-list');
-        pend.id = 'pending-list';
-        $('messages').appendChild(pend);
-        $('older-status').hidden = true;
-        $('messages').dataset.roomId = roomId;
-        renderRooms();
-        cur.sub = state.client.subscribe('/sub/chat/room/' + roomId, function (frame) { onRoomMessage(cur, frame); });
-        guard(api('GET', messagesPath(roomId, null))).then(function (page) {
-            if (state.current !== cur) return;
-            addMessages(page.messages || []);
-            cur.next = page.next == null ? null : page.next;
-            cur.loaded = true;
-            addMessages(cur.pendingLive);
-            cur.pendingLive = [];
-            showOlderStatus();
-            scrollToBottom();
-            scheduleRead();
-            fillScreen();
-        }).catch(function (err) {
-            toast(err.message);
-            /* the server refuses this room: do not keep subscribing to it */
-            if (state.current === cur && err.status >= 400 && err.status < 500) closeRoom();
-        });
-        if (window.matchMedia('(min-width: 721px)').matches) $('msg-input').focus();
-    }
-
-    function closeRoom() {
-        var cur = state.current;
-        state.current = null;
-        document.body.classList.remove('room-open');
-        if (cur && cur.sub) cur.sub.unsubscribe();
-        $('room-title').textContent = '';
-        $('room-avatar').hidden = true;
-        $('room-placeholder').hidden = false;
-        $('messages').hidden = true;
-        $('send-form').hidden = true;
-        $('message-list').replaceChildren();
-        if ($('pending-list')) $('pending-list').replaceChildren();
-        if (state.me) {
-            history.replaceState(null, '', location.pathname + location.search);
-            renderRooms();
-        }
-    }
-
-    function onRoomMessage(cur, frame) {
-        if (state.current !== cur) return;
-        var msg;
-        try { msg = JSON.parse(frame.body); } catch (e) { return; }
-        if (!msg || (msg.type && msg.type !== 'chat') || msg.roomId !== cur.roomId) return;
-        if (!cur.loaded) {
-            cur.pendingLive.push(msg);
-            return;
-        }
-        var box = $('messages');
-        var nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-        addMessages([msg]);
-        if (nearBottom || msg.writerId === state.me.id) scrollToBottom();
-        if (msg.writerId !== state.me.id) scheduleRead();
-    }
-
-    function renderMessage(msg) {
-        var mine = msg.writerId === state.me.id;
-        var li = el('li', 'msg ' + (mine ? 'mine' : 'theirs'));
-        li.dataset.testid = 'message';
-        li.dataset.id = msg.id;
-        li.dataset.writer = msg.writer;
-        var d = parseTime(msg.timestamp);
-        if (d) li.dataset.day = longDayFmt.format(d);
-        var bubble = el('div', 'bubble');
-        bubble.appendChild(el('span', 'msg-text', msg.message));
-        var time = el('time', 'msg-time', d ? timeFmt.format(d) : '');
-        if (d) {
-            time.dateTime = msg.timestamp;
-            time.title = fullFmt.format(d);
-        }
-        li.append(bubble, time);
-        return li;
-    }
-
-    /* addMessages(list): insert in id order, skipping ids already shown */
-    function addMessages(list) {
-        var cur = state.current;
-        var ol = $('message-list');
-        var summaryChanged = false;
-        list.forEach(function (msg) {
-            if (!msg || typeof msg.id !== 'string' || cur.ids.has(msg.id)) return;
-            cur.ids.add(msg.id);
-            if (msg.writerId === state.me.id) dropPending(msg.message);
-            var li = renderMessage(msg);
-            var first = ol.firstElementChild, last = ol.lastElementChild;
-            if (!last || cmpId(last.dataset.id, msg.id) < 0) {
-                ol.appendChild(li);
-            } else if (cmpId(first.dataset.id, msg.id) > 0) {
-                ol.insertBefore(li, first);
-            } else {
-                var node = last;
-                while (node && cmpId(node.dataset.id, msg.id) > 0) node = node.previousElementSibling;
-                ol.insertBefore(li, node ? node.nextElementSibling : ol.firstElementChild);
-            }
-            var room = state.rooms.get(cur.roomId);
-            if (room && (!room.lastId || cmpId(room.lastId, msg.id) < 0)) {
-                room.lastId = msg.id;
-                room.lastMessage = msg.message;
-                room.lastTimestamp = msg.timestamp;
-                summaryChanged = true;
-            }
-        });
-        markDays();
-        if (summaryChanged) renderRooms();
-    }
-
-    function markDays() {
-        var prev = null;
-        $('message-list').querySelectorAll('li.msg').forEach(function (li) {
-            li.classList.toggle('new-day', !!li.dataset.day && li.dataset.day !== prev);
-            prev = li.dataset.day || prev;
-        });
-    }
-
-    function newestId() {
-        var last = $('message-list').lastElementChild;
-        return last ? last.dataset.id : null;
-    }
-
-    function scrollToBottom() {
-        var box = $('messages');
-        box.scrollTop = box.scrollHeight;
-    }
-
-    function showOlderStatus() {
-        var cur = state.current;
-        var s = $('older-status');
         if (!cur) return;
-        if (cur.loadingOlder) {
-            s.textContent = t('loadingOlder');
-            s.hidden = false;
-        } else if (cur.next == null && cur.ids.size > 0) {
-            s.textContent = t('noOlder');
-            s.hidden = false;
-        } else {
-            s.hidden = true;
+        if (!cur.loaded) {
+            if (!cur.loading) loadRoom(cur);
+        } else if (isReconnect && !cur.resumed) {
+            catchUp(cur);
         }
-    }
-
-    function loadOlder() {
-        var cur = state.current;
-        if (!cur || !cur.loaded || cur.loadingOlder || cur.next == null) return;
-        cur.loadingOlder = true;
-        showOlderStatus();
-        guard(api('GET', messagesPath(cur.roomId, cur.next))).then(function (page) {
-            if (state.current !== cur) return;
-            var box = $('messages');
-            var fromBottom = box.scrollHeight - box.scrollTop;
-            var got = page.messages || [];
-            addMessages(got);
-            /* an empty page ends the history whatever the cursor says */
-            cur.next = page.next == null || got.length === 0 ? null : page.next;
-            box.scrollTop = box.scrollHeight - fromBottom;
-        }).catch(function (err) {
-            toast(err.message);
-        }).finally(function () {
-            cur.loadingOlder = false;
-            if (state.current === cur) {
-                showOlderStatus();
-                fillScreen();
-            }
-        });
-    }
-
-    /* load older pages until the list can scroll (so scrolling up can load more) */
-    function fillScreen() {
-        var box = $('messages');
-        var cur = state.current;
-        if (cur && cur.next != null && box.scrollHeight <= box.clientHeight + 10) loadOlder();
-    }
-
-    var readTimer = null;
-    function scheduleRead() {
-        clearTimeout(readTimer);
-        readTimer = setTimeout(sendRead, 200);
-    }
-
-    function sendRead() {
-        var cur = state.current;
-        var client = state.client;
-        if (!cur || !cur.loaded || !client || !client.connected || document.visibilityState !== 'visible') return;
-        var newest = newestId();
-        var room = state.rooms.get(cur.roomId);
-        if (!newest) return;
-        if (cur.readSent && cmpId(newest, cur.readSent) <= 0 && !(room && room.unread > 0)) return;
-        cur.readSent = newest;
-        client.send('/pub/chat/read', { roomId: cur.roomId, upTo: newest }, { receipt: false }).catch(function (err) {
-            cur.readSent = null;
-            toast(err.message);
-        });
-        if (room && room.unread) {
-            room.unread = 0;
-            renderRooms();
-        }
-    }
-
-    /* ---- sending ---- */
-    function pendingList() {
-        return $('pending-list');
-    }
-
-    function dropPending(text) {
-        var list = pendingList();
-        if (!list) return;
-        var items = list.querySelectorAll('li.msg');
-        for (var i = 0; i < items.length; i++) {
-            if (items[i].dataset.state !== 'failed' && items[i].dataset.text === text) {
-                items[i].remove();
-                return;
-            }
-        }
-    }
-
-    function sendText(text) {
-        var cur = state.current;
-        if (!cur || !text) return;
-        var li = el('li', 'msg mine pending');
-        li.dataset.testid = 'message-pending';
-        li.dataset.state = 'sending';
-        li.dataset.text = text;
-        var bubble = el('div', 'bubble');
-        bubble.appendChild(el('span', 'msg-text', text));
-        var status = el('span', 'msg-time', t('sending'));
-        li.append(bubble, status);
-        pendingList().appendChild(li);
-        scrollToBottom();
-        var p = state.client && state.client.connected
-            ? state.client.send('/pub/chat/message', { roomId: cur.roomId, message: text })
-            : Promise.reject(new Error(t('closed')));
-        p.then(function () {
-            li.dataset.state = 'sent';
-        }).catch(function (err) {
-            if (!li.isConnected) return;
-            li.dataset.state = 'failed';
-            status.textContent = t('sendFailed', { e: err.message }) + ' ';
-            var retry = el('button', 'link', t('retry'));
-            retry.type = 'button';
-            retry.addEventListener('click', function () {
-                li.remove();
-                sendText(text);
-            });
-            status.appendChild(retry);
-        });
+        if (!isReconnect) scheduleRead();
     }
 
     function onSend(ev) {
@@ -839,6 +441,10 @@
             showAuth();
         });
     }
+
+    P.renderRooms = renderRooms;
+    P.avatar = avatar;
+    P.endSession = endSession;
 
     if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
     else init();

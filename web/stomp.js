@@ -7,7 +7,8 @@
  *   - CONNECT with accept-version 1.2,1.1,1.0 and heart-beat; heart-beats both
  *     ways (sends EOL, drops the socket when the server falls silent);
  *   - SUBSCRIBE / UNSUBSCRIBE; subscriptions survive reconnects (they are sent
- *     again after every CONNECTED);
+ *     again after every CONNECTED, with headers the caller may recompute, e.g.
+ *     a resume point);
  *   - SEND with an optional receipt: send() returns a Promise settled by the
  *     RECEIPT (or rejected by an ERROR carrying its receipt-id, or a drop);
  *   - frame parsing on bytes: several frames in one WebSocket message, one frame
@@ -313,11 +314,7 @@
                 this.attempt = 0;
                 this.version = f.headers.version || '1.0';
                 this._startHeartbeat(f.headers['heart-beat']);
-                this.subs.forEach(function (s, id) {
-                    var h = { id: id, destination: s.destination, ack: 'auto' };
-                    Object.keys(s.headers).forEach(function (k) { h[k] = s.headers[k]; });
-                    self._write('SUBSCRIBE', h);
-                });
+                this.subs.forEach(function (s, id) { self._subscribeFrame(id, s); });
                 this._setState('connected', { version: this.version });
                 try { this.onConnect(f, isReconnect); } catch (e) { this.debug('onConnect: ' + e); }
                 break;
@@ -438,21 +435,27 @@
     };
 
     /* subscribe(destination, callback(frame), headers) -> {id, unsubscribe()}.
-     * Kept across reconnects. */
+     * Kept across reconnects. headers is an object, or a function returning
+     * one, called for every SUBSCRIBE (the first and each after a reconnect). */
     Client.prototype.subscribe = function (destination, callback, headers) {
         var id = 'sub-' + this.nextSub++;
-        this.subs.set(id, { destination: destination, callback: callback, headers: headers || {} });
-        if (this.connected) {
-            var h = { id: id, destination: destination, ack: 'auto' };
-            var extra = headers || {};
-            Object.keys(extra).forEach(function (k) { h[k] = extra[k]; });
-            this._write('SUBSCRIBE', h);
-        }
+        var s = { destination: destination, callback: callback, headers: headers || {} };
+        this.subs.set(id, s);
+        if (this.connected) this._subscribeFrame(id, s);
         var self = this;
         return {
             id: id,
             unsubscribe: function () { self.unsubscribe(id); },
         };
+    };
+
+    /* _subscribeFrame(id, sub): write the SUBSCRIBE; a headers function is
+     * asked each time (so a resume point can follow what was received) */
+    Client.prototype._subscribeFrame = function (id, s) {
+        var h = { id: id, destination: s.destination, ack: 'auto' };
+        var extra = typeof s.headers === 'function' ? s.headers() || {} : s.headers;
+        Object.keys(extra).forEach(function (k) { h[k] = extra[k]; });
+        this._write('SUBSCRIBE', h);
     };
 
     Client.prototype.unsubscribe = function (id) {
