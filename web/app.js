@@ -17,7 +17,7 @@
     var LANG = P.LANG, ROOM_RE = P.ROOM_RE, cursorOf = P.cursorOf, remember = P.remember;
     var peerIdOf = P.peerIdOf, roomIdFor = P.roomIdFor, shortTime = P.shortTime, parseTime = P.parseTime;
     var fullFmt = P.fullFmt;
-    var openRoom = P.openRoom, closeRoom = P.closeRoom, loadRoom = P.loadRoom, catchUp = P.catchUp;
+    var openRoom = P.openRoom, closeRoom = P.closeRoom;
     var loadOlder = P.loadOlder, scheduleRead = P.scheduleRead, renderPending = P.renderPending;
     var onOutboxChange = P.onOutboxChange, sendText = P.sendText, applyStrings = P.applyStrings;
 
@@ -285,7 +285,7 @@
         client.onConnect = function (frame, isReconnect) {
             if (state.client !== client) return;
             state.connMessages = 0;
-            resync(isReconnect);
+            if (!isReconnect) scheduleRead();
             if (state.outbox) state.outbox.pump();
         };
         client.onStompError = function (frame) {
@@ -303,9 +303,13 @@
                 guard(api('GET', '/api/me')).catch(function () {});
             }
         };
+        /* the list: resumed after its last cursor, else loaded once the
+         * subscription is active (so nothing falls between the two) */
         client.subscribe('/sub/chat/side/' + state.me.id, onSideMessage, function () {
             state.sideResumed = !state.resumeOff && state.sideCursor != null;
             return state.sideResumed ? { 'resume-after': state.sideCursor } : {};
+        }, function () {
+            if (state.client === client && !state.sideResumed) reloadRoomsSoon();
         });
         client.activate();
     }
@@ -351,20 +355,6 @@
             room.unread += 1;
         }
         renderRooms();
-    }
-
-    /* after CONNECTED: a subscription that resumed gets what it missed from the
-     * server; one that could not is caught up over REST */
-    function resync(isReconnect) {
-        if (!isReconnect || !state.sideResumed) reloadRoomsSoon();
-        var cur = state.current;
-        if (!cur) return;
-        if (!cur.loaded) {
-            if (!cur.loading) loadRoom(cur);
-        } else if (isReconnect && !cur.resumed) {
-            catchUp(cur);
-        }
-        if (!isReconnect) scheduleRead();
     }
 
     function onSend(ev) {

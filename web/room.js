@@ -52,7 +52,7 @@
         var cur = {
             roomId: roomId, peer: peer, ids: new Set(), next: null, loaded: false, loading: false,
             buffering: true, pendingLive: [], lastCursor: null, resumed: false, catching: false,
-            catchAgain: false, sent: [], loadingOlder: false, readSent: null, gen: ++state.roomGen,
+            syncAgain: false, sent: [], loadingOlder: false, readSent: null, gen: ++state.roomGen,
         };
         state.current = cur;
         history.replaceState(null, '', '#' + roomId);
@@ -72,15 +72,32 @@
         $('messages').dataset.roomId = roomId;
         P.renderRooms();
         renderPending();
-        /* subscribe first, then load: whatever is published in between comes
-         * live and is merged by id; after a reconnect, resume after the last */
+        /* subscribe first, load once the subscription is active (its RECEIPT):
+         * whatever is published in between comes live and is merged by id;
+         * after a reconnect, resume after the last message, or catch up */
         cur.sub = state.client.subscribe('/sub/chat/room/' + roomId, function (frame) { onRoomMessage(cur, frame); },
             function () {
                 cur.resumed = !state.resumeOff && cur.loaded && !cur.buffering && cur.lastCursor != null;
                 return cur.resumed ? { 'resume-after': cur.lastCursor } : {};
-            });
-        loadRoom(cur);
+            },
+            function () { if (state.current === cur && !cur.resumed) syncRoom(cur); });
+        /* offline: show the history now, catch up when the subscription is active */
+        if (!state.client.connected) loadRoom(cur);
         if (window.matchMedia('(min-width: 721px)').matches) $('msg-input').focus();
+    }
+
+    /* syncRoom(cur): the subscription is (again) active without a resume:
+     * load the room, or catch up; one already under way runs again after */
+    function syncRoom(cur) {
+        if (cur.loading || cur.catching) cur.syncAgain = true;
+        else if (!cur.loaded) loadRoom(cur);
+        else catchUp(cur);
+    }
+
+    function syncDone(cur) {
+        if (state.current !== cur || !cur.syncAgain) return;
+        cur.syncAgain = false;
+        syncRoom(cur);
     }
 
     /* loadRoom(cur): the newest page, then what came live meanwhile */
@@ -100,6 +117,7 @@
             if (state.current === cur && err.status >= 400 && err.status < 500) closeRoom();
         }).finally(function () {
             cur.loading = false;
+            syncDone(cur);
         });
     }
 
@@ -116,10 +134,6 @@
      * until one holds a message already shown, then add what is newer than it.
      * Live messages wait meanwhile, so the order stays the server's. */
     function catchUp(cur) {
-        if (cur.catching) {
-            cur.catchAgain = true;
-            return;
-        }
         cur.catching = true;
         cur.buffering = true;
         var pages = [];
@@ -157,10 +171,7 @@
             cur.catching = false;
             if (state.current !== cur) return;
             endBuffering(cur);
-            if (cur.catchAgain) {
-                cur.catchAgain = false;
-                catchUp(cur);
-            }
+            syncDone(cur);
         });
     }
 
@@ -433,8 +444,6 @@
     }
     P.openRoom = openRoom;
     P.closeRoom = closeRoom;
-    P.loadRoom = loadRoom;
-    P.catchUp = catchUp;
     P.loadOlder = loadOlder;
     P.scheduleRead = scheduleRead;
     P.renderPending = renderPending;

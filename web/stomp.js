@@ -434,12 +434,15 @@
         this._open();
     };
 
-    /* subscribe(destination, callback(frame), headers) -> {id, unsubscribe()}.
+    /* subscribe(destination, callback(frame), headers, onActive) -> {id, unsubscribe()}.
      * Kept across reconnects. headers is an object, or a function returning
-     * one, called for every SUBSCRIBE (the first and each after a reconnect). */
-    Client.prototype.subscribe = function (destination, callback, headers) {
+     * one, called for every SUBSCRIBE (the first and each after a reconnect).
+     * onActive(), if given, is called when the RECEIPT of each SUBSCRIBE
+     * arrives: from then on every message of the destination comes here, so
+     * history loaded after it leaves no gap. */
+    Client.prototype.subscribe = function (destination, callback, headers, onActive) {
         var id = 'sub-' + this.nextSub++;
-        var s = { destination: destination, callback: callback, headers: headers || {} };
+        var s = { destination: destination, callback: callback, headers: headers || {}, onActive: onActive || null };
         this.subs.set(id, s);
         if (this.connected) this._subscribeFrame(id, s);
         var self = this;
@@ -455,6 +458,18 @@
         var h = { id: id, destination: s.destination, ack: 'auto' };
         var extra = typeof s.headers === 'function' ? s.headers() || {} : s.headers;
         Object.keys(extra).forEach(function (k) { h[k] = extra[k]; });
+        if (s.onActive) {
+            var self = this, rid = 'sub-r-' + this.nextReceipt++;
+            h.receipt = rid;
+            this.receipts.set(rid, {
+                resolve: function () {
+                    if (self.subs.get(id) !== s) return;
+                    try { s.onActive(); } catch (e) { self.debug('onActive: ' + e); }
+                },
+                reject: function () { /* dropped: the next CONNECTED subscribes again */ },
+                timer: null,
+            });
+        }
         this._write('SUBSCRIBE', h);
     };
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # tests/suites/40-browser.sh - the chat page in Debian's chromium, driven by
 # playwright-core: two members in two browser contexts chat, the unread marker
-# comes and goes, markup in a message stays text; screenshots in $CHATD_OUT.
+# comes and goes, markup in a message stays text (chat.test.mjs); behind a TCP
+# proxy that cuts it, the page misses nothing and shows nothing twice: the
+# outbox, resume after reconnect, the history/live seam (delivery.test.mjs).
+# Screenshots in $CHATD_OUT.
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
