@@ -12,18 +12,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import fs from 'node:fs';
-import crypto from 'node:crypto';
-import { chromium } from 'playwright-core';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
+import { BASE, OUT, uid, launchChromium } from './lib.mjs';
 
-const BASE = (process.env.CHATD_URL || '').replace(/\/+$/, '');
-if (!BASE) throw new Error('CHATD_URL is not set (run through tests/e2e/run.sh)');
-const OUT = process.env.CHATD_OUT || path.resolve('tests/out');
-const CHROMIUM = process.env.CHATD_CHROMIUM || '/usr/bin/chromium';
-fs.mkdirSync(OUT, { recursive: true });
-
-const uid = (p) => `${p}${crypto.randomBytes(4).toString('hex')}`;
 const alice = { loginId: uid('alice'), name: 'Alice', password: 'alice-password-1' };
 const bob = { loginId: uid('bob'), name: '최원익', password: 'bob-password-1' };
 
@@ -45,12 +37,7 @@ function watch(page, who) {
 }
 
 before(async () => {
-    browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-            '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'],
-    });
+    browser = await launchChromium();
     ctxA = await browser.newContext({ viewport: { width: 1100, height: 720 }, locale: 'en-US', timezoneId: 'UTC' });
     ctxB = await browser.newContext({
         viewport: { width: 390, height: 800 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true,

@@ -25,20 +25,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import path from 'node:path';
-import fs from 'node:fs';
-import crypto from 'node:crypto';
-import { chromium } from 'playwright-core';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
+import { BASE, uid, launchChromium } from './lib.mjs';
 
-const BASE = (process.env.CHATD_URL || '').replace(/\/+$/, '');
-if (!BASE) throw new Error('CHATD_URL is not set (run through tests/e2e/run.sh)');
-const OUT = process.env.CHATD_OUT || path.resolve('tests/out');
-const CHROMIUM = process.env.CHATD_CHROMIUM || '/usr/bin/chromium';
-fs.mkdirSync(OUT, { recursive: true });
-
-const uid = (p) => `${p}${crypto.randomBytes(4).toString('hex')}`;
 const me = { loginId: uid('dana'), name: '다나', password: 'dana-password-1' };
 const peer = { loginId: uid('eli'), name: 'Eli', password: 'eli-password-1' };
 const SENDING = '보내는 중…';
@@ -259,12 +249,7 @@ before(async () => {
         who.id = Number((r.json.member ?? r.json).id);
     }
     rid = `${Math.min(me.id, peer.id)}&${Math.max(me.id, peer.id)}`;
-    browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-            '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'],
-    });
+    browser = await launchChromium();
     ctx = await browser.newContext({
         viewport: { width: 390, height: 800 }, isMobile: true, hasTouch: true, locale: 'ko-KR', timezoneId: 'Asia/Seoul',
     });
