@@ -236,9 +236,9 @@ static void t_history(chatd_ctx *ctx, int64_t member, const char *room, uint64_t
                               id,
                               canon,
                               member,
-                              "alice",
+                              member_by(member, NULL)->login_id,
                               "line\n\"x\"\\",
-                              10,
+                              9,
                               1704067200000 + (int64_t)id,
                               0};
         FZ_CHECK(msg_create(&f, &msgs[n]) == CHATD_OK, "msg_create");

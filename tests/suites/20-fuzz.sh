@@ -93,7 +93,7 @@ run_target() {
     local n
     n=$(find "$corpus" -type f | wc -l)
     [ "$n" -gt 0 ] || { echo "20-fuzz: fuzz_$t has no corpus in $corpus" >&2; echo 1 >"$WORK/$t.rc"; return; }
-    if ! "$bin" -runs=0 -close_fd_mask=2 "$corpus" >"$log.replay" 2>&1; then
+    if ! "$bin" -runs=0 -close_fd_mask=2 -artifact_prefix="$OUT/artifacts/$t-" "$corpus" >"$log.replay" 2>&1; then
         echo "20-fuzz: fuzz_$t FAILED on its regression corpus (see $log.replay)" >&2
         grep -E "ERROR|SUMMARY|check failed|runtime error|Test unit written" "$log.replay" | head -n 20 >&2 || true
         echo 1 >"$WORK/$t.rc"
