@@ -15,6 +15,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <stdio.h>
@@ -322,6 +323,12 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
     c->refs = 1;
     c->fd = fd;
     c->serial = ++s->serial;
+    /* every response and frame is queued whole: send it at once, so that a
+     * short write (a file after its header, a frame after the last one) does
+     * not wait for the peer's delayed ACK (Nagle) */
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+        s->api->log(s->ctx, CHATD_LOG_DEBUG, "TCP_NODELAY refused; small writes may be delayed");
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
     if (sa->sa_family == AF_INET) {
