@@ -14,6 +14,7 @@
 #include <assert.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <chatd/plugin.h>
 
@@ -30,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 0
+#define CHECKED_MINOR 1
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -222,7 +223,23 @@ CHATD_VALUE(CHATD_ERR_FORBIDDEN, -8);
 CHATD_VALUE(CHATD_ERR_INTERNAL, -9);
 CHATD_VALUE(CHATD_ERR_UNAVAILABLE, -10);
 
-/* ---- append asserts of ABI 1.1 here ------------------------------------ */
+/* ---- ABI 1.1 ------------------------------------------------------------ */
+
+/* chatd_api: the room functions */
+CHATD_SIZE_AT_LEAST(chatd_api, 368);
+CHATD_OFFSET(chatd_api, room_parse, 344);
+CHATD_OFFSET(chatd_api, msg_room_members, 352);
+CHATD_OFFSET(chatd_api, room_format, 360);
+
+/* room identity and the row accessors (macros: values, not layout) */
+CHATD_VALUE(CHATD_ROOM_ID_MAX, 40);
+static_assert(sizeof(CHATD_DEST_PUBLISH) == sizeof("/pub/chat/message"), "CHATD_DEST_PUBLISH");
+static_assert(sizeof(CHATD_DEST_ROOM_PREFIX) == sizeof("/sub/chat/room/"),
+              "CHATD_DEST_ROOM_PREFIX");
+static_assert(sizeof(CHATD_DEST_SIDE_PREFIX) == sizeof("/sub/chat/side/"),
+              "CHATD_DEST_SIDE_PREFIX");
+
+/* ---- append asserts of ABI 1.2 here ------------------------------------ */
 
 int main(void)
 {
@@ -231,6 +248,13 @@ int main(void)
                 "abi-check: plugin.h says ABI %d.%d but abi/abi-check.c checks %d.%d: "
                 "append asserts for the new members\n",
                 CHATD_ABI_MAJOR, CHATD_ABI_MINOR, CHECKED_MAJOR, CHECKED_MINOR);
+        return 1;
+    }
+    /* ABI 1.1: the destinations clients and independent tools rely on */
+    if (strcmp(CHATD_DEST_PUBLISH, "/pub/chat/message") != 0 ||
+        strcmp(CHATD_DEST_ROOM_PREFIX, "/sub/chat/room/") != 0 ||
+        strcmp(CHATD_DEST_SIDE_PREFIX, "/sub/chat/side/") != 0) {
+        fprintf(stderr, "abi-check: a CHATD_DEST_* destination changed\n");
         return 1;
     }
     printf("abi-check: ABI %d.%d layout and enum values intact\n", CHATD_ABI_MAJOR,

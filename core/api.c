@@ -189,16 +189,7 @@ typedef struct mget_req {
 static void mget_done(void *arg, chatd_status st, const member_entry *m)
 {
     mget_req *r = arg;
-    if (st == CHATD_OK && m) {
-        chatd_member row = {.size = sizeof(row),
-                            .id = m->id,
-                            .login_id = m->login_id,
-                            .name = m->name,
-                            .created_ms = m->created_ms};
-        r->cb(r->arg, CHATD_OK, &row, 1);
-    } else {
-        r->cb(r->arg, st == CHATD_OK ? CHATD_ERR_NOTFOUND : st, NULL, 0);
-    }
+    members_answer(r->cb, r->arg, st, m);
     free(r);
 }
 
@@ -212,6 +203,12 @@ typedef struct strip_req {
 static void strip_done(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
     strip_req *r = arg;
+    if (st == CHATD_OK && n > 0 && !CHATD_HAS(chatd_member, rows, name)) {
+        log_msg(CHATD_LOG_ERROR, r->core->store->name,
+                "member rows of %u bytes do not even hold id, login_id and name (store bug)",
+                (unsigned)rows->size);
+        st = CHATD_ERR_INTERNAL;
+    }
     if (st != CHATD_OK || n == 0) {
         r->cb(r->arg, st, NULL, 0);
         free(r);
@@ -224,10 +221,10 @@ static void strip_done(void *arg, chatd_status st, const chatd_member *rows, siz
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        copy[i] = rows[i];
-        copy[i].size = sizeof(chatd_member);
-        copy[i].pw_hash = NULL;
-        members_put(r->core->members, &rows[i]);
+        /* the store's rows are indexed by its own record size (plugin.h) */
+        const chatd_member *row = CHATD_ROW(chatd_member, rows, i);
+        copy[i] = member_row_copy(row, false);
+        members_put(r->core->members, row);
     }
     r->cb(r->arg, CHATD_OK, copy, n);
     free(copy);
@@ -408,6 +405,9 @@ static const chatd_api api = {
     .gauge_set = a_gauge_set,
     .metrics_render = a_metrics_render,
     .healthy = a_healthy,
+    .room_parse = room_parse,
+    .msg_room_members = msg_room_members,
+    .room_format = room_format,
 };
 
 const chatd_api *api_table(void)

@@ -328,21 +328,6 @@ static void token_remember(auth *a, const char *hash, int64_t member_id, int64_t
     a->ntokens++;
 }
 
-static void member_answer(chatd_member_cb cb, void *arg, chatd_status st, const member_entry *m)
-{
-    if (st != CHATD_OK || !m) {
-        cb(arg, st == CHATD_OK ? CHATD_ERR_NOTFOUND : st, NULL, 0);
-        return;
-    }
-    chatd_member row = {.size = sizeof(row),
-                        .id = m->id,
-                        .login_id = m->login_id,
-                        .name = m->name,
-                        .pw_hash = NULL,
-                        .created_ms = m->created_ms};
-    cb(arg, CHATD_OK, &row, 1);
-}
-
 /* ------------------------------------------------------------ register */
 
 typedef struct reg_req {
@@ -368,12 +353,10 @@ static void reg_free(reg_req *r)
 static void reg_created(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
     reg_req *r = arg;
-    if (st == CHATD_OK && n >= 1) {
-        members_put(r->core->members, &rows[0]);
-        log_msg(CHATD_LOG_INFO, NULL, "member %" PRId64 " registered as '%s'", rows[0].id,
-                r->login_id);
-        chatd_member row = rows[0];
-        row.pw_hash = NULL;
+    if (st == CHATD_OK && n >= 1 && CHATD_HAS(chatd_member, rows, name)) {
+        members_put(r->core->members, rows);
+        chatd_member row = member_row_copy(rows, false);
+        log_msg(CHATD_LOG_INFO, NULL, "member %" PRId64 " registered as '%s'", row.id, r->login_id);
         r->cb(r->arg, CHATD_OK, &row, 1);
     } else {
         r->cb(r->arg, st == CHATD_OK ? CHATD_ERR_INTERNAL : st, NULL, 0);
@@ -537,19 +520,20 @@ static void login_found(void *arg, chatd_status st, const chatd_member *rows, si
         login_free(r);
         return;
     }
-    bool known = st == CHATD_OK && n >= 1 && rows[0].pw_hash && rows[0].name;
+    chatd_member row = member_row_copy(st == CHATD_OK && n >= 1 ? rows : NULL, true);
+    bool known = row.pw_hash && row.name;
     job *j = known ? job_new(r->core->auth, JOB_VERIFY, r->password, login_verified, r)
                    : job_new(r->core->auth, JOB_HASH, r->password, login_unknown, r);
-    if (!j || (known && !(r->name = strdup(rows[0].name)))) {
+    if (!j || (known && !(r->name = strdup(row.name)))) {
         if (j) job_free(j);
         r->cb(r->arg, CHATD_ERR_NOMEM, NULL, NULL);
         login_free(r);
         return;
     }
     if (known) {
-        r->member = rows[0];
-        snprintf(j->hash, sizeof(j->hash), "%s", rows[0].pw_hash);
-        members_put(r->core->members, &rows[0]);
+        r->member = row;
+        snprintf(j->hash, sizeof(j->hash), "%s", row.pw_hash);
+        members_put(r->core->members, rows);
     }
     if (job_submit(r->core->auth, j) != 0) {
         job_free(j);
@@ -612,7 +596,7 @@ typedef struct authn_req {
 static void authn_member(void *arg, chatd_status st, const member_entry *m)
 {
     authn_req *r = arg;
-    member_answer(r->cb, r->arg, st == CHATD_ERR_NOTFOUND ? CHATD_ERR_AUTH : st, m);
+    members_answer(r->cb, r->arg, st == CHATD_ERR_NOTFOUND ? CHATD_ERR_AUTH : st, m);
     free(r);
 }
 

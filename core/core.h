@@ -262,8 +262,15 @@ members *members_new(core *c);
 void members_free(members *ms);
 /** The member with this id, from the cache or the store. */
 void members_get(core *c, int64_t id, member_entry_cb cb, void *arg);
-/** Remember a member record (e.g. after register or login). */
+/** Remember a member record (e.g. after register or login); `m` is a store
+ *  row of any declared size. NULL when not cached (bad row, no memory). */
 const member_entry *members_put(members *ms, const chatd_member *m);
+/** A store row (of the store's declared size) as a record of this core's
+ *  size: fields the row lacks are 0/NULL; pw_hash only with keep_hash. */
+chatd_member member_row_copy(const chatd_member *row, bool keep_hash);
+/** Answer a chatd_member_cb with one cached member (without pw_hash), or
+ *  with st (CHATD_ERR_NOTFOUND when st is OK but m is NULL). */
+void members_answer(chatd_member_cb cb, void *arg, chatd_status st, const member_entry *m);
 /** chatd_api.room_parse: "a&b" (positive decimal ids without leading zeros,
  *  a != b, either order) into low < high; CHATD_OK or CHATD_ERR_INVALID.
  *  Any thread. */

@@ -57,9 +57,36 @@ static const member_entry *lookup(members *ms, int64_t id)
     return found ? *found : NULL;
 }
 
+chatd_member member_row_copy(const chatd_member *row, bool keep_hash)
+{
+    chatd_member out = {.size = sizeof(out)};
+    if (!row || !CHATD_HAS(chatd_member, row, name)) return out;
+    out.id = row->id;
+    out.login_id = row->login_id;
+    out.name = row->name;
+    if (keep_hash && CHATD_HAS(chatd_member, row, pw_hash)) out.pw_hash = row->pw_hash;
+    if (CHATD_HAS(chatd_member, row, created_ms)) out.created_ms = row->created_ms;
+    return out;
+}
+
+void members_answer(chatd_member_cb cb, void *arg, chatd_status st, const member_entry *m)
+{
+    if (st != CHATD_OK || !m) {
+        cb(arg, st == CHATD_OK ? CHATD_ERR_NOTFOUND : st, NULL, 0);
+        return;
+    }
+    chatd_member row = {.size = sizeof(row),
+                        .id = m->id,
+                        .login_id = m->login_id,
+                        .name = m->name,
+                        .created_ms = m->created_ms};
+    cb(arg, CHATD_OK, &row, 1);
+}
+
 const member_entry *members_put(members *ms, const chatd_member *m)
 {
-    if (!m || m->id <= 0 || !m->login_id || !m->name) return NULL;
+    if (!m || !CHATD_HAS(chatd_member, m, name) || m->id <= 0 || !m->login_id || !m->name)
+        return NULL;
     const member_entry *old = lookup(ms, m->id);
     if (old) return old;
     member_entry *e = calloc(1, sizeof(*e));
@@ -67,8 +94,7 @@ const member_entry *members_put(members *ms, const chatd_member *m)
     e->id = m->id;
     e->login_id = strdup(m->login_id);
     e->name = strdup(m->name);
-    e->created_ms =
-        m->size >= offsetof(chatd_member, created_ms) + sizeof(int64_t) ? m->created_ms : 0;
+    e->created_ms = CHATD_HAS(chatd_member, m, created_ms) ? m->created_ms : 0;
     if (!e->login_id || !e->name || !tsearch(e, &ms->root, by_id)) {
         entry_free(e);
         return NULL;
@@ -88,8 +114,8 @@ static void got_member(void *arg, chatd_status st, const chatd_member *rows, siz
 {
     get_req *r = arg;
     const member_entry *e = NULL;
-    if (st == CHATD_OK && n >= 1 && rows[0].id == r->id)
-        e = members_put(r->core->members, &rows[0]);
+    if (st == CHATD_OK && n >= 1 && CHATD_HAS(chatd_member, rows, id) && rows->id == r->id)
+        e = members_put(r->core->members, rows);
     else if (st == CHATD_OK)
         st = CHATD_ERR_NOTFOUND;
     if (st == CHATD_OK && !e) st = CHATD_ERR_NOMEM;

@@ -114,17 +114,6 @@ static char *dup_str(const char *s)
     return d;
 }
 
-/* "low&high" -> the two member ids; 0 or -1. Rooms reach the store already
- * canonical and checked by the core. */
-static int room_members(const char *room, int64_t *a, int64_t *b)
-{
-    long long x, y;
-    if (sscanf(room, "%lld&%lld", &x, &y) != 2) return -1;
-    *a = x;
-    *b = y;
-    return 0;
-}
-
 static mem_member *member_by_id(mem_store *s, int64_t id)
 {
     for (size_t i = 0; i < s->members.n; i++) {
@@ -244,7 +233,7 @@ static chatd_status persist_chat(mem_store *s, chatd_msg *msg)
 
     const char *room = api->msg_room(msg);
     int64_t a, b, writer = api->msg_writer_id(msg);
-    if (room_members(room, &a, &b) != 0) return CHATD_ERR_INVALID;
+    api->msg_room_members(msg, &a, &b); /* the core checked the room */
     int64_t peer = writer == a ? b : a;
     mem_summary *mine = summary_get(s, writer, peer, room);
     mem_summary *theirs = mine ? summary_get(s, peer, writer, room) : NULL;

@@ -12,9 +12,25 @@
  *   function changes meaning or layout; the core refuses a plugin of another
  *   major. CHATD_ABI_MINOR grows when something is appended: a new function at
  *   the end of a table, a new field at the end of a struct, a new enum value.
- *   Nothing is ever removed or reordered inside a major. Every table and record
- *   starts with a `size` field so that both sides read only what the other
- *   declared. The core refuses a plugin built against a newer minor than its own.
+ *   Nothing is ever removed or reordered inside a major. The core refuses a
+ *   plugin built against a newer minor than its own, so a plugin may call
+ *   every function its own header declares.
+ *
+ * Sizes: how each structure grows
+ *   - Tables (chatd_api, chatd_*_ops) and records (chatd_member,
+ *     chatd_session, chatd_room_summary, chatd_msg_fields) start with
+ *     `uint32_t size`, the sizeof of the writer's version; they grow at
+ *     their end. A reader reads a field only when `size` covers it
+ *     (CHATD_HAS), and a field not covered reads as 0 / NULL.
+ *   - Arrays of records (the rows of chatd_member_cb and chatd_rooms_cb) are
+ *     indexed by the writer's size, never by the reader's sizeof: row i is
+ *     CHATD_ROW(type, rows, i). Every row of one array has the same size.
+ *   - chatd_plugin_desc starts with abi_major, abi_minor, then size (in that
+ *     order in every version) and grows at its end; the core reads only
+ *     `size` bytes of it.
+ *   - chatd_cfg_key has no size: it is fixed for the whole major (a table
+ *     of keys ends with a NULL name). New per-key attributes would come as a
+ *     new, separately sized table named by a new chatd_plugin_desc field.
  *
  * Threading
  *   chatd runs one event-loop thread. Every hook below is called on it, and
@@ -42,9 +58,11 @@
 extern "C" {
 #endif
 
-/** ABI version this header describes. See the ABI promise above. */
+/** ABI version this header describes. See the ABI promise above.
+ *  1.1 appended: CHATD_ROW, CHATD_HAS, the room and destination constants,
+ *  chatd_api.room_parse, msg_room_members and room_format. */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 0
+#define CHATD_ABI_MINOR 1
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -164,6 +182,28 @@ typedef struct chatd_completion chatd_completion;
 /* Plain records (filled by stores, read by the core and transports)        */
 /* ------------------------------------------------------------------------ */
 
+/**
+ * Does sized record or table `rec` (a pointer to `type`) cover `field`?
+ * True when the writer's declared size reaches the end of the field, e.g.
+ *     CHATD_HAS(chatd_member, row, created_ms) ? row->created_ms : 0
+ */
+#define CHATD_HAS(type, rec, field)                                                                \
+    ((size_t)(rec)->size >= offsetof(type, field) + sizeof(((const type *)0)->field))
+
+/**
+ * Row i of an array of records handed to a callback, indexed by the size the
+ * writer declared in its rows (not by the reader's sizeof, which grows with
+ * later minors). `rows` must have at least one row. E.g. in a
+ * chatd_member_cb:
+ *     for (size_t i = 0; i < n; i++) {
+ *         const chatd_member *m = CHATD_ROW(chatd_member, rows, i);
+ *         ...
+ *     }
+ * Read fields added after 1.0 only when CHATD_HAS says the row has them.
+ */
+#define CHATD_ROW(type, rows, i)                                                                   \
+    ((const type *)(const void *)((const char *)(rows) + (size_t)(i) * (size_t)(rows)->size))
+
 /** A member. All strings borrowed for the call that passes the record. */
 typedef struct chatd_member {
     uint32_t size;        /**< sizeof(chatd_member) of the writer */
@@ -265,7 +305,8 @@ typedef enum chatd_cfg_type {
 
 /** One accepted key. A plugin's table ends with an entry whose name is NULL.
  *  Keys starting with a prefix that ends in '.' (e.g. "kafka.") match any key
- *  with that prefix (pass-through properties). */
+ *  with that prefix (pass-through properties). This record has no `size`
+ *  and never changes within a major (see "Sizes" at the top). */
 typedef struct chatd_cfg_key {
     const char *name;
     chatd_cfg_type type;
@@ -279,9 +320,10 @@ typedef struct chatd_cfg_key {
 /* ------------------------------------------------------------------------ */
 
 /**
- * The core's services, passed to create(). Append-only: check `size` (or
- * `abi_minor`) before calling a function added after CHATD_ABI_MINOR 0.
- * All functions: loop thread only, unless marked "any thread".
+ * The core's services, passed to create(). Append-only. The core is of the
+ * plugin's minor or newer (it refuses newer plugins), so every function the
+ * plugin's header declares is present. All functions: loop thread only,
+ * unless marked "any thread".
  */
 typedef struct chatd_api {
     uint32_t size;      /**< sizeof(chatd_api) of the core */
@@ -455,6 +497,24 @@ typedef struct chatd_api {
     /** Is the pipeline up (queue and store started and not failing)?
      *  Returns 1 or 0. */
     int (*healthy)(chatd_ctx *ctx);
+
+    /* --- rooms (ABI 1.1) -------------------------------------------------- */
+
+    /** Parse room id `room`: "a&b", two different positive decimal member
+     *  ids without sign or leading zero, in either order. On CHATD_OK sets
+     *  *low < *high; CHATD_ERR_INVALID for anything else (NULL included),
+     *  leaving them untouched. Any thread. */
+    chatd_status (*room_parse)(const char *room, int64_t *low, int64_t *high);
+
+    /** The two members of the room of `msg` (low < high), without parsing.
+     *  Any thread (while you hold a reference). */
+    void (*msg_room_members)(const chatd_msg *msg, int64_t *low, int64_t *high);
+
+    /** Write the canonical room id "low&high" of members a and b (either
+     *  order) into buf. Returns its length (without the NUL), or -1 when a or
+     *  b is not positive, a == b, or cap is too small (buf is then "" if
+     *  cap > 0). A buffer of CHATD_ROOM_ID_MAX always fits. Any thread. */
+    int (*room_format)(char *buf, size_t cap, int64_t a, int64_t b);
 } chatd_api;
 
 /* ------------------------------------------------------------------------ */
@@ -541,7 +601,8 @@ typedef struct chatd_filter_ops {
 
 /**
  * What a plugin is. Returned by its entry symbol; static storage, never freed.
- * The core reads only the first `size` bytes.
+ * abi_major, abi_minor and size come first in every version; the core reads
+ * only the first `size` bytes and treats fields beyond them as NULL.
  */
 typedef struct chatd_plugin_desc {
     uint32_t abi_major; /**< CHATD_ABI_MAJOR the plugin was built with */

@@ -506,8 +506,12 @@ static void rate_limit(void **state)
     snprintf(room, sizeof(room), "%" PRId64 "&%" PRId64, a, b);
     fx->cf->max_pending = 1;
     result first = {.fx = fx}, second = {.fx = fx};
-    chatd_msg_fields f = {.size = sizeof(f), .kind = CHATD_MSG_CHAT, .room_id = room,
-                          .writer_id = a, .text = "shout", .text_len = 5};
+    chatd_msg_fields f = {.size = sizeof(f),
+                          .kind = CHATD_MSG_CHAT,
+                          .room_id = room,
+                          .writer_id = a,
+                          .text = "shout",
+                          .text_len = 5};
     fx->api->publish(fx->t, &f, publish_done, &first);
     assert_false(first.done);
     fx->api->publish(fx->t, &f, publish_done, &second);
