@@ -327,12 +327,12 @@ static void respond_rows(struct rest_op *op, chatd_status st, const void *rows, 
 
 static json_object *member_row(const void *rows, size_t i)
 {
-    return member_json(&((const chatd_member *)rows)[i]);
+    return member_json(CHATD_ROW(chatd_member, (const chatd_member *)rows, i));
 }
 
 static json_object *room_row(const void *rows, size_t i)
 {
-    return room_json(&((const chatd_room_summary *)rows)[i]);
+    return room_json(CHATD_ROW(chatd_room_summary, (const chatd_room_summary *)rows, i));
 }
 
 static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
