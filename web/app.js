@@ -219,6 +219,16 @@
         }, 150);
     }
 
+    /* renderRoomsSoon(): once for a burst (a replay brings thousands) */
+    var renderTimer = null;
+    function renderRoomsSoon() {
+        if (renderTimer) return;
+        renderTimer = setTimeout(function () {
+            renderTimer = null;
+            renderRooms();
+        }, 30);
+    }
+
     function renderRooms() {
         if (!state.me) return;
         var ul = $('room-list');
@@ -354,7 +364,7 @@
         } else if (!(state.current && state.current.roomId === msg.roomId && document.visibilityState === 'visible')) {
             room.unread += 1;
         }
-        renderRooms();
+        renderRoomsSoon();
     }
 
     function onSend(ev) {
@@ -433,6 +443,7 @@
     }
 
     P.renderRooms = renderRooms;
+    P.renderRoomsSoon = renderRoomsSoon;
     P.avatar = avatar;
     P.endSession = endSession;
 

@@ -94,7 +94,7 @@
 
     /* ---- ids and cursors ---- */
     var CURSOR_RE = /^[\x20-\x7e]{1,256}$/;
-    var SEEN_MAX = 500;
+    var SEEN_MAX = 5000;
 
     function cursorOf(v) {
         return typeof v === 'string' && CURSOR_RE.test(v) ? v : null;

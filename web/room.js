@@ -52,7 +52,7 @@
         var cur = {
             roomId: roomId, peer: peer, ids: new Set(), next: null, loaded: false, loading: false,
             buffering: true, pendingLive: [], lastCursor: null, resumed: false, catching: false,
-            syncAgain: false, sent: [], loadingOlder: false, readSent: null, gen: ++state.roomGen,
+            syncAgain: false, scrollSoon: null, stick: false, sent: [], loadingOlder: false, readSent: null, gen: ++state.roomGen,
         };
         state.current = cur;
         history.replaceState(null, '', '#' + roomId);
@@ -205,10 +205,17 @@
             cur.pendingLive.push(msg);
             return;
         }
-        var box = $('messages');
-        var nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+        /* measured once per burst (a replay brings thousands), scrolled once after */
+        if (!cur.scrollSoon) {
+            var box = $('messages');
+            cur.stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+            cur.scrollSoon = setTimeout(function () {
+                cur.scrollSoon = null;
+                if (cur.stick && state.current === cur) scrollToBottom();
+            }, 0);
+        }
+        if (msg.writerId === state.me.id) cur.stick = true;
         addMessages([msg]);
-        if (nearBottom || msg.writerId === state.me.id) scrollToBottom();
         if (msg.writerId !== state.me.id) scheduleRead();
     }
 
@@ -247,9 +254,11 @@
             var li = renderMessage(msg);
             if (older) {
                 ol.insertBefore(li, anchor);
+                markDay(li);
                 return;
             }
             ol.appendChild(li);
+            markDay(li);
             cur.lastCursor = cursorOf(msg.cursor);
             if (room) {
                 room.lastId = msg.id;
@@ -258,17 +267,15 @@
                 summaryChanged = true;
             }
         });
-        markDays();
+        if (anchor) markDay(anchor);
         if (settled) renderPending();
-        if (summaryChanged) P.renderRooms();
+        if (summaryChanged) P.renderRoomsSoon();
     }
 
-    function markDays() {
-        var prev = null;
-        $('message-list').querySelectorAll('li.msg').forEach(function (li) {
-            li.classList.toggle('new-day', !!li.dataset.day && li.dataset.day !== prev);
-            prev = li.dataset.day || prev;
-        });
+    /* markDay(li): a day line above the first message of each day */
+    function markDay(li) {
+        var prev = li.previousElementSibling;
+        li.classList.toggle('new-day', !!li.dataset.day && (!prev || prev.dataset.day !== li.dataset.day));
     }
 
     function newestId() {

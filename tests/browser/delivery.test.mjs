@@ -41,6 +41,7 @@ class CutProxy {
         this.refuse = false;      // every new connection is closed at once
         this.refuseWs = false;    // WebSocket upgrades are closed, plain HTTP passes
         this.swallowWs = false;   // what the server sends on a WebSocket is dropped
+        this.refusedWs = [];      // when each refused WebSocket upgrade came
     }
 
     async start() {
@@ -70,6 +71,7 @@ class CutProxy {
             if (!pair.ws && /\r\nupgrade:[ \t]*websocket/i.test(d.toString('latin1'))) {
                 pair.ws = true;
                 if (this.refuseWs) {
+                    this.refusedWs.push(Date.now());
                     end();
                     return;
                 }
@@ -186,6 +188,24 @@ class Peer {
 let proxy, browser, ctx, page, eli, rid;
 const pageErrors = [];
 const historyRequests = [];
+const sentFrames = []; // STOMP frames the page sent: {at, command, headers, body}
+
+/* stompFrame(payload): one client frame as written by web/stomp.js (never
+ * more than one per WebSocket message); heart-beats give null */
+function stompFrame(payload) {
+    const text = typeof payload === 'string' ? payload : Buffer.from(payload).toString('utf8');
+    const cut = text.indexOf('\n\n');
+    if (cut < 0) return null;
+    const [command, ...lines] = text.slice(0, cut).split('\n');
+    const headers = {};
+    for (const l of lines) {
+        const i = l.indexOf(':');
+        if (i > 0 && !(l.slice(0, i) in headers)) headers[l.slice(0, i)] = l.slice(i + 1);
+    }
+    return { at: Date.now(), command, headers, body: text.slice(cut + 2).replace(/\0$/, '') };
+}
+
+const sends = (text) => sentFrames.filter((f) => f.command === 'SEND' && f.body.includes(JSON.stringify(text)));
 
 const pageTexts = () => page.locator('#message-list .msg-text').allTextContents();
 const pendingItems = () => page.locator('#pending-list [data-testid="message-pending"]');
@@ -258,6 +278,10 @@ before(async () => {
     page.on('console', (m) => {
         if (m.type() === 'error' && !/WebSocket|net::ERR_|Failed to load resource/.test(m.text())) pageErrors.push(m.text());
     });
+    page.on('websocket', (ws) => ws.on('framesent', (f) => {
+        const frame = stompFrame(f.payload);
+        if (frame) sentFrames.push(frame);
+    }));
     page.on('request', (r) => {
         if (/\/api\/rooms\/[^/]+\/messages/.test(r.url())) historyRequests.push({ at: Date.now(), url: r.url() });
     });
@@ -327,6 +351,14 @@ test('offline: three typed messages wait as pending, then each shows once, in or
     await settle('after offline');
     await assertOnce(typed);
     await assertOrder('offline 1');
+    for (const e of kept) {
+        const wire = sends(e.text);
+        assert.ok(wire.length >= 1, `"${e.text}" was sent`);
+        for (const f of wire) {
+            assert.equal(f.headers['idempotency-key'], e.key, 'sent with the key it was given when typed');
+            assert.ok(f.headers.receipt, 'with a receipt');
+        }
+    }
     const shown = await pageTexts();
     const at = shown.indexOf('offline 1');
     assert.deepEqual(shown.slice(at, at + 3), typed, 'one after the other, in the order typed');
@@ -353,6 +385,25 @@ test('pending messages survive a reload of the page', async () => {
     await assertOrder('kept 1');
 });
 
+test('the page reconnects with a growing backoff and says so', async () => {
+    proxy.refusedWs = [];
+    proxy.refuseWs = true;
+    proxy.cut();
+    await disconnected();
+    await waitUntil(() => proxy.refusedWs.length >= 4, 'four refused reconnects');
+    const t = proxy.refusedWs;
+    // stomp.js waits 500 ms * 2^n, less up to half of it (jitter): the gaps at least double
+    for (let i = 1; i < 4; i++) {
+        const min = (500 * 2 ** i) / 2;
+        assert.ok(t[i] - t[i - 1] >= min * 0.9, `gap ${i} is ${t[i] - t[i - 1]} ms, want >= ${min}`);
+    }
+    await page.waitForFunction(() => /^연결 끊김, [0-9]+초 후 다시 연결$/.test(document.getElementById('conn-status').textContent),
+        null, { timeout: 10000 });
+    proxy.refuseWs = false;
+    await page.evaluate(() => window.dispatchEvent(new Event('online'))); // skips the rest of the wait
+    await connected(5000);
+});
+
 test('a message whose RECEIPT was lost is sent again with its key: shown, delivered and stored once', async (t) => {
     if (!eli.receipts.some((f) => f.headers['message-id'])) {
         // RECEIPTs that name no message: a server without idempotent SEND
@@ -372,6 +423,9 @@ test('a message whose RECEIPT was lost is sent again with its key: shown, delive
     await settle('after lost receipt');
     await assertOnce(['lost receipt']);
     await assertOrder('lost receipt');
+    const wire = sends('lost receipt');
+    assert.ok(wire.length >= 2, `sent again after the cut (${wire.length} SENDs)`);
+    assert.equal(new Set(wire.map((f) => f.headers['idempotency-key'])).size, 1, 'every time with the same key');
 });
 
 test('after the peer sent 50 messages while the page was away, the reconnect shows all 50 without a reload', async () => {
@@ -390,10 +444,17 @@ test('after the peer sent 50 messages while the page was away, the reconnect sho
     await assertOnce(texts);
     await assertOrder('away 1');
     // the conversation list caught up as well
-    assert.equal(await page.locator(`#room-list [data-room-id="${rid}"] .room-last`).textContent(), 'welcome back');
+    await page.locator(`#room-list [data-room-id="${rid}"] .room-last`, { hasText: /^welcome back$/ })
+        .waitFor({ state: 'attached', timeout: 10000 });
     if (eli.got.every((m) => typeof m.cursor === 'string' && m.cursor.length > 0)) {
         const reloads = historyRequests.filter((r) => r.at >= cutAt);
         assert.deepEqual(reloads, [], 'the room resumed from its cursor: no history request');
+        const subs = sentFrames.filter((f) => f.command === 'SUBSCRIBE' && f.at >= cutAt);
+        for (const dest of [`/sub/chat/room/${rid}`, `/sub/chat/side/${me.id}`]) {
+            const sub = subs.find((f) => f.headers.destination === dest);
+            assert.ok(sub, `${dest} subscribed again`);
+            assert.ok(sub.headers['resume-after'], `${dest} resumed after a cursor`);
+        }
     }
 });
 
