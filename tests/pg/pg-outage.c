@@ -1,6 +1,6 @@
 /*
  * pg-outage.c - store-pg against a real PostgreSQL that goes away and comes
- * back (cmocka, on the mock core of tests/store/mockcore.c).
+ * back (cmocka, on the test core of tests/lib/testcore.c).
  *
  *   pg-outage PLUGIN.so
  * with env PGTEST_CONNINFO (the database), PGTEST_STOP_CMD and
@@ -27,9 +27,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../store/mockcore.h"
+#include "../lib/testcore.h"
 
-#include <dlfcn.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -62,9 +61,9 @@ static void inst_open(inst *in, const char *name, const char *max_pending)
     pairs[3] = (char *)"reconnect_min_ms=50";
     pairs[4] = (char *)"reconnect_max_ms=400";
     pairs[5] = (char *)"stop_timeout_ms=20000";
-    in->ctx = mock_ctx_new(name, desc->cfg_keys, 6, pairs);
+    in->ctx = testcore_ctx_new(name, desc->cfg_keys, 6, pairs);
     assert_non_null(in->ctx);
-    assert_int_equal(desc->create(mock_api(), in->ctx, &in->st), CHATD_OK);
+    assert_int_equal(desc->create(testcore_api(), in->ctx, &in->st), CHATD_OK);
     assert_int_equal(desc->start(in->st), CHATD_OK);
 }
 
@@ -77,17 +76,17 @@ static void stop_done(void *arg, chatd_status st, const char *reason)
 static void inst_close(inst *in)
 {
     int done = 0;
-    chatd_completion *c = mock_completion_new(stop_done, &done);
+    chatd_completion *c = testcore_completion_new(stop_done, &done);
     chatd_status s = desc->stop(in->st, c);
     if (s == CHATD_ASYNC) {
-        assert_int_equal(mock_run_until(&done, 30000), 0);
+        assert_int_equal(testcore_run_until_flag(&done, 30000), 0);
         assert_int_equal(done, 1);
     } else {
         assert_int_equal(s, CHATD_OK);
-        mock_completion_free(c);
+        testcore_completion_free(c);
     }
     desc->destroy(in->st);
-    mock_ctx_free(in->ctx);
+    testcore_ctx_free(in->ctx);
 }
 
 /* ---- waiting for callbacks ---- */
@@ -127,7 +126,7 @@ static void history_cb(void *arg, chatd_status status, chatd_msg *const *msgs, s
     r->status = status;
     r->n = n;
     for (size_t k = 0; k < n && k < 1024; k++)
-        r->ids[k] = mock_api()->msg_id(msgs[k]);
+        r->ids[k] = testcore_api()->msg_id(msgs[k]);
     r->next_before = next_before;
     r->done = 1;
 }
@@ -140,11 +139,11 @@ static int64_t member(inst *in, const char *prefix)
     chatd_member m = {sizeof(m), 0, login, login, "x", 0};
     snprintf(login, sizeof(login), "%s-%" PRIu64, prefix, next_id);
     ops->member_create(in->st, &m, member_cb, &r);
-    assert_int_equal(mock_run_until(&r.done, 15000), 0);
+    assert_int_equal(testcore_run_until_flag(&r.done, 15000), 0);
     if (r.status == CHATD_ERR_EXISTS) {
         memset(&r, 0, sizeof(r));
         ops->member_get(in->st, 0, login, member_cb, &r);
-        assert_int_equal(mock_run_until(&r.done, 15000), 0);
+        assert_int_equal(testcore_run_until_flag(&r.done, 15000), 0);
     }
     assert_int_equal(r.status, CHATD_OK);
     return r.id;
@@ -159,7 +158,7 @@ static size_t count_room(inst *in, const char *room)
         static res r;
         memset(&r, 0, sizeof(r));
         ops->history(in->st, room, before, 1000, history_cb, &r);
-        assert_int_equal(mock_run_until(&r.done, 15000), 0);
+        assert_int_equal(testcore_run_until_flag(&r.done, 15000), 0);
         assert_int_equal(r.status, CHATD_OK);
         for (size_t k = 1; k < r.n; k++)
             assert_true(r.ids[k - 1] < r.ids[k]); /* distinct */
@@ -180,12 +179,11 @@ static int64_t unread_of(inst *in, int64_t member_id)
 {
     res r = {0};
     for (int tries = 0; tries < 100; tries++) {
-        int never = 0;
         memset(&r, 0, sizeof(r));
         ops->room_list(in->st, member_id, rooms_cb, &r);
-        assert_int_equal(mock_run_until(&r.done, 15000), 0);
+        assert_int_equal(testcore_run_until_flag(&r.done, 15000), 0);
         if (r.status != CHATD_ERR_UNAVAILABLE) break;
-        mock_run_until(&never, 100);
+        testcore_run_for(100);
     }
     assert_int_equal(r.status, CHATD_OK);
     assert_int_equal(r.n, 1);
@@ -207,8 +205,14 @@ static void persist_done(void *arg, chatd_status st, const char *reason)
     }
 }
 
+static chatd_status persist_id(inst *in, const char *room, int64_t writer_id, const char *writer,
+                               int seq, uint64_t id);
 static chatd_status persist_one(inst *in, const char *room, int64_t writer_id, const char *writer,
                                 int seq);
+
+/* A message the core accepts and PostgreSQL refuses: its id does not fit
+ * the bigint column (chatd ids stay below 2^63 until about 2093). */
+#define ID_PAST_BIGINT (UINT64_C(1) << 63)
 
 static void bad_message_fails_alone(void **state)
 {
@@ -222,26 +226,34 @@ static void bad_message_fails_alone(void **state)
     b = member(&in, "pgf");
     snprintf(room, sizeof(room), "%" PRId64 "&%" PRId64, a < b ? a : b, a < b ? b : a);
     completed_ok = completed_err = 0;
-    /* all ten in one loop turn, so in one batch; the 5th names a room whose
-     * member ids are not numbers, which the summary upsert cannot cast */
+    /* all ten in one loop turn, so in one batch; the 5th has an id that
+     * PostgreSQL's bigint cannot hold */
     for (int k = 0; k < 10; k++)
-        assert_int_equal(persist_one(&in, k == 4 ? "x&y" : room, a, "pge", k), CHATD_ASYNC);
-    assert_int_equal(mock_run_until_count(&completed_ok, 9, 30000), 0);
-    assert_int_equal(mock_run_until_count(&completed_err, 1, 30000), 0);
+        assert_int_equal(k == 4 ? persist_id(&in, room, a, "pge", k, ID_PAST_BIGINT + next_id)
+                                : persist_one(&in, room, a, "pge", k),
+                         CHATD_ASYNC);
+    assert_int_equal(testcore_run_until_count(&completed_ok, 9, 30000), 0);
+    assert_int_equal(testcore_run_until_count(&completed_err, 1, 30000), 0);
     assert_int_equal(completed_ok, 9);
     assert_int_equal(count_room(&in, room), 9);
     assert_int_equal(unread_of(&in, b), 9);
     /* and batches work again afterwards */
     for (int k = 0; k < 20; k++)
         assert_int_equal(persist_one(&in, room, a, "pge", k), CHATD_ASYNC);
-    assert_int_equal(mock_run_until_count(&completed_ok, 29, 30000), 0);
+    assert_int_equal(testcore_run_until_count(&completed_ok, 29, 30000), 0);
     assert_int_equal(completed_err, 1);
     inst_close(&in);
-    assert_int_equal(mock_completions_live(), 0);
+    assert_int_equal(testcore_completions_live(), 0);
 }
 
 static chatd_status persist_one(inst *in, const char *room, int64_t writer_id, const char *writer,
                                 int seq)
+{
+    return persist_id(in, room, writer_id, writer, seq, ++next_id);
+}
+
+static chatd_status persist_id(inst *in, const char *room, int64_t writer_id, const char *writer,
+                               int seq, uint64_t id)
 {
     char text[64];
     chatd_msg_fields f;
@@ -252,19 +264,19 @@ static chatd_status persist_one(inst *in, const char *room, int64_t writer_id, c
     snprintf(text, sizeof(text), "outage %d 메시지", seq);
     f.size = sizeof(f);
     f.kind = CHATD_MSG_CHAT;
-    f.id = ++next_id;
+    f.id = id;
     f.room_id = room;
     f.writer_id = writer_id;
     f.writer = writer;
     f.text = text;
     f.text_len = strlen(text);
-    f.time_ms = mock_api()->now_ms();
-    m = mock_api()->msg_new(NULL, &f);
+    f.time_ms = testcore_api()->now_ms();
+    m = testcore_api()->msg_new(NULL, &f);
     assert_non_null(m);
-    c = mock_completion_new(persist_done, NULL);
+    c = testcore_completion_new(persist_done, NULL);
     s = ops->persist(in->st, m, c);
-    if (s != CHATD_ASYNC) mock_completion_free(c);
-    mock_api()->msg_unref(m);
+    if (s != CHATD_ASYNC) testcore_completion_free(c);
+    testcore_api()->msg_unref(m);
     return s;
 }
 
@@ -275,14 +287,50 @@ static void sleep_ms(long ms)
     }
 }
 
+/* PostgreSQL's state as this program left it: a test that fails while the
+ * server is down must not leave it down for the next test (teardown). */
+static int pg_down;
+static pthread_t outage_th;
+static int outage_running;
+static int outage_stop_rc = -1, outage_start_rc = -1;
+
+static int pg_stop(void)
+{
+    int rc = system(stop_cmd);
+    if (rc == 0) pg_down = 1;
+    return rc;
+}
+
+static int pg_start(void)
+{
+    int rc = system(start_cmd);
+    if (rc == 0) pg_down = 0;
+    return rc;
+}
+
 static void *outage_thread(void *arg)
 {
     (void)arg;
     sleep_ms(300);
-    if (system(stop_cmd) != 0) fprintf(stderr, "pg-outage: stop command failed\n");
+    outage_stop_rc = pg_stop();
     sleep_ms(1500);
-    if (system(start_cmd) != 0) fprintf(stderr, "pg-outage: start command failed\n");
+    outage_start_rc = pg_start();
     return NULL;
+}
+
+/* teardown of every test: the outage thread is over and PostgreSQL is up */
+static int pg_back_up(void **state)
+{
+    (void)state;
+    if (outage_running) {
+        pthread_join(outage_th, NULL);
+        outage_running = 0;
+    }
+    if (pg_down && pg_start() != 0) {
+        fprintf(stderr, "pg-outage: cannot start PostgreSQL again (%s)\n", start_cmd);
+        return -1;
+    }
+    return 0;
 }
 
 typedef struct streamer {
@@ -313,7 +361,6 @@ static void stream_survives_outage(void **state)
     inst in;
     int64_t a, b;
     char room[64];
-    pthread_t th;
     streamer s = {0};
     struct timeval tv = {0, 0};
     (void)state;
@@ -323,27 +370,35 @@ static void stream_survives_outage(void **state)
     b = member(&in, "pgb");
     snprintf(room, sizeof(room), "%" PRId64 "&%" PRId64, a < b ? a : b, a < b ? b : a);
 
+    uint64_t failures0 = testcore_counter("chatd_store_connection_failures_total");
     completed_ok = completed_err = 0;
     s.in = &in;
     s.room = room;
     s.writer_id = a;
     s.target = 1500; /* 3 every 5 ms: about 2.5 s of traffic */
-    s.ev = evtimer_new(mock_base(), stream_tick, &s);
+    s.ev = evtimer_new(testcore_base(), stream_tick, &s);
     assert_non_null(s.ev);
     evtimer_add(s.ev, &tv);
-    assert_int_equal(pthread_create(&th, NULL, outage_thread, NULL), 0);
-    mock_run_until_count(&completed_ok, s.target, 60000);
-    pthread_join(th, NULL);
+    outage_stop_rc = outage_start_rc = -1;
+    assert_int_equal(pthread_create(&outage_th, NULL, outage_thread, NULL), 0);
+    outage_running = 1;
+    testcore_run_until_count(&completed_ok, s.target, 60000);
+    pthread_join(outage_th, NULL);
+    outage_running = 0;
     event_free(s.ev);
+    assert_int_equal(outage_stop_rc, 0);
+    assert_int_equal(outage_start_rc, 0);
     assert_int_equal(completed_err, 0);
     assert_int_equal(completed_ok, s.target);
+    /* the stream did live through the outage: the store lost its server */
+    assert_true(testcore_counter("chatd_store_connection_failures_total") > failures0);
 
     /* every message once, and the peer's unread counted once per message */
     assert_int_equal(count_room(&in, room), (size_t)s.target);
     assert_int_equal(unread_of(&in, b), s.target);
     assert_int_equal(unread_of(&in, a), 0);
     inst_close(&in);
-    assert_int_equal(mock_completions_live(), 0);
+    assert_int_equal(testcore_completions_live(), 0);
 }
 
 static void busy_and_unavailable_while_down(void **state)
@@ -360,58 +415,55 @@ static void busy_and_unavailable_while_down(void **state)
     b = member(&other, "pgd");
     snprintf(room, sizeof(room), "%" PRId64 "&%" PRId64, a < b ? a : b, a < b ? b : a);
 
-    assert_int_equal(system(stop_cmd), 0);
+    assert_int_equal(pg_stop(), 0);
     /* wait until the store has noticed: reads fail with UNAVAILABLE */
     for (int tries = 0; tries < 100; tries++) {
         res r = {0};
         ops->room_list(in.st, a, rooms_cb, &r);
-        assert_int_equal(mock_run_until(&r.done, 15000), 0);
+        assert_int_equal(testcore_run_until_flag(&r.done, 15000), 0);
         if (r.status == CHATD_ERR_UNAVAILABLE) {
             up = 1;
             break;
         }
         assert_int_equal(r.status, CHATD_OK);
-        {
-            int never = 0;
-            mock_run_until(&never, 100); /* let the loop see the connection drop */
-        }
+        testcore_run_for(100); /* let the loop see the connection drop */
     }
     assert_true(up);
 
     completed_ok = completed_err = 0;
     for (int k = 0; k < 50; k++)
         assert_int_equal(persist_one(&in, room, a, "pgc", k), CHATD_ASYNC);
+    uint64_t busy0 = testcore_counter("chatd_store_busy_total");
     assert_int_equal(persist_one(&in, room, a, "pgc", 50), CHATD_ERR_BUSY);
+    assert_int_equal(testcore_counter("chatd_store_busy_total") - busy0, 1);
     {
         res r = {0};
         ops->history(in.st, room, 0, 10, history_cb, &r);
-        assert_int_equal(mock_run_until(&r.done, 15000), 0);
+        assert_int_equal(testcore_run_until_flag(&r.done, 15000), 0);
         assert_int_equal(r.status, CHATD_ERR_UNAVAILABLE);
     }
     assert_int_equal(completed_ok + completed_err, 0); /* nothing completed while down */
 
-    assert_int_equal(system(start_cmd), 0);
-    assert_int_equal(mock_run_until_count(&completed_ok, 50, 30000), 0);
+    assert_int_equal(pg_start(), 0);
+    assert_int_equal(testcore_run_until_count(&completed_ok, 50, 30000), 0);
     assert_int_equal(completed_err, 0);
     assert_int_equal(count_room(&in, room), 50);
     assert_int_equal(unread_of(&other, b), 50);
     /* and it takes new messages again */
     assert_int_equal(persist_one(&in, room, a, "pgc", 51), CHATD_ASYNC);
-    assert_int_equal(mock_run_until_count(&completed_ok, 51, 15000), 0);
+    assert_int_equal(testcore_run_until_count(&completed_ok, 51, 15000), 0);
     inst_close(&in);
     inst_close(&other);
-    assert_int_equal(mock_completions_live(), 0);
+    assert_int_equal(testcore_completions_live(), 0);
 }
 
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(stream_survives_outage),
-        cmocka_unit_test(busy_and_unavailable_while_down),
-        cmocka_unit_test(bad_message_fails_alone),
+        cmocka_unit_test_teardown(stream_survives_outage, pg_back_up),
+        cmocka_unit_test_teardown(busy_and_unavailable_while_down, pg_back_up),
+        cmocka_unit_test_teardown(bad_message_fails_alone, pg_back_up),
     };
-    void *dl;
-    chatd_plugin_entry_fn entry;
     int rc;
 
     conninfo = getenv("PGTEST_CONNINFO");
@@ -424,22 +476,14 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    dl = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-    if (!dl) {
-        fprintf(stderr, "pg-outage: %s\n", dlerror());
-        return 1;
-    }
-    entry = (chatd_plugin_entry_fn)(uintptr_t)dlsym(dl, CHATD_PLUGIN_ENTRY);
-    if (!entry || !(desc = entry()) || desc->kind != CHATD_KIND_STORE) {
-        fprintf(stderr, "pg-outage: %s is not a store plugin\n", argv[1]);
-        return 1;
-    }
-    ops = desc->ops;
-    if (mock_init() != 0) return 1;
+    const void *store_ops;
+    desc = testcore_load(argv[1], CHATD_KIND_STORE, &store_ops);
+    if (!desc) return 1;
+    ops = store_ops;
+    if (testcore_init() != 0) return 1;
     /* ids like the core's: ms since 2024-01-01 << 22, so runs never collide */
-    next_id = ((uint64_t)(mock_api()->now_ms() - 1704067200000LL)) << 22;
+    next_id = ((uint64_t)(testcore_api()->now_ms() - 1704067200000LL)) << 22;
     rc = cmocka_run_group_tests(tests, NULL, NULL);
-    mock_shutdown();
-    dlclose(dl);
+    testcore_shutdown();
     return rc;
 }

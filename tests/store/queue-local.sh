@@ -1,5 +1,5 @@
 #!/bin/sh
-# queue-local.sh - make check: the queue-local plugin against the mock core.
+# queue-local.sh - make check: the queue-local plugin against the test core (tests/lib/).
 # Run from the build tree's tests/ directory (as make check does).
 set -eu
 so=../plugins/queue-local/.libs/queue-local.so

@@ -1,5 +1,5 @@
 /*
- * queue_local_test.c - tests of the queue-local plugin against the mock core:
+ * queue_local_test.c - tests of the queue-local plugin against the test core:
  * messages are handed back with consume(PERSIST | FANOUT) from the loop (never
  * inside enqueue), in order; the enqueue completes with consume's status
  * (acknowledged only after the store); max_pending bounds it; stop() waits
@@ -14,9 +14,8 @@
 
 #include <cmocka.h>
 
-#include "mockcore.h"
+#include "../lib/testcore.h"
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +28,7 @@ static const chatd_plugin_desc *g_desc;
 static const chatd_queue_ops *g_ops;
 static const chatd_api *A;
 
-/* what the mock core's consume saw */
+/* what the test core's consume saw */
 typedef struct seen {
     chatd_ctx *ctx;
     chatd_msg *msg; /* our reference */
@@ -85,11 +84,10 @@ typedef struct inst {
 static inst open_queue(const char *name, char *const *pairs, int npairs)
 {
     inst in;
-    in.ctx = mock_ctx_new(name, g_desc->cfg_keys, npairs, pairs);
+    in.ctx = testcore_ctx_new(name, g_desc->cfg_keys, npairs, pairs);
     assert_non_null(in.ctx);
     assert_int_equal(g_desc->create(A, in.ctx, &in.q), CHATD_OK);
-    if (g_desc->start)
-        assert_int_equal(g_desc->start(in.q), CHATD_OK);
+    if (g_desc->start) assert_int_equal(g_desc->start(in.q), CHATD_OK);
     return in;
 }
 
@@ -97,18 +95,18 @@ static void close_queue(inst *in)
 {
     if (g_desc->stop) {
         enq e = {0, CHATD_OK};
-        chatd_completion *c = mock_completion_new(on_enq, &e);
+        chatd_completion *c = testcore_completion_new(on_enq, &e);
         chatd_status st = g_desc->stop(in->q, c);
         if (st == CHATD_ASYNC) {
-            assert_int_equal(mock_run_until(&e.done, TIMEOUT_MS), 0);
+            assert_int_equal(testcore_run_until_flag(&e.done, TIMEOUT_MS), 0);
             assert_int_equal(e.status, CHATD_OK);
         } else {
             assert_int_equal(st, CHATD_OK);
-            mock_completion_free(c);
+            testcore_completion_free(c);
         }
     }
     g_desc->destroy(in->q);
-    mock_ctx_free(in->ctx);
+    testcore_ctx_free(in->ctx);
 }
 
 static chatd_msg *chat(uint64_t id, const char *room, const char *text)
@@ -130,13 +128,12 @@ static chatd_msg *chat(uint64_t id, const char *room, const char *text)
 static chatd_status enqueue(inst *in, uint64_t id, const char *room, enq *e)
 {
     chatd_msg *m = chat(id, room, "x");
-    chatd_completion *c = mock_completion_new(on_enq, e);
+    chatd_completion *c = testcore_completion_new(on_enq, e);
     chatd_status st;
     assert_non_null(m);
     memset(e, 0, sizeof(*e));
     st = g_ops->enqueue(in->q, m, c);
-    if (st != CHATD_ASYNC)
-        mock_completion_free(c);
+    if (st != CHATD_ASYNC) testcore_completion_free(c);
     A->msg_unref(m); /* the queue keeps its own reference */
     return st;
 }
@@ -153,12 +150,11 @@ static int teardown(void **state)
 {
     (void)state;
     for (long i = 0; i < g_nseen; i++)
-        if (g_seen[i].msg)
-            A->msg_unref(g_seen[i].msg);
+        if (g_seen[i].msg) A->msg_unref(g_seen[i].msg);
     g_nseen = 0;
-    if (mock_msgs_live() != 0 || mock_completions_live() != 0) {
-        fprintf(stderr, "leak: %ld messages, %ld completions\n", mock_msgs_live(),
-                mock_completions_live());
+    if (testcore_msgs_live() != 0 || testcore_completions_live() != 0) {
+        fprintf(stderr, "leak: %ld messages, %ld completions\n", testcore_msgs_live(),
+                testcore_completions_live());
         return -1;
     }
     return 0;
@@ -175,7 +171,7 @@ static void test_order_and_ack_after_store(void **state)
         assert_int_equal(enqueue(&in, 100 + i, rooms[i], &e[i]), CHATD_ASYNC);
     /* never re-entrant: nothing consumed inside enqueue */
     assert_int_equal(g_nseen, 0);
-    assert_int_equal(mock_run_until_count(&g_nseen, 4, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_count(&g_nseen, 4, TIMEOUT_MS), 0);
     for (int i = 0; i < 4; i++) {
         assert_int_equal(A->msg_id(g_seen[i].msg), 100 + i); /* in order */
         assert_string_equal(A->msg_room(g_seen[i].msg), rooms[i]);
@@ -206,11 +202,11 @@ static void test_done_inside_consume(void **state)
     g_sync_status = CHATD_ERR_UNAVAILABLE;
     assert_int_equal(enqueue(&in, 7, "1&2", &e), CHATD_ASYNC);
     assert_false(e.done);
-    assert_int_equal(mock_run_until(&e.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&e.done, TIMEOUT_MS), 0);
     assert_int_equal(e.status, CHATD_ERR_UNAVAILABLE);
     g_sync_status = CHATD_OK;
     assert_int_equal(enqueue(&in, 8, "1&2", &e), CHATD_ASYNC);
-    assert_int_equal(mock_run_until(&e.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&e.done, TIMEOUT_MS), 0);
     assert_int_equal(e.status, CHATD_OK);
     close_queue(&in);
 }
@@ -226,12 +222,12 @@ static void test_bounded(void **state)
     assert_int_equal(enqueue(&in, 2, "1&2", &e[1]), CHATD_ASYNC);
     assert_int_equal(enqueue(&in, 3, "1&2", &e[2]), CHATD_ERR_BUSY);
     assert_false(e[2].done);
-    assert_int_equal(mock_run_until_count(&g_nseen, 2, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_count(&g_nseen, 2, TIMEOUT_MS), 0);
     /* still bounded while in flight in the core */
     assert_int_equal(enqueue(&in, 3, "1&2", &e[2]), CHATD_ERR_BUSY);
     finish(0, CHATD_OK);
     assert_int_equal(enqueue(&in, 3, "1&2", &e[2]), CHATD_ASYNC);
-    assert_int_equal(mock_run_until_count(&g_nseen, 3, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_count(&g_nseen, 3, TIMEOUT_MS), 0);
     finish(1, CHATD_OK);
     finish(2, CHATD_OK);
     assert_int_equal(e[2].status, CHATD_OK);
@@ -248,9 +244,9 @@ static void test_stop_waits_for_inflight(void **state)
     assert_int_equal(enqueue(&in, 1, "1&2", &e), CHATD_ASYNC);
     assert_int_equal(enqueue(&in, 2, "3&4", &e2), CHATD_ASYNC);
     /* stop before the loop ran: both are still handed to the core */
-    c = mock_completion_new(on_enq, &stopped);
+    c = testcore_completion_new(on_enq, &stopped);
     assert_int_equal(g_desc->stop(in.q, c), CHATD_ASYNC);
-    assert_int_equal(mock_run_until_count(&g_nseen, 2, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_count(&g_nseen, 2, TIMEOUT_MS), 0);
     assert_false(stopped.done);
     /* no new work once stopping */
     {
@@ -265,7 +261,7 @@ static void test_stop_waits_for_inflight(void **state)
     assert_int_equal(e.status, CHATD_OK);
     assert_int_equal(e2.status, CHATD_OK);
     g_desc->destroy(in.q);
-    mock_ctx_free(in.ctx);
+    testcore_ctx_free(in.ctx);
 }
 
 static void test_two_instances(void **state)
@@ -278,7 +274,7 @@ static void test_two_instances(void **state)
     assert_int_equal(enqueue(&a, 1, "1&2", &e[0]), CHATD_ASYNC);
     assert_int_equal(enqueue(&a, 2, "1&2", &e[1]), CHATD_ERR_BUSY);
     assert_int_equal(enqueue(&b, 3, "1&2", &e[2]), CHATD_ASYNC); /* b has its own bound */
-    assert_int_equal(mock_run_until_count(&g_nseen, 2, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_count(&g_nseen, 2, TIMEOUT_MS), 0);
     for (int i = 0; i < 2; i++) {
         /* each message came back through its own instance's ctx */
         if (A->msg_id(g_seen[i].msg) == 1)
@@ -295,31 +291,21 @@ static void test_two_instances(void **state)
 
 static int group_setup(void **state)
 {
-    const chatd_plugin_desc *(*entry)(void);
-    void *dl;
+    const void *ops;
     (void)state;
-    if (mock_init() != 0)
-        return -1;
-    A = mock_api();
-    mock_set_consume(fake_consume);
-    dl = dlopen(g_so, RTLD_NOW | RTLD_LOCAL);
-    if (!dl) {
-        fprintf(stderr, "cannot load %s: %s\n", g_so, dlerror());
-        return -1;
-    }
-    *(void **)(&entry) = dlsym(dl, CHATD_PLUGIN_ENTRY);
-    if (!entry || !(g_desc = entry()) || g_desc->kind != CHATD_KIND_QUEUE || !g_desc->ops) {
-        fprintf(stderr, "%s is not a queue plugin\n", g_so);
-        return -1;
-    }
-    g_ops = g_desc->ops;
+    if (testcore_init() != 0) return -1;
+    A = testcore_api();
+    testcore_set_consume(fake_consume);
+    g_desc = testcore_load(g_so, CHATD_KIND_QUEUE, &ops);
+    if (!g_desc) return -1;
+    g_ops = ops;
     return 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    mock_shutdown();
+    testcore_shutdown();
     return 0;
 }
 

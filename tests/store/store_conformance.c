@@ -1,7 +1,7 @@
 /*
  * store_conformance.c - the one conformance suite every chatd store plugin
  * must pass, written only against the store ABI (chatd/plugin.h). It loads
- * the store's .so with dlopen, drives it through the mock core (mockcore.c:
+ * the store's .so with the daemon's loader, drives it through the test core (tests/lib/testcore.c:
  * a real libevent loop, messages, completions, post, config) and checks the
  * behaviour the core relies on.
  *
@@ -36,9 +36,8 @@
 
 #include <cmocka.h>
 
-#include "mockcore.h"
+#include "../lib/testcore.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -53,8 +52,8 @@
 #define TIMEOUT_MS 60000
 #define EPOCH_2024_MS 1704067200000LL
 #define MAX_CFG 64
-#define CRASH_MAX 20000 /* messages the crash child may write */
-#define CRASH_ROUND 25  /* persists per loop turn in the crash child */
+#define CRASH_MAX 20000      /* messages the crash child may write */
+#define CRASH_ROUND 25       /* persists per loop turn in the crash child */
 #define CRASH_KILL_AFTER 300 /* acknowledged messages before SIGKILL */
 
 /* ------------------------------------------------------------------------ */
@@ -64,19 +63,21 @@
 static const char *g_so;
 static char *g_pairs[MAX_CFG];
 static int g_npairs;
-static void *g_dl;
 static const chatd_plugin_desc *g_desc;
 static const chatd_store_ops *g_ops;
 static const chatd_api *A;
 static chatd_ctx *g_ctx;
 static void *g_inst;
-static char g_run[32];   /* unique per run: suffix of login ids */
+static char g_run[32]; /* unique per run: suffix of login ids */
 static uint64_t g_id_base, g_id_next;
 static int64_t g_time_base;
 
 static const char *g_self; /* argv[0], to start the crash child */
 
-static uint64_t next_id(void) { return g_id_base + g_id_next++; }
+static uint64_t next_id(void)
+{
+    return g_id_base + g_id_next++;
+}
 
 typedef struct wait_status {
     int done;
@@ -102,20 +103,19 @@ static int store_open(void)
 {
     chatd_status st;
 
-    g_ctx = mock_ctx_new("store", g_desc->cfg_keys, g_npairs, g_pairs);
-    if (!g_ctx)
-        return -1;
+    g_ctx = testcore_ctx_new("store", g_desc->cfg_keys, g_npairs, g_pairs);
+    if (!g_ctx) return -1;
     st = g_desc->create(A, g_ctx, &g_inst);
     if (st != CHATD_OK) {
         fprintf(stderr, "store create failed: %s\n", A->status_str(st));
-        mock_ctx_free(g_ctx);
+        testcore_ctx_free(g_ctx);
         g_ctx = NULL;
         return -1;
     }
     if (g_desc->start && (st = g_desc->start(g_inst)) != CHATD_OK) {
         fprintf(stderr, "store start failed: %s\n", A->status_str(st));
         g_desc->destroy(g_inst);
-        mock_ctx_free(g_ctx);
+        testcore_ctx_free(g_ctx);
         g_ctx = NULL;
         return -1;
     }
@@ -126,55 +126,38 @@ static int store_close(void)
 {
     int rc = 0;
 
-    if (!g_ctx)
-        return 0;
+    if (!g_ctx) return 0;
     if (g_desc->stop) {
         wait_status w = {0, CHATD_OK};
-        chatd_completion *c = mock_completion_new(on_completion, &w);
+        chatd_completion *c = testcore_completion_new(on_completion, &w);
         chatd_status st = g_desc->stop(g_inst, c);
         if (st == CHATD_ASYNC) {
-            if (mock_run_until(&w.done, TIMEOUT_MS) != 0 || w.status != CHATD_OK)
-                rc = -1;
+            if (testcore_run_until_flag(&w.done, TIMEOUT_MS) != 0 || w.status != CHATD_OK) rc = -1;
         } else {
-            mock_completion_free(c);
+            testcore_completion_free(c);
             rc = st == CHATD_OK ? 0 : -1;
         }
     }
     g_desc->destroy(g_inst);
     g_inst = NULL;
-    mock_ctx_free(g_ctx);
+    testcore_ctx_free(g_ctx);
     g_ctx = NULL;
     return rc;
 }
 
-/* Start the mock core and load the store plugin (g_so). */
+/* Start the test core and load the store plugin (g_so). */
 static int load_store(void)
 {
-    const chatd_plugin_desc *(*entry)(void);
+    const void *ops;
 
-    if (mock_init() != 0)
-        return -1;
-    A = mock_api();
-    g_dl = dlopen(g_so, RTLD_NOW | RTLD_LOCAL);
-    if (!g_dl) {
-        fprintf(stderr, "cannot load %s: %s\n", g_so, dlerror());
-        return -1;
-    }
-    *(void **)(&entry) = dlsym(g_dl, CHATD_PLUGIN_ENTRY);
-    if (!entry) {
-        fprintf(stderr, "%s has no %s symbol\n", g_so, CHATD_PLUGIN_ENTRY);
-        return -1;
-    }
-    g_desc = entry();
-    if (!g_desc || g_desc->abi_major != CHATD_ABI_MAJOR || g_desc->kind != CHATD_KIND_STORE ||
-        !g_desc->ops || !g_desc->create || !g_desc->destroy) {
-        fprintf(stderr, "%s is not a store plugin of ABI %d\n", g_so, CHATD_ABI_MAJOR);
-        return -1;
-    }
-    g_ops = g_desc->ops;
+    if (testcore_init() != 0) return -1;
+    A = testcore_api();
+    g_desc = testcore_load(g_so, CHATD_KIND_STORE, &ops);
+    if (!g_desc) return -1;
+    g_ops = ops;
     if (g_ops->size < sizeof(chatd_store_ops) || !g_ops->persist || !g_ops->member_create ||
-        !g_ops->member_get || !g_ops->member_list || !g_ops->session_put ||
-        !g_ops->session_get || !g_ops->session_del || !g_ops->room_list || !g_ops->history) {
+        !g_ops->member_get || !g_ops->member_list || !g_ops->session_put || !g_ops->session_get ||
+        !g_ops->session_del || !g_ops->room_list || !g_ops->history) {
         fprintf(stderr, "%s lacks store hooks\n", g_so);
         return -1;
     }
@@ -184,8 +167,7 @@ static int load_store(void)
 static int group_setup(void **state)
 {
     (void)state;
-    if (load_store() != 0)
-        return -1;
+    if (load_store() != 0) return -1;
     g_time_base = A->now_ms();
     snprintf(g_run, sizeof(g_run), "%" PRIx64 "%x", (uint64_t)g_time_base,
              (unsigned)getpid() & 0xffff);
@@ -202,19 +184,17 @@ static int group_teardown(void **state)
 {
     int rc = 0;
     (void)state;
-    if (store_close() != 0)
-        rc = -1;
-    if (mock_msgs_live() != 0) {
+    if (store_close() != 0) rc = -1;
+    if (testcore_msgs_live() != 0) {
         fprintf(stderr, "%ld messages leaked (a reference the store never dropped)\n",
-                mock_msgs_live());
+                testcore_msgs_live());
         rc = -1;
     }
-    if (mock_completions_live() != 0) {
-        fprintf(stderr, "%ld completions never completed\n", mock_completions_live());
+    if (testcore_completions_live() != 0) {
+        fprintf(stderr, "%ld completions never completed\n", testcore_completions_live());
         rc = -1;
     }
-    mock_shutdown();
-    /* g_dl stays loaded: destructors of the plugin's libraries may run late */
+    testcore_shutdown();
     return rc;
 }
 
@@ -268,11 +248,10 @@ static chatd_status st_member_create(const char *login, const char *name, const 
     chatd_member m = {sizeof(chatd_member), 0, login, name, pw, created_ms};
 
     g_ops->member_create(g_inst, &m, on_members, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     if (w.status == CHATD_OK) {
         assert_int_equal(w.n, 1);
-        if (out)
-            *out = row;
+        if (out) *out = row;
     }
     return w.status;
 }
@@ -283,11 +262,10 @@ static chatd_status st_member_get(int64_t id, const char *login, member_copy *ou
     member_wait w = {0, CHATD_OK, 0, &row, 1};
 
     g_ops->member_get(g_inst, id, login, on_members, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     if (w.status == CHATD_OK) {
         assert_int_equal(w.n, 1);
-        if (out)
-            *out = row;
+        if (out) *out = row;
     } else {
         assert_int_equal(w.n, 0);
     }
@@ -355,13 +333,13 @@ static chatd_msg *new_read(uint64_t id, const char *room, int64_t reader, const 
 static chatd_status st_persist(chatd_msg *m)
 {
     wait_status w = {0, CHATD_OK};
-    chatd_completion *c = mock_completion_new(on_completion, &w);
+    chatd_completion *c = testcore_completion_new(on_completion, &w);
     chatd_status st = g_ops->persist(g_inst, m, c);
     if (st != CHATD_ASYNC) {
-        mock_completion_free(c);
+        testcore_completion_free(c);
         return st;
     }
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     return w.status;
 }
 
@@ -407,10 +385,9 @@ static void st_history(const char *room, uint64_t before, unsigned limit, histor
 {
     memset(w, 0, sizeof(*w));
     g_ops->history(g_inst, room, before, limit, on_history, w);
-    assert_int_equal(mock_run_until(&w->done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w->done, TIMEOUT_MS), 0);
     assert_int_equal(w->status, CHATD_OK);
-    if (w->n)
-        assert_non_null(w->msgs);
+    if (w->n) assert_non_null(w->msgs);
 }
 
 static void history_free(history_wait *w)
@@ -468,10 +445,9 @@ static void st_rooms(int64_t member, rooms_wait *w)
 {
     memset(w, 0, sizeof(*w));
     g_ops->room_list(g_inst, member, on_rooms, w);
-    assert_int_equal(mock_run_until(&w->done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w->done, TIMEOUT_MS), 0);
     assert_int_equal(w->status, CHATD_OK);
-    if (w->n)
-        assert_non_null(w->rows);
+    if (w->n) assert_non_null(w->rows);
 }
 
 static void rooms_free(rooms_wait *w)
@@ -492,8 +468,7 @@ static room_copy get_room(int64_t member, const char *room)
 
     st_rooms(member, &w);
     for (i = 0; i < w.n; i++)
-        if (strcmp(w.rows[i].room_id, room) == 0)
-            break;
+        if (strcmp(w.rows[i].room_id, room) == 0) break;
     if (i == w.n)
         fail_msg("room %s missing from the room list of member %lld", room, (long long)member);
     r = w.rows[i];
@@ -518,13 +493,12 @@ static void test_members(void **state)
 
     snprintf(alice, sizeof(alice), "alice-%s", g_run);
     snprintf(bob, sizeof(bob), "bob-%s", g_run);
-    assert_int_equal(st_member_create(alice, "Alice 앨리스", "$argon2id$alice", 1700000000123LL, &a),
-                     CHATD_OK);
+    assert_int_equal(
+        st_member_create(alice, "Alice 앨리스", "$argon2id$alice", 1700000000123LL, &a), CHATD_OK);
     assert_true(a.id > 0);
     assert_string_equal(a.login_id, alice);
     assert_string_equal(a.name, "Alice 앨리스");
-    assert_int_equal(st_member_create(bob, "Bob", "$argon2id$bob", 1700000000456LL, &b),
-                     CHATD_OK);
+    assert_int_equal(st_member_create(bob, "Bob", "$argon2id$bob", 1700000000456LL, &b), CHATD_OK);
     assert_true(b.id > 0);
     assert_true(b.id != a.id);
 
@@ -563,12 +537,11 @@ static void test_members(void **state)
     w.rows = rows;
     w.cap = cap;
     g_ops->member_list(g_inst, on_members, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     assert_int_equal(w.status, CHATD_OK);
     assert_true(w.n >= 2);
     for (i = 0; i < w.n && i < cap; i++) {
-        if (i > 0)
-            assert_true(rows[i].id > rows[i - 1].id);
+        if (i > 0) assert_true(rows[i].id > rows[i - 1].id);
         assert_false(rows[i].has_pw);
         if (rows[i].id == a.id) {
             assert_string_equal(rows[i].login_id, alice);
@@ -608,7 +581,7 @@ static chatd_status st_session_get(const char *hash, session_wait *w)
 {
     memset(w, 0, sizeof(*w));
     g_ops->session_get(g_inst, hash, on_session, w);
-    assert_int_equal(mock_run_until(&w->done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w->done, TIMEOUT_MS), 0);
     return w->status;
 }
 
@@ -639,7 +612,7 @@ static void test_sessions(void **state)
     s = (chatd_session){sizeof(chatd_session), h1, mid, exp};
     memset(&w, 0, sizeof(w));
     g_ops->session_put(g_inst, &s, on_status, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     assert_int_equal(w.status, CHATD_OK);
 
     /* a put with no callback works too; writes are ordered, so once a later
@@ -649,7 +622,7 @@ static void test_sessions(void **state)
     s.token_hash = h1;
     memset(&w, 0, sizeof(w));
     g_ops->session_put(g_inst, &s, on_status, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     assert_int_equal(w.status, CHATD_OK);
 
     assert_int_equal(st_session_get(h1, &got), CHATD_OK);
@@ -667,7 +640,7 @@ static void test_sessions(void **state)
 
     memset(&w, 0, sizeof(w));
     g_ops->session_del(g_inst, h1, on_status, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     assert_int_equal(w.status, CHATD_OK);
     assert_int_equal(st_session_get(h1, &got), CHATD_ERR_NOTFOUND);
     assert_int_equal(st_session_get(h2, &got), CHATD_OK); /* the other one stays */
@@ -677,7 +650,7 @@ static void test_sessions(void **state)
     memset(&w, 0, sizeof(w));
     s.token_hash = h1;
     g_ops->session_put(g_inst, &s, on_status, &w);
-    assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
     assert_int_equal(st_session_get(h2, &got), CHATD_ERR_NOTFOUND);
     assert_int_equal(st_session_get(h1, &got), CHATD_OK);
 }
@@ -738,12 +711,12 @@ static void test_history_paging(void **state)
         snprintf(text, sizeof(text), "message %d", i);
         m = new_chat(ids[i], room, i % 2 ? b : a, i % 2 ? login_b : login_a, text, strlen(text),
                      t0 + i);
-        c = mock_completion_new(on_completion, &ws[i]);
+        c = testcore_completion_new(on_completion, &ws[i]);
         assert_int_equal(g_ops->persist(g_inst, m, c), CHATD_ASYNC);
         A->msg_unref(m);
     }
     for (int i = 0; i < N; i++) {
-        assert_int_equal(mock_run_until(&ws[i].done, TIMEOUT_MS), 0);
+        assert_int_equal(testcore_run_until_flag(&ws[i].done, TIMEOUT_MS), 0);
         assert_int_equal(ws[i].status, CHATD_OK);
         finished++;
     }
@@ -996,10 +969,8 @@ static void on_batch_done(void *arg, chatd_status st, const char *reason)
 {
     batch_item *it = arg;
     (void)reason;
-    if (st == CHATD_OK)
-        it->b->ok++;
-    if (it->index == it->b->next_expected)
-        it->b->in_order++;
+    if (st == CHATD_OK) it->b->ok++;
+    if (it->index == it->b->next_expected) it->b->in_order++;
     it->b->next_expected = it->index + 1;
     it->b->finished++;
 }
@@ -1011,7 +982,7 @@ static void test_batched_commits(void **state)
     char room[64], la[96];
     batch_ctx bc = {0, 0, 0, 0};
     batch_item *items = calloc(N, sizeof(*items));
-    uint64_t commits0 = mock_counter("chatd_store_commits_total"), commits;
+    uint64_t commits0 = testcore_counter("chatd_store_commits_total"), commits;
     uint64_t first = 0, cursor = 0, prev = 0;
     size_t total = 0;
     int64_t t0 = A->now_ms();
@@ -1028,22 +999,21 @@ static void test_batched_commits(void **state)
         uint64_t id = next_id();
         chatd_msg *m;
         chatd_completion *c;
-        if (i == 0)
-            first = id;
+        if (i == 0) first = id;
         snprintf(text, sizeof(text), "batch %ld", i);
         m = new_chat(id, room, a, la, text, strlen(text), t0 + i);
         items[i].b = &bc;
         items[i].index = i;
-        c = mock_completion_new(on_batch_done, &items[i]);
+        c = testcore_completion_new(on_batch_done, &items[i]);
         assert_int_equal(g_ops->persist(g_inst, m, c), CHATD_ASYNC);
         A->msg_unref(m); /* the store keeps its own reference */
     }
     assert_int_equal(bc.finished, 0);
-    assert_int_equal(mock_run_until_count(&bc.finished, N, TIMEOUT_MS), 0);
+    assert_int_equal(testcore_run_until_count(&bc.finished, N, TIMEOUT_MS), 0);
     assert_int_equal(bc.ok, N);
     assert_int_equal(bc.in_order, N); /* completed in persist order */
 
-    commits = mock_counter("chatd_store_commits_total") - commits0;
+    commits = testcore_counter("chatd_store_commits_total") - commits0;
     if (commits > 0) {
         fprintf(stderr, "  %d persists committed in %" PRIu64 " transactions\n", N, commits);
         assert_true(commits <= N / 10); /* group commit, not one fsync each */
@@ -1056,12 +1026,10 @@ static void test_batched_commits(void **state)
         st_history(room, cursor, 100, &h);
         for (size_t i = 0; i < h.n; i++) {
             uint64_t id = A->msg_id(h.msgs[i]);
-            if (i > 0)
-                assert_true(id > prev);
+            if (i > 0) assert_true(id > prev);
             prev = id;
         }
-        if (h.n)
-            assert_true(A->msg_id(h.msgs[0]) >= first);
+        if (h.n) assert_true(A->msg_id(h.msgs[0]) >= first);
         total += h.n;
         cursor = h.next_before;
         history_free(&h);
@@ -1192,13 +1160,12 @@ static void test_durable_across_restart(void **state)
 
     snprintf(la, sizeof(la), "dur-a-%s", g_run);
     room_of(a, b, room, sizeof(room));
-    assert_int_equal(st_chat(id, room, a, la, "kept across restarts 유지", A->now_ms()),
-                     CHATD_OK);
+    assert_int_equal(st_chat(id, room, a, la, "kept across restarts 유지", A->now_ms()), CHATD_OK);
     /* persists issued right before stop are committed by stop */
     {
         chatd_msg *m = new_chat(next_id(), room, a, la, "in flight at stop", 17, A->now_ms());
         wait_status w = {0, CHATD_OK};
-        chatd_completion *c = mock_completion_new(on_completion, &w);
+        chatd_completion *c = testcore_completion_new(on_completion, &w);
         assert_int_equal(g_ops->persist(g_inst, m, c), CHATD_ASYNC);
         A->msg_unref(m);
         assert_int_equal(store_close(), 0);
@@ -1225,7 +1192,6 @@ static void test_durable_across_restart(void **state)
     assert_int_equal(h.n, 2);
     history_free(&h);
 }
-
 
 /* A store with a `max_pending` key refuses past it with CHATD_ERR_BUSY
  * (synchronously, without completing) and accepts again once it drained.
@@ -1256,48 +1222,47 @@ static void test_max_pending(void **state)
     for (int i = 0; i < g_npairs; i++)
         pairs[i] = g_pairs[i];
     pairs[g_npairs] = bound; /* the last value of a key wins */
-    ctx = mock_ctx_new("store2", g_desc->cfg_keys, g_npairs + 1, pairs);
+    ctx = testcore_ctx_new("store2", g_desc->cfg_keys, g_npairs + 1, pairs);
     assert_non_null(ctx);
     assert_int_equal(g_desc->create(A, ctx, &inst), CHATD_OK);
-    if (g_desc->start)
-        assert_int_equal(g_desc->start(inst), CHATD_OK);
+    if (g_desc->start) assert_int_equal(g_desc->start(inst), CHATD_OK);
 
     memset(ws, 0, sizeof(ws));
     for (int i = 0; i <= BOUND; i++) {
         chatd_msg *m = new_chat(next_id(), room, a, la, "bounded", 7, A->now_ms());
-        chatd_completion *c = mock_completion_new(on_completion, &ws[i]);
+        chatd_completion *c = testcore_completion_new(on_completion, &ws[i]);
         st = g_ops->persist(inst, m, c);
         A->msg_unref(m);
         if (i < BOUND) {
             assert_int_equal(st, CHATD_ASYNC);
         } else {
             assert_int_equal(st, CHATD_ERR_BUSY);
-            mock_completion_free(c);
+            testcore_completion_free(c);
         }
     }
     for (int i = 0; i < BOUND; i++) {
-        assert_int_equal(mock_run_until(&ws[i].done, TIMEOUT_MS), 0);
+        assert_int_equal(testcore_run_until_flag(&ws[i].done, TIMEOUT_MS), 0);
         assert_int_equal(ws[i].status, CHATD_OK);
     }
     {
         chatd_msg *m = new_chat(next_id(), room, a, la, "accepted again", 14, A->now_ms());
-        chatd_completion *c = mock_completion_new(on_completion, &ws[BOUND]);
+        chatd_completion *c = testcore_completion_new(on_completion, &ws[BOUND]);
         assert_int_equal(g_ops->persist(inst, m, c), CHATD_ASYNC);
         A->msg_unref(m);
-        assert_int_equal(mock_run_until(&ws[BOUND].done, TIMEOUT_MS), 0);
+        assert_int_equal(testcore_run_until_flag(&ws[BOUND].done, TIMEOUT_MS), 0);
         assert_int_equal(ws[BOUND].status, CHATD_OK);
     }
     if (g_desc->stop) {
         wait_status w = {0, CHATD_OK};
-        chatd_completion *c = mock_completion_new(on_completion, &w);
+        chatd_completion *c = testcore_completion_new(on_completion, &w);
         st = g_desc->stop(inst, c);
         if (st == CHATD_ASYNC)
-            assert_int_equal(mock_run_until(&w.done, TIMEOUT_MS), 0);
+            assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
         else
-            mock_completion_free(c);
+            testcore_completion_free(c);
     }
     g_desc->destroy(inst);
-    mock_ctx_free(ctx);
+    testcore_ctx_free(ctx);
 
     /* what the second instance wrote, the first one reads */
     st_history(room, 0, 100, &h);
@@ -1322,8 +1287,7 @@ static void on_crash_done(void *arg, chatd_status st, const char *reason)
         /* acknowledged: report it before anything else happens */
         char line[32];
         int n = snprintf(line, sizeof(line), "%" PRIu64 "\n", it->id);
-        if (write(STDOUT_FILENO, line, (size_t)n) != n)
-            _exit(3);
+        if (write(STDOUT_FILENO, line, (size_t)n) != n) _exit(3);
     }
     (*it->finished)++;
 }
@@ -1337,8 +1301,7 @@ static int crash_child(int argc, char **argv)
     uint64_t id;
     long finished = 0;
 
-    if (argc < 7)
-        return 2;
+    if (argc < 7) return 2;
     g_so = argv[2];
     room = argv[3];
     writer_id = strtoll(argv[4], NULL, 10);
@@ -1346,8 +1309,7 @@ static int crash_child(int argc, char **argv)
     id = strtoull(argv[6], NULL, 10);
     for (int i = 7; i < argc && g_npairs < MAX_CFG; i++)
         g_pairs[g_npairs++] = argv[i];
-    if (load_store() != 0 || store_open() != 0)
-        return 1;
+    if (load_store() != 0 || store_open() != 0) return 1;
     /* keep up to three rounds in flight, so the kill lands mid-commit */
     for (long sent = 0; sent < CRASH_MAX;) {
         for (int i = 0; i < CRASH_ROUND; i++, sent++) {
@@ -1357,20 +1319,17 @@ static int crash_child(int argc, char **argv)
             int len = snprintf(text, sizeof(text), "crash %ld 충돌", sent);
             items[sent].id = id++;
             items[sent].finished = &finished;
-            m = new_chat(items[sent].id, room, writer_id, writer, text, (size_t)len,
-                         A->now_ms());
-            c = mock_completion_new(on_crash_done, &items[sent]);
+            m = new_chat(items[sent].id, room, writer_id, writer, text, (size_t)len, A->now_ms());
+            c = testcore_completion_new(on_crash_done, &items[sent]);
             if (g_ops->persist(g_inst, m, c) != CHATD_ASYNC) {
-                mock_completion_free(c);
+                testcore_completion_free(c);
                 finished++;
             }
             A->msg_unref(m);
         }
-        if (mock_run_until_count(&finished, sent - 2 * CRASH_ROUND, TIMEOUT_MS) != 0)
-            return 1;
+        if (testcore_run_until_count(&finished, sent - 2 * CRASH_ROUND, TIMEOUT_MS) != 0) return 1;
     }
-    if (mock_run_until_count(&finished, CRASH_MAX, TIMEOUT_MS) != 0)
-        return 1;
+    if (testcore_run_until_count(&finished, CRASH_MAX, TIMEOUT_MS) != 0) return 1;
     store_close();
     return 0;
 }
@@ -1437,17 +1396,13 @@ static void test_crash_durability(void **state)
             waitpid(pid, &status, 0);
             fail_msg("the crash child acknowledged only %zu messages in time", nacked);
         }
-        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
-            fail_msg("poll: %s", strerror(errno));
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR) fail_msg("poll: %s", strerror(errno));
         n = read(fds[0], buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] != '\n') {
-                if (linelen < sizeof(line) - 1)
-                    line[linelen++] = buf[i];
+                if (linelen < sizeof(line) - 1) line[linelen++] = buf[i];
                 continue;
             }
             line[linelen] = '\0';
@@ -1476,8 +1431,7 @@ static void test_crash_durability(void **state)
             assert_true(id > prev); /* no duplicates */
             prev = id;
             assert_true(id >= start && id < start + CRASH_MAX);
-            if (bsearch(&id, acked, nacked, sizeof(*acked), cmp_u64))
-                found++;
+            if (bsearch(&id, acked, nacked, sizeof(*acked), cmp_u64)) found++;
         }
         nstored += h.n;
         cursor = h.next_before;
@@ -1507,48 +1461,35 @@ int main(int argc, char **argv)
 {
     static char *env_cfg;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_members),
-        cmocka_unit_test(test_sessions),
-        cmocka_unit_test(test_idempotent_insert),
-        cmocka_unit_test(test_history_paging),
-        cmocka_unit_test(test_room_summaries),
-        cmocka_unit_test(test_read_marks),
-        cmocka_unit_test(test_batched_commits),
-        cmocka_unit_test(test_non_ascii),
-        cmocka_unit_test(test_long_message),
-        cmocka_unit_test(test_durable_across_restart),
-        cmocka_unit_test(test_max_pending),
-        cmocka_unit_test(test_crash_durability),
+        cmocka_unit_test(test_members),           cmocka_unit_test(test_sessions),
+        cmocka_unit_test(test_idempotent_insert), cmocka_unit_test(test_history_paging),
+        cmocka_unit_test(test_room_summaries),    cmocka_unit_test(test_read_marks),
+        cmocka_unit_test(test_batched_commits),   cmocka_unit_test(test_non_ascii),
+        cmocka_unit_test(test_long_message),      cmocka_unit_test(test_durable_across_restart),
+        cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
     };
 
     g_self = argv[0];
-    if (argc >= 2 && !strcmp(argv[1], "--crash-child"))
-        return crash_child(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "--crash-child")) return crash_child(argc, argv);
 
     if (argc >= 2) {
-        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))
-            return usage(argv[0]);
+        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) return usage(argv[0]);
         g_so = argv[1];
         for (int i = 2; i < argc; i++) {
-            if (g_npairs == MAX_CFG)
-                return usage(argv[0]);
+            if (g_npairs == MAX_CFG) return usage(argv[0]);
             g_pairs[g_npairs++] = argv[i];
         }
     } else {
         const char *cfg = getenv("CHATD_STORE_CFG");
         g_so = getenv("CHATD_STORE_SO");
-        if (!g_so || !*g_so)
-            return usage(argv[0]);
+        if (!g_so || !*g_so) return usage(argv[0]);
         if (cfg && *cfg) {
             char *save = NULL, *tok;
             env_cfg = strdup(cfg);
-            if (!env_cfg)
-                return 1;
+            if (!env_cfg) return 1;
             for (tok = strtok_r(env_cfg, "\n", &save); tok; tok = strtok_r(NULL, "\n", &save)) {
-                if (!*tok)
-                    continue;
-                if (g_npairs == MAX_CFG)
-                    return usage(argv[0]);
+                if (!*tok) continue;
+                if (g_npairs == MAX_CFG) return usage(argv[0]);
                 g_pairs[g_npairs++] = tok;
             }
         }
