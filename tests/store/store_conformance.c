@@ -74,8 +74,15 @@ static int64_t g_time_base;
 
 static const char *g_self; /* argv[0], to start the crash child */
 
+/* ids one run may use: the low 16 bits of its ids */
+#define RUN_IDS 65536
+
 static uint64_t next_id(void)
 {
+    if (g_id_next >= RUN_IDS) {
+        fprintf(stderr, "store_conformance: more than %d message ids in one run\n", RUN_IDS);
+        abort();
+    }
     return g_id_base + g_id_next++;
 }
 
@@ -171,9 +178,11 @@ static int group_setup(void **state)
     g_time_base = A->now_ms();
     snprintf(g_run, sizeof(g_run), "%" PRIx64 "%x", (uint64_t)g_time_base,
              (unsigned)getpid() & 0xffff);
-    /* Real chatd ids: ms since 2024 << 22 | node << 12 | seq. The low 22
-     * bits count within this run, so ids are unique and increasing. */
-    g_id_base = (uint64_t)(g_time_base - EPOCH_2024_MS) << 22;
+    /* Real chatd ids: ms since 2024 << 22 | node << 12 | seq. Here the low
+     * 22 bits are the process id's low 6 bits and 16 bits counted within
+     * this run, so ids are increasing, and unique even across runs started
+     * in the same millisecond on one database (50-pg.sh starts three). */
+    g_id_base = (uint64_t)(g_time_base - EPOCH_2024_MS) << 22 | (uint64_t)(getpid() & 0x3f) << 16;
     g_id_next = 1;
     fprintf(stderr, "store under test: %s %s (%s), run %s\n", g_desc->name,
             g_desc->version ? g_desc->version : "?", g_so, g_run);
