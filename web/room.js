@@ -20,6 +20,7 @@
 
     /* ---- room ---- */
     var CATCHUP_PAGES = 20; /* pages fetched back after a reconnect without a cursor */
+    var RETRY_MS = 3000;    /* before loading a room again after a failure */
 
     function messagesPath(roomId, before) {
         if (!ROOM_RE.test(roomId)) throw new Error('bad room id');
@@ -100,6 +101,22 @@
         syncRoom(cur);
     }
 
+    /* syncFailed(cur, err): a 4xx closes the room (the server refuses it: do
+     * not keep subscribing); anything else is tried again, live messages
+     * waiting meanwhile, so a failed load never leaves a gap */
+    function syncFailed(cur, err) {
+        toast(err.message);
+        if (state.current !== cur) return;
+        if (err.status >= 400 && err.status < 500) {
+            closeRoom();
+            return;
+        }
+        cur.syncAgain = false;
+        setTimeout(function () {
+            if (state.current === cur && state.client && state.client.connected) syncRoom(cur);
+        }, RETRY_MS);
+    }
+
     /* loadRoom(cur): the newest page, then what came live meanwhile */
     function loadRoom(cur) {
         cur.loading = true;
@@ -111,13 +128,11 @@
             endBuffering(cur);
             showOlderStatus();
             fillScreen();
-        }).catch(function (err) {
-            toast(err.message);
-            /* the server refuses this room: do not keep subscribing to it */
-            if (state.current === cur && err.status >= 400 && err.status < 500) closeRoom();
-        }).finally(function () {
             cur.loading = false;
             syncDone(cur);
+        }, function (err) {
+            cur.loading = false;
+            syncFailed(cur, err);
         });
     }
 
@@ -165,13 +180,12 @@
                 addMessages(all.slice(from));
             }
             showOlderStatus();
-        }).catch(function (err) {
-            toast(err.message);
-        }).finally(function () {
             cur.catching = false;
-            if (state.current !== cur) return;
             endBuffering(cur);
             syncDone(cur);
+        }, function (err) {
+            cur.catching = false;
+            syncFailed(cur, err);
         });
     }
 
