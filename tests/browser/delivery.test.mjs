@@ -13,6 +13,9 @@
 //    sessionStorage with idempotency keys; back online each shows once, in
 //    order, and the peer gets each once;
 //  - pending messages survive a reload of the page;
+//  - a message the server refuses is marked failed (Retry / Delete), kept
+//    across a reload, and does not hold up the next ones;
+//  - the reconnects back off (the gaps at least double);
 //  - a message whose RECEIPT is lost in a cut is sent again with its key: one
 //    message, shown once, delivered once, stored once;
 //  - after the peer sent 50 messages while the page was away, the reconnect
@@ -383,6 +386,27 @@ test('pending messages survive a reload of the page', async () => {
     await settle('after reload');
     await assertOnce(typed);
     await assertOrder('kept 1');
+});
+
+test('a message the server refuses stays, marked failed, until retried or deleted; the next ones go on', async () => {
+    const long = '가'.repeat(2000); // 6000 bytes: over max_message_bytes (4096)
+    await type(long);
+    await type('after the refused one');
+    const failed = page.locator('#pending-list [data-testid="message-pending"][data-state="failed"]');
+    await failed.waitFor({ timeout: 20000 });
+    await waitShown('after the refused one');
+    await connected(); // the server closed the connection after its ERROR; the page is back
+    assert.match(await failed.locator('.msg-time').textContent(), /^전송 실패: .+ 다시 보내기 삭제$/);
+    await page.reload(); // the failed entry is kept with the outbox
+    await failed.waitFor({ timeout: 10000 });
+    await failed.getByRole('button', { name: '삭제' }).click();
+    await failed.waitFor({ state: 'detached' });
+    const kept = await page.evaluate((k) => sessionStorage.getItem(k), `chatd.outbox.${me.id}`);
+    assert.equal(kept, null, 'the outbox is empty');
+    await connected();
+    await settle('after the refusal');
+    assert.equal(eli.texts().filter((x) => x === long).length, 0, 'the refused message was never delivered');
+    await assertOnce(['after the refused one']);
 });
 
 test('the page reconnects with a growing backoff and says so', async () => {
