@@ -20,7 +20,7 @@ set -euo pipefail
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_JOBS=${FUZZ_JOBS:-2}
 FUZZ_MERGE=${FUZZ_MERGE:-0}
-FUZZ_TARGETS=${FUZZ_TARGETS:-"http ws stomp msg config rest static"}
+FUZZ_TARGETS=${FUZZ_TARGETS:-"http ws stomp msg config rest static session"}
 CC_FUZZ=${CC_FUZZ:-clang}
 FZ=$CHATD_TOP/tests/fuzz
 B=$CHATD_BUILD_FUZZ
