@@ -233,6 +233,8 @@ CHATD_OFFSET(chatd_api, room_format, 360);
 
 /* room identity and the row accessors (macros: values, not layout) */
 CHATD_VALUE(CHATD_ROOM_ID_MAX, 40);
+CHATD_VALUE(CHATD_HISTORY_MAX, 200);
+CHATD_VALUE(CHATD_HISTORY_DEFAULT, 50);
 static_assert(sizeof(CHATD_DEST_PUBLISH) == sizeof("/pub/chat/message"), "CHATD_DEST_PUBLISH");
 static_assert(sizeof(CHATD_DEST_ROOM_PREFIX) == sizeof("/sub/chat/room/"),
               "CHATD_DEST_ROOM_PREFIX");

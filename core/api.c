@@ -326,8 +326,8 @@ static void a_history(chatd_ctx *ctx, int64_t member_id, const char *room, uint6
         cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
         return;
     }
-    if (limit == 0) limit = 50;
-    if (limit > 200) limit = 200;
+    if (limit == 0) limit = CHATD_HISTORY_DEFAULT;
+    if (limit > CHATD_HISTORY_MAX) limit = CHATD_HISTORY_MAX;
     *r = (hist_req){.ctx = ctx, .before = before, .limit = limit, .cb = cb, .arg = arg};
     members_room_check(ctx->core, member_id, room, hist_checked, r);
 }

@@ -35,8 +35,8 @@
  * Threading
  *   chatd runs one event-loop thread. Every hook below is called on it, and
  *   every chatd_api function may be called only on it, unless its comment says
- *   "any thread". Hooks never block: work that waits (disk sync, network) is
- *   started, the hook returns CHATD_ASYNC, and the plugin later finishes it with
+ *   "any thread" (each function says which). Hooks never block: work that waits (disk sync,
+ * network) is started, the hook returns CHATD_ASYNC, and the plugin later finishes it with
  *   chatd_api.complete() on the loop thread (use chatd_api.post() to get there
  *   from a thread of its own).
  *
@@ -59,8 +59,8 @@ extern "C" {
 #endif
 
 /** ABI version this header describes. See the ABI promise above.
- *  1.1 appended: CHATD_ROW, CHATD_HAS, the room and destination constants,
- *  chatd_api.room_parse, msg_room_members and room_format. */
+ *  1.1 appended: CHATD_ROW, CHATD_HAS, the room, destination and history
+ *  constants, chatd_api.room_parse, msg_room_members and room_format. */
 #define CHATD_ABI_MAJOR 1
 #define CHATD_ABI_MINOR 1
 
@@ -81,7 +81,10 @@ extern "C" {
 
 /**
  * Result of every hook and of most services. Values are fixed forever.
- * Negative values are errors; chatd_api.status_str() names each one.
+ * Negative values are errors; chatd_api.status_str() names each one. Which
+ * statuses each function may return, complete with or pass to its callback,
+ * and what each means there, is listed with the function ("Returns:",
+ * "Completes with:", "Statuses seen by cb:").
  */
 typedef enum chatd_status {
     CHATD_OK = 0,               /**< done, synchronously */
@@ -143,6 +146,11 @@ enum {
 /** Size of a buffer that holds any room id, the terminating NUL included
  *  (two 19-digit ids and '&'). */
 #define CHATD_ROOM_ID_MAX 40
+
+/** Largest history page chatd_api.history asks a store for, and the page it
+ *  asks for when the caller gives a limit of 0. */
+#define CHATD_HISTORY_MAX 200
+#define CHATD_HISTORY_DEFAULT 50
 
 /** Destination a client SENDs chat lines and read events to. */
 #define CHATD_DEST_PUBLISH "/pub/chat/message"
@@ -255,40 +263,57 @@ typedef struct chatd_msg_fields {
 /* Callbacks used by services and store queries                             */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Every callback below is called exactly once per call that takes it, on the
+ * loop thread, possibly before that call returns. What it is passed is
+ * borrowed for the duration of the callback. Which statuses a callback can
+ * see is listed with the function that calls it ("Statuses:"); a status not
+ * listed there is a bug to report. Statuses that say "the store's" pass on
+ * whatever the store's hook answered (usually CHATD_ERR_IO or
+ * CHATD_ERR_BUSY).
+ */
+
 /** Loop-thread function queued with chatd_api.post() or a timer. */
 typedef void (*chatd_task_fn)(void *arg);
 
-/** Result of a publish. `msg` is borrowed (ref it to keep it); NULL on error.
- *  `reason` is a human-readable cause when status != CHATD_OK, else NULL. */
+/** Result of chatd_api.publish. On CHATD_OK `msg` is the message as queued
+ *  (borrowed: ref it to keep it) and `reason` is NULL; otherwise `msg` is
+ *  NULL and `reason` a human-readable cause (borrowed), never NULL. */
 typedef void (*chatd_publish_cb)(void *arg, chatd_status status, const char *reason,
                                  chatd_msg *msg);
 
-/** Member result: rows[0..n) borrowed for the call. n is 0 on error. */
+/** Member result: on CHATD_OK, rows[0..n) (index with CHATD_ROW), borrowed
+ *  for the call; n may be 0 for a list. On an error rows is NULL, n 0. */
 typedef void (*chatd_member_cb)(void *arg, chatd_status status, const chatd_member *rows, size_t n);
 
-/** Session result: one row or NULL. */
+/** Session result: on CHATD_OK one record (borrowed), else NULL. */
 typedef void (*chatd_session_cb)(void *arg, chatd_status status, const chatd_session *s);
 
-/** Room summaries, newest conversation first. */
+/** Room summaries, newest conversation first: on CHATD_OK rows[0..n) (index
+ *  with CHATD_ROW; n may be 0), borrowed; on an error NULL and 0. */
 typedef void (*chatd_rooms_cb)(void *arg, chatd_status status, const chatd_room_summary *rows,
                                size_t n);
 
-/** A page of history, oldest first. msgs[i] borrowed: ref what you keep.
- *  `next_before` is the cursor for the next older page, 0 when none. */
+/** A page of history, oldest first. msgs[0..n) borrowed: ref what you keep.
+ *  `next_before` is the cursor for the next older page, 0 when none. On an
+ *  error msgs is NULL, n and next_before 0. */
 typedef void (*chatd_history_cb)(void *arg, chatd_status status, chatd_msg *const *msgs, size_t n,
                                  uint64_t next_before);
 
-/** Login result: token is the new bearer token (borrowed, 64 hex chars). */
+/** Login result: on CHATD_OK the new bearer token (borrowed, 64 hex chars)
+ *  and the member (borrowed, pw_hash NULL); else both NULL. */
 typedef void (*chatd_login_cb)(void *arg, chatd_status status, const char *token,
                                const chatd_member *member);
 
-/** Generic completion with a status only. */
+/** Generic result with a status only. */
 typedef void (*chatd_status_cb)(void *arg, chatd_status status);
 
-/** Room check result: canonical room id and the peer, on CHATD_OK. */
+/** Room check result: on CHATD_OK the canonical room id (borrowed) and the
+ *  peer's id; else NULL and 0. */
 typedef void (*chatd_room_cb)(void *arg, chatd_status status, const char *room_id, int64_t peer_id);
 
-/** Metrics output: called with successive chunks of Prometheus text. */
+/** Metrics output: called with successive chunks of Prometheus text
+ *  (borrowed), synchronously, before metrics_render returns. */
 typedef void (*chatd_write_fn)(void *arg, const char *data, size_t len);
 
 /* ------------------------------------------------------------------------ */
@@ -322,8 +347,11 @@ typedef struct chatd_cfg_key {
 /**
  * The core's services, passed to create(). Append-only. The core is of the
  * plugin's minor or newer (it refuses newer plugins), so every function the
- * plugin's header declares is present. All functions: loop thread only,
- * unless marked "any thread".
+ * plugin's header declares is present.
+ *
+ * Each function says on which thread it may be called ("loop thread" or
+ * "any thread"), what it borrows, copies or hands over, and, when it
+ * reports through a callback, which statuses that callback can see.
  */
 typedef struct chatd_api {
     uint32_t size;      /**< sizeof(chatd_api) of the core */
@@ -332,51 +360,67 @@ typedef struct chatd_api {
 
     /* --- logging, config, errors ---------------------------------------- */
 
-    /** Log one line, prefixed with the level and the instance name.
-     *  Any thread. */
+    /** Log one line, prefixed with the level and the instance name. The
+     *  line is formatted before log returns. Any thread. */
     void (*log)(chatd_ctx *ctx, chatd_log_level level, const char *fmt, ...) CHATD_PRINTF(3, 4);
 
     /** Value of a key of this instance's config section, or its declared
-     *  default, or NULL when neither. The string lives as long as the instance. */
+     *  default, or NULL when neither. The string lives as long as the
+     *  instance. Any thread (the configuration never changes once loaded). */
     const char *(*cfg_str)(chatd_ctx *ctx, const char *key);
 
     /** Integer (INT or SIZE key) value; when the key is absent, its declared
-     *  default_value, or `dflt` when the key declares none. */
+     *  default_value, or `dflt` when the key declares none. Declare every
+     *  default in the key table and pass a `dflt` that is never used. Any
+     *  thread. */
     int64_t (*cfg_int)(chatd_ctx *ctx, const char *key, int64_t dflt);
 
-    /** Boolean value; when absent, the declared default, else `dflt`. */
+    /** Boolean value; when absent, the declared default, else `dflt`. Any
+     *  thread. */
     int (*cfg_bool)(chatd_ctx *ctx, const char *key, int dflt);
 
     /** Iterate every key of the section starting with `prefix` (e.g. "kafka.").
-     *  `fn` gets the key with the prefix removed and the value; both borrowed.
-     *  Returns the number of keys visited. */
+     *  `fn` gets the key with the prefix removed and the value; both borrowed
+     *  for that call. fn runs synchronously. Returns the number of keys
+     *  visited. Any thread. */
     int (*cfg_each)(chatd_ctx *ctx, const char *prefix,
                     void (*fn)(void *arg, const char *key, const char *value), void *arg);
 
     /** Log a config error as "FILE:LINE: [instance] key: reason" (line of the
      *  key, or of the section when the key is absent). Use from create() and
-     *  return CHATD_ERR_INVALID. */
+     *  return CHATD_ERR_INVALID. Loop thread. */
     void (*cfg_error)(chatd_ctx *ctx, const char *key, const char *fmt, ...) CHATD_PRINTF(3, 4);
 
-    /** Name of this instance (its config section). Lives as long as ctx. */
+    /** Name of this instance (its config section). Lives as long as ctx.
+     *  Any thread. */
     const char *(*instance_name)(chatd_ctx *ctx);
 
-    /** Short name of a status code ("ok", "forbidden", ...). Static. Any thread. */
+    /** Short name of a status code ("ok", "forbidden", ...; "unknown" for a
+     *  value not in chatd_status). Static. Any thread. */
     const char *(*status_str)(chatd_status st);
 
     /* --- event loop ------------------------------------------------------- */
 
     /** The core's libevent 2.1 `struct event_base *`, as an opaque pointer.
-     *  Plugins that link libevent may register events on it (loop thread). */
+     *  Plugins that link libevent may register events on it; their callbacks
+     *  run on the loop thread. Loop thread. */
     void *(*event_base)(chatd_ctx *ctx);
 
-    /** Run fn(arg) on the loop thread soon. Any thread; never blocks.
-     *  Returns CHATD_OK, or CHATD_ERR_UNAVAILABLE after the loop has stopped
-     *  (fn is then never called; the caller still owns arg). */
+    /** Run fn(arg) on the loop thread soon, never from inside post. Any
+     *  thread; never blocks.
+     *  Statuses: CHATD_OK queued (fn will run exactly once, also when chatd
+     *  stops); CHATD_ERR_UNAVAILABLE the loop has stopped; CHATD_ERR_INVALID
+     *  fn or ctx is NULL; CHATD_ERR_NOMEM. On an error fn is never called and
+     *  the caller still owns arg. */
     chatd_status (*post)(chatd_ctx *ctx, chatd_task_fn fn, void *arg);
 
-    /** Finish a hook that returned CHATD_ASYNC. `reason` (copied) explains a
-     *  non-OK status. Loop thread. */
+    /** Finish a hook that returned CHATD_ASYNC, exactly once; the handle is
+     *  gone afterwards. `reason` (copied; may be NULL) explains a non-OK
+     *  status. Which statuses mean what is listed with each hook.
+     *  Completing with CHATD_ASYNC is a bug (logged, treated as
+     *  CHATD_ERR_INTERNAL); a second completion is logged and ignored. Loop
+     *  thread (a completion from another thread is logged and moved to the
+     *  loop). */
     void (*complete)(chatd_completion *c, chatd_status status, const char *reason);
 
     /** Wall clock, ms since the Unix epoch. Any thread. */
@@ -384,12 +428,16 @@ typedef struct chatd_api {
 
     /* --- messages --------------------------------------------------------- */
 
-    /** New message from fields (strings copied). Returns a handle with one
-     *  reference owned by the caller, or NULL (invalid fields / no memory). */
+    /** New message from fields (strings copied; the room canonicalised).
+     *  Returns a handle with one reference owned by the caller, or NULL for
+     *  invalid fields (unknown kind, bad room, no writer, text not UTF-8) or
+     *  no memory. Any thread. */
     chatd_msg *(*msg_new)(chatd_ctx *ctx, const chatd_msg_fields *f);
 
-    /** Parse the JSON wire form (as produced by msg_json) into a new message
-     *  owned by the caller. Returns CHATD_ERR_INVALID on malformed input. */
+    /** Parse the JSON wire form (as produced by msg_json; `json` borrowed)
+     *  into a new message with one reference owned by the caller, in *out.
+     *  Statuses: CHATD_OK; CHATD_ERR_INVALID malformed input (*out NULL);
+     *  CHATD_ERR_NOMEM. Any thread. */
     chatd_status (*msg_from_json)(chatd_ctx *ctx, const char *json, size_t len, chatd_msg **out);
 
     /** Add a reference; returns msg. Loop thread. */
@@ -397,26 +445,35 @@ typedef struct chatd_api {
     /** Drop a reference; frees at zero. NULL is ignored. Loop thread. */
     void (*msg_unref)(chatd_msg *msg);
 
+    /* The accessors below read a message that no longer changes (it has left
+     * the filter stage, or was made by msg_new or msg_from_json and not yet
+     * published): any thread, while you hold a reference. What they return
+     * is borrowed from msg. */
+
     chatd_msg_kind (*msg_kind)(const chatd_msg *msg);
-    /** 64-bit id: time, node and sequence; increases with time. */
+    /** 64-bit id: time, node and sequence; increases with time. 0 before the
+     *  core stamps a publish. */
     uint64_t (*msg_id)(const chatd_msg *msg);
-    /** Canonical room id "low&high". Borrowed from msg. */
+    /** Canonical room id "low&high". */
     const char *(*msg_room)(const chatd_msg *msg);
     int64_t (*msg_writer_id)(const chatd_msg *msg);
-    /** Writer's login id. Borrowed from msg. */
+    /** Writer's login id. */
     const char *(*msg_writer)(const chatd_msg *msg);
-    /** Text and its length in bytes (UTF-8). Borrowed; "" for READ. */
+    /** Text and its length in bytes (UTF-8, no NUL inside); "" for READ. */
     const char *(*msg_text)(const chatd_msg *msg, size_t *len);
     int64_t (*msg_time_ms)(const chatd_msg *msg);
     /** READ events: the newest id read. 0 for CHAT. */
     uint64_t (*msg_up_to)(const chatd_msg *msg);
     /** The JSON wire body (what subscribers receive and queues carry),
      *  encoded once and cached; borrowed from msg, valid while you hold a
-     *  reference. NULL only when out of memory. */
+     *  reference. NULL only when out of memory. Loop thread (it may encode
+     *  and cache); a published message is already encoded. */
     const char *(*msg_json)(chatd_msg *msg, size_t *len);
 
-    /** Replace the text. Only inside a filter hook, before completion;
-     *  otherwise returns CHATD_ERR_INVALID. Text copied; must be valid UTF-8. */
+    /** Replace the text (copied). Only inside a filter hook, before its
+     *  completion. Statuses: CHATD_OK; CHATD_ERR_INVALID outside a filter
+     *  hook, on a READ event, or text not valid UTF-8; CHATD_ERR_NOMEM (the
+     *  text is unchanged). Loop thread. */
     chatd_status (*msg_set_text)(chatd_msg *msg, const char *text, size_t len);
 
     /* --- pipeline ----------------------------------------------------------- */
@@ -424,86 +481,158 @@ typedef struct chatd_api {
     /**
      * Publish from an authenticated member (transports). The core validates
      * (room membership, size, UTF-8), stamps id and time, runs filters, hands
-     * it to the queue, and calls cb once the queue reports it durable
-     * (CHATD_OK: it will not be lost) or failed. f->writer_id must be the
-     * authenticated member; f->writer, f->id and f->time_ms are ignored.
-     * cb is always called exactly once, possibly before publish returns.
+     * it to the queue, and calls cb once the queue reports it durable or
+     * failed. f->writer_id must be the authenticated member; f->writer, f->id
+     * and f->time_ms are ignored; `f` and its strings are copied before
+     * publish returns. cb is always called exactly once, possibly before
+     * publish returns. Loop thread.
+     * Statuses seen by cb:
+     *   CHATD_OK               durable in the queue: it will not be lost.
+     *   CHATD_ERR_INVALID      bad fields record or kind, no writer or room,
+     *                          text empty, over max_message_bytes or not UTF-8,
+     *                          READ without up_to, malformed room id.
+     *   CHATD_ERR_FORBIDDEN    the writer is not one of the room's members.
+     *   CHATD_ERR_NOTFOUND     a member of the room does not exist.
+     *   CHATD_ERR_BUSY         max_pending publishes in flight, the member's
+     *                          publish_rate exceeded, or the queue's bound:
+     *                          retry later.
+     *   CHATD_REJECT           a filter refused it (reason names the filter).
+     *   CHATD_ERR_UNAVAILABLE  chatd is stopping, the queue is not running or
+     *                          its backend is down.
+     *   CHATD_ERR_IO           the queue's backend failed.
+     *   CHATD_ERR_NOMEM        out of memory (this message only).
+     *   CHATD_ERR_INTERNAL     the queue answered CHATD_REJECT (a queue bug).
+     *   Any other error a filter or the queue answers is passed on as is.
      */
     void (*publish)(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg);
 
     /**
-     * A queue hands a message back to the core (queues). `flags` says which
-     * stages to run (CHATD_CONSUME_*). The core takes its own reference.
-     * When the requested stages are done, done(arg, status) is called: CHATD_OK
-     * means persisted (if asked) — commit the offset now. On an error the queue
-     * should redeliver later. done may be NULL when nothing waits.
+     * A queue hands a message back to the core (queues only). `flags` says
+     * which stages to run (CHATD_CONSUME_*). msg borrowed: the core takes its
+     * own reference. When the requested stages are done, done(arg, status)
+     * is called once, possibly before consume returns (done may be NULL when
+     * nothing waits). Loop thread.
+     * Statuses seen by done:
+     *   CHATD_OK               every asked stage done (persisted, if asked):
+     *                          commit the offset now.
+     *   CHATD_ERR_BUSY         the store's pending bound: redeliver later.
+     *   CHATD_ERR_IO           the store failed: redeliver later.
+     *   CHATD_ERR_UNAVAILABLE  chatd has stopped or the store is not running.
+     *   CHATD_ERR_INVALID      called by a plugin that is not a queue, no
+     *                          message, id 0 or unknown flags (logged), or the
+     *                          store refused the message as malformed.
+     *   CHATD_ERR_NOMEM        out of memory: redeliver later.
+     *   Any other error the store's persist answers is passed on as is.
      */
     void (*consume)(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status_cb done,
                     void *arg);
 
     /* --- members, sessions, rooms (transports) ---------------------------- */
 
-    /** Register a member. Password hashed with argon2id off the loop thread.
-     *  cb gets the new member, CHATD_ERR_EXISTS or CHATD_ERR_INVALID. */
+    /** Register a member; strings copied. The password is hashed with
+     *  argon2id off the loop thread; cb runs on the loop. Loop thread.
+     *  Statuses seen by cb:
+     *    CHATD_OK one row, the new member (pw_hash NULL);
+     *    CHATD_ERR_INVALID login id, name or password break the rules;
+     *    CHATD_ERR_EXISTS the login id is taken;
+     *    CHATD_ERR_BUSY too many passwords waiting to be hashed;
+     *    CHATD_ERR_UNAVAILABLE no store, or chatd is stopping;
+     *    CHATD_ERR_NOMEM; CHATD_ERR_INTERNAL the store created no row;
+     *    the store's errors. */
     void (*member_register)(chatd_ctx *ctx, const char *login_id, const char *name,
                             const char *password, chatd_member_cb cb, void *arg);
 
-    /** Verify a password and open a session. cb gets the token or
-     *  CHATD_ERR_AUTH. */
+    /** Verify a password and open a session; strings copied. Loop thread.
+     *  Statuses seen by cb:
+     *    CHATD_OK the token and the member;
+     *    CHATD_ERR_AUTH unknown login id or wrong password (the same answer
+     *    and the same work for both);
+     *    CHATD_ERR_BUSY too many passwords waiting to be verified;
+     *    CHATD_ERR_UNAVAILABLE no store, or chatd is stopping;
+     *    CHATD_ERR_NOMEM; the store's errors. */
     void (*login)(chatd_ctx *ctx, const char *login_id, const char *password, chatd_login_cb cb,
                   void *arg);
 
-    /** Close the session of `token`. cb may be NULL. */
+    /** Close the session of `token` (copied). cb may be NULL. Loop thread.
+     *  Statuses seen by cb: CHATD_OK (also when no such session existed,
+     *  if the store says so); CHATD_ERR_AUTH not a well-formed token;
+     *  CHATD_ERR_UNAVAILABLE no store; the store's errors. */
     void (*logout)(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg);
 
-    /** Resolve a bearer token to its member; CHATD_ERR_AUTH when unknown or
-     *  expired. Cached; usually answers before returning. */
+    /** Resolve a bearer token to its member. Cached; usually answers before
+     *  returning. Loop thread.
+     *  Statuses seen by cb: CHATD_OK one row (pw_hash NULL);
+     *  CHATD_ERR_AUTH unknown, expired or malformed token;
+     *  CHATD_ERR_UNAVAILABLE no store; CHATD_ERR_NOMEM; the store's errors. */
     void (*authenticate)(chatd_ctx *ctx, const char *token, chatd_member_cb cb, void *arg);
 
-    /** One member by id (login_id NULL) or by login id (id 0). */
+    /** One member by id (login_id NULL; answered from the member cache when
+     *  it can) or by login id (id 0). Loop thread.
+     *  Statuses seen by cb: CHATD_OK one row (pw_hash NULL);
+     *  CHATD_ERR_NOTFOUND no such member; CHATD_ERR_INVALID id <= 0 without
+     *  a login id; CHATD_ERR_UNAVAILABLE no store; CHATD_ERR_NOMEM;
+     *  CHATD_ERR_INTERNAL the store's rows are too short; the store's errors. */
     void (*member_get)(chatd_ctx *ctx, int64_t id, const char *login_id, chatd_member_cb cb,
                        void *arg);
 
-    /** All members, by id. */
+    /** All members, by id. Loop thread.
+     *  Statuses seen by cb: CHATD_OK n rows (pw_hash NULL, n may be 0);
+     *  CHATD_ERR_UNAVAILABLE no store; CHATD_ERR_NOMEM; CHATD_ERR_INTERNAL
+     *  the store's rows are too short; the store's errors. */
     void (*member_list)(chatd_ctx *ctx, chatd_member_cb cb, void *arg);
 
     /** Check that `member_id` may use room `room` ("a&b" in either order,
-     *  both existing members, member_id one of them). CHATD_ERR_INVALID for a
-     *  malformed id, CHATD_ERR_NOTFOUND for an unknown member,
-     *  CHATD_ERR_FORBIDDEN when member_id is not in it. */
+     *  both existing members, member_id one of them). Loop thread.
+     *  Statuses seen by cb: CHATD_OK the canonical room and the peer;
+     *  CHATD_ERR_INVALID malformed room id; CHATD_ERR_FORBIDDEN member_id
+     *  is not in it; CHATD_ERR_NOTFOUND a member of it does not exist;
+     *  CHATD_ERR_UNAVAILABLE no store to look members up in;
+     *  CHATD_ERR_NOMEM; the store's errors. */
     void (*room_check)(chatd_ctx *ctx, int64_t member_id, const char *room, chatd_room_cb cb,
                        void *arg);
 
-    /** The member's conversations, newest first. */
+    /** The member's conversations, newest first: the store's rows, passed
+     *  on as they are (index them with CHATD_ROW). Loop thread.
+     *  Statuses seen by cb: CHATD_OK n rows (n may be 0);
+     *  CHATD_ERR_INVALID member_id <= 0; CHATD_ERR_UNAVAILABLE no store;
+     *  the store's errors. */
     void (*room_list)(chatd_ctx *ctx, int64_t member_id, chatd_rooms_cb cb, void *arg);
 
     /** History of a room the member is in: up to `limit` messages with
-     *  id < before (0: newest), oldest first. */
+     *  id < before (0: newest), oldest first. A limit of 0 means
+     *  CHATD_HISTORY_DEFAULT, one above CHATD_HISTORY_MAX means that.
+     *  Loop thread.
+     *  Statuses seen by cb: the statuses of room_check, then CHATD_OK a
+     *  page; CHATD_ERR_UNAVAILABLE no store; CHATD_ERR_NOMEM; the store's
+     *  errors. */
     void (*history)(chatd_ctx *ctx, int64_t member_id, const char *room, uint64_t before,
                     unsigned limit, chatd_history_cb cb, void *arg);
 
     /* --- metrics ---------------------------------------------------------- */
 
     /** Add to a counter named `name` (Prometheus metric name, e.g.
-     *  "chatd_ws_frames_total"), labelled with this instance. */
+     *  "chatd_ws_frames_total"; copied), labelled with this instance. A bad
+     *  name or too many series is logged at debug and ignored. Loop thread. */
     void (*counter_add)(chatd_ctx *ctx, const char *name, uint64_t delta);
 
-    /** Set a gauge, labelled with this instance. */
+    /** Set a gauge, labelled with this instance; as counter_add. Loop
+     *  thread. */
     void (*gauge_set)(chatd_ctx *ctx, const char *name, int64_t value);
 
-    /** Write every metric in Prometheus text format through fn. */
+    /** Write every metric in Prometheus text format through fn, before
+     *  returning. Loop thread. */
     void (*metrics_render)(chatd_ctx *ctx, chatd_write_fn fn, void *arg);
 
-    /** Is the pipeline up (queue and store started and not failing)?
-     *  Returns 1 or 0. */
+    /** Is the pipeline up (chatd running, queue and store started and their
+     *  last operation not a backend failure)? Returns 1 or 0. Loop thread. */
     int (*healthy)(chatd_ctx *ctx);
 
     /* --- rooms (ABI 1.1) -------------------------------------------------- */
 
     /** Parse room id `room`: "a&b", two different positive decimal member
-     *  ids without sign or leading zero, in either order. On CHATD_OK sets
-     *  *low < *high; CHATD_ERR_INVALID for anything else (NULL included),
-     *  leaving them untouched. Any thread. */
+     *  ids without sign or leading zero, in either order. Any thread.
+     *  Statuses: CHATD_OK *low < *high set; CHATD_ERR_INVALID anything else
+     *  (NULL included), *low and *high untouched. */
     chatd_status (*room_parse)(const char *room, int64_t *low, int64_t *high);
 
     /** The two members of the room of `msg` (low < high), without parsing.
@@ -521,65 +650,109 @@ typedef struct chatd_api {
 /* Per-kind hook tables                                                     */
 /* ------------------------------------------------------------------------ */
 
+/*
+ * Every hook is called on the loop thread and must not block. A hook that
+ * takes a chatd_completion and returns CHATD_ASYNC finishes it later with
+ * chatd_api.complete(), exactly once; a hook that returns anything else must
+ * not touch it. "Returns:" lists what a hook may return and what the core
+ * does with each; "Completes with:" what it may complete with.
+ */
+
 /** Transport hooks. */
 typedef struct chatd_transport_ops {
     uint32_t size;
     /** Mandatory. Deliver `msg` to local subscribers of `destination`
-     *  (e.g. "/sub/chat/room/3&4"). msg borrowed: take a reference to keep it
-     *  (e.g. while its JSON is queued on sockets). Never blocks. */
+     *  (CHATD_DEST_ROOM_PREFIX + room id, or CHATD_DEST_SIDE_PREFIX + member
+     *  id; borrowed for the call). msg borrowed: take a reference to keep it
+     *  (e.g. while its JSON is queued on sockets). Never blocks; nothing is
+     *  returned: a subscriber that cannot take it is the transport's matter. */
     void (*deliver)(void *inst, const char *destination, chatd_msg *msg);
 } chatd_transport_ops;
 
 /** Queue hooks. */
 typedef struct chatd_queue_ops {
     uint32_t size;
-    /** Mandatory. Make msg durable, then complete(done, CHATD_OK); later hand
-     *  it back with chatd_api.consume(). msg borrowed: ref to keep. Return
-     *  CHATD_ASYNC (normal), or an error without completing. */
+    /** Mandatory. Make msg durable, then complete(done); later hand it back
+     *  with chatd_api.consume(). msg borrowed: ref to keep.
+     *  Returns:
+     *    CHATD_ASYNC  accepted (normal); complete `done` later.
+     *    CHATD_OK     already durable; `done` is discarded by the core.
+     *    CHATD_ERR_BUSY, CHATD_ERR_UNAVAILABLE, CHATD_ERR_IO,
+     *    CHATD_ERR_NOMEM  refused; the publisher gets that status.
+     *    (CHATD_REJECT is a queue bug: the publisher gets
+     *    CHATD_ERR_INTERNAL.)
+     *  Completes with: CHATD_OK durable (the publisher's RECEIPT); any
+     *  error, passed to the publisher with the reason. CHATD_ERR_IO and
+     *  CHATD_ERR_UNAVAILABLE mark the queue down (chatd_api.healthy 0) until
+     *  the next CHATD_OK. */
     chatd_status (*enqueue)(void *inst, chatd_msg *msg, chatd_completion *done);
 } chatd_queue_ops;
 
 /**
- * Store hooks. All results are delivered through the given callback on the
- * loop thread, possibly before the hook returns; the callback is called
- * exactly once for every call. Record strings are borrowed for the callback.
+ * Store hooks. Every query reports through its callback, on the loop thread,
+ * exactly once per call, possibly before the hook returns. Record strings
+ * and rows are borrowed for the callback. The core passes a query's status
+ * on to the plugin that asked (see chatd_api), so answer with the statuses
+ * listed here: CHATD_OK, the one "not there" status a query names, or
+ * CHATD_ERR_IO (backend failed), CHATD_ERR_BUSY (a bound is reached),
+ * CHATD_ERR_UNAVAILABLE (stopping, or the backend is gone),
+ * CHATD_ERR_NOMEM.
  */
 typedef struct chatd_store_ops {
     uint32_t size;
     /** Mandatory. Persist a CHAT message (idempotent by id: a second call with
      *  the same id changes nothing) and both members' room summaries; or apply
      *  a READ event (last_read_id = max(old, up_to), unread recounted).
-     *  Batch freely; complete(done) only after the batch has committed.
-     *  Return CHATD_ASYNC, or CHATD_ERR_BUSY when the pending bound is reached. */
+     *  Batch freely; complete(done) only after the batch has committed. msg
+     *  borrowed: ref to keep it until then.
+     *  Returns: CHATD_ASYNC (normal); CHATD_OK committed already (`done` is
+     *  discarded); CHATD_ERR_BUSY the pending bound is reached (the queue
+     *  redelivers later; logged at debug); CHATD_ERR_IO,
+     *  CHATD_ERR_UNAVAILABLE, CHATD_ERR_NOMEM failed (the queue redelivers);
+     *  CHATD_ERR_INVALID a message it can never store. (CHATD_REJECT is
+     *  taken as CHATD_ERR_INVALID.)
+     *  Completes with: the same statuses. CHATD_OK lets the queue commit and
+     *  fans the message out; CHATD_ERR_IO and CHATD_ERR_UNAVAILABLE mark the
+     *  store down (chatd_api.healthy 0) until the next CHATD_OK. */
     chatd_status (*persist)(void *inst, chatd_msg *msg, chatd_completion *done);
 
-    /** Create a member (m->id ignored). cb: the member with its id, or
-     *  CHATD_ERR_EXISTS for a taken login id. */
+    /** Create a member (m->id ignored; m and its strings borrowed for the
+     *  call). cb: CHATD_OK one row, the member with its new id;
+     *  CHATD_ERR_EXISTS the login id is taken; or an error. */
     void (*member_create)(void *inst, const chatd_member *m, chatd_member_cb cb, void *arg);
 
     /** Find a member by id (login_id NULL) or login id; pw_hash included.
-     *  CHATD_ERR_NOTFOUND when none. */
+     *  cb: CHATD_OK one row; CHATD_ERR_NOTFOUND none; or an error. */
     void (*member_get)(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg);
 
-    /** All members ordered by id (pw_hash NULL). */
+    /** All members ordered by id (pw_hash NULL). cb: CHATD_OK n rows (n may
+     *  be 0); or an error. */
     void (*member_list)(void *inst, chatd_member_cb cb, void *arg);
 
-    /** Store a session. cb may be NULL. */
+    /** Store a session (s borrowed for the call). cb may be NULL.
+     *  cb: CHATD_OK stored; or an error (the login fails with it). */
     void (*session_put)(void *inst, const chatd_session *s, chatd_status_cb cb, void *arg);
 
-    /** Find a session by token hash. CHATD_ERR_NOTFOUND when none (expired
-     *  rows may be returned; the core checks expires_ms). */
+    /** Find a session by token hash. cb: CHATD_OK one row (expired rows may
+     *  be returned; the core checks expires_ms); CHATD_ERR_NOTFOUND none; or
+     *  an error. */
     void (*session_get)(void *inst, const char *token_hash, chatd_session_cb cb, void *arg);
 
-    /** Delete a session. cb may be NULL. */
+    /** Delete a session. cb may be NULL. cb: CHATD_OK deleted or not there;
+     *  or an error. */
     void (*session_del)(void *inst, const char *token_hash, chatd_status_cb cb, void *arg);
 
-    /** Room summaries of a member, newest last_ms first. */
+    /** Room summaries of a member, newest last_ms first. cb: CHATD_OK n rows
+     *  (n may be 0); or an error. */
     void (*room_list)(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg);
 
-    /** Up to `limit` CHAT messages of `room_id` with id < before (0: no
-     *  bound), delivered oldest first; next_before is the smallest id returned
-     *  when older messages exist, else 0. Messages built with msg_new. */
+    /** Up to `limit` CHAT messages of `room_id` (canonical, checked by the
+     *  core) with id < before (0: no bound), delivered oldest first;
+     *  next_before is the smallest id returned when older messages exist,
+     *  else 0. Messages built with msg_new; the callback borrows them (unref
+     *  yours after it returns). The core never asks for more than
+     *  CHATD_HISTORY_MAX. cb: CHATD_OK n messages (n may be 0); or an
+     *  error. */
     void (*history)(void *inst, const char *room_id, uint64_t before, unsigned limit,
                     chatd_history_cb cb, void *arg);
 } chatd_store_ops;
@@ -587,11 +760,15 @@ typedef struct chatd_store_ops {
 /** Filter hooks. */
 typedef struct chatd_filter_ops {
     uint32_t size;
-    /** Mandatory. Inspect msg before it is queued: return CHATD_OK to pass,
-     *  CHATD_REJECT to refuse (the sender gets an error; give a reason with
-     *  chatd_api.log at debug or by returning ASYNC and completing with a
-     *  reason), may rewrite with chatd_api.msg_set_text. CHATD_ASYNC: finish
-     *  with complete(done, CHATD_OK | CHATD_REJECT, reason). */
+    /** Mandatory. Inspect msg before it is queued; it may rewrite the text
+     *  with chatd_api.msg_set_text until it returns or completes. msg
+     *  borrowed: ref to keep.
+     *  Returns: CHATD_OK pass (the next filter, then the queue);
+     *  CHATD_REJECT refuse (the publisher gets CHATD_REJECT, "rejected by
+     *  filter NAME"); CHATD_ASYNC complete `done` later; an error fails the
+     *  publish with that status ("failed by filter NAME").
+     *  Completes with: CHATD_OK, CHATD_REJECT with a reason the sender sees
+     *  ("rejected by filter NAME: reason"), or an error. */
     chatd_status (*filter)(void *inst, chatd_msg *msg, chatd_completion *done);
 } chatd_filter_ops;
 
@@ -602,7 +779,8 @@ typedef struct chatd_filter_ops {
 /**
  * What a plugin is. Returned by its entry symbol; static storage, never freed.
  * abi_major, abi_minor and size come first in every version; the core reads
- * only the first `size` bytes and treats fields beyond them as NULL.
+ * only the first `size` bytes and treats fields beyond them as NULL. Write it
+ * with designated initializers. Every hook runs on the loop thread.
  */
 typedef struct chatd_plugin_desc {
     uint32_t abi_major; /**< CHATD_ABI_MAJOR the plugin was built with */
@@ -616,27 +794,35 @@ typedef struct chatd_plugin_desc {
 
     /** Mandatory. Make an instance: read config through api, allocate, but do
      *  not accept work yet. Store the instance in *inst. `api` and `ctx` stay
-     *  valid until destroy returns. Return CHATD_OK or an error (logged). */
+     *  valid until destroy returns. Returns: CHATD_OK; or an error, logged
+     *  by the plugin (CHATD_ERR_INVALID after cfg_error for a bad value,
+     *  CHATD_ERR_NOMEM, CHATD_ERR_IO), and chatd does not start (exit 1);
+     *  destroy is not called for this instance. */
     chatd_status (*create)(const chatd_api *api, chatd_ctx *ctx, void **inst);
 
     /** Optional. Begin work (listen, connect, consume). Stores and queues are
-     *  started before transports. Return CHATD_OK or an error (start fails). */
+     *  started before filters, transports last. Returns: CHATD_OK; or an
+     *  error (logged by the plugin): chatd stops what it started and exits 1. */
     chatd_status (*start)(void *inst);
 
     /** Optional. Graceful stop: stop taking new work, finish what is in
-     *  flight, then complete(done). Return CHATD_OK when already stopped
-     *  synchronously, or CHATD_ASYNC. Transports stop first, then filters,
-     *  queues, stores. */
+     *  flight. Transports stop first, then filters, queues, stores. Returns:
+     *  CHATD_OK stopped; CHATD_ASYNC complete `done` when stopped (with
+     *  CHATD_OK, or an error that is logged); any other error is logged and
+     *  the instance counts as stopped. A stop not completed within
+     *  stop_timeout is given up on (logged) and chatd goes on. */
     chatd_status (*stop)(void *inst, chatd_completion *done);
 
-    /** Mandatory. Free everything. The loop no longer runs your events. */
+    /** Mandatory. Free everything. The loop no longer runs your events;
+     *  called for every created instance, after stop (or a given-up stop). */
     void (*destroy)(void *inst);
 
     /** Optional. SIGHUP: reopen files, re-read what can change at run time. */
     void (*reload)(void *inst);
 
     /** Kind-specific hooks: a chatd_transport_ops, chatd_queue_ops,
-     *  chatd_store_ops or chatd_filter_ops, according to `kind`. */
+     *  chatd_store_ops or chatd_filter_ops, according to `kind`; static
+     *  storage. */
     const void *ops;
 } chatd_plugin_desc;
 
