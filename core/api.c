@@ -231,12 +231,6 @@ static void strip_done(void *arg, chatd_status st, const chatd_member *rows, siz
     free(r);
 }
 
-static const chatd_store_ops *store_of(chatd_ctx *ctx)
-{
-    core *c = ctx->core;
-    return c->store && c->store->created ? &c->store->plugin->ops.store : NULL;
-}
-
 static void a_member_get(chatd_ctx *ctx, int64_t id, const char *login_id, chatd_member_cb cb,
                          void *arg)
 {
@@ -251,7 +245,7 @@ static void a_member_get(chatd_ctx *ctx, int64_t id, const char *login_id, chatd
         members_get(ctx->core, id, mget_done, r);
         return;
     }
-    const chatd_store_ops *so = store_of(ctx);
+    const chatd_store_ops *so = core_store(ctx->core);
     strip_req *r = malloc(sizeof(*r));
     if (!so || !so->member_get || !r) {
         free(r);
@@ -264,7 +258,7 @@ static void a_member_get(chatd_ctx *ctx, int64_t id, const char *login_id, chatd
 
 static void a_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
 {
-    const chatd_store_ops *so = store_of(ctx);
+    const chatd_store_ops *so = core_store(ctx->core);
     strip_req *r = malloc(sizeof(*r));
     if (!so || !so->member_list || !r) {
         free(r);
@@ -283,7 +277,7 @@ static void a_room_check(chatd_ctx *ctx, int64_t member_id, const char *room, ch
 
 static void a_room_list(chatd_ctx *ctx, int64_t member_id, chatd_rooms_cb cb, void *arg)
 {
-    const chatd_store_ops *so = store_of(ctx);
+    const chatd_store_ops *so = core_store(ctx->core);
     if (member_id <= 0) {
         cb(arg, CHATD_ERR_INVALID, NULL, 0);
         return;
@@ -307,7 +301,7 @@ static void hist_checked(void *arg, chatd_status st, const char *room, int64_t p
 {
     (void)peer;
     hist_req *r = arg;
-    const chatd_store_ops *so = store_of(r->ctx);
+    const chatd_store_ops *so = core_store(r->ctx->core);
     if (st != CHATD_OK) {
         r->cb(r->arg, st, NULL, 0, 0);
     } else if (!so || !so->history) {

@@ -258,12 +258,6 @@ const char *auth_check_password(const char *s)
     return NULL;
 }
 
-static const chatd_store_ops *store_ops(core *c, bool need)
-{
-    if (!c->store || !c->store->created || !need) return NULL;
-    return &c->store->plugin->ops.store;
-}
-
 /* ------------------------------------------------------------ tokens */
 
 static int by_hash(const void *a, const void *b)
@@ -367,7 +361,7 @@ static void reg_created(void *arg, chatd_status st, const chatd_member *rows, si
 static void reg_hashed(job *j)
 {
     reg_req *r = j->req;
-    const chatd_store_ops *so = store_ops(r->core, true);
+    const chatd_store_ops *so = core_store(r->core);
     if (j->result != 0 || !so || !so->member_create) {
         if (j->result == -1)
             log_msg(CHATD_LOG_ERROR, NULL, "password hashing failed (out of memory?)");
@@ -413,7 +407,7 @@ void auth_register(core *c, const char *login_id, const char *name, const char *
         cb(arg, CHATD_ERR_INVALID, NULL, 0);
         return;
     }
-    const chatd_store_ops *so = store_ops(c, true);
+    const chatd_store_ops *so = core_store(c);
     if (!so || !so->member_get || !so->member_create) {
         cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
         return;
@@ -484,7 +478,7 @@ static void login_verified(job *j)
         login_free(r);
         return;
     }
-    const chatd_store_ops *so = store_ops(r->core, true);
+    const chatd_store_ops *so = core_store(r->core);
     if (!so || !so->session_put) {
         r->cb(r->arg, CHATD_ERR_UNAVAILABLE, NULL, NULL);
         login_free(r);
@@ -548,7 +542,7 @@ void auth_login(core *c, const char *login_id, const char *password, chatd_login
         cb(arg, CHATD_ERR_AUTH, NULL, NULL);
         return;
     }
-    const chatd_store_ops *so = store_ops(c, true);
+    const chatd_store_ops *so = core_store(c);
     if (!so || !so->member_get) {
         cb(arg, CHATD_ERR_UNAVAILABLE, NULL, NULL);
         return;
@@ -576,7 +570,7 @@ void auth_logout(core *c, const char *token, chatd_status_cb cb, void *arg)
     char hash[HASH_HEX + 1];
     token_hash(token, hash);
     token_forget(c->auth, hash);
-    const chatd_store_ops *so = store_ops(c, true);
+    const chatd_store_ops *so = core_store(c);
     if (!so || !so->session_del) {
         if (cb) cb(arg, CHATD_ERR_UNAVAILABLE);
         return;
@@ -649,7 +643,7 @@ void auth_authenticate(core *c, const char *token, chatd_member_cb cb, void *arg
         }
         token_forget(c->auth, r->hash); /* stale: ask the store again */
     }
-    const chatd_store_ops *so = store_ops(c, true);
+    const chatd_store_ops *so = core_store(c);
     if (!so || !so->session_get) {
         cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
         free(r);

@@ -20,20 +20,54 @@
 
 /* Accepted keys of [chatd]; same form as a plugin's table. */
 static const chatd_cfg_key core_keys[] = {
-    {"node_id", CHATD_CFG_INT, "0", 0, 1023, "node number in message ids (unique per node)"},
-    {"log_level", CHATD_CFG_STRING, "info", 0, 0, "error, warn, info or debug"},
-    {"session_ttl", CHATD_CFG_INT, "604800", 60, INT64_C(315360000),
-     "seconds a login session lasts"},
-    {"max_message_bytes", CHATD_CFG_SIZE, "4096", 1, 1048576,
-     "largest chat message text accepted, in bytes of UTF-8"},
-    {"publish_rate", CHATD_CFG_INT, "50", 0, 1000000,
-     "publishes per member per second, bursts up to twice that (0: unlimited)"},
-    {"plugin_dir", CHATD_CFG_STRING, NULL, 0, 0, "directory of the plugin modules"},
-    {"max_pending", CHATD_CFG_INT, "10000", 1, 10000000,
-     "messages in flight before publishes are refused as busy"},
-    {"stop_timeout", CHATD_CFG_INT, "10", 1, 3600, "seconds each stop phase may take"},
-    {"auth_threads", CHATD_CFG_INT, "2", 1, 64, "threads hashing passwords"},
-    {NULL, 0, NULL, 0, 0, NULL},
+    {.name = "node_id",
+     .type = CHATD_CFG_INT,
+     .default_value = "0",
+     .min = 0,
+     .max = 1023,
+     .help = "node number in message ids (unique per node)"},
+    {.name = "log_level",
+     .type = CHATD_CFG_STRING,
+     .default_value = "info",
+     .help = "error, warn, info or debug"},
+    {.name = "session_ttl",
+     .type = CHATD_CFG_INT,
+     .default_value = "604800",
+     .min = 60,
+     .max = INT64_C(315360000),
+     .help = "seconds a login session lasts"},
+    {.name = "max_message_bytes",
+     .type = CHATD_CFG_SIZE,
+     .default_value = "4096",
+     .min = 1,
+     .max = 1048576,
+     .help = "largest chat message text accepted, in bytes of UTF-8"},
+    {.name = "publish_rate",
+     .type = CHATD_CFG_INT,
+     .default_value = "50",
+     .min = 0,
+     .max = 1000000,
+     .help = "publishes per member per second, bursts up to twice that (0: unlimited)"},
+    {.name = "plugin_dir", .type = CHATD_CFG_STRING, .help = "directory of the plugin modules"},
+    {.name = "max_pending",
+     .type = CHATD_CFG_INT,
+     .default_value = "10000",
+     .min = 1,
+     .max = 10000000,
+     .help = "messages in flight before publishes are refused as busy"},
+    {.name = "stop_timeout",
+     .type = CHATD_CFG_INT,
+     .default_value = "10",
+     .min = 1,
+     .max = 3600,
+     .help = "seconds each stop phase may take"},
+    {.name = "auth_threads",
+     .type = CHATD_CFG_INT,
+     .default_value = "2",
+     .min = 1,
+     .max = 64,
+     .help = "threads hashing passwords"},
+    {.name = NULL},
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -52,14 +86,7 @@ cfg *cfg_new(void)
         free(c);
         return NULL;
     }
-    c->log_level = CHATD_LOG_INFO;
-    c->session_ttl = 604800;
-    c->max_message_bytes = 4096;
-    c->publish_rate = 50;
-    c->max_pending = 10000;
-    c->stop_timeout = 10;
-    c->auth_threads = 2;
-    return c;
+    return c; /* the values are set by cfg_check_core, from core_keys */
 }
 
 static void section_free(cfg_section *s)
@@ -477,11 +504,18 @@ int cfg_check_section(cfg *c, cfg_section *s, const chatd_cfg_key *keys)
     return bad ? -1 : 0;
 }
 
-static int64_t core_int(cfg_section *s, const char *key)
+/* The value of a [chatd] key, or its default from core_keys (the only place
+ * a default is written); NULL when it has neither. */
+static const char *core_str(cfg_section *s, const char *key)
 {
     cfg_entry *e = cfg_entry_find(s, key);
+    return e ? e->value : cfg_key_match(core_keys, key)->default_value;
+}
+
+static int64_t core_int(cfg_section *s, const char *key)
+{
     const chatd_cfg_key *k = cfg_key_match(core_keys, key);
-    const char *v = e ? e->value : k->default_value;
+    const char *v = core_str(s, key);
     int64_t n = 0;
     if (k->type == CHATD_CFG_SIZE)
         cfg_parse_size(v, &n);
@@ -494,10 +528,10 @@ int cfg_check_core(cfg *c)
 {
     int bad = 0;
     cfg_section *s = cfg_section_find(c, CFG_CORE_SECTION);
-    if (!s) s = section_add(c, CFG_CORE_SECTION, 0);
+    if (!s && !(s = section_add(c, CFG_CORE_SECTION, 0))) return -1;
     if (cfg_check_section(c, s, core_keys) != 0) bad = 1;
-    cfg_entry *ll = cfg_entry_find(s, "log_level");
-    if (ll && log_level_parse(ll->value, &c->log_level) != 0) {
+    if (log_level_parse(core_str(s, "log_level"), &c->log_level) != 0) {
+        cfg_entry *ll = cfg_entry_find(s, "log_level");
         cfg_error(c, s, ll, "'%s' is not a log level (error, warn, info, debug)", ll->value);
         bad = 1;
     }

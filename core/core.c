@@ -152,6 +152,11 @@ void core_each(core *c, chatd_plugin_kind kind, void (*fn)(void *arg, chatd_ctx 
         if (c->insts[i]->kind == kind) fn(arg, c->insts[i]);
 }
 
+const chatd_store_ops *core_store(const core *c)
+{
+    return c->store && c->store->created ? &c->store->plugin->ops.store : NULL;
+}
+
 bool core_on_loop(const core *c)
 {
     return pthread_equal(pthread_self(), c->loop_thread) != 0;

@@ -383,5 +383,10 @@ chatd_ctx *core_instance(core *c, const char *name);
 /** Every instance of a kind, in config order, through fn. */
 void core_each(core *c, chatd_plugin_kind kind, void (*fn)(void *arg, chatd_ctx *ctx), void *arg);
 bool core_on_loop(const core *c);
+/** The store's hooks for queries (members, sessions, rooms, history): NULL
+ *  until the store instance is created and after it is destroyed. The one
+ *  way the core looks them up; callers answer CHATD_ERR_UNAVAILABLE on NULL
+ *  or on a NULL hook. */
+const chatd_store_ops *core_store(const core *c);
 
 #endif /* CHATD_CORE_H */

@@ -266,6 +266,7 @@ refuse : {
 void loader_close(plugin *p)
 {
     if (!p) return;
+    /* CHATD_NO_DLCLOSE (chatd(8)): keep modules mapped for leak checkers */
     if (p->dl && !getenv("CHATD_NO_DLCLOSE")) dlclose(p->dl);
     free(p->path);
     free(p);

@@ -134,8 +134,8 @@ void members_get(core *c, int64_t id, member_entry_cb cb, void *arg)
         cb(arg, CHATD_OK, e);
         return;
     }
-    const chatd_store_ops *so = c->store ? &c->store->plugin->ops.store : NULL;
-    if (!so || !so->member_get || !c->store->created) {
+    const chatd_store_ops *so = core_store(c);
+    if (!so || !so->member_get) {
         cb(arg, CHATD_ERR_UNAVAILABLE, NULL);
         return;
     }

@@ -57,12 +57,21 @@ typedef struct banned {
 } banned;
 
 static const chatd_cfg_key banned_keys[] = {
-    {"words", CHATD_CFG_STRING, NULL, 0, 0, "banned words, separated by spaces or commas"},
-    {"words_file", CHATD_CFG_STRING, NULL, 0, 0,
-     "file of more banned words (one or more per line, # comments); re-read on SIGHUP"},
-    {"mode", CHATD_CFG_STRING, "mask", 0, 0, "mask: replace each banned word; reject: refuse"},
-    {"replacement", CHATD_CFG_STRING, "***", 0, 0, "text written instead of a banned word"},
-    {NULL, 0, NULL, 0, 0, NULL},
+    {.name = "words",
+     .type = CHATD_CFG_STRING,
+     .help = "banned words, separated by spaces or commas"},
+    {.name = "words_file",
+     .type = CHATD_CFG_STRING,
+     .help = "file of more banned words (one or more per line, # comments); re-read on SIGHUP"},
+    {.name = "mode",
+     .type = CHATD_CFG_STRING,
+     .default_value = "mask",
+     .help = "mask: replace each banned word; reject: refuse"},
+    {.name = "replacement",
+     .type = CHATD_CFG_STRING,
+     .default_value = "***",
+     .help = "text written instead of a banned word"},
+    {.name = NULL},
 };
 
 static char lower_ascii(char c)

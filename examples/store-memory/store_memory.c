@@ -73,9 +73,13 @@ typedef struct mem_store {
 } mem_store;
 
 static const chatd_cfg_key mem_keys[] = {
-    {"max_messages", CHATD_CFG_INT, "100000", 1, 100000000,
-     "chat messages kept; the oldest are forgotten"},
-    {NULL, 0, NULL, 0, 0, NULL},
+    {.name = "max_messages",
+     .type = CHATD_CFG_INT,
+     .default_value = "100000",
+     .min = 1,
+     .max = 100000000,
+     .help = "chat messages kept; the oldest are forgotten"},
+    {.name = NULL},
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -524,7 +528,8 @@ static chatd_status mem_create(const chatd_api *api, chatd_ctx *ctx, void **inst
     }
     s->api = api;
     s->ctx = ctx;
-    s->max_messages = api->cfg_int(ctx, "max_messages", 100000);
+    /* the key table declares the default: the fallback 0 is never used */
+    s->max_messages = api->cfg_int(ctx, "max_messages", 0);
     s->next_member_id = 1;
     vec_init(&s->members, sizeof(mem_member));
     vec_init(&s->sessions, sizeof(mem_session));

@@ -49,8 +49,11 @@ typedef struct sa {
 } sa;
 
 static const chatd_cfg_key sa_keys[] = {
-    {"short_rows", CHATD_CFG_BOOL, "false", 0, 0, "declare records without their last field"},
-    {NULL, 0, NULL, 0, 0, NULL},
+    {.name = "short_rows",
+     .type = CHATD_CFG_BOOL,
+     .default_value = "false",
+     .help = "declare records without their last field"},
+    {.name = NULL},
 };
 
 static size_t member_stride(const sa *s)
@@ -86,7 +89,7 @@ static chatd_status sa_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     if (!s) return CHATD_ERR_NOMEM;
     s->api = api;
     s->ctx = ctx;
-    s->short_rows = api->cfg_bool(ctx, "short_rows", 0);
+    s->short_rows = api->cfg_bool(ctx, "short_rows", 0); /* declared default: false */
     *inst = s;
     return CHATD_OK;
 }
@@ -268,7 +271,7 @@ static const chatd_plugin_desc sa_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_STORE,
     .name = "store-abi10",
-    .version = "1.0",
+    .version = "1.0", /* its own: it stands for a plugin built outside chatd */
     .description = "in-memory store built against the ABI 1.0 header (tests only)",
     .cfg_keys = sa_keys,
     .create = sa_create,

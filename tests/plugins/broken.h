@@ -6,6 +6,8 @@
 #ifndef CHATD_TEST_BROKEN_H
 #define CHATD_TEST_BROKEN_H
 
+#include "config.h"
+
 #include <chatd/plugin.h>
 
 static inline chatd_status broken_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
@@ -34,6 +36,7 @@ static const chatd_transport_ops broken_ops = {
 };
 
 #define BROKEN_DESC_FIELDS                                                                         \
-    .kind = CHATD_KIND_TRANSPORT, .version = "0", .description = "broken on purpose (tests)"
+    .kind = CHATD_KIND_TRANSPORT, .version = PACKAGE_VERSION,                                      \
+    .description = "broken on purpose (tests)"
 
 #endif

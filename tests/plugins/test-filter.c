@@ -7,6 +7,8 @@
  *                                 the core must catch: exactly once)
  *   anything else              -> CHATD_OK
  */
+#include "config.h"
+
 #include <chatd/plugin.h>
 
 #include <stdlib.h>
@@ -91,7 +93,7 @@ static const chatd_plugin_desc tf_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_FILTER,
     .name = "test-filter",
-    .version = "1.0",
+    .version = PACKAGE_VERSION,
     .description = "rejects \"badword\", rewrites \"shout\" asynchronously (tests only)",
     .create = tf_create,
     .destroy = tf_destroy,

@@ -8,6 +8,8 @@
  * loop turn) or "never" (so the core's stop timeout is exercised). (It writes the
  * file synchronously: acceptable for a test plugin, never for a real one.)
  */
+#include "config.h"
+
 #include <chatd/plugin.h>
 
 #include <stdio.h>
@@ -23,13 +25,29 @@ typedef struct tt {
 } tt;
 
 static const chatd_cfg_key tt_keys[] = {
-    {"record", CHATD_CFG_STRING, NULL, 0, 0, "file receiving one line per delivery"},
-    {"count", CHATD_CFG_INT, "3", 1, 10, "an integer key for the config tests"},
-    {"flag", CHATD_CFG_BOOL, "false", 0, 0, "a boolean key for the config tests"},
-    {"limit", CHATD_CFG_SIZE, "1k", 1, 1048576, "a size key for the config tests"},
-    {"opt.", CHATD_CFG_STRING, NULL, 0, 0, "pass-through keys for the config tests"},
-    {"stop", CHATD_CFG_STRING, "async", 0, 0, "stop hook: sync, async or never"},
-    {NULL, 0, NULL, 0, 0, NULL},
+    {.name = "record", .type = CHATD_CFG_STRING, .help = "file receiving one line per delivery"},
+    {.name = "count",
+     .type = CHATD_CFG_INT,
+     .default_value = "3",
+     .min = 1,
+     .max = 10,
+     .help = "an integer key for the config tests"},
+    {.name = "flag",
+     .type = CHATD_CFG_BOOL,
+     .default_value = "false",
+     .help = "a boolean key for the config tests"},
+    {.name = "limit",
+     .type = CHATD_CFG_SIZE,
+     .default_value = "1k",
+     .min = 1,
+     .max = 1048576,
+     .help = "a size key for the config tests"},
+    {.name = "opt.", .type = CHATD_CFG_STRING, .help = "pass-through keys for the config tests"},
+    {.name = "stop",
+     .type = CHATD_CFG_STRING,
+     .default_value = "async",
+     .help = "stop hook: sync, async or never"},
+    {.name = NULL},
 };
 
 static chatd_status tt_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
@@ -122,7 +140,7 @@ static const chatd_plugin_desc tt_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_TRANSPORT,
     .name = "test-transport",
-    .version = "1.0",
+    .version = PACKAGE_VERSION,
     .description = "records deliveries to a file (tests only)",
     .cfg_keys = tt_keys,
     .create = tt_create,
