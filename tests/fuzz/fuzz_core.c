@@ -11,6 +11,7 @@
 #include "fuzz_core.h"
 
 #include "core.h"
+#include "testcore.h"
 #include "ws_codec.h"
 
 #include <arpa/inet.h>
@@ -34,9 +35,9 @@ const chatd_plugin_desc *chatd_plugin_entry(void);
 
 static struct {
     int started;
-    core core;
-    cfg *cfg;
-    chatd_ctx ctx;
+    int async; /* answer through post() instead of before returning */
+    int hold;  /* keep those answers until fz_hold(0) */
+    chatd_ctx *ctx;
     chatd_api api;
     const chatd_plugin_desc *desc;
     void *inst;
@@ -113,7 +114,7 @@ static const chatd_member *member_by(int64_t id, const char *login)
     return NULL;
 }
 
-static void t_authenticate(chatd_ctx *ctx, const char *token, chatd_member_cb cb, void *arg)
+static void t_authenticate_now(chatd_ctx *ctx, const char *token, chatd_member_cb cb, void *arg)
 {
     (void)ctx;
     const chatd_member *m = NULL;
@@ -125,8 +126,8 @@ static void t_authenticate(chatd_ctx *ctx, const char *token, chatd_member_cb cb
         cb(arg, CHATD_ERR_AUTH, NULL, 0);
 }
 
-static void t_register(chatd_ctx *ctx, const char *login, const char *name, const char *pw,
-                       chatd_member_cb cb, void *arg)
+static void t_register_now(chatd_ctx *ctx, const char *login, const char *name, const char *pw,
+                           chatd_member_cb cb, void *arg)
 {
     (void)ctx;
     if (auth_check_login_id(login) || auth_check_name(name) || auth_check_password(pw)) {
@@ -141,7 +142,8 @@ static void t_register(chatd_ctx *ctx, const char *login, const char *name, cons
     cb(arg, CHATD_OK, &m, 1);
 }
 
-static void t_login(chatd_ctx *ctx, const char *login, const char *pw, chatd_login_cb cb, void *arg)
+static void t_login_now(chatd_ctx *ctx, const char *login, const char *pw, chatd_login_cb cb,
+                        void *arg)
 {
     (void)ctx;
     const chatd_member *m = login ? member_by(0, login) : NULL;
@@ -151,15 +153,15 @@ static void t_login(chatd_ctx *ctx, const char *login, const char *pw, chatd_log
         cb(arg, CHATD_ERR_AUTH, NULL, NULL);
 }
 
-static void t_logout(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg)
+static void t_logout_now(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg)
 {
     (void)ctx;
     FZ_CHECK(token, "logout without a token");
     if (cb) cb(arg, CHATD_OK);
 }
 
-static void t_member_get(chatd_ctx *ctx, int64_t id, const char *login, chatd_member_cb cb,
-                         void *arg)
+static void t_member_get_now(chatd_ctx *ctx, int64_t id, const char *login, chatd_member_cb cb,
+                             void *arg)
 {
     (void)ctx;
     const chatd_member *m = member_by(id, login);
@@ -169,7 +171,7 @@ static void t_member_get(chatd_ctx *ctx, int64_t id, const char *login, chatd_me
         cb(arg, CHATD_ERR_NOTFOUND, NULL, 0);
 }
 
-static void t_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
+static void t_member_list_now(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
 {
     (void)ctx;
     cb(arg, CHATD_OK, world, NWORLD);
@@ -187,8 +189,8 @@ static chatd_status room_of(int64_t member, const char *room, char *canon, int64
     return CHATD_OK;
 }
 
-static void t_room_check(chatd_ctx *ctx, int64_t member, const char *room, chatd_room_cb cb,
-                         void *arg)
+static void t_room_check_now(chatd_ctx *ctx, int64_t member, const char *room, chatd_room_cb cb,
+                             void *arg)
 {
     (void)ctx;
     char canon[CHATD_ROOM_ID_MAX];
@@ -197,7 +199,7 @@ static void t_room_check(chatd_ctx *ctx, int64_t member, const char *room, chatd
     cb(arg, st, st == CHATD_OK ? canon : NULL, peer);
 }
 
-static void t_room_list(chatd_ctx *ctx, int64_t member, chatd_rooms_cb cb, void *arg)
+static void t_room_list_now(chatd_ctx *ctx, int64_t member, chatd_rooms_cb cb, void *arg)
 {
     (void)ctx;
     const chatd_member *peer = member == 1 ? &world[1] : &world[0];
@@ -215,8 +217,8 @@ static void t_room_list(chatd_ctx *ctx, int64_t member, chatd_rooms_cb cb, void 
     cb(arg, CHATD_OK, &r, 1);
 }
 
-static void t_history(chatd_ctx *ctx, int64_t member, const char *room, uint64_t before,
-                      unsigned limit, chatd_history_cb cb, void *arg)
+static void t_history_now(chatd_ctx *ctx, int64_t member, const char *room, uint64_t before,
+                          unsigned limit, chatd_history_cb cb, void *arg)
 {
     (void)ctx;
     char canon[CHATD_ROOM_ID_MAX];
@@ -241,12 +243,12 @@ static void t_history(chatd_ctx *ctx, int64_t member, const char *room, uint64_t
                               9,
                               1704067200000 + (int64_t)id,
                               0};
-        FZ_CHECK(msg_create(&f, &msgs[n]) == CHATD_OK, "msg_create");
+        FZ_CHECK((msgs[n] = fz.api.msg_new(fz.ctx, &f)) != NULL, "msg_new");
         n++;
     }
     cb(arg, CHATD_OK, msgs, n, n && top > 4 ? top - 3 : 0);
     for (size_t i = 0; i < n; i++)
-        msg_unref(msgs[i]);
+        fz.api.msg_unref(msgs[i]);
 }
 
 static void deliver_task(void *arg)
@@ -256,10 +258,10 @@ static void deliver_task(void *arg)
     snprintf(dest, sizeof(dest), "/sub/chat/room/%s", msg_room(m));
     const chatd_transport_ops *ops = fz.desc->ops;
     ops->deliver(fz.inst, dest, m);
-    msg_unref(m);
+    fz.api.msg_unref(m);
 }
 
-static void t_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg)
+static void t_publish_now(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg)
 {
     (void)ctx;
     const chatd_member *w = member_by(f->writer_id, NULL);
@@ -281,14 +283,239 @@ static void t_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
         cb(arg, CHATD_ERR_INVALID, "message too long", NULL);
         return;
     }
-    chatd_msg *m = NULL;
-    st = msg_create(&g, &m);
-    if (st != CHATD_OK) {
-        cb(arg, st, "invalid message", NULL);
+    chatd_msg *m = fz.api.msg_new(fz.ctx, &g);
+    if (!m) {
+        cb(arg, CHATD_ERR_INVALID, "invalid message", NULL);
         return;
     }
     cb(arg, CHATD_OK, NULL, m);
-    if (fz.api.post(&fz.ctx, deliver_task, m) != CHATD_OK) msg_unref(m);
+    if (fz.api.post(fz.ctx, deliver_task, m) != CHATD_OK) fz.api.msg_unref(m);
+}
+
+/* ---- answers through post() (fz_set_async) --------------------------------- */
+
+enum { L_AUTH, L_REGISTER, L_LOGIN, L_LOGOUT, L_MGET, L_MLIST, L_RCHECK, L_RLIST, L_HIST, L_PUB };
+
+typedef struct later {
+    struct later *next;
+    int op;
+    char *s[3];
+    size_t len;
+    int64_t i;
+    uint64_t u;
+    unsigned n;
+    chatd_msg_fields f;
+    void (*cb)(void);
+    void *arg;
+} later;
+
+void fz_set_async(int on)
+{
+    fz.async = on;
+}
+
+static char *dup_or_null(const char *s, size_t len)
+{
+    if (!s) return NULL;
+    char *d = malloc(len + 1);
+    FZ_CHECK(d, "out of memory");
+    memcpy(d, s, len);
+    d[len] = '\0';
+    return d;
+}
+
+static void run_later(void *arg)
+{
+    later *l = arg;
+    chatd_ctx *c = fz.ctx;
+    switch (l->op) {
+    case L_AUTH:
+        t_authenticate_now(c, l->s[0], (chatd_member_cb)l->cb, l->arg);
+        break;
+    case L_REGISTER:
+        t_register_now(c, l->s[0], l->s[1], l->s[2], (chatd_member_cb)l->cb, l->arg);
+        break;
+    case L_LOGIN:
+        t_login_now(c, l->s[0], l->s[1], (chatd_login_cb)l->cb, l->arg);
+        break;
+    case L_LOGOUT:
+        t_logout_now(c, l->s[0], (chatd_status_cb)l->cb, l->arg);
+        break;
+    case L_MGET:
+        t_member_get_now(c, l->i, l->s[0], (chatd_member_cb)l->cb, l->arg);
+        break;
+    case L_MLIST:
+        t_member_list_now(c, (chatd_member_cb)l->cb, l->arg);
+        break;
+    case L_RCHECK:
+        t_room_check_now(c, l->i, l->s[0], (chatd_room_cb)l->cb, l->arg);
+        break;
+    case L_RLIST:
+        t_room_list_now(c, l->i, (chatd_rooms_cb)l->cb, l->arg);
+        break;
+    case L_HIST:
+        t_history_now(c, l->i, l->s[0], l->u, l->n, (chatd_history_cb)l->cb, l->arg);
+        break;
+    case L_PUB:
+        l->f.room_id = l->s[0];
+        l->f.text = l->s[1];
+        l->f.writer = l->s[2];
+        t_publish_now(c, &l->f, (chatd_publish_cb)l->cb, l->arg);
+        break;
+    }
+    for (int k = 0; k < 3; k++)
+        free(l->s[k]);
+    free(l);
+}
+
+static later *later_new(int op, void (*cb)(void), void *arg, const char *s0, const char *s1,
+                        const char *s2)
+{
+    later *l = calloc(1, sizeof(*l));
+    FZ_CHECK(l, "out of memory");
+    l->op = op;
+    l->cb = cb;
+    l->arg = arg;
+    l->s[0] = dup_or_null(s0, s0 ? strlen(s0) : 0);
+    l->s[1] = dup_or_null(s1, s1 ? strlen(s1) : 0);
+    l->s[2] = dup_or_null(s2, s2 ? strlen(s2) : 0);
+    return l;
+}
+
+static later *held, **held_end = &held;
+
+static void post_later(later *l)
+{
+    if (fz.hold) {
+        *held_end = l;
+        held_end = &l->next;
+        return;
+    }
+    FZ_CHECK(fz.api.post(fz.ctx, run_later, l) == CHATD_OK, "post");
+}
+
+void fz_hold(int on)
+{
+    fz.hold = on;
+    if (on) return;
+    later *l = held;
+    held = NULL;
+    held_end = &held;
+    while (l) {
+        later *next = l->next;
+        l->next = NULL;
+        post_later(l);
+        l = next;
+    }
+}
+
+#define CB(f) ((void (*)(void))(f))
+
+static void t_authenticate(chatd_ctx *ctx, const char *token, chatd_member_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_authenticate_now(ctx, token, cb, arg);
+        return;
+    }
+    post_later(later_new(L_AUTH, CB(cb), arg, token, NULL, NULL));
+}
+
+static void t_register(chatd_ctx *ctx, const char *login, const char *name, const char *pw,
+                       chatd_member_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_register_now(ctx, login, name, pw, cb, arg);
+        return;
+    }
+    post_later(later_new(L_REGISTER, CB(cb), arg, login, name, pw));
+}
+
+static void t_login(chatd_ctx *ctx, const char *login, const char *pw, chatd_login_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_login_now(ctx, login, pw, cb, arg);
+        return;
+    }
+    post_later(later_new(L_LOGIN, CB(cb), arg, login, pw, NULL));
+}
+
+static void t_logout(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_logout_now(ctx, token, cb, arg);
+        return;
+    }
+    post_later(later_new(L_LOGOUT, CB(cb), arg, token, NULL, NULL));
+}
+
+static void t_member_get(chatd_ctx *ctx, int64_t id, const char *login, chatd_member_cb cb,
+                         void *arg)
+{
+    if (!fz.async) {
+        t_member_get_now(ctx, id, login, cb, arg);
+        return;
+    }
+    later *l = later_new(L_MGET, CB(cb), arg, login, NULL, NULL);
+    l->i = id;
+    post_later(l);
+}
+
+static void t_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_member_list_now(ctx, cb, arg);
+        return;
+    }
+    post_later(later_new(L_MLIST, CB(cb), arg, NULL, NULL, NULL));
+}
+
+static void t_room_check(chatd_ctx *ctx, int64_t member, const char *room, chatd_room_cb cb,
+                         void *arg)
+{
+    if (!fz.async) {
+        t_room_check_now(ctx, member, room, cb, arg);
+        return;
+    }
+    later *l = later_new(L_RCHECK, CB(cb), arg, room, NULL, NULL);
+    l->i = member;
+    post_later(l);
+}
+
+static void t_room_list(chatd_ctx *ctx, int64_t member, chatd_rooms_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_room_list_now(ctx, member, cb, arg);
+        return;
+    }
+    later *l = later_new(L_RLIST, CB(cb), arg, NULL, NULL, NULL);
+    l->i = member;
+    post_later(l);
+}
+
+static void t_history(chatd_ctx *ctx, int64_t member, const char *room, uint64_t before,
+                      unsigned limit, chatd_history_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_history_now(ctx, member, room, before, limit, cb, arg);
+        return;
+    }
+    later *l = later_new(L_HIST, CB(cb), arg, room, NULL, NULL);
+    l->i = member;
+    l->u = before;
+    l->n = limit;
+    post_later(l);
+}
+
+static void t_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_publish_now(ctx, f, cb, arg);
+        return;
+    }
+    later *l = later_new(L_PUB, CB(cb), arg, f->room_id, NULL, f->writer);
+    l->f = *f;
+    l->s[1] = dup_or_null(f->text, f->text_len);
+    post_later(l);
 }
 
 static void t_consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status_cb done,
@@ -311,7 +538,7 @@ static int t_healthy(chatd_ctx *ctx)
 static void t_gauge_set(chatd_ctx *ctx, const char *name, int64_t value)
 {
     if (strcmp(name, "chatd_ws_connections") == 0) fz.conns = (long)value;
-    api_table()->gauge_set(ctx, name, value);
+    testcore_api()->gauge_set(ctx, name, value);
 }
 
 /* ---- web root --------------------------------------------------------------- */
@@ -379,7 +606,6 @@ void fz_start(const char *const *extra)
 {
     if (fz.started) return;
     fz.started = 1;
-    log_set_level(getenv("FUZZ_VERBOSE") ? CHATD_LOG_DEBUG : CHATD_LOG_ERROR);
     make_web_root();
     atexit(cleanup);
 
@@ -393,34 +619,23 @@ void fz_start(const char *const *extra)
              "cannot find a free port: %s", strerror(errno));
     close(s);
 
+    FZ_CHECK(testcore_init() == 0, "test core");
+    log_set_level(getenv("FUZZ_VERBOSE") ? CHATD_LOG_DEBUG : CHATD_LOG_ERROR);
     fz.desc = chatd_plugin_entry();
-    fz.cfg = cfg_new();
-    char set[600];
-    snprintf(set, sizeof(set), "ws.listen=127.0.0.1:%d", ntohs(fz.addr.sin_port));
-    FZ_CHECK(cfg_set(fz.cfg, set) == 0, "%s", set);
-    snprintf(set, sizeof(set), "ws.web_root=%s/root", fz.dir);
-    FZ_CHECK(cfg_set(fz.cfg, set) == 0, "%s", set);
-    for (size_t i = 0; extra && extra[i]; i++) {
-        snprintf(set, sizeof(set), "ws.%s", extra[i]);
-        FZ_CHECK(cfg_set(fz.cfg, set) == 0, "%s", set);
-    }
-    cfg_section *sec = cfg_section_find(fz.cfg, "ws");
-    FZ_CHECK(sec && cfg_check_section(fz.cfg, sec, fz.desc->cfg_keys) == 0, "config section");
+    char *pairs[64];
+    int np = 0;
+    pairs[np] = malloc(64);
+    snprintf(pairs[np++], 64, "listen=127.0.0.1:%d", ntohs(fz.addr.sin_port));
+    pairs[np] = malloc(strlen(fz.dir) + 16);
+    sprintf(pairs[np++], "web_root=%s/root", fz.dir);
+    for (size_t i = 0; extra && extra[i] && np < 64; i++)
+        pairs[np++] = strdup(extra[i]);
+    fz.ctx = testcore_ctx_new("ws", fz.desc->cfg_keys, np, pairs);
+    FZ_CHECK(fz.ctx, "config section");
+    for (int i = 0; i < np; i++)
+        free(pairs[i]);
 
-    fz.core.cfg = fz.cfg;
-    fz.core.base = event_base_new();
-    fz.core.metrics = metrics_new();
-    fz.core.state = CORE_RUNNING;
-    FZ_CHECK(fz.core.base && fz.core.metrics && post_init(&fz.core.post, fz.core.base) == 0,
-             "event base");
-    fz.ctx.core = &fz.core;
-    fz.ctx.name = "ws";
-    fz.ctx.sec = sec;
-    fz.ctx.kind = CHATD_KIND_TRANSPORT;
-    fz.core.self.core = &fz.core;
-    fz.core.self.name = "core";
-
-    fz.api = *api_table();
+    fz.api = *testcore_api();
     fz.api.publish = t_publish;
     fz.api.consume = t_consume;
     fz.api.member_register = t_register;
@@ -435,7 +650,7 @@ void fz_start(const char *const *extra)
     fz.api.healthy = t_healthy;
     fz.api.gauge_set = t_gauge_set;
 
-    FZ_CHECK(fz.desc->create(&fz.api, &fz.ctx, &fz.inst) == CHATD_OK, "create");
+    FZ_CHECK(fz.desc->create(&fz.api, fz.ctx, &fz.inst) == CHATD_OK, "create");
     FZ_CHECK(fz.desc->start(fz.inst) == CHATD_OK, "start");
 }
 
@@ -448,7 +663,7 @@ long fz_server_conns(void)
 
 static void loop_once(void)
 {
-    event_base_loop(fz.core.base, EVLOOP_NONBLOCK);
+    event_base_loop(testcore_base(), EVLOOP_NONBLOCK);
 }
 
 int fz_connect(void)
@@ -498,7 +713,7 @@ int fz_pump(int fd, fz_buf *out)
         loop_once();
         size_t got = 0;
         if (!eof) eof = drain(fd, out, &got);
-        if (got == 0 && event_base_get_num_events(fz.core.base, EVENT_BASE_COUNT_ACTIVE) == 0)
+        if (got == 0 && event_base_get_num_events(testcore_base(), EVENT_BASE_COUNT_ACTIVE) == 0)
             quiet++;
         else
             quiet = 0;
@@ -524,12 +739,26 @@ void fz_send(int fd, const void *data, size_t len)
     }
 }
 
+void fz_step(int n)
+{
+    for (int i = 0; i < n; i++)
+        loop_once();
+}
+
 void fz_close(int fd)
 {
     close(fd);
+    /* answers held or still posted come now, for a client that is gone (a
+     * connection waiting for one does not read, so it notices only then) */
+    fz_hold(0);
     for (int i = 0; i < 1000000 && fz.conns > 0; i++)
         loop_once();
     FZ_CHECK(fz.conns == 0, "the server kept %ld connection(s) after the client closed", fz.conns);
+    for (int i = 0;
+         i < 100000 && event_base_get_num_events(testcore_base(), EVENT_BASE_COUNT_ACTIVE) > 0; i++)
+        loop_once();
+    FZ_CHECK(testcore_msgs_live() == 0, "%ld message references left after the connection closed",
+             testcore_msgs_live());
 }
 
 /* ---- client-side checks ---------------------------------------------------------- */

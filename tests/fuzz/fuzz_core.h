@@ -6,6 +6,8 @@
  * one loopback TCP connection per input. Plus the client-side checks of what
  * the server sends back (HTTP responses, WebSocket frames).
  *
+ * The plumbing is the shared test core (tests/lib/testcore.c): the daemon's
+ * api table with counted message references, post() and config checking.
  * The world: members 1 alice, 2 bob, 3 carol; tokens FZ_TOKEN_ALICE and
  * FZ_TOKEN_BOB; alice's password FZ_PASSWORD. Any failed check abort()s.
  */
@@ -44,6 +46,12 @@ void fz_buf_free(fz_buf *b);
  * outside it, next to a file whose content is FZ_SECRET. */
 void fz_start(const char *const *extra);
 #define FZ_SECRET "SECRET-OUTSIDE-THE-WEB-ROOT"
+/* 1: the test core answers members, sessions, rooms, history and publishes
+ * later (through post()), as a real store would; 0: before returning. */
+void fz_set_async(int on);
+/* 1: keep those answers until fz_hold(0) (or fz_close) posts them, so that
+ * a client can go away while they are pending. */
+void fz_hold(int on);
 /* Content of web root file `rel` ("/index.html"), or NULL. */
 const char *fz_web_file(const char *rel);
 
@@ -55,7 +63,11 @@ void fz_send(int fd, const void *data, size_t len);
 /* Run the loop until nothing moves; append what the server sent to out.
  * Returns 1 when the server has closed the connection (EOF or reset). */
 int fz_pump(int fd, fz_buf *out);
-/* Close the client side and check that the server drops the connection. */
+/* Run n rounds of the loop (no waiting for quiet). */
+void fz_step(int n);
+/* Close the client side (a reset) and check that the server drops the
+ * connection, and that once the answers still posted have run no message
+ * reference is left. */
 void fz_close(int fd);
 /* Open connections on the server side (its chatd_ws_connections gauge). */
 long fz_server_conns(void);

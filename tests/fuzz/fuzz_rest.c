@@ -5,7 +5,9 @@
  *   byte 0: bits 0-2 method (GET POST HEAD PUT DELETE OPTIONS PATCH GET),
  *           bits 3-4 credentials (none, alice's Bearer token, alice's
  *           session cookie, an unknown Bearer token), bit 5 Content-Type
- *           application/json (else text/plain), bit 6 Connection: close
+ *           application/json (else text/plain), bit 6 Connection: close,
+ *           bit 7 the test core answers later (through post()); with bit 6
+ *           too, the client goes away before the answer
  *   then the request target (path and query) up to the first LF, then the body.
  * Checks: exactly one well-formed response with an exact Content-Length,
  * never a 500 (the test core never fails), a JSON body wherever the type
@@ -49,6 +51,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     const char *method = methods[data[0] & 7];
     int cred = (data[0] >> 3) & 3, json = (data[0] >> 5) & 1, close_it = (data[0] >> 6) & 1;
+    int async = data[0] >> 7;
+    fz_set_async(async);
     const char *in = (const char *)data + 1;
     size_t len = size - 1;
     const char *lf = memchr(in, '\n', len);
@@ -74,6 +78,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int fd = fz_connect();
     fz_send(fd, req.p, req.len);
+    if (async && close_it) { /* gone while the answer is pending */
+        fz_hold(1);
+        fz_pump(fd, NULL);
+        fz_close(fd);
+        fz_buf_free(&req);
+        return 0;
+    }
     fz_pump(fd, &out);
     fz_http_resp r;
     int is_head = strcmp(method, "HEAD") == 0;

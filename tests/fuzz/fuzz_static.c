@@ -52,6 +52,7 @@ static void check_response(const fz_buf *out, int head, fz_http_resp *r)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_start(NULL);
+    fz_set_async(0);
     if (size < 1) return 0;
     int head = data[0] & 1, inm = (data[0] >> 1) & 1, ims = (data[0] >> 2) & 1;
     const char *t = (const char *)data + 1;

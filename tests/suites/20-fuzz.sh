@@ -48,9 +48,10 @@ if [ ! -f "$B/Makefile" ] || [ "$CHATD_TOP/configure" -nt "$B/Makefile" ]; then
         CC="$CC_FUZZ" CFLAGS="$CFLAGS -fsanitize=fuzzer-no-link") >"$OUT/configure.log" 2>&1 ||
         { echo "20-fuzz: configure failed (see $OUT/configure.log)" >&2; tail -n 20 "$OUT/configure.log" >&2; exit 1; }
 fi
-echo "20-fuzz: building the core library and transport-ws in $B"
+echo "20-fuzz: building the core library, the test core and transport-ws in $B"
 make -C "$B/core" -s -j"$FUZZ_JOBS" >"$OUT/make.log" 2>&1 &&
-    make -C "$B/plugins/transport-ws" -s -j"$FUZZ_JOBS" >>"$OUT/make.log" 2>&1 ||
+    make -C "$B/plugins/transport-ws" -s -j"$FUZZ_JOBS" >>"$OUT/make.log" 2>&1 &&
+    make -C "$B/tests" -s lib/libtestcore.la >>"$OUT/make.log" 2>&1 ||
     { echo "20-fuzz: build failed (see $OUT/make.log)" >&2; tail -n 30 "$OUT/make.log" >&2; exit 1; }
 # the plugin's objects as its Makefile lists them (so that files renamed or
 # removed leave no stale object behind), and any convenience library it links
@@ -74,9 +75,10 @@ for t in $FUZZ_TARGETS; do
     echo "20-fuzz: linking fuzz_$t"
     # shellcheck disable=SC2086
     "$CC_FUZZ" -std=c11 $CFLAGS -fsanitize=fuzzer -Wall -Wextra -Werror \
-        -I"$B" -I"$CHATD_TOP/include" -I"$CHATD_TOP/core" -I"$CHATD_TOP/plugins/transport-ws" \
+        -I"$B" -I"$CHATD_TOP/include" -I"$CHATD_TOP/core" -I"$CHATD_TOP/tests/lib" \
+        -I"$CHATD_TOP/plugins/transport-ws" \
         "${DEP_CFLAGS[@]}" -o "$B/fuzz/fuzz_$t" "$FZ/fuzz_$t.c" "$FZ/fuzz_core.c" \
-        "${TW_OBJS[@]}" "$B/core/.libs/libchatdcore.a" "${DEP_LIBS[@]}" -ldl -lpthread \
+        "${TW_OBJS[@]}" "$B/tests/lib/.libs/libtestcore.a" "$B/core/.libs/libchatdcore.a" "${DEP_LIBS[@]}" -ldl -lpthread \
         >"$OUT/link_$t.log" 2>&1 ||
         { echo "20-fuzz: fuzz_$t does not build (see $OUT/link_$t.log)" >&2; cat "$OUT/link_$t.log" >&2; exit 1; }
 done
