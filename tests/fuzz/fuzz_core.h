@@ -71,6 +71,9 @@ void fz_step(int n);
 void fz_close(int fd);
 /* Open connections on the server side (its chatd_ws_connections gauge). */
 long fz_server_conns(void);
+/* The address it listens on. */
+struct sockaddr_in;
+const struct sockaddr_in *fz_server_addr(void);
 
 /* One HTTP/1.1 response parsed strictly from p[0..len): returns the bytes it
  * took, 0 when incomplete, and aborts when malformed. head: the request was

@@ -77,7 +77,7 @@ for t in $FUZZ_TARGETS; do
     "$CC_FUZZ" -std=c11 $CFLAGS -fsanitize=fuzzer -Wall -Wextra -Werror \
         -I"$B" -I"$CHATD_TOP/include" -I"$CHATD_TOP/core" -I"$CHATD_TOP/tests/lib" \
         -I"$CHATD_TOP/plugins/transport-ws" \
-        "${DEP_CFLAGS[@]}" -o "$B/fuzz/fuzz_$t" "$FZ/fuzz_$t.c" "$FZ/fuzz_core.c" \
+        "${DEP_CFLAGS[@]}" -o "$B/fuzz/fuzz_$t" "$FZ/fuzz_$t.c" "$FZ/fuzz_core.c" "$FZ/fuzz_client.c" \
         "${TW_OBJS[@]}" "$B/tests/lib/.libs/libtestcore.a" "$B/core/.libs/libchatdcore.a" "${DEP_LIBS[@]}" -ldl -lpthread \
         >"$OUT/link_$t.log" 2>&1 ||
         { echo "20-fuzz: fuzz_$t does not build (see $OUT/link_$t.log)" >&2; cat "$OUT/link_$t.log" >&2; exit 1; }
