@@ -103,7 +103,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
     sleep 1
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [ -n "$PG_DIR" ] && "$TOP/tests/pg/pg-stop.sh" "$PG_DIR" >/dev/null 2>&1
+    [ -n "$PG_DIR" ] && "$TOP/tests/plugins/store-pg/pg-stop.sh" "$PG_DIR" >/dev/null 2>&1
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -156,15 +156,15 @@ start_chatd_embedded() {
 start_chatd_kafka_pg() {
     local dir=$OUT/chatd-kafka-pg port boot
     mkdir -p "$dir"
-    [ -x "$TOP/tests/pg/pg-start.sh" ] && [ -f "$TOP/tests/kafka/mock-cluster.c" ] ||
-        { log "tests/pg or tests/kafka helpers missing; skipping chatd-kafka-pg"; return 1; }
-    make -s -C "$BUILD/tests" kafka/mock-cluster >"$dir/build.log" 2>&1 ||
+    [ -x "$TOP/tests/plugins/store-pg/pg-start.sh" ] && [ -f "$TOP/tests/plugins/queue-kafka/mock-cluster.c" ] ||
+        { log "tests/plugins/store-pg or tests/plugins/queue-kafka helpers missing; skipping chatd-kafka-pg"; return 1; }
+    make -s -C "$BUILD/tests" plugins/queue-kafka/mock-cluster >"$dir/build.log" 2>&1 ||
         { log "cannot build the mock Kafka cluster (see $dir/build.log)"; return 1; }
-    eval "$("$TOP/tests/pg/pg-start.sh" 2>"$dir/pg-start.log")" ||
+    eval "$("$TOP/tests/plugins/store-pg/pg-start.sh" 2>"$dir/pg-start.log")" ||
         { log "cannot start PostgreSQL (see $dir/pg-start.log)"; return 1; }
     PG_DIR=$PGTEST_DIR
     mkfifo "$dir/mock.ctl"
-    "$BUILD/tests/kafka/mock-cluster" -b 3 -t kafka-chat -p 6 -c "$dir/mock.ctl" >"$dir/mock.out" 2>"$dir/mock.log" &
+    "$BUILD/tests/plugins/queue-kafka/mock-cluster" -b 3 -t kafka-chat -p 6 -c "$dir/mock.ctl" >"$dir/mock.out" 2>"$dir/mock.log" &
     PIDS+=($!)
     for _ in $(seq 50); do grep -q '^bootstrap ' "$dir/mock.out" && break; sleep 0.2; done
     boot=$(awk '/^bootstrap /{print $2; exit}' "$dir/mock.out")

@@ -1,7 +1,7 @@
 /*
  * tests/abi10/store-abi10.c - a store built against the frozen ABI 1.0
  * header (tests/abi10/chatd/plugin.h), loaded into the current core by
- * tests/unit/test_abi10.c to prove that 1.0 plugins keep working.
+ * tests/core/test_abi10.c to prove that 1.0 plugins keep working.
  *
  * It keeps members and sessions in memory, accepts every persist, has no
  * history, and answers room_list with one summary per other member whose

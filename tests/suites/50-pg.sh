@@ -3,17 +3,17 @@
 #   1. the store conformance suite (tests/store/) against store-pg (and against
 #      the ASan/UBSan build of it when that build exists);
 #   2. schema migration when several stores start at once on an empty database;
-#   3. outages at the store level (tests/pg/pg-outage.c): a stream of messages
+#   3. outages at the store level (tests/plugins/store-pg/pg-outage.c): a stream of messages
 #      while PostgreSQL stops and starts; max_pending -> CHATD_ERR_BUSY and
 #      reads -> CHATD_ERR_UNAVAILABLE while it is down;
 #   4. outage end to end: chatd on etc/chatd-postgres.conf, a stream published
 #      with @stomp/stompjs while PostgreSQL stops and starts; every message that
-#      got a RECEIPT is stored exactly once (tests/pg/outage.mjs, checked with psql);
+#      got a RECEIPT is stored exactly once (tests/plugins/store-pg/outage.mjs, checked with psql);
 #      and with PostgreSQL down, publishes beyond store.max_pending are refused
-#      with a STOMP ERROR (tests/pg/busy.mjs);
+#      with a STOMP ERROR (tests/plugins/store-pg/busy.mjs);
 #   5. the end-to-end chat suites (tests/e2e/) against chatd on PostgreSQL.
 # The server runs in a temp dir on 127.0.0.1 and a free port, and is stopped
-# and removed at the end (tests/pg/pg-start.sh, pg-stop.sh).
+# and removed at the end (tests/plugins/store-pg/pg-start.sh, pg-stop.sh).
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
@@ -26,16 +26,16 @@ so=$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so
 command -v psql >/dev/null || { echo "50-pg: psql not found: install the Debian package postgresql" >&2; exit 1; }
 
 # the C test programs (built by make check; build them if needed)
-make -C "$CHATD_BUILD/tests" -s store/store_conformance pg/pg-outage >&2
+make -C "$CHATD_BUILD/tests" -s store/store_conformance plugins/store-pg/pg-outage >&2
 if [ -n "${CHATD_BUILD_ASAN:-}" ] && [ -f "$CHATD_BUILD_ASAN/plugins/store-pg/.libs/store-pg.so" ]; then
-    make -C "$CHATD_BUILD_ASAN/tests" -s store/store_conformance pg/pg-outage >&2 || true
+    make -C "$CHATD_BUILD_ASAN/tests" -s store/store_conformance plugins/store-pg/pg-outage >&2 || true
 fi
 
-pg_env=$("$CHATD_TOP/tests/pg/pg-start.sh")
+pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh")
 eval "$pg_env"
 cleanup() {
     cleanup_chatd
-    "$CHATD_TOP/tests/pg/pg-stop.sh" "$PGTEST_DIR" || true
+    "$CHATD_TOP/tests/plugins/store-pg/pg-stop.sh" "$PGTEST_DIR" || true
 }
 trap cleanup EXIT
 
@@ -86,10 +86,10 @@ step concurrent-migration concurrent_migration
 
 # 3. outages at the store level
 pg_outage() { # pg_outage BUILD_DIR
-    timeout 300 "$1/tests/pg/pg-outage" "$1/plugins/store-pg/.libs/store-pg.so"
+    timeout 300 "$1/tests/plugins/store-pg/pg-outage" "$1/plugins/store-pg/.libs/store-pg.so"
 }
 step outage-store pg_outage "$CHATD_BUILD"
-if [ -n "${CHATD_BUILD_ASAN:-}" ] && [ -x "$CHATD_BUILD_ASAN/tests/pg/pg-outage" ] &&
+if [ -n "${CHATD_BUILD_ASAN:-}" ] && [ -x "$CHATD_BUILD_ASAN/tests/plugins/store-pg/pg-outage" ] &&
     [ -f "$CHATD_BUILD_ASAN/plugins/store-pg/.libs/store-pg.so" ]; then
     pg_outage_asan() { ASAN_OPTIONS=detect_leaks=1 pg_outage "$CHATD_BUILD_ASAN"; }
     step outage-store-asan pg_outage_asan
@@ -103,7 +103,7 @@ outage_e2e() {
         "$CHATD_TOP/etc/chatd-postgres.conf" \
         --set "store.conninfo=$PGTEST_CONNINFO" --set store.reconnect_max_ms=1000 \
         --set chatd.publish_rate=1000 \
-        -- node --test --test-reporter=spec "$CHATD_TOP/tests/pg/outage.mjs" || return 1
+        -- node --test --test-reporter=spec "$CHATD_TOP/tests/plugins/store-pg/outage.mjs" || return 1
     # chatd said what happened
     grep -q "lost the connection to PostgreSQL" "$log" || { echo "50-pg: no 'lost the connection' in $log" >&2; return 1; }
     grep -q "PostgreSQL is back" "$log" || { echo "50-pg: no 'PostgreSQL is back' in $log" >&2; return 1; }
@@ -118,7 +118,7 @@ busy_e2e() {
         "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd-postgres.conf" \
         --set "store.conninfo=$PGTEST_CONNINFO" --set store.max_pending=10 \
         --set store.reconnect_max_ms=500 \
-        -- node --test --test-reporter=spec "$CHATD_TOP/tests/pg/busy.mjs" || return 1
+        -- node --test --test-reporter=spec "$CHATD_TOP/tests/plugins/store-pg/busy.mjs" || return 1
     grep -q "refusing new messages until it is back" "$log" ||
         { echo "50-pg: no max_pending refusal logged in $log" >&2; return 1; }
 }

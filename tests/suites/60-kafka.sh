@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # tests/suites/60-kafka.sh - chatd on Kafka (queue-kafka), against librdkafka's
-# mock cluster (tests/kafka/mock-cluster: 3 brokers on 127.0.0.1) and a
-# throw-away PostgreSQL (tests/pg/pg-start.sh):
+# mock cluster (tests/plugins/queue-kafka/mock-cluster: 3 brokers on 127.0.0.1) and a
+# throw-away PostgreSQL (tests/plugins/store-pg/pg-start.sh):
 #   1. one node: the end-to-end suites (tests/e2e) pass with queue-kafka
 #      (PostgreSQL as the store, or SQLite when PostgreSQL is not installed);
 #   2. three nodes, one cluster, one database: members on different nodes
 #      chat; every message reaches every subscriber once, in order per room,
-#      and is stored once (tests/kafka/multinode.mjs);
+#      and is stored once (tests/plugins/queue-kafka/multinode.mjs);
 #   3. faults: kill -9 of a node mid-stream and its restart; every broker
-#      down and back up (tests/kafka/faults.mjs).
+#      down and back up (tests/plugins/queue-kafka/faults.mjs).
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
 # $CHATD_OUT/kafka-*.log.
 set -euo pipefail
@@ -22,11 +22,11 @@ say() { printf '[60-kafka] %s\n' "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
 
 plugin=$CHATD_BUILD/plugins/queue-kafka/.libs/queue-kafka.so
-mock=$CHATD_BUILD/tests/kafka/mock-cluster
+mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster
 [ -x "$CHATD_BIN" ] || die "no chatd at $CHATD_BIN: build first"
 [ -f "$plugin" ] || die "queue-kafka was not built (install librdkafka-dev and re-run configure)"
 if [ ! -x "$mock" ]; then
-    make -C "$CHATD_BUILD/tests" -s kafka/mock-cluster >&2 || die "cannot build tests/kafka/mock-cluster"
+    make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/mock-cluster >&2 || die "cannot build tests/plugins/queue-kafka/mock-cluster"
 fi
 command -v node >/dev/null || die "node is not installed"
 (
@@ -46,7 +46,7 @@ cleanup() {
         [ -e "$p" ] && kill -KILL "$(cat "$p")" 2>/dev/null || true
     done
     [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null || true
-    [ $have_pg -eq 1 ] && "$CHATD_TOP/tests/pg/pg-stop.sh" "$PGTEST_DIR" >/dev/null 2>&1 || true
+    [ $have_pg -eq 1 ] && "$CHATD_TOP/tests/plugins/store-pg/pg-stop.sh" "$PGTEST_DIR" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -69,7 +69,7 @@ ctl "topic kchat-single 6"
 ctl "topic kchat-multi 6"
 
 # ---- PostgreSQL --------------------------------------------------------------
-if pg_env=$("$CHATD_TOP/tests/pg/pg-start.sh"); then
+if pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh"); then
     eval "$pg_env"
     have_pg=1
     make_db() {
@@ -168,7 +168,7 @@ say "three nodes up: ${urls[*]}"
 
 export KAFKA_NODES="${urls[*]}" KAFKA_PG="$multi_ci" KAFKA_MOCK_CTL="$work/ctl"
 say "2. three nodes chat"
-if timeout --kill-after=10 300 node "$CHATD_TOP/tests/kafka/multinode.mjs"; then
+if timeout --kill-after=10 300 node "$CHATD_TOP/tests/plugins/queue-kafka/multinode.mjs"; then
     say "2. ok"
 else
     fails+=("multi-node")
@@ -179,7 +179,7 @@ say "3. faults: kill -9 and restart of node 2; every broker down and up"
 export KAFKA_VICTIM_PID
 KAFKA_VICTIM_PID=$(cat "$work/node2.pid")
 export KAFKA_RESTART="bash $(printf %q "$work/node2.sh") & echo \$! >$(printf %q "$work/node2.pid")"
-if timeout --kill-after=10 420 node "$CHATD_TOP/tests/kafka/faults.mjs"; then
+if timeout --kill-after=10 420 node "$CHATD_TOP/tests/plugins/queue-kafka/faults.mjs"; then
     say "3. ok"
 else
     fails+=("faults")

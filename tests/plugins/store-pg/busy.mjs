@@ -1,0 +1,95 @@
+// tests/plugins/store-pg/busy.mjs - while PostgreSQL is down, chatd keeps at most
+// store.max_pending uncommitted messages; beyond that a publish is refused
+// with an error the client sees (a STOMP ERROR), memory does not grow, and
+// once PostgreSQL is back the kept messages are stored exactly once and new
+// publishes are acknowledged again.
+//
+// Run through tests/e2e/run.sh against chatd on PostgreSQL started with
+// --set store.max_pending=10 (see tests/suites/50-pg.sh). Environment:
+// CHATD_URL, PGTEST_CONNINFO, PGTEST_STOP_CMD, PGTEST_START_CMD, and
+// BUSY_MAX_PENDING (the max_pending chatd runs with, default 10).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { exec, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { makeMember, stomp, publish, roomOf, uid, sleep } from '../../e2e/lib.mjs';
+
+const run = promisify(exec);
+const { PGTEST_CONNINFO, PGTEST_STOP_CMD, PGTEST_START_CMD } = process.env;
+const MAX_PENDING = Number(process.env.BUSY_MAX_PENDING || 10);
+
+// psql with the SQL on stdin; psql variables keep the values out of the SQL text
+function psql(sql, ...params) {
+    const args = [PGTEST_CONNINFO, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1'];
+    params.forEach((p, i) => args.push('-v', `v${i + 1}=${p}`));
+    return new Promise((resolve, reject) => {
+        const child = execFile('psql', args, { timeout: 30000 }, (err, stdout, stderr) => {
+            if (err) reject(new Error(`psql failed: ${stderr || err.message}`));
+            else resolve(stdout.trim());
+        });
+        child.stdin.end(sql);
+    });
+}
+
+test('publishes beyond max_pending are refused while PostgreSQL is down', { timeout: 120000 }, async () => {
+    assert.ok(PGTEST_CONNINFO && PGTEST_STOP_CMD && PGTEST_START_CMD, 'PGTEST_* must be set');
+    const a = await makeMember('ba');
+    const b = await makeMember('bb');
+    const room = roomOf(a, b);
+    const tag = uid('busy-');
+    const client = await stomp(a);
+    const count = MAX_PENDING * 3;
+
+    await run(PGTEST_STOP_CMD);
+    let started = false;
+    try {
+        await sleep(500); // chatd notices the lost connection
+        const outcomes = [];
+        for (let i = 0; i < count && client.connected; i++) {
+            outcomes.push(publish(client, '/pub/chat/message', { roomId: room, message: `${tag} ${i}` })
+                .then(() => 'receipt', () => 'none'));
+            await sleep(20);
+        }
+        // The refusal reaches the client as a STOMP ERROR with a reason. The
+        // ERROR comes after the RECEIPTs of the SENDs accepted before it, so
+        // only once those are stored: after PostgreSQL is back.
+        await run(PGTEST_START_CMD);
+        started = true;
+        for (let t = 0; t < 400 && client.errors.length === 0; t++) await sleep(50);
+        const err = client.errors.find((f) => f.headers && f.headers.message);
+        assert.ok(err, `a STOMP ERROR frame arrived (errors: ${client.errors.length})`);
+        console.log(`# refused with: ${err.headers.message}`);
+        assert.match(err.headers.message, /stor|busy|retry|unavailable/i, 'the ERROR says why');
+        await client.deactivate();
+        const got = await Promise.all(outcomes);
+        const firstNone = got.indexOf('none');
+        assert.ok(firstNone > 0, 'the first messages got their RECEIPTs');
+        assert.ok(got.slice(0, firstNone).every((o) => o === 'receipt'), 'RECEIPTs came for every SEND before the refused one');
+    } finally {
+        if (!started) await run(PGTEST_START_CMD);
+    }
+
+    // after PostgreSQL is back: what was kept is stored once, at most max_pending of them
+    let rows = '';
+    for (let t = 0; t < 100; t++) {
+        rows = await psql(
+            "SELECT count(*), count(DISTINCT message) FROM messages WHERE room_id = :'v1' AND message LIKE :'v2' || ' %'",
+            room, tag);
+        if (rows.split('|')[0] === String(MAX_PENDING)) break;
+        await sleep(100);
+    }
+    const [n, distinct] = rows.split('|').map(Number);
+    console.log(`# ${n} of the refused stream stored (max_pending ${MAX_PENDING})`);
+    assert.equal(n, distinct, 'no message stored twice');
+    assert.ok(n <= MAX_PENDING, `no more than max_pending kept while down (${n})`);
+    assert.ok(n > 0, 'the messages kept while down were committed once PostgreSQL was back');
+
+    // and publishing works again
+    const again = await stomp(a);
+    await publish(again, '/pub/chat/message', { roomId: room, message: `${tag} after` });
+    await again.deactivate();
+    const after = await psql("SELECT count(*) FROM messages WHERE room_id = :'v1' AND message = :'v2'",
+        room, `${tag} after`);
+    assert.equal(after, '1', 'a publish after the outage is acknowledged and stored once');
+});
