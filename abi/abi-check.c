@@ -254,6 +254,7 @@ int main(void)
     }
     /* ABI 1.1: the destinations clients and independent tools rely on */
     if (strcmp(CHATD_DEST_PUBLISH, "/pub/chat/message") != 0 ||
+        strcmp(CHATD_DEST_READ, "/pub/chat/read") != 0 ||
         strcmp(CHATD_DEST_ROOM_PREFIX, "/sub/chat/room/") != 0 ||
         strcmp(CHATD_DEST_SIDE_PREFIX, "/sub/chat/side/") != 0) {
         fprintf(stderr, "abi-check: a CHATD_DEST_* destination changed\n");

@@ -152,8 +152,11 @@ enum {
 #define CHATD_HISTORY_MAX 200
 #define CHATD_HISTORY_DEFAULT 50
 
-/** Destination a client SENDs chat lines and read events to. */
+/** Destination a client SENDs chat lines to (a CHAT message). */
 #define CHATD_DEST_PUBLISH "/pub/chat/message"
+
+/** Destination a client SENDs read events to (a READ message). */
+#define CHATD_DEST_READ "/pub/chat/read"
 
 /** Destination of one room: CHATD_DEST_ROOM_PREFIX + room id, e.g.
  *  "/sub/chat/room/3&17". Receives every CHAT message of that room. */
