@@ -149,8 +149,8 @@ enum {
 
 /** Largest history page chatd_api.history asks a store for, and the page it
  *  asks for when the caller gives a limit of 0. */
-#define CHATD_HISTORY_MAX 200
-#define CHATD_HISTORY_DEFAULT 50
+#define CHATD_HISTORY_MAX 200u
+#define CHATD_HISTORY_DEFAULT 50u
 
 /** Destination a client SENDs chat lines to (a CHAT message). */
 #define CHATD_DEST_PUBLISH "/pub/chat/message"

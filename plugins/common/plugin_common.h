@@ -28,9 +28,9 @@ int pc_cfg_bool(const chatd_api *api, chatd_ctx *ctx, const char *key);
 int64_t pc_mono_ms(void);
 
 /* Largest history page a store returns, and the page when the caller asks
- * for 0 messages. */
-#define PC_HISTORY_MAX 1000u
-#define PC_HISTORY_DEFAULT 50u
+ * for 0 messages: the ABI's, which the core clamps to as well. */
+#define PC_HISTORY_MAX CHATD_HISTORY_MAX
+#define PC_HISTORY_DEFAULT CHATD_HISTORY_DEFAULT
 
 /* The history page size a store serves for a requested `limit`. */
 unsigned pc_history_limit(unsigned limit);
