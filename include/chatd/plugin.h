@@ -34,11 +34,11 @@
  *
  * Threading
  *   chatd runs one event-loop thread. Every hook below is called on it, and
- *   every chatd_api function may be called only on it, unless its comment says
- *   "any thread" (each function says which). Hooks never block: work that waits (disk sync,
- * network) is started, the hook returns CHATD_ASYNC, and the plugin later finishes it with
- *   chatd_api.complete() on the loop thread (use chatd_api.post() to get there
- *   from a thread of its own).
+ *   every chatd_api function may be called only on it, unless its comment
+ *   says "any thread" (each says which). Hooks never block: work that waits
+ *   (disk sync, network) is started, the hook returns CHATD_ASYNC, and the
+ *   plugin finishes it with chatd_api.complete() on the loop thread (from a
+ *   thread of its own, it gets there with chatd_api.post()).
  *
  * Ownership
  *   Pointers passed into a hook or callback are borrowed for the duration of
@@ -75,9 +75,7 @@ extern "C" {
 #define CHATD_PRINTF(f, a)
 #endif
 
-/* ------------------------------------------------------------------------ */
-/* Status codes                                                             */
-/* ------------------------------------------------------------------------ */
+/* ---- Status codes ---------------------------------------------------- */
 
 /**
  * Result of every hook and of most services. Values are fixed forever.
@@ -130,9 +128,7 @@ enum {
     CHATD_CONSUME_FANOUT = 1u << 1   /**< deliver it to local subscribers */
 };
 
-/* ------------------------------------------------------------------------ */
-/* Rooms and destinations                                                   */
-/* ------------------------------------------------------------------------ */
+/* ---- Rooms and destinations ------------------------------------------ */
 
 /*
  * A room is the conversation of two members. Its id is "low&high": the two
@@ -168,9 +164,7 @@ enum {
  *  READ events (so N's other sessions see what N has read). */
 #define CHATD_DEST_SIDE_PREFIX "/sub/chat/side/"
 
-/* ------------------------------------------------------------------------ */
-/* Opaque handles                                                           */
-/* ------------------------------------------------------------------------ */
+/* ---- Opaque handles -------------------------------------------------- */
 
 /** One plugin instance as the core knows it. Passed back to every service. */
 typedef struct chatd_ctx chatd_ctx;
@@ -189,9 +183,7 @@ typedef struct chatd_msg chatd_msg;
  */
 typedef struct chatd_completion chatd_completion;
 
-/* ------------------------------------------------------------------------ */
-/* Plain records (filled by stores, read by the core and transports)        */
-/* ------------------------------------------------------------------------ */
+/* ---- Plain records (filled by stores, read by the core and transports)  */
 
 /**
  * Does sized record or table `rec` (a pointer to `type`) cover `field`?
@@ -202,15 +194,10 @@ typedef struct chatd_completion chatd_completion;
     ((size_t)(rec)->size >= offsetof(type, field) + sizeof(((const type *)0)->field))
 
 /**
- * Row i of an array of records handed to a callback, indexed by the size the
- * writer declared in its rows (not by the reader's sizeof, which grows with
- * later minors). `rows` must have at least one row. E.g. in a
- * chatd_member_cb:
- *     for (size_t i = 0; i < n; i++) {
- *         const chatd_member *m = CHATD_ROW(chatd_member, rows, i);
- *         ...
- *     }
- * Read fields added after 1.0 only when CHATD_HAS says the row has them.
+ * Row i of an array of records handed to a callback (n > 0), indexed by the
+ * size the writer declared in its rows, not by the reader's sizeof (which
+ * grows with later minors):  const chatd_member *m = CHATD_ROW(chatd_member,
+ * rows, i);  Read fields added after 1.0 only when CHATD_HAS says so.
  */
 #define CHATD_ROW(type, rows, i)                                                                   \
     ((const type *)(const void *)((const char *)(rows) + (size_t)(i) * (size_t)(rows)->size))
@@ -262,19 +249,13 @@ typedef struct chatd_msg_fields {
     uint64_t up_to;  /**< READ: the last message id read; CHAT: 0 */
 } chatd_msg_fields;
 
-/* ------------------------------------------------------------------------ */
-/* Callbacks used by services and store queries                             */
-/* ------------------------------------------------------------------------ */
+/* ---- Callbacks used by services and store queries -------------------- */
 
-/*
- * Every callback below is called exactly once per call that takes it, on the
- * loop thread, possibly before that call returns. What it is passed is
- * borrowed for the duration of the callback. Which statuses a callback can
- * see is listed with the function that calls it ("Statuses:"); a status not
- * listed there is a bug to report. Statuses that say "the store's" pass on
- * whatever the store's hook answered (usually CHATD_ERR_IO or
- * CHATD_ERR_BUSY).
- */
+/* Every callback below is called exactly once per call that takes it, on the
+ * loop thread, possibly before that call returns; what it is passed is
+ * borrowed for the callback. The statuses it can see are listed with the
+ * function that calls it ("Statuses seen by cb:"); "the store's errors" are
+ * whatever the store's hook answered (usually CHATD_ERR_IO or _BUSY). */
 
 /** Loop-thread function queued with chatd_api.post() or a timer. */
 typedef void (*chatd_task_fn)(void *arg);
@@ -319,9 +300,7 @@ typedef void (*chatd_room_cb)(void *arg, chatd_status status, const char *room_i
  *  (borrowed), synchronously, before metrics_render returns. */
 typedef void (*chatd_write_fn)(void *arg, const char *data, size_t len);
 
-/* ------------------------------------------------------------------------ */
-/* Configuration keys a plugin accepts                                      */
-/* ------------------------------------------------------------------------ */
+/* ---- Configuration keys a plugin accepts ----------------------------- */
 
 /** Type of a config value; the core checks it before create is called. */
 typedef enum chatd_cfg_type {
@@ -343,9 +322,7 @@ typedef struct chatd_cfg_key {
     const char *help;          /**< one line, shown by chatd -h PLUGIN */
 } chatd_cfg_key;
 
-/* ------------------------------------------------------------------------ */
-/* Core services                                                            */
-/* ------------------------------------------------------------------------ */
+/* ---- Core services --------------------------------------------------- */
 
 /**
  * The core's services, passed to create(). Append-only. The core is of the
@@ -649,9 +626,7 @@ typedef struct chatd_api {
     int (*room_format)(char *buf, size_t cap, int64_t a, int64_t b);
 } chatd_api;
 
-/* ------------------------------------------------------------------------ */
-/* Per-kind hook tables                                                     */
-/* ------------------------------------------------------------------------ */
+/* ---- Per-kind hook tables -------------------------------------------- */
 
 /*
  * Every hook is called on the loop thread and must not block. A hook that
@@ -677,13 +652,11 @@ typedef struct chatd_queue_ops {
     uint32_t size;
     /** Mandatory. Make msg durable, then complete(done); later hand it back
      *  with chatd_api.consume(). msg borrowed: ref to keep.
-     *  Returns:
-     *    CHATD_ASYNC  accepted (normal); complete `done` later.
-     *    CHATD_OK     already durable; `done` is discarded by the core.
-     *    CHATD_ERR_BUSY, CHATD_ERR_UNAVAILABLE, CHATD_ERR_IO,
-     *    CHATD_ERR_NOMEM  refused; the publisher gets that status.
-     *    (CHATD_REJECT is a queue bug: the publisher gets
-     *    CHATD_ERR_INTERNAL.)
+     *  Returns: CHATD_ASYNC accepted (normal), complete `done` later;
+     *  CHATD_OK already durable (`done` is discarded by the core);
+     *  CHATD_ERR_BUSY, _UNAVAILABLE, _IO or _NOMEM refused, the publisher
+     *  gets that status. (CHATD_REJECT is a queue bug: the publisher gets
+     *  CHATD_ERR_INTERNAL.)
      *  Completes with: CHATD_OK durable (the publisher's RECEIPT); any
      *  error, passed to the publisher with the reason. CHATD_ERR_IO and
      *  CHATD_ERR_UNAVAILABLE mark the queue down (chatd_api.healthy 0) until
@@ -775,9 +748,7 @@ typedef struct chatd_filter_ops {
     chatd_status (*filter)(void *inst, chatd_msg *msg, chatd_completion *done);
 } chatd_filter_ops;
 
-/* ------------------------------------------------------------------------ */
-/* The descriptor                                                           */
-/* ------------------------------------------------------------------------ */
+/* ---- The descriptor -------------------------------------------------- */
 
 /**
  * What a plugin is. Returned by its entry symbol; static storage, never freed.
