@@ -31,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 1
+#define CHECKED_MINOR 2
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -241,7 +241,17 @@ static_assert(sizeof(CHATD_DEST_ROOM_PREFIX) == sizeof("/sub/chat/room/"),
 static_assert(sizeof(CHATD_DEST_SIDE_PREFIX) == sizeof("/sub/chat/side/"),
               "CHATD_DEST_SIDE_PREFIX");
 
-/* ---- append asserts of ABI 1.2 here ------------------------------------ */
+/* ---- ABI 1.2 ------------------------------------------------------------ */
+
+/* delivery: idempotency keys */
+CHATD_OFFSET(chatd_msg_fields, idem_key, 72);
+CHATD_SIZE_AT_LEAST(chatd_msg_fields, 80);
+CHATD_SIZE_AT_LEAST(chatd_api, 384);
+CHATD_OFFSET(chatd_api, msg_idem_key, 368);
+CHATD_OFFSET(chatd_api, core_limit, 376);
+CHATD_OFFSET(chatd_store_ops, idem_get, 80);
+
+/* ---- append asserts of ABI 1.3 here ------------------------------------ */
 
 int main(void)
 {

@@ -354,6 +354,19 @@ static int a_healthy(chatd_ctx *ctx)
            c->queue && c->queue->started && !c->queue->failed;
 }
 
+/* --- ABI 1.1 ---------------------------------------------------------- */
+
+static int64_t a_core_limit(chatd_ctx *ctx, const char *key)
+{
+    const cfg *c = ctx && ctx->core ? ctx->core->cfg : NULL;
+    if (!c || !key) return -1;
+    if (strcmp(key, "max_message_bytes") == 0) return c->max_message_bytes;
+    if (strcmp(key, "publish_rate") == 0) return c->publish_rate;
+    if (strcmp(key, "idempotency_window") == 0) return c->idempotency_window;
+    if (strcmp(key, "max_pending") == 0) return c->max_pending;
+    return -1;
+}
+
 static const chatd_api api = {
     .size = sizeof(chatd_api),
     .abi_major = CHATD_ABI_MAJOR,
@@ -402,6 +415,8 @@ static const chatd_api api = {
     .room_parse = room_parse,
     .msg_room_members = msg_room_members,
     .room_format = room_format,
+    .msg_idem_key = msg_idem_key,
+    .core_limit = a_core_limit,
 };
 
 const chatd_api *api_table(void)

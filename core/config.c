@@ -67,6 +67,13 @@ static const chatd_cfg_key core_keys[] = {
      .min = 1,
      .max = 64,
      .help = "threads hashing passwords"},
+    {.name = "idempotency_window",
+     .type = CHATD_CFG_INT,
+     .default_value = "86400",
+     .min = 1,
+     .max = INT64_C(31536000),
+     .help = "seconds a SEND's idempotency key is remembered (a retry within it is not stored "
+             "again)"},
     {.name = NULL},
 };
 
@@ -564,6 +571,7 @@ int cfg_check_core(cfg *c)
     c->max_pending = core_int(s, "max_pending");
     c->stop_timeout = core_int(s, "stop_timeout");
     c->auth_threads = core_int(s, "auth_threads");
+    c->idempotency_window = core_int(s, "idempotency_window");
     c->plugin_dir = pd ? pd->value : NULL;
     return 0;
 }

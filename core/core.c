@@ -132,7 +132,9 @@ core *core_new(cfg *cf)
     }
     c->metrics = metrics_new();
     c->members = members_new(c);
-    if (!c->metrics || !c->members || load_all(c) != 0 || !(c->pipeline = pipeline_new(c))) {
+    c->idem = idem_new(c);
+    if (!c->metrics || !c->members || !c->idem || load_all(c) != 0 ||
+        !(c->pipeline = pipeline_new(c))) {
         core_free(c);
         return NULL;
     }
@@ -469,6 +471,7 @@ void core_free(core *c)
     if (c->sig_hup) event_free(c->sig_hup);
     post_free(&c->post);
     pipeline_free(c->pipeline);
+    idem_free(c->idem);
     members_free(c->members);
     metrics_free(c->metrics);
     completion_cleanup(c);

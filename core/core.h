@@ -89,6 +89,8 @@ typedef struct cfg {
     int64_t max_pending;       /**< publishes in flight */
     int64_t stop_timeout;      /**< seconds per stop phase */
     int64_t auth_threads;      /**< password hashing threads */
+
+    int64_t idempotency_window; /**< seconds a SEND's idempotency key is remembered */
 } cfg;
 
 /** Name of the core's own section. */
@@ -185,6 +187,12 @@ const char *msg_writer(const chatd_msg *m);
 const char *msg_text(const chatd_msg *m, size_t *len);
 int64_t msg_time_ms(const chatd_msg *m);
 uint64_t msg_up_to(const chatd_msg *m);
+/** The sender's idempotency key (CHAT only), NULL when none. */
+const char *msg_idem_key(const chatd_msg *m);
+/** Longest idempotency key, in characters. */
+#define IDEM_KEY_MAX 128
+/** 1..IDEM_KEY_MAX characters, each visible ASCII (0x21-0x7e)? */
+bool idem_key_valid(const char *key);
 const char *msg_json(chatd_msg *m, size_t *len);
 chatd_status msg_set_text(chatd_msg *m, const char *text, size_t len);
 /** Allow or forbid msg_set_text (only during the filter stage). */
@@ -303,6 +311,32 @@ void pipeline_consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_stat
 /** Publishes and consumes in flight. */
 size_t pipeline_pending(const pipeline *p);
 
+/* ----------------------------------------------------------------- idem.c */
+
+typedef struct idem idem;
+typedef struct idem_entry idem_entry;
+/** Reason given with CHATD_ERR_EXISTS to a publish answered by its original. */
+#define IDEM_REPLAY_REASON "already published with this idempotency key"
+
+idem *idem_new(core *c);
+/** At shutdown, after the plugins are destroyed: waiters are dropped. */
+void idem_free(idem *d);
+/** When (member, key) is in flight, queue cb to get its outcome and return 1
+ *  (cb may already have been called, on NOMEM); else 0. */
+int idem_join(core *c, int64_t member_id, const char *key, chatd_publish_cb cb, void *arg);
+/** Register (member, key) as in flight; NULL when out of memory. */
+idem_entry *idem_begin(core *c, int64_t member_id, const char *key);
+/** The in-flight publish finished with st (msg: the message on OK, or the
+ *  original on CHATD_ERR_EXISTS): answer every waiter and forget the entry. */
+void idem_end(core *c, idem_entry *e, chatd_status st, const char *reason, chatd_msg *msg);
+/** Result of idem_lookup: CHATD_OK with the original (borrowed), or
+ *  CHATD_ERR_NOTFOUND, or the store's error. */
+typedef void (*idem_lookup_cb)(void *arg, chatd_status st, chatd_msg *orig);
+/** Ask the store for the message member_id published with key within the
+ *  idempotency window before now_ms. */
+void idem_lookup(core *c, int64_t member_id, const char *key, int64_t now_ms, idem_lookup_cb cb,
+                 void *arg);
+
 /* ----------------------------------------------------------------- auth.c */
 
 typedef struct auth auth;
@@ -360,6 +394,7 @@ struct core {
     metrics *metrics;
     members *members;
     pipeline *pipeline;
+    idem *idem;
     auth *auth;
     void *completions; /**< completion.c state */
 

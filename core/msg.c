@@ -33,7 +33,8 @@ struct chatd_msg {
     char *writer;
     char *text;
     size_t text_len;
-    char *json; /* cached wire form */
+    char *idem_key; /* the sender's idempotency key, NULL when none */
+    char *json;     /* cached wire form */
     size_t json_len;
 };
 
@@ -119,6 +120,16 @@ static int time_parse_iso(const char *s, int64_t *out)
     return 0;
 }
 
+bool idem_key_valid(const char *key)
+{
+    size_t n = 0;
+    if (!key) return false;
+    for (; key[n]; n++)
+        if ((unsigned char)key[n] < 0x21 || (unsigned char)key[n] > 0x7e || n >= IDEM_KEY_MAX)
+            return false;
+    return n > 0;
+}
+
 chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
 {
     *out = NULL;
@@ -131,6 +142,11 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
         return CHATD_ERR_INVALID;
     const char *text = "";
     size_t text_len = 0;
+    const char *key = f->size >= offsetof(chatd_msg_fields, idem_key) + sizeof(f->idem_key) &&
+                              f->kind == CHATD_MSG_CHAT
+                          ? f->idem_key
+                          : NULL;
+    if (key && !idem_key_valid(key)) return CHATD_ERR_INVALID;
     if (f->kind == CHATD_MSG_CHAT) {
         if (!f->text || !utf8_valid(f->text, f->text_len)) return CHATD_ERR_INVALID;
         text = f->text;
@@ -151,7 +167,8 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
     m->room = strdup(room);
     m->writer = strdup(f->writer);
     m->text = malloc(text_len + 1);
-    if (!m->room || !m->writer || !m->text) {
+    m->idem_key = key ? strdup(key) : NULL;
+    if (!m->room || !m->writer || !m->text || (key && !m->idem_key)) {
         msg_unref(m);
         return CHATD_ERR_NOMEM;
     }
@@ -174,6 +191,7 @@ void msg_unref(chatd_msg *m)
     free(m->room);
     free(m->writer);
     free(m->text);
+    free(m->idem_key);
     free(m->json);
     free(m);
 }
@@ -210,6 +228,10 @@ int64_t msg_time_ms(const chatd_msg *m)
 uint64_t msg_up_to(const chatd_msg *m)
 {
     return m->up_to;
+}
+const char *msg_idem_key(const chatd_msg *m)
+{
+    return m->idem_key;
 }
 
 const char *msg_text(const chatd_msg *m, size_t *len)
@@ -278,6 +300,7 @@ const char *msg_json(chatd_msg *m, size_t *len)
     rc |= add_int(o, "writerId", m->writer_id);
     if (chat) {
         rc |= add_str(o, "message", m->text, m->text_len);
+        if (m->idem_key) rc |= add_str(o, "idempotencyKey", m->idem_key, strlen(m->idem_key));
     } else {
         rc |= add_int(o, "memberId", m->writer_id);
         rc |= add_u64(o, "upTo", m->up_to);
@@ -352,6 +375,10 @@ chatd_status msg_parse_json(const char *json, size_t len, chatd_msg **out)
     if (f.kind == CHATD_MSG_CHAT) {
         f.text = get_str(o, "message", &f.text_len);
         if (!f.text) goto out;
+        json_object *k;
+        if (json_object_object_get_ex(o, "idempotencyKey", &k) &&
+            !(f.idem_key = get_str(o, "idempotencyKey", NULL)))
+            goto out;
     } else {
         int64_t member;
         if (get_id(o, "upTo", &f.up_to) != 0 || get_int(o, "memberId", &member) != 0 ||

@@ -72,6 +72,9 @@ typedef struct pub_req {
     chatd_msg *msg;
     size_t next_filter;
     double t0;
+    char *idem_key;     /* the sender's idempotency key, NULL when none */
+    idem_entry *idem;   /* in-flight registration of (writer_id, idem_key) */
+    char *writer_login; /* kept while the store looks the key up */
 } pub_req;
 
 /* One consume, from pipeline_consume to con_finish. */
@@ -90,6 +93,7 @@ static const char *pub_refusal(const pipeline *p, const chatd_msg_fields *f, cha
 static bool rate_ok(pipeline *p, int64_t member_id);
 static void pub_room(void *arg, chatd_status st, const char *room, int64_t peer,
                      const member_entry *writer);
+static void pub_idem_looked(void *arg, chatd_status st, chatd_msg *orig);
 static void pub_build(pub_req *r, const member_entry *writer);
 /* filters */
 static void pub_filters(pub_req *r);
@@ -118,6 +122,10 @@ void pipeline_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
     if (!cb) return;
     chatd_status st = CHATD_OK;
     const char *why = pub_refusal(p, f, &st);
+    const char *key = !why && f->kind == CHATD_MSG_CHAT &&
+                              f->size >= offsetof(chatd_msg_fields, idem_key) + sizeof(f->idem_key)
+                          ? f->idem_key
+                          : NULL;
     if (!why && !rate_ok(p, f->writer_id)) {
         st = CHATD_ERR_BUSY;
         why = "publish rate exceeded, slow down";
@@ -127,7 +135,15 @@ void pipeline_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
         cb(arg, st, why, NULL);
         return;
     }
+    /* the same key in flight on this node: answered with its outcome */
+    if (key && idem_join(c, f->writer_id, key, cb, arg)) return;
     pub_req *r = calloc(1, sizeof(*r));
+    if (r && key &&
+        (!(r->idem_key = strdup(key)) || !(r->idem = idem_begin(c, f->writer_id, key)))) {
+        free(r->idem_key);
+        free(r);
+        r = NULL;
+    }
     if (!r) {
         cb(arg, CHATD_ERR_NOMEM, "out of memory", NULL);
         return;
@@ -143,6 +159,8 @@ void pipeline_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
     if (f->kind == CHATD_MSG_CHAT) {
         r->text = malloc(f->text_len + 1);
         if (!r->text) {
+            idem_end(c, r->idem, CHATD_ERR_NOMEM, "out of memory", NULL);
+            free(r->idem_key);
             free(r);
             cb(arg, CHATD_ERR_NOMEM, "out of memory", NULL);
             return;
@@ -175,6 +193,10 @@ static const char *pub_refusal(const pipeline *p, const chatd_msg_fields *f, cha
         if (!utf8_valid(f->text, f->text_len)) return "message is not valid UTF-8";
     }
     if (f->kind == CHATD_MSG_READ && f->up_to == 0) return "read event without upTo";
+    if (f->kind == CHATD_MSG_CHAT &&
+        f->size >= offsetof(chatd_msg_fields, idem_key) + sizeof(f->idem_key) && f->idem_key &&
+        !idem_key_valid(f->idem_key))
+        return "malformed idempotency key (1 to 128 visible ASCII characters)";
     if (p->publishing >= (size_t)c->cfg->max_pending) {
         *st = CHATD_ERR_BUSY;
         return "too many messages in flight, retry later";
@@ -234,7 +256,32 @@ static void pub_room(void *arg, chatd_status st, const char *room, int64_t peer,
         return;
     }
     snprintf(r->room, sizeof(r->room), "%s", room);
+    if (r->idem) {
+        if (!(r->writer_login = strdup(writer->login_id))) {
+            pub_finish(r, CHATD_ERR_NOMEM, "out of memory");
+            return;
+        }
+        idem_lookup(r->core, r->writer_id, r->idem_key, clock_wall_ms(), pub_idem_looked, r);
+        return;
+    }
     pub_build(r, writer);
+}
+
+/* The store's answer for the idempotency key: the original, or go on. */
+static void pub_idem_looked(void *arg, chatd_status st, chatd_msg *orig)
+{
+    pub_req *r = arg;
+    if (st == CHATD_OK) {
+        r->msg = msg_ref(orig);
+        pub_finish(r, CHATD_ERR_EXISTS, IDEM_REPLAY_REASON);
+    } else if (st == CHATD_ERR_NOTFOUND) {
+        member_entry writer = {.id = r->writer_id, .login_id = r->writer_login};
+        pub_build(r, &writer);
+    } else {
+        pub_finish(r, st,
+                   st == CHATD_ERR_NOMEM ? "out of memory"
+                                         : "cannot check the idempotency key now, retry later");
+    }
 }
 
 /* Stamp id and time and build the message, then run the filters. */
@@ -251,6 +298,7 @@ static void pub_build(pub_req *r, const member_entry *writer)
         .text = r->text ? r->text : "",
         .text_len = r->text_len,
         .up_to = r->up_to,
+        .idem_key = r->idem_key,
     };
     f.time_ms = ids_time_ms(f.id); /* the id's time, so both always agree */
     chatd_status st = msg_create(&f, &r->msg);
@@ -366,6 +414,9 @@ static void pub_finish(pub_req *r, chatd_status st, const char *reason)
     if (st == CHATD_OK) {
         metrics_counter_add(r->core->metrics, "chatd_messages_published_total", "core", 1);
         r->cb(r->arg, CHATD_OK, NULL, r->msg);
+    } else if (st == CHATD_ERR_EXISTS && r->msg) { /* answered by the original */
+        metrics_counter_add(r->core->metrics, "chatd_idempotent_replays_total", "core", 1);
+        r->cb(r->arg, st, IDEM_REPLAY_REASON, r->msg);
     } else {
         if (st != CHATD_REJECT)
             count_error(r->core, st);
@@ -376,8 +427,11 @@ static void pub_finish(pub_req *r, chatd_status st, const char *reason)
                 api_status_str(st), reason ? reason : "-");
         r->cb(r->arg, st, reason ? reason : api_status_str(st), NULL);
     }
+    idem_end(r->core, r->idem, st, reason, r->msg);
     msg_unref(r->msg);
     free(r->text);
+    free(r->idem_key);
+    free(r->writer_login);
     free(r);
 }
 

@@ -60,9 +60,11 @@ extern "C" {
 
 /** ABI version this header describes. See the ABI promise above.
  *  1.1 appended: CHATD_ROW, CHATD_HAS, the room, destination and history
- *  constants, chatd_api.room_parse, msg_room_members and room_format. */
+ *  constants, chatd_api.room_parse, msg_room_members and room_format.
+ *  1.2 appended: idempotency keys (chatd_msg_fields.idem_key,
+ *  chatd_api.msg_idem_key and core_limit, chatd_store_ops.idem_get). */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 1
+#define CHATD_ABI_MINOR 2
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -247,6 +249,11 @@ typedef struct chatd_msg_fields {
     size_t text_len;
     int64_t time_ms; /**< 0 on publish (the core stamps it) */
     uint64_t up_to;  /**< READ: the last message id read; CHAT: 0 */
+    /* --- ABI 1.2: read only when `size` covers the field ------------------ */
+    /** CHAT: the sender's idempotency key, 1 to 128 visible ASCII characters
+     *  (0x21-0x7e), or NULL. On publish the core refuses a malformed key
+     *  (CHATD_ERR_INVALID); stores pass back the key they kept. Copied. */
+    const char *idem_key;
 } chatd_msg_fields;
 
 /* ---- Callbacks used by services and store queries -------------------- */
@@ -262,7 +269,13 @@ typedef void (*chatd_task_fn)(void *arg);
 
 /** Result of chatd_api.publish. On CHATD_OK `msg` is the message as queued
  *  (borrowed: ref it to keep it) and `reason` is NULL; otherwise `msg` is
- *  NULL and `reason` a human-readable cause (borrowed), never NULL. */
+ *  NULL (but see 1.2 below) and `reason` a human-readable cause (borrowed),
+ *  never NULL.
+ *  ABI 1.2: CHATD_ERR_EXISTS with a non-NULL `msg` answers a publish whose
+ *  idempotency key (chatd_msg_fields.idem_key) the same member already used
+ *  within the idempotency window: nothing new was published, `msg` is the
+ *  original message (durable), and `reason` says so. Only publishes that
+ *  carry a key can see it. */
 typedef void (*chatd_publish_cb)(void *arg, chatd_status status, const char *reason,
                                  chatd_msg *msg);
 
@@ -482,6 +495,10 @@ typedef struct chatd_api {
      *   CHATD_ERR_IO           the queue's backend failed.
      *   CHATD_ERR_NOMEM        out of memory (this message only).
      *   CHATD_ERR_INTERNAL     the queue answered CHATD_REJECT (a queue bug).
+     *   CHATD_ERR_EXISTS       (1.2, only with f->idem_key) the member already
+     *                          published this key within idempotency_window:
+     *                          msg is that original message, nothing new was
+     *                          published. A malformed key is CHATD_ERR_INVALID.
      *   Any other error a filter or the queue answers is passed on as is.
      */
     void (*publish)(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_cb cb, void *arg);
@@ -624,6 +641,18 @@ typedef struct chatd_api {
      *  b is not positive, a == b, or cap is too small (buf is then "" if
      *  cap > 0). A buffer of CHATD_ROOM_ID_MAX always fits. Any thread. */
     int (*room_format)(char *buf, size_t cap, int64_t a, int64_t b);
+
+    /* --- ABI 1.2: check `size` (or abi_minor >= 2) before calling --------- */
+
+    /** The message's idempotency key (borrowed from msg), or NULL when it was
+     *  published without one. Any thread. */
+    const char *(*msg_idem_key)(const chatd_msg *msg);
+
+    /** Value of an integer key of the core's own [chatd] section, for limits a
+     *  plugin must apply exactly as the core does: "max_message_bytes" (bytes),
+     *  "publish_rate", "idempotency_window" (seconds), "max_pending". Returns
+     *  -1 for any other key. Any thread. */
+    int64_t (*core_limit)(chatd_ctx *ctx, const char *key);
 } chatd_api;
 
 /* ---- Per-kind hook tables -------------------------------------------- */
@@ -731,6 +760,27 @@ typedef struct chatd_store_ops {
      *  error. */
     void (*history)(void *inst, const char *room_id, uint64_t before, unsigned limit,
                     chatd_history_cb cb, void *arg);
+
+    /* --- ABI 1.2: optional; the core checks `size` and NULL --------------- */
+
+    /**
+     * Idempotency memory. persist() of a CHAT message that carries a key
+     * (chatd_api.msg_idem_key) records (writer_id, key) -> message id in the
+     * same transaction as the message; when the store already holds that
+     * (writer_id, key) for another message newer than the window
+     * (chatd_api.core_limit "idempotency_window" seconds before the new
+     * message's time), the new message is a duplicate: nothing is written and
+     * persist completes CHATD_OK. Records older than the window may be
+     * deleted at any time.
+     *
+     * idem_get: the CHAT message member_id published with `key` at or after
+     * since_ms (Unix ms): cb(arg, CHATD_OK, &msg, 1, 0), msg built with
+     * msg_new and carrying its key; CHATD_ERR_NOTFOUND with n 0 when there is
+     * none; CHATD_ERR_IO / CHATD_ERR_UNAVAILABLE when the store cannot say.
+     * `key` borrowed for the call. Loop thread; cb exactly once.
+     */
+    void (*idem_get)(void *inst, int64_t member_id, const char *key, int64_t since_ms,
+                     chatd_history_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

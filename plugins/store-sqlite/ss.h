@@ -39,6 +39,9 @@ enum {
     W_MEMBER_INSERT,
     W_SESSION_PUT,
     W_SESSION_DEL,
+    W_IDEM_CLAIM,
+    W_IDEM_OWNER,
+    W_IDEM_PURGE,
     W_COUNT
 };
 
@@ -50,6 +53,7 @@ enum {
     R_SESSION_GET,
     R_ROOM_LIST,
     R_HISTORY,
+    R_IDEM_GET,
     R_COUNT
 };
 
@@ -76,6 +80,7 @@ typedef struct ss_job {
     chatd_msg_kind mkind;
     int64_t id, writer_id, peer_id, time_ms, up_to;
     const char *room, *writer, *text;
+    const char *idem_key; /* the sender's idempotency key, NULL when none */
     size_t text_len;
 
     /* member_create / session_* */
@@ -99,6 +104,7 @@ typedef struct ss {
     chatd_ctx *ctx;
     char *path;
     int64_t batch_max, busy_ms, max_pending;
+    int64_t idem_window_ms; /* the core's idempotency_window */
 
     sqlite3 *rdb; /* loop thread */
     sqlite3_stmt *r[R_COUNT];
@@ -123,6 +129,7 @@ typedef struct ss {
     /* writer thread only (after start) */
     sqlite3 *wdb;
     sqlite3_stmt *w[W_COUNT];
+    int64_t idem_purged_ms; /* last purge of expired idempotency keys */
 } ss;
 
 /* ss_writer.c: write hooks, the writer thread, and the loop side of results */
@@ -143,5 +150,7 @@ void ss_session_get(void *inst, const char *token_hash, chatd_session_cb cb, voi
 void ss_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg);
 void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit,
                 chatd_history_cb cb, void *arg);
+void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
+                 chatd_history_cb cb, void *arg);
 
 #endif /* SS_H */

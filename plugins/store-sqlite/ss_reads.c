@@ -30,6 +30,9 @@ const char *const ss_rsql[R_COUNT] = {
                     " LIMIT ?2",
     [R_HISTORY] = "SELECT id, writer_id, writer, text, time_ms FROM messages"
                   " WHERE room_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+    [R_IDEM_GET] = "SELECT m.id, m.room_id, m.writer_id, m.writer, m.text, m.time_ms"
+                   " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
+                   " WHERE i.member_id = ?1 AND i.idem_key = ?2 AND i.time_ms >= ?3",
 };
 
 /*
@@ -361,4 +364,52 @@ void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit
     cb(arg, CHATD_OK, msgs, n, next);
     for (i = 0; i < n; i++)
         api->msg_unref(msgs[i]);
+}
+
+void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
+                 chatd_history_cb cb, void *arg)
+{
+    ss *s = inst;
+    const chatd_api *api = s->api;
+    sqlite3_stmt *st;
+    chatd_msg *msg = NULL;
+    chatd_status status = CHATD_ERR_NOTFOUND;
+    int rc;
+
+    if (!cb) return;
+    if (!key || member_id <= 0) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    if (!s->rdb) {
+        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    st = ss_rstmt(s, R_IDEM_GET);
+    sqlite3_bind_int64(st, 1, member_id);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, since_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        chatd_msg_fields f = {.size = sizeof(f), .kind = CHATD_MSG_CHAT};
+        f.id = (uint64_t)sqlite3_column_int64(st, 0);
+        f.room_id = ss_col(NULL, st, 1);
+        f.writer_id = sqlite3_column_int64(st, 2);
+        f.writer = ss_col(NULL, st, 3);
+        f.text = ss_col(NULL, st, 4);
+        f.text_len = (size_t)sqlite3_column_bytes(st, 4);
+        f.time_ms = sqlite3_column_int64(st, 5);
+        f.idem_key = key;
+        msg = api->msg_new(s->ctx, &f);
+        status = msg ? CHATD_OK : CHATD_ERR_NOMEM;
+        if (!msg)
+            api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " (out of memory)",
+                     f.id);
+    } else if (rc != SQLITE_DONE) {
+        ss_rlog(s, "looking up an idempotency key", rc);
+        status = CHATD_ERR_IO;
+    }
+    sqlite3_reset(st);
+    cb(arg, status, msg ? &msg : NULL, msg ? 1 : 0, 0);
+    if (msg) api->msg_unref(msg);
 }

@@ -66,7 +66,17 @@ const char *const ss_wsql[W_COUNT] = {
     [W_SESSION_PUT] = "INSERT OR REPLACE INTO sessions(token_hash, member_id, expires_ms)"
                       " VALUES(?1, ?2, ?3)",
     [W_SESSION_DEL] = "DELETE FROM sessions WHERE token_hash = ?1",
+    /* the first message of (writer, key) owns it; an expired owner is replaced */
+    [W_IDEM_CLAIM] = "INSERT INTO idempotency(member_id, idem_key, msg_id, time_ms)"
+                     " VALUES(?1, ?2, ?3, ?4) ON CONFLICT(member_id, idem_key) DO UPDATE SET"
+                     " msg_id = excluded.msg_id, time_ms = excluded.time_ms"
+                     " WHERE idempotency.time_ms < ?5",
+    [W_IDEM_OWNER] = "SELECT msg_id FROM idempotency WHERE member_id = ?1 AND idem_key = ?2",
+    [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE time_ms < ?1",
 };
+
+/* Once a minute (writer thread): forget keys older than the window. */
+#define SS_IDEM_PURGE_EVERY_MS 60000
 
 /* Parse "a&b" (decimal ids > 0). Returns 0 on success. */
 static int ss_parse_room(const char *room, int64_t *a, int64_t *b)
@@ -121,6 +131,46 @@ static void ss_wlog(ss *s, const char *what, int rc)
                 what, s->path, sqlite3_errmsg(s->wdb), rc);
 }
 
+/* Claim (writer, key) for message j; *dup when another message owns it. */
+static chatd_status ss_idem_claim(ss *s, ss_job *j, int *dup)
+{
+    sqlite3_stmt *st = s->w[W_IDEM_CLAIM];
+    int rc;
+
+    if (j->time_ms - s->idem_purged_ms >= SS_IDEM_PURGE_EVERY_MS) {
+        sqlite3_bind_int64(s->w[W_IDEM_PURGE], 1, j->time_ms - s->idem_window_ms);
+        rc = ss_wstep(s, W_IDEM_PURGE);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "forgetting expired idempotency keys", rc);
+            return CHATD_ERR_IO;
+        }
+        s->idem_purged_ms = j->time_ms;
+    }
+    sqlite3_bind_int64(st, 1, j->writer_id);
+    sqlite3_bind_text(st, 2, j->idem_key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->id);
+    sqlite3_bind_int64(st, 4, j->time_ms);
+    sqlite3_bind_int64(st, 5, j->time_ms - s->idem_window_ms);
+    rc = ss_wstep(s, W_IDEM_CLAIM);
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "recording an idempotency key", rc);
+        return CHATD_ERR_IO;
+    }
+    st = s->w[W_IDEM_OWNER];
+    sqlite3_bind_int64(st, 1, j->writer_id);
+    sqlite3_bind_text(st, 2, j->idem_key, -1, SQLITE_STATIC);
+    rc = sqlite3_step(st);
+    *dup = rc == SQLITE_ROW && sqlite3_column_int64(st, 0) != j->id;
+    if (rc == SQLITE_ROW) rc = SQLITE_DONE;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "reading an idempotency key", rc);
+        return CHATD_ERR_IO;
+    }
+    return CHATD_OK;
+}
+
 static chatd_status ss_run_persist(ss *s, ss_job *j)
 {
     sqlite3_stmt *st;
@@ -137,6 +187,13 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
             return CHATD_ERR_IO;
         }
         return CHATD_OK;
+    }
+
+    if (j->idem_key) {
+        int dup = 0;
+        chatd_status ist = ss_idem_claim(s, j, &dup);
+        if (ist != CHATD_OK) return ist;
+        if (dup) return CHATD_OK; /* another message owns the key: store nothing */
     }
 
     st = s->w[W_MSG_INSERT];
@@ -506,6 +563,7 @@ chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done)
         return CHATD_ERR_INVALID;
     }
     j->time_ms = api->msg_time_ms(msg);
+    j->idem_key = j->mkind == CHATD_MSG_CHAT ? api->msg_idem_key(msg) : NULL;
     j->up_to = (int64_t)(api->msg_up_to(msg) > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX
                                                                    : api->msg_up_to(msg));
     ss_stage(s, j);

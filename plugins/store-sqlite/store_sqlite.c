@@ -67,6 +67,14 @@ static const char *const ss_migrations[] = {
     " last_read_id INTEGER NOT NULL DEFAULT 0,"
     " PRIMARY KEY(member_id, room_id));"
     "CREATE INDEX rooms_member_last ON rooms(member_id, last_ms);",
+    /* 1 -> 2: idempotency keys of SENDs, (writer, key) -> message */
+    "CREATE TABLE idempotency("
+    " member_id INTEGER NOT NULL,"
+    " idem_key TEXT NOT NULL,"
+    " msg_id INTEGER NOT NULL,"
+    " time_ms INTEGER NOT NULL,"
+    " PRIMARY KEY(member_id, idem_key));"
+    "CREATE INDEX idempotency_time ON idempotency(time_ms);",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
@@ -134,6 +142,7 @@ static chatd_status ss_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->batch_max = pc_cfg_int(api, ctx, "batch_max");
     s->busy_ms = pc_cfg_int(api, ctx, "busy_timeout_ms");
     s->max_pending = pc_cfg_int(api, ctx, "max_pending");
+    s->idem_window_ms = api->core_limit(ctx, "idempotency_window") * 1000;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s->path);
         free(s);
@@ -397,6 +406,7 @@ static const chatd_store_ops ss_ops = {
     .session_del = ss_session_del,
     .room_list = ss_room_list,
     .history = ss_history,
+    .idem_get = ss_idem_get,
 };
 
 static const chatd_plugin_desc ss_desc = {

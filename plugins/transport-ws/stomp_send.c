@@ -21,6 +21,7 @@ struct tw_tx_send {
     char *body;
     size_t len;
     char *receipt;
+    char *key; /* idempotency-key header, NULL when none */
 };
 
 struct tw_tx {
@@ -45,6 +46,7 @@ static void tx_free(tw_tx *t)
         free(t->sends[i].dest);
         free(t->sends[i].body);
         free(t->sends[i].receipt);
+        free(t->sends[i].key);
     }
     free(t->sends);
     free(t->name);
@@ -82,6 +84,7 @@ struct pub_req {
     tw_conn *c;
     char *receipt;
     struct tw_group *grp;
+    int chat; /* a SEND to /pub/chat/message: its RECEIPT names the message */
 };
 
 static int refusal_code(chatd_status st)
@@ -109,13 +112,20 @@ static void group_done(tw_conn *c, struct tw_group *g)
 
 static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg *msg)
 {
-    (void)msg;
     struct pub_req *p = arg;
     tw_conn *c = p->c;
     c->inflight--;
     if (!c->closed) {
-        if (st == CHATD_OK) {
-            tw_stomp_receipt(c, p->receipt);
+        /* EXISTS with the message: a retry answered by the original */
+        if (st == CHATD_OK || (st == CHATD_ERR_EXISTS && msg)) {
+            if (p->receipt && p->chat && msg) {
+                char id[24];
+                snprintf(id, sizeof(id), "%" PRIu64, c->srv->api->msg_id(msg));
+                tw_hdr h[] = {{"receipt-id", p->receipt}, {"message-id", id}};
+                tw_stomp_send_frame(c, "RECEIPT", h, 2, NULL, NULL, 0);
+            } else {
+                tw_stomp_receipt(c, p->receipt);
+            }
         } else {
             char m[300];
             snprintf(m, sizeof(m), "message refused: %s",
@@ -136,7 +146,7 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
 
 /* Publish one SEND. Returns 0, or -1 after an ERROR was sent. */
 static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len,
-                      const char *receipt, struct tw_group *grp)
+                      const char *receipt, const char *key, struct tw_group *grp)
 {
     tw_server *srv = c->srv;
     chatd_msg_fields f;
@@ -180,6 +190,7 @@ static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len
     f.room_id = room;
     if (chat) {
         f.kind = CHATD_MSG_CHAT;
+        f.idem_key = key; /* validated by the core */
         f.text = tw_json_str(o, "message", &f.text_len);
         if (!f.text) {
             json_object_put(o);
@@ -211,6 +222,7 @@ static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len
     }
     p->c = c;
     p->grp = grp;
+    p->chat = chat;
     if (grp) grp->remaining++;
     tw_conn_ref(c);
     c->inflight++;
@@ -226,12 +238,13 @@ void tw_stomp_on_send(tw_conn *c, const stomp_frame *f)
     const char *dest = stomp_frame_header(f, "destination");
     const char *receipt = stomp_frame_header(f, "receipt");
     const char *txn = stomp_frame_header(f, "transaction");
+    const char *key = stomp_frame_header(f, "idempotency-key");
     if (!dest) {
         tw_stomp_error(c, "SEND needs a destination header", receipt, WS_CLOSE_PROTOCOL);
         return;
     }
     if (!txn) {
-        do_publish(c, dest, f->body, f->body_len, receipt, NULL);
+        do_publish(c, dest, f->body, f->body_len, receipt, key, NULL);
         return;
     }
     tw_tx *t = tx_take(c, txn, 0);
@@ -254,10 +267,12 @@ void tw_stomp_on_send(tw_conn *c, const stomp_frame *f)
     s->body = malloc(f->body_len + 1);
     s->len = f->body_len;
     s->receipt = receipt ? strdup(receipt) : NULL;
-    if (!s->dest || !s->body || (receipt && !s->receipt)) {
+    s->key = key ? strdup(key) : NULL;
+    if (!s->dest || !s->body || (receipt && !s->receipt) || (key && !s->key)) {
         free(s->dest);
         free(s->body);
         free(s->receipt);
+        free(s->key);
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
         return;
     }
@@ -320,7 +335,7 @@ void tw_stomp_on_commit(tw_conn *c, const stomp_frame *f, int commit)
     tw_conn_ref(c);
     for (size_t i = 0; i < t->n && !c->closed && c->st == TW_ST_CONNECTED; i++)
         if (do_publish(c, t->sends[i].dest, t->sends[i].body, t->sends[i].len, t->sends[i].receipt,
-                       g) != 0)
+                       t->sends[i].key, g) != 0)
             g->failed = 1;
     tx_free(t);
     group_done(c, g);
