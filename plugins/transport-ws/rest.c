@@ -184,7 +184,7 @@ static struct rest_op *op_new(tw_conn *c, int kind)
 }
 
 /* parse the JSON object body of a POST; responds and returns NULL on error */
-static json_object *body_json(tw_conn *c, const http_request *req)
+json_object *tw_rest_body_json(tw_conn *c, const http_request *req)
 {
     const char *ct = http_request_header(req, "Content-Type");
     if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
@@ -476,7 +476,7 @@ static struct rest_op *post_begin(tw_conn *c, const http_request *req, json_obje
                                   const char *const *keys, const char **vals, size_t n,
                                   int nonempty, const char *missing)
 {
-    if (!(*o = body_json(c, req))) {
+    if (!(*o = tw_rest_body_json(c, req))) {
         tw_http_done(c);
         return NULL;
     }
@@ -620,8 +620,13 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         }
         return 1;
     }
+    if (post && kind == OP_HISTORY) {
+        tw_rest_send(c, req, room);
+        return 1;
+    }
     if (!get) {
-        tw_http_method_not_allowed(c, kind == OP_MEMBERS ? "GET, POST" : "GET");
+        tw_http_method_not_allowed(c,
+                                   kind == OP_MEMBERS || kind == OP_HISTORY ? "GET, POST" : "GET");
         return 1;
     }
     struct rest_op *op = op_new(c, kind);

@@ -171,6 +171,12 @@ const char *tw_status_text(int status);
 
 /* rest.c: /api/..., /healthz, /metrics. Returns 1 when the path is its. */
 int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const char *query);
+/* The JSON object body of a POST; answers the error (not done) and returns
+ * NULL when it is not one. The caller puts the object. */
+struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);
+
+/* rest_send.c: POST /api/rooms/{room}/messages (room percent-decoded) */
+void tw_rest_send(tw_conn *c, const http_request *req, const char *room);
 int tw_status_http(chatd_status st);
 char *tw_request_token(const http_request *req, int *from_cookie);
 char *tw_cookie_get(const char *cookies, const char *name);
