@@ -57,13 +57,18 @@ test('SENDs retried after a SIGKILL between SEND and RECEIPT are stored and deli
             ca.watchForReceipt(receipt, (f) => {
                 before.set(i, f.headers['message-id']);
                 if (before.size >= KILL_AFTER) resolve();
-                else if (sent < N) sendNext();
+                // keep WINDOW in flight until chatd is dead
+                if (sent < N && ca.connected) sendNext();
             });
-            ca.publish({
-                destination: MSG,
-                body: JSON.stringify({ roomId: room, message: `m${i}` }),
-                headers: { 'content-type': 'application/json', receipt, 'idempotency-key': keys[i] },
-            });
+            try {
+                ca.publish({
+                    destination: MSG,
+                    body: JSON.stringify({ roomId: room, message: `m${i}` }),
+                    headers: { 'content-type': 'application/json', receipt, 'idempotency-key': keys[i] },
+                });
+            } catch {
+                // the socket is gone: chatd was killed; the retry covers it
+            }
         };
         for (let k = 0; k < WINDOW; k++) sendNext();
     });
