@@ -251,6 +251,10 @@ CHATD_OFFSET(chatd_api, msg_idem_key, 368);
 CHATD_OFFSET(chatd_api, core_limit, 376);
 CHATD_OFFSET(chatd_store_ops, idem_get, 80);
 
+/* one copy of the room-refusal texts */
+CHATD_SIZE_AT_LEAST(chatd_api, 392);
+CHATD_OFFSET(chatd_api, room_refusal, 384);
+
 /* ---- append asserts of ABI 1.3 here ------------------------------------ */
 
 int main(void)

@@ -417,6 +417,7 @@ static const chatd_api api = {
     .room_format = room_format,
     .msg_idem_key = msg_idem_key,
     .core_limit = a_core_limit,
+    .room_refusal = room_refusal,
 };
 
 const chatd_api *api_table(void)

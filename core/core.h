@@ -288,6 +288,9 @@ chatd_status room_parse(const char *room, int64_t *low, int64_t *high);
  *  that make no room or a buffer too small (CHATD_ROOM_ID_MAX always fits).
  *  Any thread. */
 int room_format(char *buf, size_t cap, int64_t a, int64_t b);
+/** chatd_api.room_refusal: what a client is told when a room check answered
+ *  st (the one copy of these texts). Static. */
+const char *room_refusal(chatd_status st);
 /** Result of members_room_check_entry: on CHATD_OK the canonical room, the
  *  peer and the cached entry of the member who asked (all borrowed). */
 typedef void (*room_entry_cb)(void *arg, chatd_status status, const char *room, int64_t peer,

@@ -176,6 +176,22 @@ int room_format(char *buf, size_t cap, int64_t a, int64_t b)
     return n;
 }
 
+const char *room_refusal(chatd_status st)
+{
+    switch (st) {
+    case CHATD_ERR_FORBIDDEN:
+        return "forbidden: you are not a member of this room";
+    case CHATD_ERR_NOTFOUND:
+        return "no such room: unknown member id";
+    case CHATD_ERR_INVALID:
+        return "malformed room id (use a&b of member ids)";
+    case CHATD_ERR_NOMEM:
+        return "out of memory";
+    default:
+        return "room check failed";
+    }
+}
+
 /* Room check: look up both members (the cache usually has them), then
  * answer with the asking member's entry. */
 typedef struct room_req {

@@ -247,12 +247,7 @@ static void pub_room(void *arg, chatd_status st, const char *room, int64_t peer,
     (void)peer;
     pub_req *r = arg;
     if (st != CHATD_OK) {
-        pub_finish(r, st,
-                   st == CHATD_ERR_FORBIDDEN  ? "you are not a member of this room"
-                   : st == CHATD_ERR_NOTFOUND ? "no such member in this room"
-                   : st == CHATD_ERR_INVALID  ? "malformed room id (expected \"a&b\")"
-                   : st == CHATD_ERR_NOMEM    ? "out of memory"
-                                              : "room check failed");
+        pub_finish(r, st, room_refusal(st));
         return;
     }
     snprintf(r->room, sizeof(r->room), "%s", room);

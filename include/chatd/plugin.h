@@ -653,6 +653,12 @@ typedef struct chatd_api {
      *  "publish_rate", "idempotency_window" (seconds), "max_pending". Returns
      *  -1 for any other key. Any thread. */
     int64_t (*core_limit)(chatd_ctx *ctx, const char *key);
+
+    /** The text a client is shown when a room check (room_check, or the
+     *  room step of publish) answered `st`: e.g. CHATD_ERR_FORBIDDEN gives
+     *  "forbidden: you are not a member of this room". Static; never NULL.
+     *  Any thread. */
+    const char *(*room_refusal)(chatd_status st);
 } chatd_api;
 
 /* ---- Per-kind hook tables -------------------------------------------- */

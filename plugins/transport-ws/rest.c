@@ -390,7 +390,7 @@ static void history_room_cb(void *arg, chatd_status st, const char *room_id, int
     struct rest_op *op = arg;
     tw_conn *c = op->c;
     if (c->closed || st != CHATD_OK) {
-        if (!c->closed) respond_status(c, st, tw_room_refusal(st));
+        if (!c->closed) respond_status(c, st, c->srv->api->room_refusal(st));
         op_finish(op);
         return;
     }

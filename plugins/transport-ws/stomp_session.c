@@ -299,7 +299,7 @@ static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t pee
     if (c->closed) goto out;
     c->busy = 0;
     if (st != CHATD_OK) {
-        tw_stomp_error(c, tw_room_refusal(st), r->receipt,
+        tw_stomp_error(c, c->srv->api->room_refusal(st), r->receipt,
                        st == CHATD_ERR_INVALID ? WS_CLOSE_PROTOCOL : WS_CLOSE_POLICY);
         goto out;
     }

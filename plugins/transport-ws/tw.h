@@ -214,7 +214,5 @@ int tw_parse_u64(const char *s, uint64_t *out);
  * a string, or holding U+0000. */
 const char *tw_json_str(struct json_object *o, const char *key, size_t *len);
 int tw_room_canon(const char *in, char *out, size_t outsz);
-/* Text for a failed room check (forbidden, unknown member, malformed). */
-const char *tw_room_refusal(chatd_status st);
 
 #endif

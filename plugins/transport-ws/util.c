@@ -82,17 +82,3 @@ int tw_room_canon(const char *in, char *out, size_t outsz)
     int n = snprintf(out, outsz, "%" PRId64 "&%" PRId64, x < y ? x : y, x < y ? y : x);
     return n > 0 && (size_t)n < outsz ? 0 : -1;
 }
-
-const char *tw_room_refusal(chatd_status st)
-{
-    switch (st) {
-    case CHATD_ERR_FORBIDDEN:
-        return "forbidden: you are not a member of this room";
-    case CHATD_ERR_NOTFOUND:
-        return "no such room: unknown member id";
-    case CHATD_ERR_INVALID:
-        return "malformed room id (use a&b of member ids)";
-    default:
-        return "room check failed";
-    }
-}
