@@ -29,7 +29,9 @@
 #define PG_BATCH_MAX_LIMIT 8192 /* 6 parameters per message stays under 65535 */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 1
+#define PG_SCHEMA_VERSION 2     /* the last entry of the migrations in pg_sql.c */
+/* SQLSTATE raised when a message id is stored already with other content */
+#define PG_SQLSTATE_ID_TAKEN "CH001"
 
 #define LOG(st, lvl, ...) (st)->api->log((st)->ctx, (lvl), __VA_ARGS__)
 

@@ -102,12 +102,22 @@ void batch_done(pg_store *st, pg_req *r)
         if (!st->p_head) st->p_tail = NULL;
         st->npending--;
         if (st->solo_left > 0) st->solo_left--;
-        LOG(st, CHATD_LOG_ERROR,
-            "PostgreSQL refused message %" PRIu64 " (%s%s%s); the queue"
-            " will redeliver it",
-            st->api->msg_id(p->msg), r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
-        snprintf(reason, sizeof(reason), "database error: %s", r->err);
-        st->api->complete(p->done, CHATD_ERR_IO, reason);
+        if (strcmp(r->sqlstate, PG_SQLSTATE_ID_TAKEN) == 0) {
+            st->api->counter_add(st->ctx, "chatd_store_id_conflicts_total", 1);
+            LOG(st, CHATD_LOG_ERROR,
+                "message id %" PRIu64 " (room %s, writer %lld) is already stored with different"
+                " content: refused; two nodes share a node_id or a node's clock went back"
+                " (give each node its own node_id)",
+                st->api->msg_id(p->msg), st->api->msg_room(p->msg),
+                (long long)st->api->msg_writer_id(p->msg));
+            st->api->complete(p->done, CHATD_ERR_EXISTS, "its id is taken by another message");
+        } else {
+            LOG(st, CHATD_LOG_ERROR,
+                "PostgreSQL refused message %" PRIu64 " (%s%s%s); the queue will redeliver it",
+                st->api->msg_id(p->msg), r->err, r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
+            snprintf(reason, sizeof(reason), "database error: %s", r->err);
+            st->api->complete(p->done, CHATD_ERR_IO, reason);
+        }
         st->api->msg_unref(p->msg);
         free(p);
     }

@@ -56,13 +56,32 @@ static const char *const migration_v1[] = {
     NULL,
 };
 
+/* Version 2: an id stored with other content is an error (SQLSTATE
+ * PG_SQLSTATE_ID_TAKEN), never a silent "already stored". Called per input
+ * row of the CHAT insert below; a redelivery of the same message passes. */
+static const char *const migration_v2[] = {
+    "CREATE FUNCTION chatd_check_id(p_id bigint, p_room text, p_writer_id bigint,"
+    " p_writer text, p_message text, p_ms bigint) RETURNS boolean LANGUAGE plpgsql AS $f$"
+    " BEGIN"
+    "  PERFORM 1 FROM messages m WHERE m.id = p_id AND (m.room_id, m.writer_id, m.writer,"
+    "   m.message, m.created_ms) IS DISTINCT FROM (p_room, p_writer_id, p_writer, p_message,"
+    "   p_ms);"
+    "  IF FOUND THEN"
+    "   RAISE EXCEPTION 'message id % is already stored with different content', p_id"
+    "    USING ERRCODE = '" PG_SQLSTATE_ID_TAKEN "';"
+    "  END IF;"
+    "  RETURN true;"
+    " END $f$",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
     {1, migration_v1},
+    {2, migration_v2},
 };
-#define PG_SCHEMA_VERSION 1
 
 /* Room summaries of a run of CHAT messages: `input` rows are inserted
  * idempotently; only rows really inserted (RETURNING) feed the upsert of both
@@ -78,6 +97,7 @@ static const char sql_chat_tail[] =
     "), ins AS ("
     " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms)"
     " SELECT id, room_id, writer_id, writer, message, created_ms FROM input"
+    " WHERE chatd_check_id(id, room_id, writer_id, writer, message, created_ms)"
     " ON CONFLICT (id) DO NOTHING"
     " RETURNING id, room_id, writer_id, message, created_ms"
     "), pairs AS ("

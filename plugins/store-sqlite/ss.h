@@ -33,6 +33,7 @@ enum {
     W_RELEASE,
     W_ROLLBACK_TO,
     W_MSG_INSERT,
+    W_MSG_SAME,
     W_ROOM_WRITER,
     W_ROOM_PEER,
     W_ROOM_READ,

@@ -31,6 +31,9 @@ const char *const ss_wsql[W_COUNT] = {
     [W_ROLLBACK_TO] = "ROLLBACK TO job",
     [W_MSG_INSERT] = "INSERT OR IGNORE INTO messages(id, room_id, writer_id, writer, text, time_ms)"
                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    /* a row when the stored message of that id is this one */
+    [W_MSG_SAME] = "SELECT 1 FROM messages WHERE id = ?1 AND room_id = ?2 AND writer_id = ?3"
+                   " AND writer = ?4 AND text = ?5 AND time_ms = ?6",
     /* writer: newest message, everything up to it read, unread recounted */
     [W_ROOM_WRITER] =
         "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
@@ -171,6 +174,42 @@ static chatd_status ss_idem_claim(ss *s, ss_job *j, int *dup)
     return CHATD_OK;
 }
 
+/* Bind ?1..?6 of W_MSG_INSERT / W_MSG_SAME to the message of j. */
+static void ss_bind_msg(sqlite3_stmt *st, const ss_job *j)
+{
+    sqlite3_bind_int64(st, 1, j->id);
+    sqlite3_bind_text(st, 2, j->room, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, j->writer_id);
+    sqlite3_bind_text(st, 4, j->writer, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, j->time_ms);
+}
+
+/* The id of j is stored already: a redelivery of the same message is fine,
+ * another message with that id (two nodes with one node_id, a clock that
+ * went back) is refused, never acknowledged as if it were stored. */
+static chatd_status ss_check_same(ss *s, ss_job *j)
+{
+    sqlite3_stmt *st = s->w[W_MSG_SAME];
+    int rc;
+
+    ss_bind_msg(st, j);
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc == SQLITE_ROW) return CHATD_OK;
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "comparing a redelivered message", rc);
+        return CHATD_ERR_IO;
+    }
+    s->api->log(s->ctx, CHATD_LOG_ERROR,
+                "message id %lld (room %s, writer %lld) is already stored with different "
+                "content: refused; two nodes share a node_id or a node's clock went back "
+                "(give each node its own node_id)",
+                (long long)j->id, j->room, (long long)j->writer_id);
+    return CHATD_ERR_EXISTS;
+}
+
 static chatd_status ss_run_persist(ss *s, ss_job *j)
 {
     sqlite3_stmt *st;
@@ -196,20 +235,13 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
         if (dup) return CHATD_OK; /* another message owns the key: store nothing */
     }
 
-    st = s->w[W_MSG_INSERT];
-    sqlite3_bind_int64(st, 1, j->id);
-    sqlite3_bind_text(st, 2, j->room, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, j->writer_id);
-    sqlite3_bind_text(st, 4, j->writer, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 6, j->time_ms);
+    ss_bind_msg(s->w[W_MSG_INSERT], j);
     rc = ss_wstep(s, W_MSG_INSERT);
     if (rc != SQLITE_DONE) {
         ss_wlog(s, "inserting a message", rc);
         return CHATD_ERR_IO;
     }
-    if (sqlite3_changes(s->wdb) == 0)
-        return CHATD_OK; /* already stored: redelivery changes nothing */
+    if (sqlite3_changes(s->wdb) == 0) return ss_check_same(s, j); /* a redelivery changes nothing */
 
     for (int w = W_ROOM_WRITER; w <= W_ROOM_PEER; w++) {
         int64_t member = w == W_ROOM_WRITER ? j->writer_id : j->peer_id;
@@ -411,8 +443,12 @@ void ss_finish_job(ss *s, ss_job *j)
 
     switch (j->kind) {
     case JOB_PERSIST:
+        if (j->status == CHATD_ERR_EXISTS)
+            s->api->counter_add(s->ctx, "chatd_store_id_conflicts_total", 1);
         s->api->complete(j->done, j->status,
-                         j->status == CHATD_OK ? NULL : "the message could not be committed");
+                         j->status == CHATD_OK           ? NULL
+                         : j->status == CHATD_ERR_EXISTS ? "its id is taken by another message"
+                                                         : "the message could not be committed");
         s->api->msg_unref(j->msg);
         break;
     case JOB_MEMBER_CREATE:

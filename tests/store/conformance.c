@@ -21,7 +21,8 @@
  * already holds data. CHATD_TEST_DEBUG=1 shows the plugin's debug log;
  * CMOCKA_MESSAGE_OUTPUT=TAP gives TAP output.
  *
- * Cases: members, sessions, idempotent insert, history paging, room
+ * Cases: members, sessions, idempotent insert (and an id taken by another
+ * message: CHATD_ERR_EXISTS, counted), history paging, room
  * summaries, read marks, batched commits, non-ASCII text, 64 KiB messages,
  * the max_pending bound (when the store has that key; CHATD_ERR_BUSY),
  * durability across a stop/start of the store, and across a crash: a child

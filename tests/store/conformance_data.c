@@ -193,13 +193,18 @@ void test_idempotent_insert(void **state)
     history_wait h;
     room_copy rb;
     size_t len;
+    uint64_t conflicts;
     (void)state;
 
     room_of(a, b, room, sizeof(room));
     assert_int_equal(st_chat(id, room, a, "idem-a", "first", t), CHATD_OK);
-    /* redelivery of the same id (even with other content) changes nothing */
+    /* redelivery of the same message changes nothing */
     assert_int_equal(st_chat(id, room, a, "idem-a", "first", t), CHATD_OK);
-    assert_int_equal(st_chat(id, room, a, "idem-a", "second", t + 5), CHATD_OK);
+    /* another message with that id is refused and counted, never "stored" */
+    conflicts = testcore_counter("chatd_store_id_conflicts_total");
+    assert_int_equal(st_chat(id, room, a, "idem-a", "second", t + 5), CHATD_ERR_EXISTS);
+    assert_int_equal(st_chat(id, room, b, "idem-b", "first", t), CHATD_ERR_EXISTS);
+    assert_int_equal(testcore_counter("chatd_store_id_conflicts_total"), conflicts + 2);
 
     st_history(room, 0, 50, &h);
     assert_int_equal(h.n, 1);

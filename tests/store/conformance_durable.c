@@ -205,6 +205,7 @@ void test_durable_across_restart(void **state)
     int64_t a = make_member("dur-a", "Durable A"), b = make_member("dur-b", "Durable B");
     char la[96], room[64];
     uint64_t id = next_id();
+    int64_t t0 = A->now_ms();
     member_copy mc;
     history_wait h;
     size_t len;
@@ -213,7 +214,7 @@ void test_durable_across_restart(void **state)
 
     snprintf(la, sizeof(la), "dur-a-%s", g_run);
     room_of(a, b, room, sizeof(room));
-    assert_int_equal(st_chat(id, room, a, la, "kept across restarts 유지", A->now_ms()), CHATD_OK);
+    assert_int_equal(st_chat(id, room, a, la, "kept across restarts 유지", t0), CHATD_OK);
     /* persists issued right before stop are committed by stop */
     {
         chatd_msg *m = new_chat(next_id(), room, a, la, "in flight at stop", 17, A->now_ms());
@@ -239,8 +240,10 @@ void test_durable_across_restart(void **state)
     assert_int_equal(r.unread, 2);
     free(r.last_message);
 
-    /* the same id after the restart is still a duplicate */
-    assert_int_equal(st_chat(id, room, a, la, "duplicate", A->now_ms()), CHATD_OK);
+    /* the same message after the restart is still a duplicate; another one
+     * with its id is still refused */
+    assert_int_equal(st_chat(id, room, a, la, "kept across restarts 유지", t0), CHATD_OK);
+    assert_int_equal(st_chat(id, room, a, la, "duplicate", A->now_ms()), CHATD_ERR_EXISTS);
     st_history(room, 0, 10, &h);
     assert_int_equal(h.n, 2);
     history_free(&h);
