@@ -78,9 +78,10 @@ concurrent_migration() {
     done
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     [ $rc -eq 0 ] || { tail -n 20 "$CHATD_OUT"/pg-multi-*.log >&2; return 1; }
-    v=$(psql "$ci" -X -A -t -c "SELECT string_agg(version::text, ',') FROM chatd_schema")
+    v=$(psql "$ci" -X -A -t -c "SELECT string_agg(version::text, ',' ORDER BY version) FROM chatd_schema")
     echo "50-pg: schema versions recorded: $v" >&2
-    [ "$v" = "1" ]
+    # every migration of plugins/store-pg/pg_sql.c recorded once: 1,2,...,N
+    [ "$v" = "$(seq -s, 1 "${v##*,}")" ]
 }
 step concurrent-migration concurrent_migration
 
