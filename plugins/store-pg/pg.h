@@ -33,6 +33,9 @@
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 
+/* The server settings a RECEIPT's durability rests on, as two columns. */
+#define PG_DURABILITY_COLS "current_setting('fsync'), current_setting('synchronous_commit')"
+
 #define LOG(st, lvl, ...) (st)->api->log((st)->ctx, (lvl), __VA_ARGS__)
 
 typedef enum pg_state {
@@ -95,6 +98,8 @@ typedef struct pg_store {
     size_t max_pending;
     int64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms, stop_timeout_ms;
     int64_t query_timeout_ms;
+    int allow_unsafe;  /* allow_unsafe_durability: accept fsync / synchronous_commit off */
+    int unsafe_logged; /* the warning about accepting them was logged */
 
     pg_state state;
     int ever_ready; /* the first connection succeeded once */
@@ -171,6 +176,10 @@ int64_t parse_i64(const char *s);
 void req_fail_cb(pg_store *st, pg_req *r, chatd_status status);
 /* A hook's request finished: deliver its rows or its error. */
 void hook_finish(pg_store *st, pg_req *r);
+/* Could a RECEIPT precede durability on a server with these settings (the
+ * two columns of PG_DURABILITY_COLS)? Logs what to change. 1: refuse this
+ * server (unless allow_unsafe_durability), 0: go on. */
+int pg_durability_refused(pg_store *st, const char *fsync, const char *sync_commit);
 /* Complete a waiting stop once nothing is left. */
 void check_stop_done(pg_store *st);
 

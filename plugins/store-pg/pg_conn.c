@@ -262,6 +262,11 @@ static void req_finish(pg_store *st, pg_req *r)
         if (r->kind == REQ_MIGRATE_CHECK) {
             pg_req *apply;
             st->schema_version = r->res ? (int)parse_i64(PQgetvalue(r->res, 0, 0)) : 0;
+            if (!r->res ||
+                pg_durability_refused(st, PQgetvalue(r->res, 0, 1), PQgetvalue(r->res, 0, 2))) {
+                conn_lost(st, "its durability settings are refused (see the error above)");
+                return;
+            }
             if (st->schema_version > PG_SCHEMA_VERSION) {
                 char buf[128];
                 snprintf(buf, sizeof(buf),

@@ -290,13 +290,15 @@ int req_send(pg_store *st, pg_req *r)
     switch (r->kind) {
     case REQ_MIGRATE_CHECK: {
         const char *key[1] = {PG_ADVISORY_KEY};
-        ok = send_q(st, "BEGIN", 0, NULL, NULL, NULL) &&
-             send_q(st, "SELECT pg_advisory_xact_lock($1::bigint)", 1, key, NULL, NULL) &&
-             send_q(st,
-                    "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())",
-                    0, NULL, NULL, NULL) &&
-             send_q(st, "SELECT coalesce(max(version), 0) FROM chatd_schema", 0, NULL, NULL, NULL);
+        ok =
+            send_q(st, "BEGIN", 0, NULL, NULL, NULL) &&
+            send_q(st, "SELECT pg_advisory_xact_lock($1::bigint)", 1, key, NULL, NULL) &&
+            send_q(st,
+                   "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
+                   " applied_at timestamptz NOT NULL DEFAULT now())",
+                   0, NULL, NULL, NULL) &&
+            send_q(st, "SELECT coalesce(max(version), 0), " PG_DURABILITY_COLS " FROM chatd_schema",
+                   0, NULL, NULL, NULL);
         r->main_q = 3;
         break;
     }

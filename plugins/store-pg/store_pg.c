@@ -515,6 +515,11 @@ static const chatd_cfg_key pg_cfg_keys[] = {
      .min = 0,
      .max = 3600000,
      .help = "drop and reopen the connection when a query waits longer than this (0: never)"},
+    {.name = "allow_unsafe_durability",
+     .type = CHATD_CFG_BOOL,
+     .default_value = "false",
+     .help = "accept a PostgreSQL with fsync or synchronous_commit off (a RECEIPT may then "
+             "precede durability: throw-away test databases only)"},
     {.name = NULL},
 };
 
@@ -556,6 +561,7 @@ static chatd_status pg_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     st->connect_timeout_ms = pc_cfg_int(api, ctx, "connect_timeout_ms");
     st->stop_timeout_ms = pc_cfg_int(api, ctx, "stop_timeout_ms");
     st->query_timeout_ms = pc_cfg_int(api, ctx, "query_timeout_ms");
+    st->allow_unsafe = pc_cfg_bool(api, ctx, "allow_unsafe_durability");
     if (st->reconnect_max_ms < st->reconnect_min_ms) st->reconnect_max_ms = st->reconnect_min_ms;
     st->backoff_ms = st->reconnect_min_ms;
     if (!st->base) {
@@ -580,11 +586,76 @@ static chatd_status pg_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     return CHATD_OK;
 }
 
+int pg_durability_refused(pg_store *st, const char *fsync, const char *sync_commit)
+{
+    const char *what = NULL;
+
+    if (!fsync || strcmp(fsync, "on") != 0)
+        what = "fsync is off: a crash of the server's host can lose commits that were"
+               " acknowledged; set fsync = on in postgresql.conf and reload PostgreSQL";
+    else if (!sync_commit || strcmp(sync_commit, "off") == 0)
+        what = "synchronous_commit is off: a commit is acknowledged before its WAL is on disk;"
+               " set synchronous_commit = on (postgresql.conf, or ALTER ROLE ... SET"
+               " synchronous_commit = on for chatd's role)";
+    if (!what) return 0;
+    if (st->allow_unsafe) {
+        if (!st->unsafe_logged)
+            LOG(st, CHATD_LOG_WARN,
+                "PostgreSQL %s; accepted because allow_unsafe_durability = true: a RECEIPT"
+                " may precede durability (use this for tests only)",
+                what);
+        st->unsafe_logged = 1;
+        return 0;
+    }
+    LOG(st, CHATD_LOG_ERROR,
+        "refusing this PostgreSQL, a RECEIPT could precede durability: %s (or set"
+        " allow_unsafe_durability = true in [%s] for a throw-away test database)",
+        what, st->api->instance_name(st->ctx));
+    return 1;
+}
+
+/* Before serving anyone: when PostgreSQL can be reached, refuse to start on
+ * one whose settings could acknowledge a message before it is durable. The
+ * one blocking connection of this plugin (bounded by connect_timeout_ms),
+ * made at start-up like store-sqlite's open; a server that cannot be reached
+ * now is checked at each connection instead. 0: go on, -1: refuse. */
+static int pg_start_check(pg_store *st)
+{
+    char secs[24];
+    const char *keys[] = {"dbname", "connect_timeout", NULL};
+    const char *vals[] = {st->conninfo, secs, NULL};
+    PGconn *c;
+    PGresult *res;
+    int refused = 0;
+
+    /* libpq waits whole seconds, at least 2 */
+    snprintf(secs, sizeof(secs), "%" PRId64,
+             st->connect_timeout_ms < 2000 ? 2 : (st->connect_timeout_ms + 999) / 1000);
+    c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        char buf[PG_ERR_LEN];
+        copy_err(buf, sizeof(buf), c ? PQerrorMessage(c) : "out of memory");
+        LOG(st, CHATD_LOG_WARN,
+            "PostgreSQL is not reachable at start (%s); starting anyway: messages wait for it"
+            " and its settings are checked when it connects",
+            buf);
+        PQfinish(c);
+        return 0;
+    }
+    res = PQexec(c, "SELECT " PG_DURABILITY_COLS);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        refused = pg_durability_refused(st, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+    PQclear(res);
+    PQfinish(c);
+    return refused ? -1 : 0;
+}
+
 static chatd_status pg_start(void *inst)
 {
     pg_store *st = inst;
     struct timeval second = {1, 0};
     if (st->state != PG_IDLE) return CHATD_OK;
+    if (pg_start_check(st) != 0) return CHATD_ERR_INVALID;
     if (st->query_timeout_ms > 0 && event_add(st->ev_watch, &second) != 0)
         LOG(st, CHATD_LOG_WARN,
             "could not arm the query watchdog (libevent); a server that"

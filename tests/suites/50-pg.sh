@@ -10,7 +10,8 @@
 #      with @stomp/stompjs while PostgreSQL stops and starts; every message that
 #      got a RECEIPT is stored exactly once (tests/plugins/store-pg/outage.mjs, checked with psql);
 #      and with PostgreSQL down, publishes beyond store.max_pending are refused
-#      with a STOMP ERROR (tests/plugins/store-pg/busy.mjs);
+#      with a STOMP ERROR (tests/plugins/store-pg/busy.mjs); a server with fsync
+#      or synchronous_commit off is refused at start (tests/plugins/store-pg/unsafe.sh);
 #   5. the end-to-end chat suites (tests/e2e/) against chatd on PostgreSQL.
 # The server runs in a temp dir on 127.0.0.1 and a free port, and is stopped
 # and removed at the end (tests/plugins/store-pg/pg-start.sh, pg-stop.sh).
@@ -124,6 +125,10 @@ busy_e2e() {
         { echo "50-pg: no max_pending refusal logged in $log" >&2; return 1; }
 }
 step busy-e2e busy_e2e
+
+# 4c. a server on which a RECEIPT could precede durability (fsync or
+# synchronous_commit off) is refused at start, unless allowed explicitly
+step unsafe-settings "$CHATD_TOP/tests/plugins/store-pg/unsafe.sh"
 
 # 5. the end-to-end chat suites on PostgreSQL
 step e2e-pg env CHATD_E2E_NAME=e2e-pg "$CHATD_TOP/tests/e2e/run.sh" \

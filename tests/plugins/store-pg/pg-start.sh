@@ -34,13 +34,14 @@ as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=
     >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; echo "pg-start: initdb failed (log above)" >&2; exit 1; }
 
 # Settings go into the cluster's own config so that a plain restart (the outage
-# tests: pg_ctl stop, then pg_ctl start) keeps them. fsync off: a test cluster,
-# thrown away at the end.
+# tests: pg_ctl stop, then pg_ctl start) keeps them. fsync stays on (the
+# default, said here to be plain): store-pg refuses a server that could
+# acknowledge a commit before it is durable, and the tests check durability.
 cat >>"$dir/data/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
-fsync = off
+fsync = on
 max_connections = 100
 CONF
 as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >&2 || { cat "$dir/server.log" >&2; echo "pg-start: pg_ctl start failed (log above)" >&2; exit 1; }
