@@ -11,6 +11,7 @@
  *                    store, retries, backpressure), fan-out, rebalance
  *   qk_binding.c     librdkafka bound to the core's libevent loop (queue
  *                    pipes, polls, keepalive) and librdkafka's log callbacks
+ *   qk_topic_check.c the topic's replication, checked at start
  * Not installed; not part of the ABI.
  */
 #ifndef QK_H
@@ -145,7 +146,9 @@ struct qk {
     int32_t nheld_parts;
     int64_t nheld;
     int64_t gate_timeout_ms;
-    int assigned_once; /* the persist consumer has had an assignment */
+    int64_t min_insync_replicas; /* the replication the topic must have */
+    int64_t check_timeout_ms;    /* the start-up topic check waits this long */
+    int assigned_once;           /* the persist consumer has had an assignment */
     uint64_t assign_gen;
     struct event *gate_tick;
 
@@ -207,5 +210,9 @@ void qk_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partit
 int qk_client_start(struct qk *qk, struct qk_client *c);
 void qk_client_unbind(struct qk_client *c);
 void qk_client_destroy(struct qk_client *c);
+
+/* qk_topic_check.c: does the topic have the replication chatd requires
+ * (start-up only; blocks up to check_timeout)? 0: yes, -1: refuse (logged). */
+int qk_topic_check(struct qk *qk);
 
 #endif /* QK_H */

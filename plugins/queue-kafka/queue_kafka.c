@@ -100,6 +100,19 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .min = 0,
      .max = 600000,
      .help = "ms a fan-out or RECEIPT waits at most for the local store to commit its message"},
+    {.name = "min_insync_replicas",
+     .type = CHATD_CFG_INT,
+     .default_value = "2",
+     .min = 1,
+     .max = 100,
+     .help = "refuse to start unless the topic has at least this replication factor and "
+             "min.insync.replicas (1: no check)"},
+    {.name = "check_timeout",
+     .type = CHATD_CFG_INT,
+     .default_value = "10000",
+     .min = 100,
+     .max = 600000,
+     .help = "ms the start-up check of the topic waits for the brokers"},
     {.name = "kafka.",
      .type = CHATD_CFG_STRING,
      .help =
@@ -329,6 +342,8 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     qk->stop_timeout_ms = pc_cfg_int(api, ctx, "stop_timeout");
     qk->fanout_lookback_ms = pc_cfg_int(api, ctx, "fanout_lookback");
     qk->gate_timeout_ms = pc_cfg_int(api, ctx, "gate_timeout");
+    qk->min_insync_replicas = pc_cfg_int(api, ctx, "min_insync_replicas");
+    qk->check_timeout_ms = pc_cfg_int(api, ctx, "check_timeout");
     if (!qk->topic || !*qk->topic) {
         api->cfg_error(ctx, "topic", "must not be empty");
         failed = 1;
@@ -426,6 +441,7 @@ static chatd_status qk_start(void *inst)
                      rd_kafka_err2str(rd_kafka_last_error()));
         return CHATD_ERR_IO;
     }
+    if (qk_topic_check(qk) != 0) return CHATD_ERR_INVALID;
     if (qk->persist && qk_client_start(qk, &qk->cl[QK_PERSIST]) != 0) return CHATD_ERR_IO;
     if (qk->persist) {
         int rc = pthread_create(&qk->cq_thread, NULL, qk_cq_main, qk);

@@ -8,7 +8,9 @@
 #      chat; every message reaches every subscriber once, in order per room,
 #      and is stored once (tests/plugins/queue-kafka/multinode.mjs);
 #   3. faults: kill -9 of a node mid-stream and its restart; every broker
-#      down and back up (tests/plugins/queue-kafka/faults.mjs).
+#      down and back up (tests/plugins/queue-kafka/faults.mjs);
+#   4. a topic with too little replication is refused at start
+#      (tests/plugins/queue-kafka/topic-check.sh).
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
 # $CHATD_OUT/kafka-*.log.
 set -euo pipefail
@@ -87,7 +89,10 @@ kafka_sets=(--set "queue.kafka.bootstrap.servers=$boot"
     --set "queue.kafka.consumer.heartbeat.interval.ms=500"
     --set "queue.kafka.consumer.fetch.wait.max.ms=10"
     --set "queue.kafka.topic.metadata.refresh.interval.ms=2000"
-    --set "queue.stop_timeout=8000")
+    --set "queue.stop_timeout=8000"
+    # the mock cluster does not answer DescribeConfigs: the start-up check of
+    # the topic's replication is tested on its own (4., topic-check.sh)
+    --set "queue.min_insync_replicas=1")
 fails=()
 
 # ---- 1. single node: the e2e suites --------------------------------------------
@@ -204,6 +209,14 @@ for i in 1 2 3; do
     fi
     rm -f "$work/node$i.pid"
 done
+
+say "4. the topic's replication is checked at start"
+if timeout --kill-after=10 180 bash "$CHATD_TOP/tests/plugins/queue-kafka/topic-check.sh"; then
+    say "4. ok"
+else
+    fails+=("topic-check")
+    say "4. FAILED"
+fi
 
 if [ ${#fails[@]} -gt 0 ]; then
     die "${fails[*]}"

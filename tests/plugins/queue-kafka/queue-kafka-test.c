@@ -181,6 +181,7 @@ static void conf_init(struct conf *c, const char *name, const char *group)
     c->name = name;
     c->n = 0;
     conf_set(c, "kafka.bootstrap.servers", bootstrap);
+    conf_set(c, "min_insync_replicas", "1"); /* the mock does not answer DescribeConfigs */
     conf_set(c, "kafka.consumer.session.timeout.ms", "6000");
     conf_set(c, "kafka.consumer.auto.commit.interval.ms", "200");
     conf_set(c, "kafka.consumer.fetch.wait.max.ms", "10");
