@@ -26,7 +26,8 @@
 #define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256
-#define PG_BATCH_MAX_LIMIT 8192 /* 6 parameters per message stays under 65535 */
+#define PG_CHAT_PARAMS 7        /* bound parameters per CHAT message of a batch */
+#define PG_BATCH_MAX_LIMIT 8192 /* PG_CHAT_PARAMS per message stays under 65535 */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
 #define PG_SCHEMA_VERSION 2     /* the last entry of the migrations in pg_sql.c */

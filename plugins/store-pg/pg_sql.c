@@ -92,7 +92,7 @@ static const struct {
  * on `messages` do not see this statement's own inserts, hence the two terms),
  * else unread grows by the peer's new messages after last_read_id. */
 static const char sql_chat_head[] =
-    "WITH input (id, room_id, writer_id, writer, message, created_ms) AS (VALUES ";
+    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id) AS (VALUES ";
 static const char sql_chat_tail[] =
     "), ins AS ("
     " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms)"
@@ -102,9 +102,8 @@ static const char sql_chat_tail[] =
     " RETURNING id, room_id, writer_id, message, created_ms"
     "), pairs AS ("
     " SELECT i.id, i.room_id, i.writer_id, p.member_id, p.peer_id FROM ins i"
-    " CROSS JOIN LATERAL (VALUES"
-    "  (split_part(i.room_id, '&', 1)::bigint, split_part(i.room_id, '&', 2)::bigint),"
-    "  (split_part(i.room_id, '&', 2)::bigint, split_part(i.room_id, '&', 1)::bigint))"
+    " JOIN (SELECT DISTINCT ON (id) id, peer_id FROM input) n ON n.id = i.id"
+    " CROSS JOIN LATERAL (VALUES (i.writer_id, n.peer_id), (n.peer_id, i.writer_id))"
     "  AS p (member_id, peer_id)"
     "), agg AS ("
     " SELECT member_id, room_id, min(peer_id) AS peer_id, max(id) AS last_id,"
@@ -207,12 +206,12 @@ static int send_batch(pg_store *st, size_t n)
         size_t run = 0;
         for (pg_pending *q = p; q && run < n && api->msg_kind(q->msg) == kind; q = q->next)
             run++;
-        int per = kind == CHATD_MSG_CHAT ? 6 : 3;
+        int per = kind == CHATD_MSG_CHAT ? PG_CHAT_PARAMS : 3;
         size_t np = run * (size_t)per;
         const char **vals = calloc(np, sizeof(*vals));
         int *lens = calloc(np, sizeof(*lens));
         int *fmts = calloc(np, sizeof(*fmts));
-        char(*nums)[24] = calloc(run * 3, sizeof(*nums));
+        char(*nums)[24] = calloc(run * 4, sizeof(*nums));
         sbuf sql = {0};
         if (!vals || !lens || !fmts || !nums) {
             ok = 0;
@@ -220,13 +219,17 @@ static int send_batch(pg_store *st, size_t n)
             sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_head : sql_read_head);
             for (size_t k = 0; k < run; k++, p = p->next) {
                 size_t b = k * (size_t)per;
-                char *n0 = nums[k * 3], *n1 = nums[k * 3 + 1], *n2 = nums[k * 3 + 2];
+                char *n0 = nums[k * 4], *n1 = nums[k * 4 + 1], *n2 = nums[k * 4 + 2];
+                char *n3 = nums[k * 4 + 3];
                 snprintf(n0, 24, "%" PRIu64, api->msg_id(p->msg));
                 snprintf(n1, 24, "%" PRId64, api->msg_writer_id(p->msg));
                 if (kind == CHATD_MSG_CHAT) {
                     size_t tlen = 0;
                     const char *text = api->msg_text(p->msg, &tlen);
+                    int64_t low, high, writer = api->msg_writer_id(p->msg);
+                    api->msg_room_members(p->msg, &low, &high);
                     snprintf(n2, 24, "%" PRId64, api->msg_time_ms(p->msg));
+                    snprintf(n3, 24, "%" PRId64, writer == low ? high : low);
                     vals[b] = n0;
                     vals[b + 1] = api->msg_room(p->msg);
                     vals[b + 2] = n1;
@@ -235,10 +238,11 @@ static int send_batch(pg_store *st, size_t n)
                     lens[b + 4] = (int)tlen; /* binary text: exact bytes, no NUL needed */
                     fmts[b + 4] = 1;
                     vals[b + 5] = n2;
+                    vals[b + 6] = n3;
                     sb_add(&sql,
                            "%s($%zu::bigint,$%zu::text,$%zu::bigint,$%zu::text,$%zu::text,"
-                           "$%zu::bigint)",
-                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
+                           "$%zu::bigint,$%zu::bigint)",
+                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
                 } else {
                     snprintf(n2, 24, "%" PRIu64, api->msg_up_to(p->msg));
                     vals[b] = api->msg_room(p->msg);

@@ -15,7 +15,6 @@
 
 #include "ss.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,26 +79,6 @@ const char *const ss_wsql[W_COUNT] = {
 
 /* Once a minute (writer thread): forget keys older than the window. */
 #define SS_IDEM_PURGE_EVERY_MS 60000
-
-/* Parse "a&b" (decimal ids > 0). Returns 0 on success. */
-static int ss_parse_room(const char *room, int64_t *a, int64_t *b)
-{
-    const char *p = room;
-    char *end;
-    long long x, y;
-
-    if (!room || *room < '1' || *room > '9') return -1;
-    errno = 0;
-    x = strtoll(p, &end, 10);
-    if (errno || *end != '&' || x <= 0) return -1;
-    p = end + 1;
-    if (*p < '1' || *p > '9') return -1;
-    y = strtoll(p, &end, 10);
-    if (errno || *end != '\0' || y <= 0) return -1;
-    *a = x;
-    *b = y;
-    return 0;
-}
 
 static void ss_job_free(ss_job *j)
 {
@@ -258,7 +237,6 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
             ss_wlog(s, "updating a room summary", rc);
             return CHATD_ERR_IO;
         }
-        if (j->peer_id == j->writer_id) break; /* a room with oneself has one summary */
     }
     return CHATD_OK;
 }
@@ -564,12 +542,11 @@ chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done)
                  id);
         return CHATD_ERR_INVALID;
     }
-    if (ss_parse_room(api->msg_room(msg), &a, &b) != 0 ||
-        (api->msg_writer_id(msg) != a && api->msg_writer_id(msg) != b)) {
+    api->msg_room_members(msg, &a, &b);
+    if (api->msg_writer_id(msg) != a && api->msg_writer_id(msg) != b) {
         api->log(s->ctx, CHATD_LOG_ERROR,
-                 "refusing message %" PRIu64 ": room \"%s\" is malformed or lacks writer %lld", id,
-                 api->msg_room(msg) ? api->msg_room(msg) : "(null)",
-                 (long long)api->msg_writer_id(msg));
+                 "refusing message %" PRIu64 ": its writer %lld is not a member of room %s", id,
+                 (long long)api->msg_writer_id(msg), api->msg_room(msg));
         return CHATD_ERR_INVALID;
     }
     if (api->msg_kind(msg) != CHATD_MSG_CHAT && api->msg_kind(msg) != CHATD_MSG_READ)
