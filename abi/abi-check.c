@@ -255,6 +255,12 @@ CHATD_OFFSET(chatd_store_ops, idem_get, 80);
 CHATD_SIZE_AT_LEAST(chatd_api, 392);
 CHATD_OFFSET(chatd_api, room_refusal, 384);
 
+/* dead letters: a queue gives up on a record, the store keeps it */
+CHATD_SIZE_AT_LEAST(chatd_api, 400);
+CHATD_OFFSET(chatd_api, dead_letter, 392);
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 96);
+CHATD_OFFSET(chatd_store_ops, dead_letter, 88);
+
 /* ---- append asserts of ABI 1.3 here ------------------------------------ */
 
 int main(void)

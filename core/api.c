@@ -231,6 +231,20 @@ static void strip_done(void *arg, chatd_status st, const chatd_member *rows, siz
     free(r);
 }
 
+static void a_dead_letter(chatd_ctx *ctx, const char *source, const void *payload, size_t len,
+                          const char *reason, chatd_status_cb cb, void *arg)
+{
+    const chatd_store_ops *so = core_store(ctx->core);
+    if (!so || !so->dead_letter) {
+        log_msg(CHATD_LOG_ERROR, ctx->name,
+                "cannot keep the dead letter %s (%s): %s; it is kept where it is", source, reason,
+                so ? "the store has no dead-letter table (ABI 1.0 store?)" : "no store");
+        if (cb) cb(arg, CHATD_ERR_UNAVAILABLE);
+        return;
+    }
+    so->dead_letter(ctx->core->store->inst, source, payload, len, reason, cb, arg);
+}
+
 static void a_member_get(chatd_ctx *ctx, int64_t id, const char *login_id, chatd_member_cb cb,
                          void *arg)
 {
@@ -418,6 +432,7 @@ static const chatd_api api = {
     .msg_idem_key = msg_idem_key,
     .core_limit = a_core_limit,
     .room_refusal = room_refusal,
+    .dead_letter = a_dead_letter,
 };
 
 const chatd_api *api_table(void)

@@ -62,7 +62,8 @@ extern "C" {
  *  1.1 appended: CHATD_ROW, CHATD_HAS, the room, destination and history
  *  constants, chatd_api.room_parse, msg_room_members and room_format.
  *  1.2 appended: idempotency keys (chatd_msg_fields.idem_key,
- *  chatd_api.msg_idem_key and core_limit, chatd_store_ops.idem_get). */
+ *  chatd_api.msg_idem_key and core_limit, chatd_store_ops.idem_get), dead letters
+ *  (chatd_api.dead_letter, chatd_store_ops.dead_letter). */
 #define CHATD_ABI_MAJOR 1
 #define CHATD_ABI_MINOR 2
 
@@ -659,6 +660,19 @@ typedef struct chatd_api {
      *  "forbidden: you are not a member of this room". Static; never NULL.
      *  Any thread. */
     const char *(*room_refusal)(chatd_status st);
+
+    /* --- dead letters (ABI 1.2) ------------------------------------------- */
+
+    /** Queues: hand a record you give up on (it failed to persist too many
+     *  times, or is not a chatd message) to the store's dead-letter table
+     *  (chatd_store_ops.dead_letter, same arguments: `source` says where it
+     *  was, e.g. "kafka-chat[3]@1207", `payload` its `len` bytes, `reason`
+     *  why; all borrowed for the call). Loop thread. cb may be NULL.
+     *  Statuses seen by cb: CHATD_OK committed (move past the record now);
+     *  CHATD_ERR_UNAVAILABLE no store, or the store keeps no dead letters
+     *  (logged); the store's errors. On an error keep the record. */
+    void (*dead_letter)(chatd_ctx *ctx, const char *source, const void *payload, size_t len,
+                        const char *reason, chatd_status_cb cb, void *arg);
 } chatd_api;
 
 /* ---- Per-kind hook tables -------------------------------------------- */
@@ -787,6 +801,14 @@ typedef struct chatd_store_ops {
      */
     void (*idem_get)(void *inst, int64_t member_id, const char *key, int64_t since_ms,
                      chatd_history_cb cb, void *arg);
+
+    /** Optional (ABI 1.2). Keep a record a queue gave up on in a dead-letter
+     *  table, durably, with where it came from, its bytes and why
+     *  (chatd_api.dead_letter; strings and payload copied). cb may be NULL.
+     *  cb: CHATD_OK committed; CHATD_ERR_BUSY the pending bound is reached;
+     *  or an error. */
+    void (*dead_letter)(void *inst, const char *source, const void *payload, size_t len,
+                        const char *reason, chatd_status_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */
