@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/plugins/store-pg/unsafe.sh - store-pg refuses a PostgreSQL on which a
-# precede durability, and says what to change:
+# RECEIPT could precede durability, and says what to change:
 #   1. fsync = off on the server: chatd (etc/chatd-postgres.conf) exits at
 #      start with an error naming fsync and allow_unsafe_durability;
 #   2. the same with store.allow_unsafe_durability = true: chatd starts and
