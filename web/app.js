@@ -17,6 +17,7 @@
     var LANG = P.LANG, ROOM_RE = P.ROOM_RE, cursorOf = P.cursorOf, remember = P.remember;
     var peerIdOf = P.peerIdOf, roomIdFor = P.roomIdFor, shortTime = P.shortTime, parseTime = P.parseTime;
     var fullFmt = P.fullFmt;
+    var RESUME_REFUSALS_MAX = 3; /* refused resumes before the page stops resuming */
     var openRoom = P.openRoom, closeRoom = P.closeRoom;
     var loadOlder = P.loadOlder, scheduleRead = P.scheduleRead, renderPending = P.renderPending;
     var onOutboxChange = P.onOutboxChange, sendText = P.sendText, applyStrings = P.applyStrings;
@@ -88,6 +89,7 @@
         state.rooms.clear();
         state.sideCursor = null;
         state.resumeOff = false;
+        state.resumeRefusals = 0;
         var storage = null;
         try { storage = window.sessionStorage; } catch (e) { storage = null; }
         state.outbox = new ChatdOutbox.Outbox({
@@ -298,15 +300,19 @@
             if (!isReconnect) scheduleRead();
             if (state.outbox) state.outbox.pump();
         };
-        client.onStompError = function (frame) {
+        client.onStompError = function (frame, about) {
             if (state.client !== client) return;
             var text = frame.headers.message || 'error';
             toast(text);
             var cur = state.current;
-            if (!frame.headers['receipt-id'] && (state.sideResumed || (cur && cur.resumed)) &&
-                (state.connMessages === 0 || /cursor|resume/i.test(text))) {
-                /* the server refused a resume point: reload history from now on */
-                state.resumeOff = true;
+            if (!(about && about.command === 'SEND') && (state.sideResumed || (cur && cur.resumed)) &&
+                ((about && about.command === 'SUBSCRIBE') || state.connMessages === 0 || /cursor|resume/i.test(text))) {
+                /* the server refused a resume point: forget it (the history is
+                 * reloaded instead); refused again and again, stop resuming */
+                var dest = about && about.destination;
+                if (!dest || dest.indexOf('/sub/chat/side/') === 0) state.sideCursor = null;
+                if (cur && (!dest || dest === '/sub/chat/room/' + cur.roomId)) cur.lastCursor = null;
+                if (++state.resumeRefusals >= RESUME_REFUSALS_MAX) state.resumeOff = true;
             }
             if (!client.connected) {
                 /* refused before CONNECTED: is the session still valid? */

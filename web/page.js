@@ -158,7 +158,8 @@
         current: null,        /* the open room */
         sideCursor: null,     /* cursor of the last /sub/chat/side message */
         sideResumed: false,   /* the side SUBSCRIBE of this connection resumed */
-        resumeOff: false,     /* the server refused a resume: reload instead */
+        resumeOff: false,     /* the server refused resumes: reload instead */
+        resumeRefusals: 0,
         receiptIds: false,    /* RECEIPTs name the message (message-id) */
         connMessages: 0,      /* MESSAGE frames on this connection */
         roomGen: 0,

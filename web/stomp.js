@@ -169,9 +169,11 @@
      *   reconnect        false to never reconnect
      *   debug            function(string) for a trace
      * Callbacks (assign as properties): onConnect(frame, isReconnect),
-     *   onDisconnect(), onStompError(frame), onWebSocketClose(event),
+     *   onDisconnect(), onStompError(frame, about), onWebSocketClose(event),
      *   onStateChange(state, info) with state in
-     *   'connecting' | 'connected' | 'reconnect-wait' | 'closed'. */
+     *   'connecting' | 'connected' | 'reconnect-wait' | 'closed'.
+     *   onStompError's about says what the ERROR's receipt-id answered:
+     *   {command: 'SEND' | 'SUBSCRIBE', destination, id (a subscription's)}, or null. */
     function Client(opts) {
         opts = opts || {};
         this.url = opts.url || opts.brokerURL;
@@ -339,13 +341,15 @@
                 var rid = f.headers['receipt-id'];
                 var err = new Error(f.headers.message || 'STOMP ERROR');
                 err.frame = f;
+                var about = null;
                 if (rid && this.receipts.has(rid)) {
                     var pr = this.receipts.get(rid);
                     this.receipts.delete(rid);
                     clearTimeout(pr.timer);
+                    about = pr.about || null;
                     pr.reject(err);
                 }
-                try { this.onStompError(f); } catch (e) { this.debug('onStompError: ' + e); }
+                try { this.onStompError(f, about); } catch (e) { this.debug('onStompError: ' + e); }
                 /* the server closes after an ERROR; make sure we do too */
                 this._drop();
                 break;
@@ -462,6 +466,7 @@
             var self = this, rid = 'sub-r-' + this.nextReceipt++;
             h.receipt = rid;
             this.receipts.set(rid, {
+                about: { command: 'SUBSCRIBE', id: id, destination: s.destination },
                 resolve: function () {
                     if (self.subs.get(id) !== s) return;
                     try { s.onActive(); } catch (e) { self.debug('onActive: ' + e); }
@@ -500,7 +505,8 @@
                 var timer = setTimeout(function () {
                     if (self.receipts.delete(rid)) reject(new Error('no receipt within ' + (opts.timeout || 15000) + ' ms'));
                 }, opts.timeout || 15000);
-                self.receipts.set(rid, { resolve: resolve, reject: reject, timer: timer });
+                self.receipts.set(rid, { resolve: resolve, reject: reject, timer: timer,
+                    about: { command: 'SEND', destination: destination } });
             }
             try {
                 self._write('SEND', headers, typeof body === 'string' ? body : JSON.stringify(body));

@@ -20,7 +20,8 @@
 //    message, shown once, delivered once, stored once;
 //  - after the peer sent 50 messages while the page was away, the reconnect
 //    shows all 50, in order, without a reload of the page (with a server that
-//    sends cursors: by resuming, no history request at all).
+//    sends cursors: by resuming, no history request at all);
+//  - a resume point the server refuses (ERROR): the page reloads history instead.
 // Every "once" is checked after a final marker message has arrived.
 //
 // Needs CHATD_URL (run through tests/e2e/run.sh, see tests/suites/40-browser.sh).
@@ -449,7 +450,7 @@ test('a message whose RECEIPT was lost is sent again with its key: shown, delive
     assert.equal(new Set(wire.map((f) => f.headers['idempotency-key'])).size, 1, 'every time with the same key');
 });
 
-test('after the peer sent 50 messages while the page was away, the reconnect shows all 50 without a reload', async () => {
+test('after the peer sent 50 messages while the page was away, the reconnect shows all 50 without a reload', async (t) => {
     await page.evaluate(() => { window.notReloaded = true; });
     proxy.refuse = true;
     proxy.cut();
@@ -476,7 +477,47 @@ test('after the peer sent 50 messages while the page was away, the reconnect sho
             assert.ok(sub, `${dest} subscribed again`);
             assert.ok(sub.headers['resume-after'], `${dest} resumed after a cursor`);
         }
+        t.diagnostic('the server sends cursors: the page resumed, no history request');
+    } else {
+        t.diagnostic('the server sends no cursors: the page caught up over REST');
     }
+});
+
+test('a resume point the server refuses: the page reloads the history instead, and misses nothing', async (t) => {
+    if (!eli.got.every((m) => typeof m.cursor === 'string' && m.cursor.length > 0)) {
+        t.skip('the server sends no cursors');
+        return;
+    }
+    await page.evaluate(() => { window.ChatdPage.state.current.lastCursor = 'not-a-cursor'; });
+    proxy.refuse = true;
+    proxy.cut();
+    await disconnected();
+    const cutAt = Date.now();
+    const texts = ['refused 1', 'refused 2', 'refused 3'];
+    for (const x of texts) await eli.send(x);
+    proxy.refuse = false;
+    for (const x of texts) await waitShown(x);
+    await settle('after the refused resume');
+    await assertOnce(texts);
+    await assertOrder('refused 1');
+    const subs = sentFrames.filter((f) => f.command === 'SUBSCRIBE' && f.at >= cutAt &&
+        f.headers.destination === `/sub/chat/room/${rid}`);
+    assert.equal(subs[0]?.headers['resume-after'], 'not-a-cursor', 'it tried the bad cursor first');
+    assert.ok(subs.length >= 2 && !('resume-after' in subs.at(-1).headers), 'then subscribed without one');
+
+    // the cursors of what it reloaded are good: the next reconnect resumes again
+    proxy.refuse = true;
+    proxy.cut();
+    await disconnected();
+    const again = Date.now();
+    await eli.send('resumed again');
+    proxy.refuse = false;
+    await waitShown('resumed again');
+    await settle('after resuming again');
+    await assertOnce(['resumed again']);
+    const sub = sentFrames.find((f) => f.command === 'SUBSCRIBE' && f.at >= again && f.headers.destination === `/sub/chat/room/${rid}`);
+    assert.ok(sub?.headers['resume-after'] && sub.headers['resume-after'] !== 'not-a-cursor', 'resumed after a good cursor');
+    assert.deepEqual(historyRequests.filter((r) => r.at >= again), [], 'no history request');
 });
 
 test('the page raised no script error', () => {
