@@ -12,6 +12,9 @@
 # COMMAND defaults to every tests/e2e/*.test.mjs under node --test. The npm
 # packages of tests/ are installed first when missing (npm ci from the lock).
 #
+# A suite that called use_sanitized_chatd (tests/lib.sh) passes the ASan/UBSan
+# chatd in CHATD_BIN; a sanitizer report in chatd's log fails the run.
+#
 # Environment: CHATD_TOP, CHATD_BUILD, CHATD_OUT, CHATD_BIN (see tests/lib.sh);
 # CHATD_WS_SECTION (the transport's section name, default "ws");
 # CHATD_E2E_NAME (log name, default "e2e": $CHATD_OUT/NAME.log);
@@ -50,17 +53,7 @@ section=${CHATD_WS_SECTION:-ws}
 [ -x "$CHATD_BIN" ] || { echo "run.sh: no chatd binary at $CHATD_BIN (build first, or set CHATD_BUILD/CHATD_BIN)" >&2; exit 2; }
 command -v node >/dev/null || { echo "run.sh: node is not installed (apt-get install nodejs npm)" >&2; exit 2; }
 
-# npm packages of the suites (@stomp/stompjs, ws, playwright-core)
-(
-    cd "$CHATD_TOP/tests"
-    if [ -f package-lock.json ]; then
-        if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-            PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
-        fi
-    elif [ ! -d node_modules ]; then
-        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --loglevel=error
-    fi
-)
+node_modules_ready || exit 2
 
 port=$(free_port)
 url=http://127.0.0.1:$port
@@ -97,7 +90,10 @@ rc=0
 CHATD_URL=$url timeout --kill-after=10 "${CHATD_E2E_TIMEOUT:-900}" "${cmd[@]}" || rc=$?
 [ $rc -eq 124 ] && echo "run.sh: the tests timed out" >&2
 
-kill -0 "$pid" 2>/dev/null || fail "chatd died during the tests (see the log)"
+if ! kill -0 "$pid" 2>/dev/null; then
+    sanitizer_report "$CHATD_OUT/$name.log" || true
+    fail "chatd died during the tests (see the log)"
+fi
 stop_rc=0
 ( sleep 30; kill -KILL "$pid" 2>/dev/null && echo "run.sh: chatd ignored SIGTERM for 30 s; killed" >&2 ) &
 watchdog=$!
@@ -105,7 +101,7 @@ stop_chatd "$pid" || stop_rc=$?
 kill "$watchdog" 2>/dev/null || true
 wait "$watchdog" 2>/dev/null || true
 if [ $stop_rc -ne 0 ]; then
-    fail "chatd exited with $stop_rc on SIGTERM (want 0)"
+    fail "chatd exited with $stop_rc on SIGTERM (want 0 and no sanitizer report)"
 fi
 echo "run.sh: chatd stopped cleanly" >&2
 exit $rc

@@ -3,10 +3,13 @@
 # shipped config, refusal of a bad config with FILE:LINE, bad --set values,
 # -V/-h, a start with the default config on a free port and a temporary data
 # path, SIGHUP, a graceful stop on SIGTERM with exit 0, and `make distcheck`.
+# Under ./quickstart.sh test the daemon is the ASan/UBSan build: a leak or any
+# other report (also on a refused config) changes an exit code or fails a check.
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 # shellcheck source=../lib.sh
 source "$CHATD_TOP/tests/lib.sh"
+use_sanitized_chatd
 
 tmp=$(mktemp -d)
 trap 'cleanup_chatd; rm -rf "$tmp"' EXIT
@@ -64,9 +67,9 @@ pid=$CHATD_PID
 if wait_port "$port" 20; then
     ok "chatd listens on 127.0.0.1:$port"
     kill -HUP "$pid"
-    sleep 0.3
+    check "SIGHUP is logged" wait_log "$CHATD_OUT/core-default.log" "SIGHUP" 10
     check "SIGHUP keeps it running" kill -0 "$pid"
-    check "SIGHUP is logged" grep -q "SIGHUP" "$CHATD_OUT/core-default.log"
+    check "it answers /healthz after SIGHUP" curl -fsS -o /dev/null --max-time 5 "http://127.0.0.1:$port/healthz"
 else
     not_ok "chatd did not start (see $CHATD_OUT/core-default.log)"
 fi
@@ -78,6 +81,7 @@ wait "$pid" || rc=$?
 kill "$watchdog" 2>/dev/null || true
 wait "$watchdog" 2>/dev/null || true
 check "SIGTERM: graceful stop with exit 0" test "$rc" -eq 0
+if sanitizer_report "$CHATD_OUT/core-default.log"; then not_ok "a sanitizer report in the log"; else ok "no sanitizer report in the log"; fi
 check "stop is logged" grep -q "\[core\] stopped" "$CHATD_OUT/core-default.log"
 check "the store file was created" test -s "$tmp/data/chatd.db"
 

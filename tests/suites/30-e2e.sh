@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # tests/suites/30-e2e.sh - the node:test end-to-end suites (real @stomp/stompjs
 # and ws clients, raw WebSocket frames, REST) against a fresh chatd with the
-# embedded default config (queue-local + store-sqlite in a temporary file).
+# embedded default config (queue-local + store-sqlite in a temporary file);
+# under ./quickstart.sh test, chatd is the ASan/UBSan build (LeakSanitizer at
+# its SIGTERM exit): a sanitizer report fails the suite.
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
+# shellcheck source=../lib.sh
+source "$CHATD_TOP/tests/lib.sh"
+use_sanitized_chatd
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 CHATD_E2E_NAME=e2e-sqlite "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \

@@ -5,9 +5,13 @@
 # proxy that cuts it, the page misses nothing and shows nothing twice: the
 # outbox, resume after reconnect, the history/live seam (delivery.test.mjs).
 # Screenshots in $CHATD_OUT.
+# chatd is the ASan/UBSan build under ./quickstart.sh test (see 30-e2e.sh).
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
+# shellcheck source=../lib.sh
+source "$CHATD_TOP/tests/lib.sh"
+use_sanitized_chatd
 chromium=${CHATD_CHROMIUM:-/usr/bin/chromium}
 if [ ! -x "$chromium" ]; then
     echo "40-browser: no chromium at $chromium (apt-get install chromium)" >&2

@@ -13,6 +13,8 @@
 #      with a STOMP ERROR (tests/plugins/store-pg/busy.mjs); a server with fsync
 #      or synchronous_commit off is refused at start (tests/plugins/store-pg/unsafe.sh);
 #   5. the end-to-end chat suites (tests/e2e/) against chatd on PostgreSQL.
+# Steps 4 and 5 run the ASan/UBSan chatd when CHATD_BUILD_ASAN is set
+# (./quickstart.sh test); steps 1 and 3 run in both builds then.
 # The server runs in a temp dir on 127.0.0.1 and a free port, and is stopped
 # and removed at the end (tests/plugins/store-pg/pg-start.sh, pg-stop.sh).
 set -euo pipefail
@@ -26,10 +28,15 @@ so=$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so
 [ -f "$so" ] || { echo "50-pg: $so is not built (configure found no libpq >= 14? install libpq-dev)" >&2; exit 1; }
 command -v psql >/dev/null || { echo "50-pg: psql not found: install the Debian package postgresql" >&2; exit 1; }
 
-# the C test programs (built by make check; build them if needed)
-make -C "$CHATD_BUILD/tests" -s store/store_conformance plugins/store-pg/pg-outage >&2
-if [ -n "${CHATD_BUILD_ASAN:-}" ] && [ -f "$CHATD_BUILD_ASAN/plugins/store-pg/.libs/store-pg.so" ]; then
-    make -C "$CHATD_BUILD_ASAN/tests" -s store/store_conformance plugins/store-pg/pg-outage >&2 || true
+# the C test programs (built by make check; build them if needed), also in
+# the ASan/UBSan build when there is one: a build failure fails the suite
+make -C "$CHATD_BUILD/tests" -s store/store_conformance plugins/store-pg/pg-outage >&2 ||
+    { echo "50-pg: cannot build the test programs in $CHATD_BUILD" >&2; exit 1; }
+if [ -n "${CHATD_BUILD_ASAN:-}" ]; then
+    [ -f "$CHATD_BUILD_ASAN/plugins/store-pg/.libs/store-pg.so" ] ||
+        { echo "50-pg: store-pg is not built in $CHATD_BUILD_ASAN" >&2; exit 1; }
+    make -C "$CHATD_BUILD_ASAN/tests" -s store/store_conformance plugins/store-pg/pg-outage >&2 ||
+        { echo "50-pg: cannot build the test programs in $CHATD_BUILD_ASAN" >&2; exit 1; }
 fi
 
 pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh")
@@ -50,6 +57,12 @@ step() { # step NAME COMMAND...: run one part, remember failures, go on
         echo "50-pg: --- $name: FAILED" >&2
         failures+=("$name")
     fi
+    # a step that stops PostgreSQL must start it again, even when it fails
+    if ! "$PGTEST_BIN/pg_isready" -q -h 127.0.0.1 -p "$PGTEST_PORT" -t 10; then
+        echo "50-pg: $name left PostgreSQL down: starting it again for the next steps" >&2
+        failures+=("$name (left PostgreSQL down)")
+        eval "$PGTEST_START_CMD" || { echo "50-pg: cannot start PostgreSQL again" >&2; exit 1; }
+    fi
 }
 
 conformance() { # conformance BUILD_DIR [key=value...]
@@ -61,8 +74,7 @@ conformance() { # conformance BUILD_DIR [key=value...]
 # 1. conformance: default config, then small batches (many transactions)
 step conformance conformance "$CHATD_BUILD"
 step conformance-batch64 conformance "$CHATD_BUILD" batch_max=64
-if [ -n "${CHATD_BUILD_ASAN:-}" ] && [ -x "$CHATD_BUILD_ASAN/tests/store/store_conformance" ] &&
-    [ -f "$CHATD_BUILD_ASAN/plugins/store-pg/.libs/store-pg.so" ]; then
+if [ -n "${CHATD_BUILD_ASAN:-}" ]; then
     conformance_asan() { ASAN_OPTIONS=detect_leaks=1 conformance "$CHATD_BUILD_ASAN" batch_max=64; }
     step conformance-asan conformance_asan
 fi
@@ -91,14 +103,16 @@ pg_outage() { # pg_outage BUILD_DIR
     timeout 300 "$1/tests/plugins/store-pg/pg-outage" "$1/plugins/store-pg/.libs/store-pg.so"
 }
 step outage-store pg_outage "$CHATD_BUILD"
-if [ -n "${CHATD_BUILD_ASAN:-}" ] && [ -x "$CHATD_BUILD_ASAN/tests/plugins/store-pg/pg-outage" ] &&
-    [ -f "$CHATD_BUILD_ASAN/plugins/store-pg/.libs/store-pg.so" ]; then
+if [ -n "${CHATD_BUILD_ASAN:-}" ]; then
     pg_outage_asan() { ASAN_OPTIONS=detect_leaks=1 pg_outage "$CHATD_BUILD_ASAN"; }
     step outage-store-asan pg_outage_asan
 fi
 
+# from here on chatd runs from the ASan/UBSan build when there is one
+use_sanitized_chatd || exit 1
+
 # 4. outage end to end (chatd on etc/chatd-postgres.conf; the e2e runner starts
-# and stops chatd and checks it exits 0)
+# and stops chatd and checks it exits 0 with no sanitizer report)
 outage_e2e() {
     local log=$CHATD_OUT/pg-outage-e2e.log
     CHATD_E2E_NAME=pg-outage-e2e CHATD_E2E_TIMEOUT=300 "$CHATD_TOP/tests/e2e/run.sh" \

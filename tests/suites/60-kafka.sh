@@ -30,13 +30,7 @@ mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster
 if [ ! -x "$mock" ]; then
     make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/mock-cluster >&2 || die "cannot build tests/plugins/queue-kafka/mock-cluster"
 fi
-command -v node >/dev/null || die "node is not installed"
-(
-    cd "$CHATD_TOP/tests"
-    if [ ! -d node_modules/@stomp/stompjs ] || [ ! -d node_modules/ws ]; then
-        PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
-    fi
-)
+node_modules_ready || die "the npm packages of tests/ (see above)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatd-kafka.XXXXXX")
 mock_pid=""
@@ -171,7 +165,7 @@ for u in "${urls[@]}"; do
 done
 say "three nodes up: ${urls[*]}"
 
-export KAFKA_NODES="${urls[*]}" KAFKA_PG="$multi_ci" KAFKA_MOCK_CTL="$work/ctl"
+export KAFKA_NODES="${urls[*]}" KAFKA_PG="$multi_ci" KAFKA_MOCK_CTL="$work/ctl" KAFKA_MOCK_OUT="$work/mock.out"
 say "2. three nodes chat"
 if timeout --kill-after=10 300 node "$CHATD_TOP/tests/plugins/queue-kafka/multinode.mjs"; then
     say "2. ok"
@@ -205,6 +199,7 @@ for i in 1 2 3; do
         wait "$pid" 2>/dev/null && rc=0 || rc=$?
         # node 2 was restarted outside this shell: no exit code to collect
         if [ "$i" -ne 2 ] && [ "$rc" -ne 0 ]; then fails+=("node $i exited $rc on SIGTERM"); fi
+        sanitizer_report "$CHATD_OUT/kafka-node$i.log" && fails+=("node $i: a sanitizer report in its log")
         say "node $i stopped in $(($(date +%s) - start)) s"
     fi
     rm -f "$work/node$i.pid"
