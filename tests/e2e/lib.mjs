@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import net from 'node:net';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -27,6 +28,9 @@ const url = new URL(BASE);
 export const HOST = url.hostname;
 export const PORT = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
 export const PROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp'];
+/* the server's [ws] heartbeat_send,heartbeat_recv (10000,10000 by default;
+ * env CHATD_HEARTBEAT when the suite's chatd runs with others) */
+export const HEARTBEAT = (process.env.CHATD_HEARTBEAT || '10000,10000').split(',').map(Number);
 
 /* The page's own client (web/stomp.js), loaded into this process. */
 export function pageStomp() {
@@ -198,6 +202,38 @@ export async function collectSynced(client, destination, headers = {}) {
     const box = collect(client, destination, { ...headers, receipt });
     await got;
     return box;
+}
+
+/* settle(client, roomId, boxes): let the stream settle before an exact count.
+ * waitFor(n) means "at least n"; a late duplicate would come after it. So
+ * publish a marker into the room (after the RECEIPTs of everything before it)
+ * and wait until every box (collect() of that room or of a member's side) got
+ * it: a room's messages arrive in order, so everything sent before the marker
+ * has arrived by then. The marker is taken out of the boxes again. */
+export async function settle(client, roomId, boxes, ms = 8000) {
+    const marker = uid('settled-');
+    await publish(client, '/pub/chat/message', { roomId, message: marker });
+    await Promise.all(boxes.map((b) => b.waitFor((msgs) => msgs.some((m) => m.message === marker), ms)));
+    for (const b of boxes) {
+        const i = b.messages.findIndex((m) => m.message === marker);
+        b.messages.splice(i, 1);
+        b.frames.splice(i, 1);
+        assert.ok(!b.messages.some((m) => m.message === marker), 'the marker arrived once');
+    }
+}
+
+/* logLine(regex, ms): wait until chatd's log ($CHATD_OUT/$CHATD_E2E_NAME.log,
+ * as tests/e2e/run.sh writes it) has a line matching regex; resolves with it */
+export async function logLine(regex, ms = 10000) {
+    const file = path.join(process.env.CHATD_OUT || '', `${process.env.CHATD_E2E_NAME || 'e2e'}.log`);
+    const end = Date.now() + ms;
+    for (;;) {
+        const text = await readFile(file, 'utf8').catch(() => '');
+        const line = text.split('\n').find((l) => regex.test(l));
+        if (line) return line;
+        if (Date.now() > end) throw new Error(`no line matching ${regex} in ${file} within ${ms} ms`);
+        await sleep(50);
+    }
 }
 
 /* publish with a receipt; resolves with the RECEIPT frame */

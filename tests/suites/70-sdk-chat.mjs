@@ -68,9 +68,17 @@ function stomp(m) {
     });
 }
 
-function collect(client, destination) {
+/* SUBSCRIBE with a receipt: resolves with the array the MESSAGEs go to once
+ * the server has the subscription, so nothing sent afterwards can be missed */
+async function collect(client, destination) {
     const got = [];
-    client.subscribe(destination, (msg) => got.push(JSON.parse(msg.body)));
+    const receipt = crypto.randomUUID();
+    const subscribed = new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no RECEIPT for SUBSCRIBE ${destination}`)), 10000);
+        client.watchForReceipt(receipt, () => { clearTimeout(timer); resolve(); });
+    });
+    client.subscribe(destination, (msg) => got.push(JSON.parse(msg.body)), { receipt });
+    await subscribed;
     return got;
 }
 
@@ -144,9 +152,8 @@ async function filterMode() {
     const room = `${Math.min(alice.id, bob.id)}&${Math.max(alice.id, bob.id)}`;
     const ca = await stomp(alice);
     const cb = await stomp(bob);
-    const atBob = collect(cb, `/sub/chat/room/${room}`);
-    const atBobSide = collect(cb, `/sub/chat/side/${bob.id}`);
-    await sleep(200); // let SUBSCRIBE reach the server before the first SEND
+    const atBob = await collect(cb, `/sub/chat/room/${room}`);
+    const atBobSide = await collect(cb, `/sub/chat/side/${bob.id}`);
 
     await send(ca, room, 'buy SPAM now, Scam-free and spammer-proof');
     await send(ca, room, 'hello bob');
@@ -214,8 +221,7 @@ async function reloadMode() {
     const room = `${Math.min(alice.id, bob.id)}&${Math.max(alice.id, bob.id)}`;
     const ca = await stomp(alice);
     const cb = await stomp(bob);
-    const atBob = collect(cb, `/sub/chat/room/${room}`);
-    await sleep(200);
+    const atBob = await collect(cb, `/sub/chat/room/${room}`);
     await send(ca, room, 'green eggs and spam');
     await waitFor('the message', () => atBob.length >= 1);
     assert.equal(atBob[0].message, 'green *** and ***', 'the reloaded word list is used');
@@ -231,8 +237,7 @@ async function storeMode() {
     assert.equal(dup.status, 409, 'store-memory refuses a taken login id');
     const ca = await stomp(alice);
     const cb = await stomp(bob);
-    const atBob = collect(cb, `/sub/chat/room/${room}`);
-    await sleep(200);
+    const atBob = await collect(cb, `/sub/chat/room/${room}`);
     await send(ca, room, 'one');
     await send(ca, room, 'two');
     await send(cb, room, 'three');

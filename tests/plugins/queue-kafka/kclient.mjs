@@ -4,6 +4,7 @@
 // publishes whose outcome (RECEIPT, ERROR or nothing) is recorded.
 // Unlike tests/e2e/lib.mjs, every call names the node it talks to.
 
+import fs from 'node:fs';
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import WebSocket from 'ws';
@@ -192,4 +193,34 @@ export function check(cond, msg, failures) {
         failures.push(msg);
         console.error(`FAIL: ${msg}`);
     }
+}
+
+/* settle(rooms): before exact counts, let the streams settle. rooms is a list
+ * of {client, roomId, boxes}: a marker is published into each room through
+ * client (after every earlier RECEIPT) and awaited in each of its boxes; a
+ * room's messages arrive in order (one partition), so a late duplicate would
+ * have come before its marker. The markers are taken out of the boxes. */
+export async function settle(rooms, ms = 30000) {
+    const marker = uid('settled-');
+    for (const r of rooms) {
+        const res = await publish(r.client, r.roomId, `${marker} ${r.roomId}`, ms);
+        if (res.status !== 'receipt') throw new Error(`settle: the marker of room ${r.roomId} got ${res.status}`);
+    }
+    await until(() => rooms.every((r) => r.boxes.every((b) => b.messages.some((m) => m.message === `${marker} ${r.roomId}`))),
+        ms, 'every subscriber to get the settle marker');
+    for (const b of new Set(rooms.flatMap((r) => r.boxes))) {
+        for (let i = b.messages.length - 1; i >= 0; i--) if (b.messages[i].message.startsWith(`${marker} `)) b.messages.splice(i, 1);
+    }
+}
+
+/* mockCommand(cmd): one line to the mock cluster's control FIFO
+ * (KAFKA_MOCK_CTL); resolves once the mock answered "ok CMD" on its output
+ * (KAFKA_MOCK_OUT), i.e. the command took effect */
+export async function mockCommand(cmd, ms = 10000) {
+    const { KAFKA_MOCK_CTL: ctl, KAFKA_MOCK_OUT: out } = process.env;
+    if (!ctl || !out) throw new Error('KAFKA_MOCK_CTL and KAFKA_MOCK_OUT must be set');
+    const oks = () => fs.readFileSync(out, 'utf8').split('\n').filter((l) => l === `ok ${cmd}`).length;
+    const before = oks();
+    fs.appendFileSync(ctl, `${cmd}\n`);
+    await until(() => oks() > before, ms, `the mock cluster to do "${cmd}"`);
 }

@@ -7,7 +7,7 @@
 //   KAFKA_PG="host=127.0.0.1 port=... dbname=... user=chatd"  node multinode.mjs
 import {
     nodesFromEnv, makeMember, connect, subscribe, publish, roomOf, closeAll, until, storedCounts,
-    check, sleep,
+    check, settle,
 } from './kclient.mjs';
 
 const PER_WRITER = Number(process.env.KAFKA_PER_WRITER || 15);
@@ -58,7 +58,17 @@ try {
 } catch (e) {
     check(false, e.message, failures);
 }
-await sleep(1500); // anything extra (a duplicate) would arrive by now
+// a marker per room, through a member on one node, to every subscriber on
+// the others: a duplicate of anything before it would have arrived by then
+try {
+    await settle(rooms.map((r) => ({
+        client: members[r.a].client,
+        roomId: r.id,
+        boxes: [r.a, r.b].flatMap((i) => [members[i].rooms.get(r.id), members[i].side]),
+    })));
+} catch (e) {
+    check(false, e.message, failures);
+}
 
 const ids = (msgs) => msgs.map((m) => m.id);
 for (const r of rooms) {
