@@ -25,6 +25,7 @@ use_sanitized_chatd() {
     export CHATD_BUILD CHATD_BIN
     export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+    export CHATD_NO_DLCLOSE=1 # plugins stay mapped: leak reports name their functions
     echo "chatd under ASan+UBSan: $CHATD_BIN" >&2
 }
 
