@@ -138,6 +138,16 @@ void tw_stomp_finish_pending(tw_conn *c)
         disconnect_now(c, c->pend_receipt);
 }
 
+void tw_stomp_shutdown(tw_conn *c)
+{
+    if (c->closed || c->closing) return;
+    if (c->st == TW_ST_CONNECTED) {
+        tw_stomp_error(c, "server shutting down", NULL, WS_CLOSE_GOING_AWAY);
+    } else if (!c->pend_kind) { /* no session, or one already ended */
+        tw_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+    } /* else the pending ERROR or DISCONNECT closes it once answered */
+}
+
 /* ---- frame handlers ------------------------------------------------------- */
 
 struct auth_req {

@@ -324,7 +324,7 @@ static chatd_status tw_stop(void *inst, chatd_completion *done)
     while (c) {
         next = c->next;
         if (c->mode == TW_MODE_WS)
-            tw_ws_close(c, WS_CLOSE_GOING_AWAY, "server shutting down");
+            tw_stomp_shutdown(c); /* after its publishes in flight are answered */
         else if (!c->http_busy)
             tw_conn_close_flush(c);
         c = next;

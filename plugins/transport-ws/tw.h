@@ -191,6 +191,10 @@ void tw_stomp_send_frame(tw_conn *c, const char *cmd, const tw_hdr *h, size_t nh
 void tw_stomp_receipt(tw_conn *c, const char *receipt);
 void tw_stomp_error(tw_conn *c, const char *msg, const char *receipt, int ws_code);
 void tw_stomp_finish_pending(tw_conn *c);
+/* The server stops: once every publish in flight on c is answered (RECEIPT
+ * or ERROR), an ERROR "server shutting down" and close 1001, so that a SEND
+ * never ends with a bare close. */
+void tw_stomp_shutdown(tw_conn *c);
 void tw_stomp_tick(tw_conn *c, int64_t now);
 
 /* stomp_send.c: SEND and transactions */
