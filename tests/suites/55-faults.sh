@@ -4,7 +4,12 @@
 # @stomp/stompjs clients sending with receipts (tests/faults/):
 #   1. kill9.mjs: SIGKILL at random moments under load, at least 10 times,
 #      restarted each time; every receipted message stored exactly once,
-#      nothing unreceipted twice, room lists agree with the messages.
+#      nothing unreceipted twice, room lists agree with the messages;
+#   2. sigterm.mjs: SIGTERM with publishes in flight, 4 times: exit 0, every
+#      SEND answered by a RECEIPT or an ERROR before the close, what got a
+#      RECEIPT stored once, what got an ERROR not stored;
+#   3. fsync.mjs: chatd under strace: for every receipted SEND, the WAL write
+#      holding the message, then a sync of the WAL, then the RECEIPT bytes.
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
 # $CHATD_OUT/faults-*.log.
 set -euo pipefail
@@ -16,6 +21,7 @@ export CHATD_OUT CHATD_BUILD
 
 say() { printf '[55-faults] %s\n' "$*" >&2; }
 [ -x "$CHATD_BIN" ] || { say "no chatd at $CHATD_BIN: build first"; exit 1; }
+command -v strace >/dev/null || { say "strace is not installed (apt-get install strace)"; exit 1; }
 command -v node >/dev/null || { say "node is not installed (apt-get install nodejs npm)"; exit 1; }
 (
     cd "$CHATD_TOP/tests"
@@ -58,6 +64,9 @@ run() {
 }
 
 run kill9 kill9.mjs
+run sigterm sigterm.mjs
+export FAULTS_TRACE=$CHATD_OUT/faults-fsync.trace
+run fsync fsync.mjs
 
 if [ ${#fails[@]} -gt 0 ]; then
     say "failed: ${fails[*]}"
