@@ -12,22 +12,14 @@
 //     got receipts again (the load was real throughout).
 //   node tests/faults/kill9.mjs -- CHATD ARGS...   (see lib.mjs for the env)
 import {
-    Daemon, Senders, daemonArgv, makeRooms, checkStored, finalMarkers, until, report, sleep, URL_,
+    underLoad, checkStored, finalMarkers, until, report, sleep,
 } from './lib.mjs';
 
 const kills = Number(process.env.FAULTS_KILLS || 15);
 const nrooms = Number(process.env.FAULTS_ROOMS || 3);
 if (kills < 10) throw new Error('FAULTS_KILLS must be at least 10');
 const failures = [];
-const d = new Daemon(daemonArgv());
-await d.up();
-const rooms = await makeRooms(nrooms, 'k9');
-const tag = `k9${Date.now().toString(36)}`;
-const s = new Senders(URL_, tag);
-for (const r of rooms) {
-    s.start(r.a, r.roomId);
-    s.start(r.b, r.roomId);
-}
+const { d, rooms, tag, s } = await underLoad(nrooms, 'k9');
 
 let hitInflight = 0;
 for (let i = 0; i < kills; i++) {

@@ -235,6 +235,21 @@ export async function makeRooms(n, prefix) {
     return rooms;
 }
 
+/* the daemon of our command line up, nrooms rooms, both members of each
+ * sending with receipts (Senders); texts start with the returned tag */
+export async function underLoad(nrooms, prefix) {
+    const d = new Daemon(daemonArgv());
+    await d.up();
+    const rooms = await makeRooms(nrooms, prefix);
+    const tag = `${prefix}${Date.now().toString(36)}`;
+    const s = new Senders(URL_, tag);
+    for (const r of rooms) {
+        s.start(r.a, r.roomId);
+        s.start(r.b, r.roomId);
+    }
+    return { d, rooms, tag, s };
+}
+
 export function until(pred, ms, what) {
     return (async () => {
         const end = Date.now() + ms;

@@ -11,23 +11,15 @@
 //   - every SIGTERM was sent while clients had publishes in flight.
 //   node tests/faults/sigterm.mjs -- CHATD ARGS...   (see lib.mjs for the env)
 import {
-    Daemon, Senders, daemonArgv, makeRooms, checkStored, finalMarkers, until, report, sleep, URL_,
+    underLoad, checkStored, finalMarkers, until, report, sleep,
 } from './lib.mjs';
 
 const stops = Number(process.env.FAULTS_STOPS || 4);
 const nrooms = Number(process.env.FAULTS_ROOMS || 3);
 const failures = [];
-const d = new Daemon(daemonArgv());
-await d.up();
-const rooms = await makeRooms(nrooms, 'st');
-const tag = `st${Date.now().toString(36)}`;
-const s = new Senders(URL_, tag);
-for (const r of rooms) {
-    s.start(r.a, r.roomId);
-    s.start(r.b, r.roomId);
-}
+const { d, rooms, tag, s } = await underLoad(nrooms, 'st');
 
-let underLoad = 0;
+let loaded = 0;
 const stopMs = [], inflightAtStop = [];
 for (let i = 0; i < stops; i++) {
     const base = s.receipts;
@@ -41,7 +33,7 @@ for (let i = 0; i < stops; i++) {
     stopMs.push(Date.now() - t0);
     if (x.code !== 0) failures.push(`stop ${i + 1}: chatd exited ${JSON.stringify(x)} on SIGTERM (want 0)`);
     await d.up();
-    if (inflight > 0) underLoad++;
+    if (inflight > 0) loaded++;
     inflightAtStop.push(inflight);
 }
 const base = s.receipts;
@@ -53,7 +45,7 @@ const tally = s.tally();
 for (const st of ['closed', 'timeout', 'pending']) {
     if (tally[st]) failures.push(`${tally[st]} publishes ended with '${st}': want a RECEIPT or an ERROR before the close`);
 }
-if (underLoad < stops) failures.push(`only ${underLoad} of ${stops} stops had publishes in flight`);
+if (loaded < stops) failures.push(`only ${loaded} of ${stops} stops had publishes in flight`);
 const c = await checkStored(s, rooms, failures);
 const erroredStored = s.texts('error').filter((t) => c.count(t) > 0);
 if (erroredStored.length) failures.push(`${erroredStored.length} messages that got an ERROR are stored, e.g. ${erroredStored.slice(0, 3)}`);
