@@ -9,7 +9,10 @@
 #      SEND answered by a RECEIPT or an ERROR before the close, what got a
 #      RECEIPT stored once, what got an ERROR not stored;
 #   3. fsync.mjs: chatd under strace: for every receipted SEND, the WAL write
-#      holding the message, then a sync of the WAL, then the RECEIPT bytes.
+#      holding the message, then a sync of the WAL, then the RECEIPT bytes;
+#   4. kill9.mjs again on a Kafka + PostgreSQL node (etc/chatd-kafka.conf,
+#      librdkafka's mock cluster of tests/plugins/queue-kafka/mock-cluster, a
+#      throw-away PostgreSQL with fsync=on), killed 10 times.
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
 # $CHATD_OUT/faults-*.log.
 set -euo pipefail
@@ -32,8 +35,11 @@ command -v node >/dev/null || { say "node is not installed (apt-get install node
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatd-faults.XXXXXX")
 export FAULTS_PIDFILE=$work/chatd.pid
+mock_pid="" pg_dir=""
 cleanup() {
     [ -f "$FAULTS_PIDFILE" ] && kill -KILL "$(cat "$FAULTS_PIDFILE")" 2>/dev/null || true
+    [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null || true
+    [ -n "$pg_dir" ] && "$CHATD_TOP/tests/plugins/store-pg/pg-stop.sh" "$pg_dir" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -43,16 +49,18 @@ fails=()
 # run NAME SCRIPT [chatd --set ...]: a suite against a fresh database, chatd
 # on the embedded default config and a free port
 run() {
-    local name=$1 script=$2 port
+    local name=$1 script=$2 conf=$CHATD_TOP/etc/chatd.conf port
     shift 2
+    local store=(--set "store.path=$work/$name.db") # the default config's SQLite file
+    if [ "${1:-}" = "-c" ]; then conf=$2 store=(); shift 2; fi
     port=$(free_port)
     export FAULTS_URL=http://127.0.0.1:$port FAULTS_LOG=$CHATD_OUT/faults-$name.log
     : >"$FAULTS_LOG"
     say "=== $name"
     if timeout --kill-after=10 "${FAULTS_TIMEOUT:-240}" node "$CHATD_TOP/tests/faults/$script" -- \
-        "$CHATD_BIN" -c "$CHATD_TOP/etc/chatd.conf" \
+        "$CHATD_BIN" -c "$conf" \
         --set "ws.listen=127.0.0.1:$port" --set "ws.allowed_origins=$FAULTS_URL" \
-        --set "ws.web_root=$CHATD_TOP/web" --set "store.path=$work/$name.db" \
+        --set "ws.web_root=$CHATD_TOP/web" "${store[@]}" \
         --set chatd.publish_rate=0 "$@"; then
         say "--- $name: ok"
     else
@@ -67,6 +75,37 @@ run kill9 kill9.mjs
 run sigterm sigterm.mjs
 export FAULTS_TRACE=$CHATD_OUT/faults-fsync.trace
 run fsync fsync.mjs
+
+# 4. a Kafka + PostgreSQL node: the mock cluster (3 brokers, a topic of 6
+# partitions) and PostgreSQL for this run only
+kafka_pg() {
+    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster boot="" pg_env
+    [ -f "$CHATD_BUILD/plugins/queue-kafka/.libs/queue-kafka.so" ] &&
+        [ -f "$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so" ] ||
+        { say "queue-kafka or store-pg is not built (librdkafka-dev, libpq-dev)"; return 1; }
+    [ -x "$mock" ] || make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/mock-cluster >&2 || return 1
+    "$mock" -b 3 -p 6 -t kfaults >"$work/mock.out" 2>"$CHATD_OUT/faults-kafka-mock.log" &
+    mock_pid=$!
+    for _ in $(seq 1 100); do
+        boot=$(awk '/^bootstrap /{print $2; exit}' "$work/mock.out" 2>/dev/null || true)
+        [ -n "$boot" ] && break
+        sleep 0.1
+    done
+    [ -n "$boot" ] || { say "mock-cluster printed no bootstrap address"; return 1; }
+    pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh") || return 1
+    eval "$pg_env"
+    pg_dir=$PGTEST_DIR
+    FAULTS_KILLS=10 run kill9-kafka-pg kill9.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
+        --set "store.conninfo=$PGTEST_CONNINFO" --set "queue.kafka.bootstrap.servers=$boot" \
+        --set queue.topic=kfaults --set "queue.group=faults-$$" \
+        --set queue.kafka.consumer.session.timeout.ms=6000 \
+        --set queue.kafka.consumer.heartbeat.interval.ms=500 \
+        --set queue.kafka.consumer.fetch.wait.max.ms=10 \
+        --set queue.min_insync_replicas=1
+}
+if ! kafka_pg; then
+    [[ " ${fails[*]} " == *" kill9-kafka-pg "* ]] || fails+=("kill9-kafka-pg")
+fi
 
 if [ ${#fails[@]} -gt 0 ]; then
     say "failed: ${fails[*]}"
