@@ -43,9 +43,9 @@ static struct {
 } fz;
 
 static const chatd_member world[] = {
-    {sizeof(chatd_member), 1, "alice", "Alice", NULL, 1704067200000},
-    {sizeof(chatd_member), 2, "bob", "Bob", NULL, 1704067200001},
-    {sizeof(chatd_member), 3, "carol", "Carol", NULL, 1704067200002},
+    {.size = sizeof(chatd_member), .id = 1, .login_id = "alice", .name = "Alice"},
+    {.size = sizeof(chatd_member), .id = 2, .login_id = "bob", .name = "Bob"},
+    {.size = sizeof(chatd_member), .id = 3, .login_id = "carol", .name = "Carol"},
 };
 #define NWORLD (sizeof(world) / sizeof(world[0]))
 
@@ -112,7 +112,8 @@ static void t_register_now(chatd_ctx *ctx, const char *login, const char *name, 
         cb(arg, CHATD_ERR_EXISTS, NULL, 0);
         return;
     }
-    chatd_member m = {sizeof(m), 4, login, name, NULL, fz.api.now_ms()};
+    chatd_member m = {
+        .size = sizeof(m), .id = 4, .login_id = login, .name = name, .created_ms = fz.api.now_ms()};
     cb(arg, CHATD_OK, &m, 1);
 }
 
@@ -177,17 +178,17 @@ static void t_room_list_now(chatd_ctx *ctx, int64_t member, chatd_rooms_cb cb, v
 {
     (void)ctx;
     const chatd_member *peer = member == 1 ? &world[1] : &world[0];
-    chatd_room_summary r = {sizeof(r),
-                            member == 1 ? "1&2" : "1&3",
-                            member,
-                            peer->id,
-                            peer->login_id,
-                            peer->name,
-                            42,
-                            "hi \"there\"",
-                            1704067260000,
-                            1,
-                            41};
+    chatd_room_summary r = {.size = sizeof(r),
+                            .room_id = member == 1 ? "1&2" : "1&3",
+                            .member_id = member,
+                            .peer_id = peer->id,
+                            .peer_login = peer->login_id,
+                            .peer_name = peer->name,
+                            .last_msg_id = 42,
+                            .last_message = "hi \"there\"",
+                            .last_ms = 1704067260000,
+                            .unread = 1,
+                            .last_read_id = 41};
     cb(arg, CHATD_OK, &r, 1);
 }
 
@@ -207,16 +208,15 @@ static void t_history_now(chatd_ctx *ctx, int64_t member, const char *room, uint
     size_t n = 0;
     uint64_t top = before ? before : 1000;
     for (uint64_t id = top > 3 ? top - 3 : 1; id < top && n < limit && n < 3; id++) {
-        chatd_msg_fields f = {sizeof(f),
-                              CHATD_MSG_CHAT,
-                              id,
-                              canon,
-                              member,
-                              member_by(member, NULL)->login_id,
-                              "line\n\"x\"\\",
-                              9,
-                              1704067200000 + (int64_t)id,
-                              0};
+        chatd_msg_fields f = {.size = sizeof(f),
+                              .kind = CHATD_MSG_CHAT,
+                              .id = id,
+                              .room_id = canon,
+                              .writer_id = member,
+                              .writer = member_by(member, NULL)->login_id,
+                              .text = "line\n\"x\"\\",
+                              .text_len = 9,
+                              .time_ms = 1704067200000 + (int64_t)id};
         FZ_CHECK((msgs[n] = fz.api.msg_new(fz.ctx, &f)) != NULL, "msg_new");
         n++;
     }

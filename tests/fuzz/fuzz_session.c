@@ -116,8 +116,15 @@ static void check_stream(const fz_buf *out, size_t from, seen *s)
         FZ_CHECK(ev.opcode == WS_OP_TEXT, "a binary message from the server");
         FZ_CHECK(stomp_parser_feed(&p, (const char *)ev.data, ev.len) == 0, "feed");
         int r;
-        while ((r = stomp_parser_next(&p, &f)) == 1)
+        while ((r = stomp_parser_next(&p, &f)) == 1) {
             check_frame(s, &f);
+            /* later frames are escaped as the negotiated version says */
+            const char *v = stomp_frame_header(&f, "version");
+            if (strcmp(f.command, "CONNECTED") == 0 && v)
+                p.version = strcmp(v, "1.0") == 0   ? STOMP_V10
+                            : strcmp(v, "1.1") == 0 ? STOMP_V11
+                                                    : STOMP_V12;
+        }
         FZ_CHECK(r == 0, "the server sent a malformed STOMP frame: %s", p.error);
     }
     FZ_CHECK(off == out->len, "the server's stream ends inside a frame");

@@ -49,13 +49,17 @@ if [ ! -f "$B/Makefile" ] || [ "$CHATD_TOP/configure" -nt "$B/Makefile" ]; then
         { echo "20-fuzz: configure failed (see $OUT/configure.log)" >&2; tail -n 20 "$OUT/configure.log" >&2; exit 1; }
 fi
 echo "20-fuzz: building the core library, the test core and transport-ws in $B"
-make -C "$B/core" -s -j"$FUZZ_JOBS" >"$OUT/make.log" 2>&1 &&
-    make -C "$B/plugins/transport-ws" -s -j"$FUZZ_JOBS" >>"$OUT/make.log" 2>&1 &&
-    make -C "$B/tests" -s lib/libtestcore.la >>"$OUT/make.log" 2>&1 ||
-    { echo "20-fuzz: build failed (see $OUT/make.log)" >&2; tail -n 30 "$OUT/make.log" >&2; exit 1; }
+if ! { make -C "$B/core" -s -j"$FUZZ_JOBS" &&
+    make -C "$B/plugins/transport-ws" -s -j"$FUZZ_JOBS" &&
+    make -C "$B/tests" -s lib/libtestcore.la; } >"$OUT/make.log" 2>&1; then
+    echo "20-fuzz: build failed (see $OUT/make.log)" >&2
+    tail -n 30 "$OUT/make.log" >&2
+    exit 1
+fi
 # the plugin's objects as its Makefile lists them (so that files renamed or
 # removed leave no stale object behind), and any convenience library it links
 TW=$B/plugins/transport-ws
+# shellcheck disable=SC2016
 read -r -a TW_LT <<<"$(make -C "$TW" -s -f Makefile -f - fuzz-objs \
     <<<'fuzz-objs: ; @echo $(transport_ws_la_OBJECTS) $(filter %.la,$(transport_ws_la_LIBADD))')"
 TW_OBJS=()
@@ -67,8 +71,9 @@ for o in "${TW_LT[@]}"; do
 done
 [ ${#TW_OBJS[@]} -gt 0 ] || { echo "20-fuzz: no transport-ws objects in $B" >&2; exit 1; }
 PKGS="libevent libevent_openssl libevent_pthreads json-c inih libsodium openssl"
-# shellcheck disable=SC2046,SC2086
+# shellcheck disable=SC2086
 read -r -a DEP_CFLAGS <<<"$(pkg-config --cflags $PKGS)"
+# shellcheck disable=SC2086
 read -r -a DEP_LIBS <<<"$(pkg-config --libs $PKGS)"
 mkdir -p "$B/fuzz"
 for t in $FUZZ_TARGETS; do
