@@ -31,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 2
+#define CHECKED_MINOR 3
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -261,7 +261,15 @@ CHATD_OFFSET(chatd_api, dead_letter, 392);
 CHATD_SIZE_AT_LEAST(chatd_store_ops, 96);
 CHATD_OFFSET(chatd_store_ops, dead_letter, 88);
 
-/* ---- append asserts of ABI 1.3 here ------------------------------------ */
+/* ---- ABI 1.3 ------------------------------------------------------------ */
+
+/* delivery: replay (resume, forward paging) */
+CHATD_SIZE_AT_LEAST(chatd_api, 408);
+CHATD_OFFSET(chatd_api, replay, 400);
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 104);
+CHATD_OFFSET(chatd_store_ops, replay, 96);
+
+/* ---- append asserts of ABI 1.4 here ------------------------------------ */
 
 int main(void)
 {

@@ -306,6 +306,8 @@ static void a_room_list(chatd_ctx *ctx, int64_t member_id, chatd_rooms_cb cb, vo
 typedef struct hist_req {
     chatd_ctx *ctx;
     uint64_t before;
+    uint64_t after; /* replay: messages after this position */
+    bool replay;
     unsigned limit;
     chatd_history_cb cb;
     void *arg;
@@ -318,6 +320,11 @@ static void hist_checked(void *arg, chatd_status st, const char *room, int64_t p
     const chatd_store_ops *so = core_store(r->ctx->core);
     if (st != CHATD_OK) {
         r->cb(r->arg, st, NULL, 0, 0);
+    } else if (r->replay) {
+        if (so && so->replay)
+            so->replay(r->ctx->core->store->inst, room, 0, r->after, r->limit, r->cb, r->arg);
+        else
+            r->cb(r->arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
     } else if (!so || !so->history) {
         r->cb(r->arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
     } else {
@@ -337,6 +344,31 @@ static void a_history(chatd_ctx *ctx, int64_t member_id, const char *room, uint6
     if (limit == 0) limit = CHATD_HISTORY_DEFAULT;
     if (limit > CHATD_HISTORY_MAX) limit = CHATD_HISTORY_MAX;
     *r = (hist_req){.ctx = ctx, .before = before, .limit = limit, .cb = cb, .arg = arg};
+    members_room_check(ctx->core, member_id, room, hist_checked, r);
+}
+
+static void a_replay(chatd_ctx *ctx, int64_t member_id, const char *room, uint64_t after,
+                     unsigned limit, chatd_history_cb cb, void *arg)
+{
+    if (limit == 0) limit = CHATD_HISTORY_DEFAULT;
+    if (limit > CHATD_HISTORY_MAX) limit = CHATD_HISTORY_MAX;
+    if (!room) { /* the member's side stream: nothing to check */
+        const chatd_store_ops *so = core_store(ctx->core);
+        if (member_id <= 0)
+            cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        else if (!so || !so->replay)
+            cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
+        else
+            so->replay(ctx->core->store->inst, NULL, member_id, after, limit, cb, arg);
+        return;
+    }
+    hist_req *r = malloc(sizeof(*r));
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    *r = (hist_req){
+        .ctx = ctx, .after = after, .replay = true, .limit = limit, .cb = cb, .arg = arg};
     members_room_check(ctx->core, member_id, room, hist_checked, r);
 }
 
@@ -433,6 +465,7 @@ static const chatd_api api = {
     .core_limit = a_core_limit,
     .room_refusal = room_refusal,
     .dead_letter = a_dead_letter,
+    .replay = a_replay,
 };
 
 const chatd_api *api_table(void)

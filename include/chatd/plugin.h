@@ -63,9 +63,10 @@ extern "C" {
  *  constants, chatd_api.room_parse, msg_room_members and room_format.
  *  1.2 appended: idempotency keys (chatd_msg_fields.idem_key,
  *  chatd_api.msg_idem_key and core_limit, chatd_store_ops.idem_get), dead letters
- *  (chatd_api.dead_letter, chatd_store_ops.dead_letter). */
+ *  (chatd_api.dead_letter, chatd_store_ops.dead_letter).
+ *  1.3 appended: replay (chatd_api.replay, chatd_store_ops.replay). */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 2
+#define CHATD_ABI_MINOR 3
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -673,6 +674,20 @@ typedef struct chatd_api {
      *  (logged); the store's errors. On an error keep the record. */
     void (*dead_letter)(chatd_ctx *ctx, const char *source, const void *payload, size_t len,
                         const char *reason, chatd_status_cb cb, void *arg);
+
+    /* --- ABI 1.3: check `size` (or abi_minor >= 3) before calling --------- */
+
+    /** The messages of one stream after position `after`, oldest first,
+     *  at most `limit` (0: CHATD_HISTORY_DEFAULT; clamped to
+     *  CHATD_HISTORY_MAX), for resume and forward paging. A message's
+     *  position is its id (docs/delivery.md: the order fan-out follows).
+     *  room != NULL: the CHAT messages of that room, which member_id must be
+     *  in (statuses as history). room NULL: member_id's side stream, the CHAT
+     *  messages of every room of member_id and member_id's own READ events.
+     *  cb's next_before is 0. CHATD_ERR_UNAVAILABLE when the store cannot
+     *  replay (an older store). */
+    void (*replay)(chatd_ctx *ctx, int64_t member_id, const char *room, uint64_t after,
+                   unsigned limit, chatd_history_cb cb, void *arg);
 } chatd_api;
 
 /* ---- Per-kind hook tables -------------------------------------------- */
@@ -809,6 +824,21 @@ typedef struct chatd_store_ops {
      *  or an error. */
     void (*dead_letter)(void *inst, const char *source, const void *payload, size_t len,
                         const char *reason, chatd_status_cb cb, void *arg);
+
+    /* --- ABI 1.3: optional; the core checks `size` and NULL --------------- */
+
+    /**
+     * Replay: up to `limit` messages with id > after, by id,
+     * oldest first. room_id (canonical, checked by the core) != NULL: the
+     * CHAT messages of that room (member_id 0). room_id NULL: the side stream
+     * of member_id: the CHAT messages of every room member_id has a summary
+     * of, and every READ event member_id published (so persist() of a READ
+     * keeps the event itself, not only the read mark). Messages built with
+     * msg_new (READ ones with up_to); borrowed by cb; next_before 0.
+     * cb: CHATD_OK n messages (n may be 0), or an error. Loop thread.
+     */
+    void (*replay)(void *inst, const char *room_id, int64_t member_id, uint64_t after,
+                   unsigned limit, chatd_history_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

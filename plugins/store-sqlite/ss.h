@@ -43,6 +43,7 @@ enum {
     W_IDEM_CLAIM,
     W_IDEM_OWNER,
     W_IDEM_PURGE,
+    W_READ_INSERT,
     W_COUNT
 };
 
@@ -55,6 +56,8 @@ enum {
     R_ROOM_LIST,
     R_HISTORY,
     R_IDEM_GET,
+    R_REPLAY_ROOM,
+    R_REPLAY_SIDE,
     R_COUNT
 };
 
@@ -153,5 +156,7 @@ void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit
                 chatd_history_cb cb, void *arg);
 void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
                  chatd_history_cb cb, void *arg);
+void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t after, unsigned limit,
+               chatd_history_cb cb, void *arg);
 
 #endif /* SS_H */

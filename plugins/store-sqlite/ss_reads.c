@@ -33,6 +33,17 @@ const char *const ss_rsql[R_COUNT] = {
     [R_IDEM_GET] = "SELECT m.id, m.room_id, m.writer_id, m.writer, m.text, m.time_ms"
                    " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
                    " WHERE i.member_id = ?1 AND i.idem_key = ?2 AND i.time_ms >= ?3",
+    /* replay: kind 1 chat, 2 read; columns id, kind, room, writer_id, writer, text, time, up_to */
+    [R_REPLAY_ROOM] = "SELECT id, 1, room_id, writer_id, writer, text, time_ms, 0 FROM messages"
+                      " WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    [R_REPLAY_SIDE] = "SELECT * FROM ("
+                      " SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0"
+                      " FROM rooms r JOIN messages m ON m.room_id = r.room_id"
+                      " WHERE r.member_id = ?1 AND m.id > ?2"
+                      " UNION ALL"
+                      " SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to FROM reads"
+                      " WHERE member_id = ?1 AND id > ?2)"
+                      " ORDER BY 1 LIMIT ?3",
 };
 
 /*
@@ -412,4 +423,63 @@ void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_m
     sqlite3_reset(st);
     cb(arg, status, msg ? &msg : NULL, msg ? 1 : 0, 0);
     if (msg) api->msg_unref(msg);
+}
+
+void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t after, unsigned limit,
+               chatd_history_cb cb, void *arg)
+{
+    ss *s = inst;
+    const chatd_api *api = s->api;
+    sqlite3_stmt *st;
+    chatd_msg *msgs[PC_HISTORY_MAX];
+    size_t n = 0, i;
+    int rc;
+    chatd_status status = CHATD_OK;
+
+    if (!cb) return;
+    if ((!room_id && member_id <= 0) || after > (uint64_t)INT64_MAX) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    if (!s->rdb) {
+        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    limit = pc_history_limit(limit);
+    st = ss_rstmt(s, room_id ? R_REPLAY_ROOM : R_REPLAY_SIDE);
+    if (room_id)
+        sqlite3_bind_text(st, 1, room_id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(st, 1, member_id);
+    sqlite3_bind_int64(st, 2, (int64_t)after);
+    sqlite3_bind_int64(st, 3, (int64_t)limit);
+    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        chatd_msg_fields f = {.size = sizeof(f)};
+        f.id = (uint64_t)sqlite3_column_int64(st, 0);
+        f.kind = sqlite3_column_int(st, 1) == 2 ? CHATD_MSG_READ : CHATD_MSG_CHAT;
+        f.room_id = ss_col(NULL, st, 2);
+        f.writer_id = sqlite3_column_int64(st, 3);
+        f.writer = ss_col(NULL, st, 4);
+        f.text = ss_col(NULL, st, 5);
+        f.text_len = (size_t)sqlite3_column_bytes(st, 5);
+        f.time_ms = sqlite3_column_int64(st, 6);
+        f.up_to = (uint64_t)sqlite3_column_int64(st, 7);
+        msgs[n] = api->msg_new(s->ctx, &f);
+        if (!msgs[n]) {
+            api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " to replay",
+                     f.id);
+            status = CHATD_ERR_NOMEM;
+            break;
+        }
+        n++;
+    }
+    if (status == CHATD_OK && n < limit && rc != SQLITE_DONE) {
+        ss_rlog(s, "reading messages to replay", rc);
+        status = CHATD_ERR_IO;
+    }
+    sqlite3_reset(st);
+    if (status == CHATD_OK) cb(arg, CHATD_OK, msgs, n, 0);
+    for (i = 0; i < n; i++)
+        api->msg_unref(msgs[i]);
+    if (status != CHATD_OK) cb(arg, status, NULL, 0, 0);
 }

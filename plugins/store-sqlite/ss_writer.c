@@ -75,6 +75,8 @@ const char *const ss_wsql[W_COUNT] = {
                      " WHERE idempotency.time_ms < ?5",
     [W_IDEM_OWNER] = "SELECT msg_id FROM idempotency WHERE member_id = ?1 AND idem_key = ?2",
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE time_ms < ?1",
+    [W_READ_INSERT] = "INSERT OR IGNORE INTO reads(id, member_id, writer, room_id, up_to, time_ms)"
+                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
 };
 
 /* Once a minute (writer thread): forget keys older than the window. */
@@ -202,6 +204,18 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
         rc = ss_wstep(s, W_ROOM_READ);
         if (rc != SQLITE_DONE) {
             ss_wlog(s, "recording a read mark", rc);
+            return CHATD_ERR_IO;
+        }
+        st = s->w[W_READ_INSERT]; /* the event itself, replayed on the side stream */
+        sqlite3_bind_int64(st, 1, j->id);
+        sqlite3_bind_int64(st, 2, j->writer_id);
+        sqlite3_bind_text(st, 3, j->writer, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, j->room, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, j->up_to);
+        sqlite3_bind_int64(st, 6, j->time_ms);
+        rc = ss_wstep(s, W_READ_INSERT);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "recording a read event", rc);
             return CHATD_ERR_IO;
         }
         return CHATD_OK;

@@ -75,6 +75,15 @@ static const char *const ss_migrations[] = {
     " time_ms INTEGER NOT NULL,"
     " PRIMARY KEY(member_id, idem_key));"
     "CREATE INDEX idempotency_time ON idempotency(time_ms);",
+    /* 2 -> 3: read events themselves, for the side stream's replay */
+    "CREATE TABLE reads("
+    " id INTEGER PRIMARY KEY,"
+    " member_id INTEGER NOT NULL,"
+    " writer TEXT NOT NULL,"
+    " room_id TEXT NOT NULL,"
+    " up_to INTEGER NOT NULL,"
+    " time_ms INTEGER NOT NULL);"
+    "CREATE INDEX reads_member_id ON reads(member_id, id);",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
@@ -407,6 +416,7 @@ static const chatd_store_ops ss_ops = {
     .room_list = ss_room_list,
     .history = ss_history,
     .idem_get = ss_idem_get,
+    .replay = ss_replay,
 };
 
 static const chatd_plugin_desc ss_desc = {

@@ -179,6 +179,7 @@ static void write_cb(struct bufferevent *bev, void *arg)
         c->out_paused = 0;
         tw_conn_kick(c);
     }
+    if (!c->closed && !c->closing) tw_resume_drained(c); /* replays paced by the output */
 }
 
 /* ---- HTTP request dispatch ------------------------------------------------ */

@@ -25,6 +25,7 @@ struct rest_op {
     char room[128];
     uint64_t before;
     unsigned limit;
+    char after[TW_CURSOR_MAX + 1]; /* after=<cursor>: page forward; "" when absent */
 };
 
 int tw_status_http(chatd_status st)
@@ -354,20 +355,30 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
         if (st != CHATD_OK) {
             respond_status(c, st, NULL);
         } else {
-            /* the bodies are the messages' own JSON wire form, spliced as is */
+            /* the bodies are the messages' own JSON wire form, spliced with the
+             * room cursor of each added before the closing brace */
+            char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + sizeof(op->room)], cur[TW_CURSOR_MAX];
+            snprintf(dest, sizeof(dest), "%s%s", CHATD_DEST_ROOM_PREFIX, op->room);
             struct evbuffer *b = evbuffer_new();
             int rc = b ? evbuffer_add(b, "{\"messages\":[", 13) : -1;
             for (size_t i = 0; rc == 0 && i < n; i++) {
                 size_t jl = 0;
                 const char *j = api->msg_json(msgs[i], &jl);
-                if (!j) {
+                if (!j || jl < 2 ||
+                    tw_cursor_make(dest, api->msg_id(msgs[i]), cur, sizeof(cur)) != 0) {
                     rc = -1;
                     break;
                 }
                 if (i > 0) rc = evbuffer_add(b, ",", 1);
-                if (rc == 0) rc = evbuffer_add(b, j, jl);
+                if (rc == 0) rc = evbuffer_add(b, j, jl - 1);
+                if (rc == 0) rc = evbuffer_add_printf(b, ",\"cursor\":\"%s\"}", cur) < 0 ? -1 : 0;
             }
-            if (rc == 0) {
+            if (rc == 0 && op->after[0]) { /* forward: next is the cursor to go on after */
+                if (n == op->limit && n > 0)
+                    rc = evbuffer_add_printf(b, "],\"next\":\"%s\"}", cur) < 0 ? -1 : 0;
+                else
+                    rc = evbuffer_add(b, "],\"next\":null}", 14);
+            } else if (rc == 0) {
                 if (next)
                     rc = evbuffer_add_printf(b, "],\"next\":\"%" PRIu64 "\"}", next) < 0 ? -1 : 0;
                 else
@@ -395,6 +406,18 @@ static void history_room_cb(void *arg, chatd_status st, const char *room_id, int
         return;
     }
     snprintf(op->room, sizeof(op->room), "%s", room_id);
+    if (op->after[0]) {
+        char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + sizeof(op->room)];
+        uint64_t after;
+        snprintf(dest, sizeof(dest), "%s%s", CHATD_DEST_ROOM_PREFIX, op->room);
+        if (tw_cursor_parse(dest, op->after, &after) != 0) {
+            tw_http_error(c, 400, "after must be a cursor of this room (the cursor of a message)");
+            op_finish(op);
+            return;
+        }
+        c->srv->api->replay(c->srv->ctx, op->member_id, op->room, after, op->limit, history_cb, op);
+        return;
+    }
     c->srv->api->history(c->srv->ctx, op->member_id, op->room, op->before, op->limit, history_cb,
                          op);
 }
@@ -648,6 +671,15 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
             return 1;
         }
         op->limit = rc > 0 ? (unsigned)v : 50;
+        rc = query_get(query, "after", op->after, sizeof(op->after));
+        if (rc < 0 || (rc > 0 && !op->after[0]) || (rc > 0 && op->before)) {
+            tw_http_error(c, 400,
+                          rc < 0 || !op->after[0] ? "after must be a cursor"
+                                                  : "give before or after, not both");
+            op_finish(op);
+            return 1;
+        }
+        if (rc == 0) op->after[0] = '\0';
     }
     start_authed(c, req, op);
     return 1;

@@ -298,8 +298,13 @@ struct sub_req {
     tw_conn *c;
     char *id;
     char *receipt;
+    char *resume; /* resume-after header, NULL when none */
     int ack;
 };
+
+#define TW_RESUME_REFUSAL                                                                          \
+    "resume-after: malformed cursor, or a cursor of another destination (use the cursor header "   \
+    "of a MESSAGE of this destination)"
 
 static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t peer_id)
 {
@@ -319,15 +324,22 @@ static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t pee
         tw_stomp_error(c, "subscription id already in use", r->receipt, WS_CLOSE_PROTOCOL);
         goto out;
     }
+    uint64_t after = 0;
+    if (r->resume && tw_cursor_parse(dest, r->resume, &after) != 0) {
+        tw_stomp_error(c, TW_RESUME_REFUSAL, r->receipt, WS_CLOSE_POLICY);
+        goto out;
+    }
     if (tw_sub_add(c, dest, r->id, r->ack) != 0) {
         tw_stomp_error(c, "out of memory", r->receipt, WS_CLOSE_INTERNAL);
         goto out;
     }
     tw_stomp_receipt(c, r->receipt);
+    if (r->resume) tw_resume_begin(c->subs, after); /* the sub just added */
     tw_conn_kick(c);
 out:
     free(r->id);
     free(r->receipt);
+    free(r->resume);
     free(r);
     tw_conn_unref(c);
 }
@@ -337,6 +349,7 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
     tw_server *srv = c->srv;
     const char *dest = stomp_frame_header(f, "destination");
     const char *id = stomp_frame_header(f, "id");
+    const char *resume = stomp_frame_header(f, "resume-after");
     const char *ackh = stomp_frame_header(f, "ack");
     const char *receipt = stomp_frame_header(f, "receipt");
     int ack = TW_ACK_AUTO;
@@ -384,11 +397,17 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
             return;
         }
         snprintf(d, sizeof(d), "%s%" PRId64, side, who);
+        uint64_t after = 0;
+        if (resume && tw_cursor_parse(d, resume, &after) != 0) {
+            tw_stomp_error(c, TW_RESUME_REFUSAL, receipt, WS_CLOSE_POLICY);
+            return;
+        }
         if (tw_sub_add(c, d, id, ack) != 0) {
             tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
             return;
         }
         tw_stomp_receipt(c, receipt);
+        if (resume) tw_resume_begin(c->subs, after); /* the sub just added */
         return;
     }
     if (strncmp(dest, room, sizeof(room) - 1) != 0) {
@@ -399,8 +418,12 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
         return;
     }
     struct sub_req *r = calloc(1, sizeof(*r));
-    if (!r || !(r->id = strdup(id)) || (receipt && !(r->receipt = strdup(receipt)))) {
-        if (r) free(r->id);
+    if (!r || !(r->id = strdup(id)) || (receipt && !(r->receipt = strdup(receipt))) ||
+        (resume && !(r->resume = strdup(resume)))) {
+        if (r) {
+            free(r->id);
+            free(r->receipt);
+        }
         free(r);
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
         return;

@@ -76,6 +76,7 @@ static void sub_free(tw_server *srv, tw_sub *s)
     }
     s->c->nsubs--;
     srv->nsubs--;
+    tw_resume_sub_gone(s);
     free(s->id);
     free(s);
 }
@@ -124,58 +125,101 @@ static void body_cleanup(const void *data, size_t len, void *extra)
     shared_body_release(extra);
 }
 
+/* Queue one MESSAGE frame of `s` (id, cursor, body shared through b).
+ * Returns 0, or -1 when the output is over max_outbuf or out of memory. */
+static int sub_frame(tw_sub *s, uint64_t id, const char *cursor, const char *json, size_t jlen,
+                     struct shared_body *b)
+{
+    tw_conn *c = s->c;
+    char sid[2 * TW_MAX_ID + 1], hbuf[1024], ackh[64] = "";
+    stomp_escape(sid, sizeof(sid), s->id, c->version);
+    if (s->ack != TW_ACK_AUTO)
+        snprintf(ackh, sizeof(ackh), "ack:%" PRIu64 "-%" PRIu64 "\n", id, ++c->ack_serial);
+    int hl = snprintf(hbuf, sizeof(hbuf),
+                      "MESSAGE\ndestination:%s\nmessage-id:%" PRIu64 "\nsubscription:%s\n"
+                      "cursor:%s\ncontent-type:application/json\ncontent-length:%zu\n%s\n",
+                      s->d->name, id, sid, cursor, jlen, ackh);
+    if (hl < 0 || (size_t)hl >= sizeof(hbuf)) return 0; /* cannot happen: ids are bounded */
+    uint8_t wh[10];
+    size_t whl = ws_frame_header(wh, WS_OP_TEXT, 1, (uint64_t)hl + jlen + 1);
+    struct evbuffer *out = tw_conn_out(c);
+    b->refs++;
+    if (evbuffer_add(out, wh, whl) != 0 || evbuffer_add(out, hbuf, (size_t)hl) != 0 ||
+        evbuffer_add_reference(out, json, jlen, body_cleanup, b) != 0) {
+        b->refs--;
+        return -1;
+    }
+    if (evbuffer_add(out, "", 1) != 0) return -1;
+    c->last_tx_ms = c->srv->api->now_ms();
+    return 0;
+}
+
+static struct shared_body *body_new(tw_server *srv, chatd_msg *msg, const char **json, size_t *jlen)
+{
+    *json = srv->api->msg_json(msg, jlen);
+    if (!*json) {
+        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "no JSON for message %" PRIu64 " (out of memory)",
+                      srv->api->msg_id(msg));
+        return NULL;
+    }
+    struct shared_body *b = malloc(sizeof(*b));
+    if (!b) {
+        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "out of memory delivering message %" PRIu64,
+                      srv->api->msg_id(msg));
+        return NULL;
+    }
+    b->api = srv->api;
+    b->msg = srv->api->msg_ref(msg);
+    b->refs = 1;
+    return b;
+}
+
+int tw_sub_write(tw_sub *s, chatd_msg *msg)
+{
+    tw_server *srv = s->c->srv;
+    const char *json;
+    size_t jlen;
+    char cursor[TW_CURSOR_MAX];
+    uint64_t id = srv->api->msg_id(msg);
+    if (tw_cursor_make(s->d->name, id, cursor, sizeof(cursor)) != 0) return -1;
+    struct shared_body *b = body_new(srv, msg, &json, &jlen);
+    if (!b) return -1;
+    int rc = sub_frame(s, id, cursor, json, jlen, b);
+    shared_body_release(b);
+    if (rc == 0) srv->api->counter_add(srv->ctx, "chatd_ws_replayed_total", 1);
+    return rc;
+}
+
 void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
 {
     tw_server *srv = inst;
     struct lh_entry *e = lh_table_lookup_entry(srv->dests, destination);
     if (!e) return;
     tw_dest *d = (tw_dest *)lh_entry_v(e);
+    const char *json;
     size_t jlen = 0;
-    const char *json = srv->api->msg_json(msg, &jlen);
-    if (!json) {
-        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "no JSON for message %" PRIu64 " (out of memory)",
-                      srv->api->msg_id(msg));
-        return;
-    }
-    struct shared_body *b = malloc(sizeof(*b));
-    if (!b) {
-        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "out of memory delivering to %s", destination);
-        return;
-    }
-    b->api = srv->api;
-    b->msg = srv->api->msg_ref(msg);
-    b->refs = 1;
     uint64_t id = srv->api->msg_id(msg);
+    char cursor[TW_CURSOR_MAX];
+    if (tw_cursor_make(d->name, id, cursor, sizeof(cursor)) != 0) return;
+    struct shared_body *b = body_new(srv, msg, &json, &jlen);
+    if (!b) return;
     uint64_t sent = 0, nslow = 0;
     for (tw_sub *s = d->head; s; s = s->dnext) {
         tw_conn *c = s->c;
         if (c->closed || c->closing || c->st != TW_ST_CONNECTED || c->ws_close_sent) continue;
-        char sid[2 * TW_MAX_ID + 1], hbuf[1024], ackh[64] = "";
-        stomp_escape(sid, sizeof(sid), s->id, c->version);
-        if (s->ack != TW_ACK_AUTO)
-            snprintf(ackh, sizeof(ackh), "ack:%" PRIu64 "-%" PRIu64 "\n", id, ++c->ack_serial);
-        int hl = snprintf(hbuf, sizeof(hbuf),
-                          "MESSAGE\ndestination:%s\nmessage-id:%" PRIu64 "\nsubscription:%s\n"
-                          "content-type:application/json\ncontent-length:%zu\n%s\n",
-                          d->name, id, sid, jlen, ackh);
-        if (hl < 0 || (size_t)hl >= sizeof(hbuf)) continue;
-        uint8_t wh[10];
-        size_t whl = ws_frame_header(wh, WS_OP_TEXT, 1, (uint64_t)hl + jlen + 1);
-        struct evbuffer *out = tw_conn_out(c);
-        b->refs++;
-        if (evbuffer_add(out, wh, whl) != 0 || evbuffer_add(out, hbuf, (size_t)hl) != 0 ||
-            evbuffer_add_reference(out, json, jlen, body_cleanup, b) != 0) {
-            b->refs--;
+        if (s->replay) { /* resuming: held until the replay reaches it */
+            tw_resume_hold(s, msg);
+            continue;
+        }
+        if (s->resumed) { /* after a replay: each position once, in order */
+            if (id <= s->last) continue;
+            s->last = id;
+        }
+        if (sub_frame(s, id, cursor, json, jlen, b) != 0 || tw_conn_over_limit(c)) {
             c->slow = 1;
             nslow++;
             continue;
         }
-        if (evbuffer_add(out, "", 1) != 0 || tw_conn_over_limit(c)) {
-            c->slow = 1;
-            nslow++;
-            continue;
-        }
-        c->last_tx_ms = srv->api->now_ms();
         sent++;
     }
     shared_body_release(b);

@@ -127,6 +127,10 @@ struct tw_sub {
     tw_sub *cnext;         /* in the connection's list */
     char *id;
     int ack;
+    /* resume-after (resume.c) */
+    int resumed;              /* positions are filtered: each once, in order */
+    uint64_t last;            /* position of the last message written to it */
+    struct tw_replay *replay; /* the replay in progress; NULL once live */
 };
 
 typedef struct tw_hdr {
@@ -174,6 +178,24 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
 /* The JSON object body of a POST; answers the error (not done) and returns
  * NULL when it is not one. The caller puts the object. */
 struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);
+
+/* resume.c: cursors and SUBSCRIBE resume-after (docs/delivery.md) */
+#define TW_CURSOR_MAX 96 /* a cursor with its NUL ("room.<a>-<b>.<id>") */
+/* The cursor naming position `id` of destination `dest`; 0, or -1. */
+int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap);
+/* The position a cursor of destination `dest` names; 0, or -1 when it is
+ * malformed or from another destination. */
+int tw_cursor_parse(const char *dest, const char *cursor, uint64_t *id);
+/* Replay the messages of s after position `after`, then go live. */
+void tw_resume_begin(tw_sub *s, uint64_t after);
+/* A live message for s while it replays: held, delivered at the seam. */
+void tw_resume_hold(tw_sub *s, chatd_msg *msg);
+/* The output of c drained: replays waiting for it go on. */
+void tw_resume_drained(tw_conn *c);
+/* s is being freed: its replay, if any, is abandoned. */
+void tw_resume_sub_gone(tw_sub *s);
+/* subs.c: queue one MESSAGE frame of msg for s (with its cursor); 0 or -1 */
+int tw_sub_write(tw_sub *s, chatd_msg *msg);
 
 /* rest_send.c: POST /api/rooms/{room}/messages (room percent-decoded) */
 void tw_rest_send(tw_conn *c, const http_request *req, const char *room);

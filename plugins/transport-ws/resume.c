@@ -1,0 +1,250 @@
+/*
+ * resume.c - cursors and SUBSCRIBE resume-after of transport-ws
+ * (docs/delivery.md).
+ *
+ * A cursor names one message's place in one destination's stream:
+ *   /sub/chat/room/A&B  ->  "room.A-B.<position>"
+ *   /sub/chat/side/M    ->  "side.M.<position>"
+ * where the position is the message's id, the order in which this node's
+ * fan-out delivers (queue-local: publish order; see the document for what
+ * holds with several nodes). Every MESSAGE frame carries its cursor.
+ *
+ * resume-after: the subscription is registered first, so nothing published
+ * from then on is missed; while it replays, live deliveries for it are held
+ * (at most TW_RESUME_HOLD; past that they are dropped and the replay reads
+ * one more page from the store, which has them: the core persists before it
+ * fans out). Pages of TW_RESUME_PAGE come from chatd_api.replay; the next
+ * page is asked for only when the connection's output has drained to a
+ * quarter of max_outbuf (bounded memory, and a resuming client is never
+ * disconnected as slow). A short page with nothing dropped ends the replay:
+ * the held messages after the last replayed position are written, and the
+ * subscription goes live with a position filter (each position once, in
+ * order), which makes the seam exact.
+ */
+#include "config.h"
+
+#include "tw.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TW_RESUME_PAGE 100  /* messages per store page */
+#define TW_RESUME_HOLD 1024 /* live messages held per replaying subscription */
+
+struct tw_replay {
+    tw_sub *s;     /* NULL once the subscription is gone */
+    tw_conn *c;    /* referenced until the replay is freed */
+    int fetching;  /* a page request is outstanding */
+    int scheduled; /* run_cb is scheduled on the loop */
+    int waiting;   /* waiting for the output to drain */
+    int dropped;   /* held messages were dropped: one more page is needed */
+    chatd_msg *held[TW_RESUME_HOLD];
+    size_t nheld;
+};
+
+/* "room.A-B." or "side.M." for a destination; 0, or -1 for another one. */
+static int cursor_prefix(const char *dest, char *out, size_t cap)
+{
+    int n;
+    if (strncmp(dest, CHATD_DEST_ROOM_PREFIX, sizeof(CHATD_DEST_ROOM_PREFIX) - 1) == 0) {
+        const char *room = dest + sizeof(CHATD_DEST_ROOM_PREFIX) - 1;
+        const char *amp = strchr(room, '&');
+        if (!amp) return -1;
+        n = snprintf(out, cap, "room.%.*s-%s.", (int)(amp - room), room, amp + 1);
+    } else if (strncmp(dest, CHATD_DEST_SIDE_PREFIX, sizeof(CHATD_DEST_SIDE_PREFIX) - 1) == 0) {
+        n = snprintf(out, cap, "side.%s.", dest + sizeof(CHATD_DEST_SIDE_PREFIX) - 1);
+    } else {
+        return -1;
+    }
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap)
+{
+    char pre[TW_CURSOR_MAX];
+    if (cursor_prefix(dest, pre, sizeof(pre)) != 0) return -1;
+    int n = snprintf(out, cap, "%s%" PRIu64, pre, id);
+    return n > 0 && (size_t)n < cap ? 0 : -1;
+}
+
+int tw_cursor_parse(const char *dest, const char *cursor, uint64_t *id)
+{
+    char pre[TW_CURSOR_MAX];
+    if (!cursor || cursor_prefix(dest, pre, sizeof(pre)) != 0) return -1;
+    size_t pl = strlen(pre);
+    if (strncmp(cursor, pre, pl) != 0) return -1;
+    const char *p = cursor + pl;
+    size_t n = strlen(p);
+    if (n == 0 || n > 20 || (n > 1 && p[0] == '0')) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *id = v;
+    return 0;
+}
+
+/* Frees the replay and drops its reference to the connection. */
+static void replay_free(struct tw_replay *r)
+{
+    tw_conn *c = r->c;
+    const chatd_api *api = c->srv->api;
+    for (size_t i = 0; i < r->nheld; i++)
+        api->msg_unref(r->held[i]);
+    free(r);
+    tw_conn_unref(c);
+}
+
+/* Write msg to s unless its position was written already. */
+static int write_after(tw_sub *s, chatd_msg *msg)
+{
+    uint64_t id = s->c->srv->api->msg_id(msg);
+    if (id <= s->last) return 0;
+    s->last = id;
+    return tw_sub_write(s, msg);
+}
+
+/* The replay of s ends (or fails): detach and free it. */
+static void replay_end(tw_sub *s)
+{
+    struct tw_replay *r = s->replay;
+    s->replay = NULL;
+    replay_free(r);
+}
+
+static void schedule(struct tw_replay *r);
+
+static void page_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n, uint64_t next)
+{
+    (void)next;
+    struct tw_replay *r = arg;
+    tw_conn *c = r->c;
+    tw_sub *s = r->s;
+    r->fetching = 0;
+    if (!s) { /* unsubscribed or closed meanwhile */
+        replay_free(r);
+        return;
+    }
+    if (c->closed || c->closing) return; /* freed with the subscription */
+    if (st != CHATD_OK) {
+        char m[160];
+        snprintf(m, sizeof(m), "resume failed: the store could not replay (%s); retry later",
+                 c->srv->api->status_str(st));
+        replay_end(s);
+        tw_stomp_error(c, m, NULL, WS_CLOSE_INTERNAL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (write_after(s, msgs[i]) != 0) {
+            replay_end(s);
+            tw_conn_close(c); /* out of memory */
+            return;
+        }
+    if (n == TW_RESUME_PAGE || r->dropped) {
+        r->dropped = 0;
+        if ((int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf / 4)
+            r->waiting = 1; /* tw_resume_drained goes on */
+        else
+            schedule(r);
+        return;
+    }
+    /* the seam: what was held during the replay, then live */
+    s->replay = NULL;
+    int failed = 0;
+    for (size_t i = 0; i < r->nheld && !failed; i++)
+        failed = write_after(s, r->held[i]) != 0;
+    replay_free(r);
+    if (failed) tw_conn_close(c);
+}
+
+/* Ask the store for the next page (on a fresh stack, from the loop). */
+static void run_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct tw_replay *r = arg;
+    r->scheduled = 0;
+    tw_sub *s = r->s;
+    if (!s) {
+        replay_free(r);
+        return;
+    }
+    tw_conn *c = s->c;
+    if (c->closed || c->closing) return;
+    char room[CHATD_ROOM_ID_MAX] = "";
+    int side = strncmp(s->d->name, CHATD_DEST_SIDE_PREFIX, sizeof(CHATD_DEST_SIDE_PREFIX) - 1) == 0;
+    if (!side) snprintf(room, sizeof(room), "%s", s->d->name + sizeof(CHATD_DEST_ROOM_PREFIX) - 1);
+    r->fetching = 1;
+    c->srv->api->replay(c->srv->ctx, c->member_id, side ? NULL : room, s->last, TW_RESUME_PAGE,
+                        page_cb, r);
+}
+
+static void schedule(struct tw_replay *r)
+{
+    struct timeval now = {0, 0};
+    r->scheduled = 1;
+    if (event_base_once(r->c->srv->base, -1, EV_TIMEOUT, run_cb, r, &now) != 0) {
+        r->scheduled = 0;
+        if (r->s) {
+            tw_sub *s = r->s;
+            replay_end(s);
+            tw_stomp_error(s->c, "out of memory", NULL, WS_CLOSE_INTERNAL);
+        }
+    }
+}
+
+void tw_resume_begin(tw_sub *s, uint64_t after)
+{
+    struct tw_replay *r = calloc(1, sizeof(*r));
+    s->resumed = 1;
+    s->last = after;
+    if (!r) {
+        tw_stomp_error(s->c, "out of memory", NULL, WS_CLOSE_INTERNAL);
+        return;
+    }
+    r->s = s;
+    r->c = s->c;
+    tw_conn_ref(r->c);
+    s->replay = r;
+    s->c->srv->api->counter_add(s->c->srv->ctx, "chatd_ws_resumes_total", 1);
+    schedule(r);
+}
+
+void tw_resume_hold(tw_sub *s, chatd_msg *msg)
+{
+    struct tw_replay *r = s->replay;
+    const chatd_api *api = s->c->srv->api;
+    if (r->nheld == TW_RESUME_HOLD) { /* the store has them: read one more page */
+        for (size_t i = 0; i < r->nheld; i++)
+            api->msg_unref(r->held[i]);
+        r->nheld = 0;
+        r->dropped = 1;
+    }
+    r->held[r->nheld++] = api->msg_ref(msg);
+}
+
+void tw_resume_drained(tw_conn *c)
+{
+    for (tw_sub *s = c->subs; s; s = s->cnext)
+        if (s->replay && s->replay->waiting) {
+            s->replay->waiting = 0;
+            schedule(s->replay);
+        }
+}
+
+void tw_resume_sub_gone(tw_sub *s)
+{
+    struct tw_replay *r = s->replay;
+    if (!r) return;
+    s->replay = NULL;
+    r->s = NULL;
+    /* a page asked for or a run scheduled frees it when it comes back */
+    if (!r->fetching && !r->scheduled) replay_free(r);
+}
