@@ -469,9 +469,27 @@ static void on_ack(tw_conn *c, const stomp_frame *f)
     tw_stomp_receipt(c, receipt);
 }
 
+/* STOMP 1.2: header names and values are UTF-8. A binary WebSocket message
+ * can carry anything; refuse it here, since headers are echoed in text frames
+ * (receipt-id, subscription) that must be valid UTF-8 (RFC 6455 5.6). */
+static int headers_utf8(const stomp_frame *f)
+{
+    for (size_t i = 0; i < f->nheaders; i++) {
+        const stomp_header *h = &f->headers[i];
+        if (!ws_utf8_valid((const uint8_t *)h->name, strlen(h->name)) ||
+            !ws_utf8_valid((const uint8_t *)h->value, strlen(h->value)))
+            return 0;
+    }
+    return 1;
+}
+
 void tw_stomp_frame(tw_conn *c, const stomp_frame *f)
 {
     const char *cmd = f->command;
+    if (!headers_utf8(f)) {
+        tw_stomp_error(c, "header names and values must be UTF-8", NULL, WS_CLOSE_BAD_DATA);
+        return;
+    }
     const char *receipt = stomp_frame_header(f, "receipt");
     if (strcmp(cmd, "CONNECT") == 0 || strcmp(cmd, "STOMP") == 0) {
         on_connect(c, f);
