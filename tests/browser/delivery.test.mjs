@@ -21,6 +21,7 @@
 //  - after the peer sent 50 messages while the page was away, the reconnect
 //    shows all 50, in order, without a reload of the page, by resuming after
 //    the cursors (resume-after on both subscriptions, no history request);
+//  - after a reload the last history item's cursor is the resume point;
 //  - a resume point the server refuses (ERROR): the page reloads history instead.
 // Every "once" is checked after a final marker message has arrived.
 //
@@ -448,6 +449,29 @@ test('a message whose RECEIPT was lost is sent again with its key: shown, delive
     const wire = sends('lost receipt');
     assert.ok(wire.length >= 2, `sent again after the cut (${wire.length} SENDs)`);
     assert.equal(new Set(wire.map((f) => f.headers['idempotency-key'])).size, 1, 'every time with the same key');
+});
+
+test('after a reload, the cursor of the last history item is the resume point', async () => {
+    await page.reload();
+    await connected();
+    await waitShown('after lost receipt');
+    const hist = await rest('GET', `/api/rooms/${rid}/messages?limit=1`, undefined, { Authorization: `Bearer ${eli.token}` });
+    const last = hist.json.messages.at(-1);
+    assert.match(last.cursor ?? '', /^[\x20-\x7e]{1,256}$/, 'history items carry a cursor');
+    proxy.refuse = true;
+    proxy.cut();
+    await disconnected();
+    const cutAt = Date.now();
+    await eli.send('after the history cursor');
+    proxy.refuse = false;
+    await waitShown('after the history cursor');
+    await settle('after the history resume');
+    await assertOnce(['after the history cursor']);
+    const sub = sentFrames.find((f) => f.command === 'SUBSCRIBE' && f.at >= cutAt && f.headers.destination === `/sub/chat/room/${rid}`);
+    const unescape = (v) => v?.replace(/\\(.)/g, (m, c) => ({ c: ':', n: '\n', r: '\r', '\\': '\\' })[c]);
+    assert.equal(unescape(sub?.headers['resume-after']), last.cursor,
+        'resumed after the history\'s last cursor');
+    assert.deepEqual(historyRequests.filter((r) => r.at >= cutAt), [], 'no history request');
 });
 
 test('after the peer sent 50 messages while the page was away, the reconnect shows all 50 without a reload', async () => {
