@@ -98,7 +98,7 @@ run_tests() {
         name=$(basename "$s" .sh)
         stage "$name" bash "$s"
     done
-    log "stage                  result   time"
+    log "$(printf '%-22s %-7s %7s' stage result time)"
     for i in "${times[@]}"; do log "$i"; done
     log "total $((SECONDS / 60)) min $((SECONDS % 60)) s$([ "$CHATD_FULL" = 1 ] && echo ' (--full)')"
     log "failed stages: ${failed[*]:-none}"

@@ -11,6 +11,8 @@
 #      down and back up (tests/plugins/queue-kafka/faults.mjs);
 #   4. a topic with too little replication is refused at start
 #      (tests/plugins/queue-kafka/topic-check.sh).
+# The nodes are the ASan/UBSan chatd under ./quickstart.sh test (a report in a
+# node's log fails the suite).
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
 # $CHATD_OUT/kafka-*.log.
 set -euo pipefail
@@ -18,6 +20,7 @@ set -euo pipefail
 export CHATD_TOP
 # shellcheck source=../lib.sh
 source "$CHATD_TOP/tests/lib.sh"
+use_sanitized_chatd
 export CHATD_OUT CHATD_BUILD
 
 say() { printf '[60-kafka] %s\n' "$*" >&2; }

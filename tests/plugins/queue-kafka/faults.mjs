@@ -156,16 +156,19 @@ async function storedOnce(texts, what, ms = 45000) {
     // one connection per publish: an ERROR closes its connection, and each
     // publish must get its own answer
     const outcomes = [];
-    for (let k = 0; k < 6; k++) {
-        for (const [m, node, room] of [[p1, n1, ra], [p3, n3, rb]]) {
-            const text = `${tag} B ${node.split(':').pop()} ${k}`;
-            const c = await connect(node, m);
-            clients.push(c);
-            outcomes.push(publish(c, room, text, 90000).then((res) => ({ text, room, node, ...res })));
+    try {
+        for (let k = 0; k < 6; k++) {
+            for (const [m, node, room] of [[p1, n1, ra], [p3, n3, rb]]) {
+                const text = `${tag} B ${node.split(':').pop()} ${k}`;
+                const c = await connect(node, m);
+                clients.push(c);
+                outcomes.push(publish(c, room, text, 90000).then((res) => ({ text, room, node, ...res })));
+            }
         }
+        await sleep(8000); // the outage itself: longer than node 3's message.timeout.ms (4000)
+    } finally {
+        await mockCommand('up all'); // whatever failed: the brokers come back
     }
-    await sleep(8000); // the outage itself: longer than node 3's message.timeout.ms (4000)
-    await mockCommand('up all');
     console.log('all brokers up');
     const results = await Promise.all(outcomes);
     const tally = {};
