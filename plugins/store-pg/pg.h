@@ -26,11 +26,11 @@
 #define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256
-#define PG_CHAT_PARAMS 7        /* bound parameters per CHAT message of a batch */
+#define PG_CHAT_PARAMS 8        /* bound parameters per CHAT message of a batch */
 #define PG_BATCH_MAX_LIMIT 8192 /* PG_CHAT_PARAMS per message stays under 65535 */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 2     /* the last entry of the migrations in pg_sql.c */
+#define PG_SCHEMA_VERSION 3     /* the last entry of the migrations in pg_sql.c */
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 
@@ -66,7 +66,8 @@ typedef enum pg_req_kind {
     REQ_SESSION_GET,
     REQ_SESSION_DEL,
     REQ_ROOM_LIST,
-    REQ_HISTORY
+    REQ_HISTORY,
+    REQ_IDEM_GET
 } pg_req_kind;
 
 /* One request: a few queries followed by a pipeline sync. */
@@ -99,8 +100,9 @@ typedef struct pg_store {
     size_t max_pending;
     int64_t reconnect_min_ms, reconnect_max_ms, connect_timeout_ms, stop_timeout_ms;
     int64_t query_timeout_ms;
-    int allow_unsafe;  /* allow_unsafe_durability: accept fsync / synchronous_commit off */
-    int unsafe_logged; /* the warning about accepting them was logged */
+    int64_t idem_window_ms; /* the core's idempotency_window */
+    int allow_unsafe;       /* allow_unsafe_durability: accept fsync / synchronous_commit off */
+    int unsafe_logged;      /* the warning about accepting them was logged */
 
     pg_state state;
     int ever_ready; /* the first connection succeeded once */

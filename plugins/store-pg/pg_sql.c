@@ -75,12 +75,25 @@ static const char *const migration_v2[] = {
     NULL,
 };
 
+/* Version 3: idempotency keys of SENDs, (writer, key) -> message. */
+static const char *const migration_v3[] = {
+    "CREATE TABLE idempotency ("
+    " member_id bigint NOT NULL,"
+    " idem_key text NOT NULL,"
+    " msg_id bigint NOT NULL,"
+    " created_ms bigint NOT NULL,"
+    " PRIMARY KEY (member_id, idem_key))",
+    "CREATE INDEX idempotency_time ON idempotency (created_ms)",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
     {1, migration_v1},
     {2, migration_v2},
+    {3, migration_v3},
 };
 
 /* Room summaries of a run of CHAT messages: `input` rows are inserted
@@ -91,13 +104,28 @@ static const struct {
  * (the peer's messages after it, stored before or in this batch; the subqueries
  * on `messages` do not see this statement's own inserts, hence the two terms),
  * else unread grows by the peer's new messages after last_read_id. */
-static const char sql_chat_head[] =
-    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id) AS (VALUES ";
+static const char sql_chat_head[] = "WITH input (id, room_id, writer_id, writer, message,"
+                                    " created_ms, peer_id, idem_key) AS (VALUES ";
+/* Idempotency keys (printf: the window in ms): the first message of a
+ * (writer, key) owns it, an owner older than the window is replaced; a
+ * message whose key another message owns is not inserted (nothing else of
+ * it is written). */
+static const char sql_chat_claim[] =
+    "), claim AS ("
+    " INSERT INTO idempotency AS d (member_id, idem_key, msg_id, created_ms)"
+    " SELECT DISTINCT ON (writer_id, idem_key) writer_id, idem_key, id, created_ms FROM input"
+    " WHERE idem_key IS NOT NULL ORDER BY writer_id, idem_key, id"
+    " ON CONFLICT (member_id, idem_key) DO UPDATE SET msg_id = EXCLUDED.msg_id,"
+    "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - %lld"
+    " RETURNING msg_id)";
 static const char sql_chat_tail[] =
-    "), ins AS ("
+    ", ins AS ("
     " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms)"
     " SELECT id, room_id, writer_id, writer, message, created_ms FROM input"
-    " WHERE chatd_check_id(id, room_id, writer_id, writer, message, created_ms)"
+    " WHERE (idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
+    "  FROM idempotency o WHERE o.member_id = input.writer_id AND o.idem_key = input.idem_key"
+    "  AND o.msg_id = input.id))"
+    " AND chatd_check_id(id, room_id, writer_id, writer, message, created_ms)"
     " ON CONFLICT (id) DO NOTHING"
     " RETURNING id, room_id, writer_id, message, created_ms"
     "), pairs AS ("
@@ -239,10 +267,11 @@ static int send_batch(pg_store *st, size_t n)
                     fmts[b + 4] = 1;
                     vals[b + 5] = n2;
                     vals[b + 6] = n3;
+                    vals[b + 7] = api->msg_idem_key(p->msg); /* NULL: SQL NULL */
                     sb_add(&sql,
                            "%s($%zu::bigint,$%zu::text,$%zu::bigint,$%zu::text,$%zu::text,"
-                           "$%zu::bigint,$%zu::bigint)",
-                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+                           "$%zu::bigint,$%zu::bigint,$%zu::text)",
+                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8);
                 } else {
                     snprintf(n2, 24, "%" PRIu64, api->msg_up_to(p->msg));
                     vals[b] = api->msg_room(p->msg);
@@ -252,6 +281,7 @@ static int send_batch(pg_store *st, size_t n)
                            b + 2, b + 3);
                 }
             }
+            if (kind == CHATD_MSG_CHAT) sb_add(&sql, sql_chat_claim, (long long)st->idem_window_ms);
             sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_tail : sql_read_tail);
             if (sql.oom)
                 ok = 0;
@@ -389,6 +419,20 @@ int req_send(pg_store *st, pg_req *r)
                     "SELECT id, room_id, writer_id, writer, message, created_ms"
                     " FROM messages WHERE room_id = $1 AND id < $2::bigint"
                     " ORDER BY id DESC LIMIT $3::bigint",
+                    3, v, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_IDEM_GET:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        v[0] = n0;
+        v[1] = r->s[0];
+        v[2] = n1;
+        ok = send_q(st,
+                    "SELECT m.id, m.room_id, m.writer_id, m.writer, m.message, m.created_ms"
+                    " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
+                    " WHERE i.member_id = $1::bigint AND i.idem_key = $2"
+                    " AND i.created_ms >= $3::bigint",
                     3, v, NULL, NULL);
         r->main_q = 0;
         break;

@@ -54,6 +54,7 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
         ((chatd_rooms_cb)r->cb)(r->arg, status, NULL, 0);
         break;
     case REQ_HISTORY:
+    case REQ_IDEM_GET:
         ((chatd_history_cb)r->cb)(r->arg, status, NULL, 0, 0);
         break;
     case REQ_MIGRATE_CHECK:
@@ -177,6 +178,33 @@ static void deliver_history(pg_store *st, pg_req *r)
     free(msgs);
 }
 
+/* The message an idempotency key names (one row), or NOTFOUND. */
+static void deliver_idem(pg_store *st, pg_req *r)
+{
+    PGresult *res = r->res;
+    if (!res || PQntuples(res) == 0) {
+        ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_NOTFOUND, NULL, 0, 0);
+        return;
+    }
+    chatd_msg_fields f = {.size = sizeof(f), .kind = CHATD_MSG_CHAT};
+    f.id = parse_u64(PQgetvalue(res, 0, 0));
+    f.room_id = PQgetvalue(res, 0, 1);
+    f.writer_id = parse_i64(PQgetvalue(res, 0, 2));
+    f.writer = PQgetvalue(res, 0, 3);
+    f.text = PQgetvalue(res, 0, 4);
+    f.text_len = (size_t)PQgetlength(res, 0, 4);
+    f.time_ms = parse_i64(PQgetvalue(res, 0, 5));
+    f.idem_key = r->s[0];
+    chatd_msg *m = st->api->msg_new(st->ctx, &f);
+    if (!m) {
+        LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " from the database", f.id);
+        ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_INTERNAL, NULL, 0, 0);
+        return;
+    }
+    ((chatd_history_cb)r->cb)(r->arg, CHATD_OK, &m, 1, 0);
+    st->api->msg_unref(m);
+}
+
 /* A hook's request finished (its sync result arrived): tell its caller. */
 void hook_finish(pg_store *st, pg_req *r)
 {
@@ -222,6 +250,9 @@ void hook_finish(pg_store *st, pg_req *r)
         break;
     case REQ_HISTORY:
         deliver_history(st, r);
+        break;
+    case REQ_IDEM_GET:
+        deliver_idem(st, r);
         break;
     default:
         break;
@@ -462,6 +493,32 @@ static void pg_history(void *inst, const char *room_id, uint64_t before, unsigne
     submit(st, r);
 }
 
+static void pg_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
+                        chatd_history_cb cb, void *arg)
+{
+    pg_store *st = inst;
+    int oom = 0;
+    pg_req *r;
+    if (!key || member_id <= 0) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    r = req_new(REQ_IDEM_GET, (void *)cb, arg);
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    r->s[0] = dup_or_null(key, &oom);
+    r->i[0] = member_id;
+    r->i[1] = since_ms;
+    if (oom) {
+        req_free(r);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    submit(st, r);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Plugin life cycle                                                        */
 /* ------------------------------------------------------------------------ */
@@ -556,6 +613,7 @@ static chatd_status pg_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     st->base = api->event_base(ctx);
     st->batch_max = (size_t)pc_cfg_int(api, ctx, "batch_max");
     st->max_pending = (size_t)pc_cfg_int(api, ctx, "max_pending");
+    st->idem_window_ms = api->core_limit(ctx, "idempotency_window") * 1000;
     st->reconnect_min_ms = pc_cfg_int(api, ctx, "reconnect_min_ms");
     st->reconnect_max_ms = pc_cfg_int(api, ctx, "reconnect_max_ms");
     st->connect_timeout_ms = pc_cfg_int(api, ctx, "connect_timeout_ms");
@@ -718,6 +776,7 @@ static const chatd_store_ops pg_ops = {
     .session_del = pg_session_del,
     .room_list = pg_room_list,
     .history = pg_history,
+    .idem_get = pg_idem_get,
 };
 
 static const chatd_plugin_desc pg_desc = {
