@@ -6,8 +6,10 @@
  * in sessionStorage (per member), so a reload of the tab keeps them; they are
  * sent one at a time in the order typed (a retry after a drop cannot overtake
  * an earlier message), and sent again with the same key after every reconnect
- * or a receipt timeout. An ERROR that names the SEND marks the entry failed;
- * the user retries (same key) or deletes it.
+ * or a receipt timeout. An ERROR that names the SEND marks the entry failed
+ * (the user retries, same key, or deletes it), unless it says the server may
+ * succeed later (busy, rate, the queue, shutting down): then it waits for the
+ * reconnect like a dropped one.
  *
  * No DOM here: the page renders from entries() and onChange(entry, what) with
  * what in 'added' | 'state' | 'delivered' | 'removed'. window.ChatdOutbox.
@@ -17,6 +19,8 @@
 
     var RETRY_MS = 3000; /* after a receipt timeout on a live connection */
     var TEXT_MAX = 64 * 1024; /* what one stored entry may hold */
+    /* ERROR messages of chatd that mean "not now" rather than "never" */
+    var TRANSIENT_RE = /retry later|queue failed|slow down|shutting down|out of memory|busy/i;
 
     function randomKey() {
         var b = new Uint8Array(16);
@@ -146,7 +150,7 @@
             if (self.busy !== entry) return;
             self.busy = null;
             if (self.list.indexOf(entry) < 0) return;
-            if (err && err.frame) {
+            if (err && err.frame && !TRANSIENT_RE.test(err.message)) {
                 /* the server refused this SEND; the user decides */
                 entry.state = 'failed';
                 entry.error = err.message;
