@@ -27,10 +27,11 @@
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256
 #define PG_CHAT_PARAMS 8        /* bound parameters per CHAT message of a batch */
-#define PG_BATCH_MAX_LIMIT 8192 /* PG_CHAT_PARAMS per message stays under 65535 */
+#define PG_READ_PARAMS 6        /* bound parameters per READ event of a batch */
+#define PG_BATCH_MAX_LIMIT 8190 /* PG_CHAT_PARAMS per message stays under 65535 */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 3     /* the last entry of the migrations in pg_sql.c */
+#define PG_SCHEMA_VERSION 4     /* the last entry of the migrations in pg_sql.c */
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 
@@ -67,7 +68,8 @@ typedef enum pg_req_kind {
     REQ_SESSION_DEL,
     REQ_ROOM_LIST,
     REQ_HISTORY,
-    REQ_IDEM_GET
+    REQ_IDEM_GET,
+    REQ_REPLAY
 } pg_req_kind;
 
 /* One request: a few queries followed by a pipeline sync. */

@@ -87,6 +87,19 @@ static const char *const migration_v3[] = {
     NULL,
 };
 
+/* Version 4: read events themselves, for the side stream's replay. */
+static const char *const migration_v4[] = {
+    "CREATE TABLE reads ("
+    " id bigint PRIMARY KEY,"
+    " member_id bigint NOT NULL,"
+    " writer text NOT NULL,"
+    " room_id text NOT NULL,"
+    " up_to bigint NOT NULL,"
+    " created_ms bigint NOT NULL)",
+    "CREATE INDEX reads_member_id ON reads (member_id, id)",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
@@ -94,6 +107,7 @@ static const struct {
     {1, migration_v1},
     {2, migration_v2},
     {3, migration_v3},
+    {4, migration_v4},
 };
 
 /* Room summaries of a run of CHAT messages: `input` rows are inserted
@@ -163,8 +177,13 @@ static const char sql_chat_tail[] =
 /* A run of READ events: last_read_id = GREATEST(old, up_to), unread recounted
  * as the peer's messages after it. Like store-sqlite, a read mark only updates
  * an existing summary (a room appears with its first message). */
-static const char sql_read_head[] = "WITH input (room_id, member_id, up_to) AS (VALUES ";
+static const char sql_read_head[] =
+    "WITH input (room_id, member_id, up_to, id, writer, created_ms) AS (VALUES ";
 static const char sql_read_tail[] =
+    "), kept AS ("
+    " INSERT INTO reads (id, member_id, writer, room_id, up_to, created_ms)"
+    " SELECT id, member_id, writer, room_id, up_to, created_ms FROM input"
+    " ON CONFLICT (id) DO NOTHING"
     "), rd AS ("
     " SELECT room_id, member_id, max(up_to) AS up_to FROM input GROUP BY room_id, member_id"
     ") UPDATE rooms AS r SET"
@@ -234,7 +253,7 @@ static int send_batch(pg_store *st, size_t n)
         size_t run = 0;
         for (pg_pending *q = p; q && run < n && api->msg_kind(q->msg) == kind; q = q->next)
             run++;
-        int per = kind == CHATD_MSG_CHAT ? PG_CHAT_PARAMS : 3;
+        int per = kind == CHATD_MSG_CHAT ? PG_CHAT_PARAMS : PG_READ_PARAMS;
         size_t np = run * (size_t)per;
         const char **vals = calloc(np, sizeof(*vals));
         int *lens = calloc(np, sizeof(*lens));
@@ -274,11 +293,17 @@ static int send_batch(pg_store *st, size_t n)
                            k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8);
                 } else {
                     snprintf(n2, 24, "%" PRIu64, api->msg_up_to(p->msg));
+                    snprintf(n3, 24, "%" PRId64, api->msg_time_ms(p->msg));
                     vals[b] = api->msg_room(p->msg);
                     vals[b + 1] = n1;
                     vals[b + 2] = n2;
-                    sb_add(&sql, "%s($%zu::text,$%zu::bigint,$%zu::bigint)", k ? "," : "", b + 1,
-                           b + 2, b + 3);
+                    vals[b + 3] = n0;
+                    vals[b + 4] = api->msg_writer(p->msg);
+                    vals[b + 5] = n3;
+                    sb_add(&sql,
+                           "%s($%zu::text,$%zu::bigint,$%zu::bigint,$%zu::bigint,$%zu::text,"
+                           "$%zu::bigint)",
+                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
                 }
             }
             if (kind == CHATD_MSG_CHAT) sb_add(&sql, sql_chat_claim, (long long)st->idem_window_ms);
@@ -420,6 +445,39 @@ int req_send(pg_store *st, pg_req *r)
                     " FROM messages WHERE room_id = $1 AND id < $2::bigint"
                     " ORDER BY id DESC LIMIT $3::bigint",
                     3, v, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_REPLAY: /* columns: id, kind (1 chat, 2 read), room, writer id, writer, text,
+                      * time, up_to */
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        snprintf(n2, sizeof(n2), "%" PRId64, r->i[2]);
+        if (r->s[0]) {
+            v[0] = r->s[0];
+            v[1] = n1;
+            v[2] = n2;
+            ok = send_q(st,
+                        "SELECT id, 1, room_id, writer_id, writer, message, created_ms, 0"
+                        " FROM messages WHERE room_id = $1 AND id > $2::bigint"
+                        " ORDER BY id LIMIT $3::bigint",
+                        3, v, NULL, NULL);
+        } else {
+            v[0] = n0;
+            v[1] = n1;
+            v[2] = n2;
+            ok =
+                send_q(st,
+                       "SELECT * FROM ("
+                       " SELECT m.id, 1 AS kind, m.room_id, m.writer_id, m.writer, m.message,"
+                       "  m.created_ms, 0::bigint AS up_to"
+                       " FROM rooms r JOIN messages m ON m.room_id = r.room_id"
+                       " WHERE r.member_id = $1::bigint AND m.id > $2::bigint"
+                       " UNION ALL"
+                       " SELECT id, 2, room_id, member_id, writer, '', created_ms, up_to FROM reads"
+                       " WHERE member_id = $1::bigint AND id > $2::bigint) s"
+                       " ORDER BY 1 LIMIT $3::bigint",
+                       3, v, NULL, NULL);
+        }
         r->main_q = 0;
         break;
     case REQ_IDEM_GET:

@@ -55,6 +55,7 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
         break;
     case REQ_HISTORY:
     case REQ_IDEM_GET:
+    case REQ_REPLAY:
         ((chatd_history_cb)r->cb)(r->arg, status, NULL, 0, 0);
         break;
     case REQ_MIGRATE_CHECK:
@@ -205,6 +206,43 @@ static void deliver_idem(pg_store *st, pg_req *r)
     st->api->msg_unref(m);
 }
 
+/* A replay page: chat messages and read events, oldest first. */
+static void deliver_replay(pg_store *st, pg_req *r)
+{
+    PGresult *res = r->res;
+    size_t n = res ? (size_t)PQntuples(res) : 0;
+    chatd_msg **msgs = n ? calloc(n, sizeof(*msgs)) : NULL;
+    size_t k = 0;
+    if (n && !msgs) {
+        ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    for (; k < n; k++) {
+        int row = (int)k;
+        chatd_msg_fields f = {.size = sizeof(f)};
+        f.id = parse_u64(PQgetvalue(res, row, 0));
+        f.kind = parse_i64(PQgetvalue(res, row, 1)) == 2 ? CHATD_MSG_READ : CHATD_MSG_CHAT;
+        f.room_id = PQgetvalue(res, row, 2);
+        f.writer_id = parse_i64(PQgetvalue(res, row, 3));
+        f.writer = PQgetvalue(res, row, 4);
+        f.text = PQgetvalue(res, row, 5);
+        f.text_len = (size_t)PQgetlength(res, row, 5);
+        f.time_ms = parse_i64(PQgetvalue(res, row, 6));
+        f.up_to = parse_u64(PQgetvalue(res, row, 7));
+        if (!(msgs[k] = st->api->msg_new(st->ctx, &f))) {
+            LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " to replay", f.id);
+            break;
+        }
+    }
+    if (k == n)
+        ((chatd_history_cb)r->cb)(r->arg, CHATD_OK, msgs, n, 0);
+    else
+        ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_INTERNAL, NULL, 0, 0);
+    for (size_t j = 0; j < k; j++)
+        st->api->msg_unref(msgs[j]);
+    free(msgs);
+}
+
 /* A hook's request finished (its sync result arrived): tell its caller. */
 void hook_finish(pg_store *st, pg_req *r)
 {
@@ -253,6 +291,9 @@ void hook_finish(pg_store *st, pg_req *r)
         break;
     case REQ_IDEM_GET:
         deliver_idem(st, r);
+        break;
+    case REQ_REPLAY:
+        deliver_replay(st, r);
         break;
     default:
         break;
@@ -519,6 +560,33 @@ static void pg_idem_get(void *inst, int64_t member_id, const char *key, int64_t 
     submit(st, r);
 }
 
+static void pg_replay(void *inst, const char *room_id, int64_t member_id, uint64_t after,
+                      unsigned limit, chatd_history_cb cb, void *arg)
+{
+    pg_store *st = inst;
+    int oom = 0;
+    pg_req *r;
+    if ((!room_id && member_id <= 0) || after > (uint64_t)INT64_MAX) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    r = req_new(REQ_REPLAY, (void *)cb, arg);
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    r->s[0] = room_id ? dup_or_null(room_id, &oom) : NULL;
+    r->i[0] = member_id;
+    r->i[1] = (int64_t)after;
+    r->i[2] = (int64_t)pc_history_limit(limit);
+    if (oom) {
+        req_free(r);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    submit(st, r);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Plugin life cycle                                                        */
 /* ------------------------------------------------------------------------ */
@@ -777,6 +845,7 @@ static const chatd_store_ops pg_ops = {
     .room_list = pg_room_list,
     .history = pg_history,
     .idem_get = pg_idem_get,
+    .replay = pg_replay,
 };
 
 static const chatd_plugin_desc pg_desc = {

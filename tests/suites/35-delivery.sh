@@ -5,8 +5,9 @@
 #   1. every file against a fresh chatd with the embedded default config
 #      (queue-local + store-sqlite in a temporary file); the files that kill
 #      and restart chatd (restart, gap) run a chatd of their own;
-#   2. idempotency and REST send against chatd on PostgreSQL (a throw-away
-#      server of tests/plugins/store-pg/pg-start.sh), when store-pg is built.
+#   2. the files that use the suite's chatd (idempotency, REST send, resume,
+#      chaos) against chatd on PostgreSQL (a throw-away server of
+#      tests/plugins/store-pg/pg-start.sh), when store-pg is built.
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
@@ -32,7 +33,9 @@ if [ -f "$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so" ]; then
         --set "store.conninfo=$PGTEST_CONNINFO" --set chatd.publish_rate=0 \
         -- timeout 600 node --test --test-reporter=spec \
         "$CHATD_TOP/tests/delivery/idempotency.test.mjs" \
-        "$CHATD_TOP/tests/delivery/rest-send.test.mjs" || rc=1
+        "$CHATD_TOP/tests/delivery/rest-send.test.mjs" \
+        "$CHATD_TOP/tests/delivery/resume.test.mjs" \
+        "$CHATD_TOP/tests/delivery/chaos.test.mjs" || rc=1
 else
     echo "35-delivery: store-pg is not built: the PostgreSQL pass is skipped" >&2
 fi
