@@ -403,6 +403,25 @@ before(async () => {
 
 /* ============================ HTTP ============================ */
 
+
+/* settled(member, room, ...watchers): before an exact count or an absence,
+ * let the room's stream settle: member SENDs a marker (with a receipt) and
+ * every watcher session gets it as a MESSAGE; a room's messages arrive in
+ * order, so anything sent before it has arrived too. Returns the marker;
+ * chats(w, marker) lists w's MESSAGE texts without it. */
+async function settled(member, room, ...watchers) {
+    const marker = uid('settled-');
+    const m = await stompSession(member);
+    m.stomp('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: marker }, chatBody(room, marker));
+    await m.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === marker);
+    m.destroy();
+    for (const w of watchers) {
+        await w.waitFor(() => w.stompFrames.some((f) => f.command === 'MESSAGE' && JSON.parse(f.body).message === marker), 8000, 'the settle marker');
+    }
+    return marker;
+}
+const chats = (w, marker) => w.stompFrames.filter((f) => f.command === 'MESSAGE').map((f) => JSON.parse(f.body).message).filter((t) => t !== marker);
+
 test('HTTP: a malformed request line gets 400 with a JSON error, then close', async () => {
     for (const line of ['GARBAGE', 'GET', 'GET / HTTP/1.1 extra', 'GET  /healthz HTTP/1.1', 'GET /healthz HTTP/x.y', '/healthz GET HTTP/1.1']) {
         const r = await rawHttp(req(line), { waitEnd: true });
@@ -1452,8 +1471,8 @@ test('STOMP: MESSAGE frames: destination, message-id, subscription, content-type
     sx.stomp('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 'm1' }, chatBody(room, text, { writer: 'mallory', writerId: 999 }));
     await sx.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'm1');
     await sy.waitFor(() => sy.stompFrames.filter((f) => f.command === 'MESSAGE').length >= 2, 8000, 'room + side MESSAGE');
-    await sleep(300);
-    const msgs = sy.stompFrames.filter((f) => f.command === 'MESSAGE');
+    const marker = await settled(x, room, sy);
+    const msgs = sy.stompFrames.filter((f) => f.command === 'MESSAGE' && JSON.parse(f.body).message !== marker);
     assert.equal(msgs.length, 2, 'once per subscription');
     const ids = new Set();
     for (const m of msgs) {
@@ -1499,12 +1518,16 @@ test('STOMP: UNSUBSCRIBE stops delivery', async () => {
     const room = roomOf(x, y);
     const s = await stompSession(x);
     await subscribe(s, 'r', `/sub/chat/room/${room}`);
+    const w = await stompSession(y); // still subscribed: settles the stream
+    await subscribe(w, 'w', `/sub/chat/room/${room}`);
     s.stomp('UNSUBSCRIBE', { id: 'r', receipt: 'u' });
     await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'u');
     s.stomp('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 'after' }, chatBody(room, 'not for you'));
     await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'after');
-    await sleep(500);
-    assert.equal(s.stompFrames.filter((f) => f.command === 'MESSAGE').length, 0);
+    const marker = await settled(y, room, w);
+    assert.deepEqual(chats(w, marker), ['not for you'], 'the live subscription got it');
+    assert.equal(s.stompFrames.filter((f) => f.command === 'MESSAGE').length, 0, 'nothing after the UNSUBSCRIBE');
+    w.destroy();
     s.destroy();
 });
 
@@ -1568,12 +1591,12 @@ test('STOMP: transactions: SENDs wait for COMMIT, vanish on ABORT and on DISCONN
     s.stomp('BEGIN', { transaction: 'tx1' });
     s.stomp('SEND', { destination: '/pub/chat/message', transaction: 'tx1', 'content-type': 'application/json' }, chatBody(room, 'tx one'));
     s.stomp('SEND', { destination: '/pub/chat/message', transaction: 'tx1', 'content-type': 'application/json' }, chatBody(room, 'tx two'));
-    await sleep(700);
-    assert.equal(watch.stompFrames.filter((f) => f.command === 'MESSAGE').length, 0, 'nothing before COMMIT');
+    const before = await settled(y, room, watch);
+    assert.deepEqual(chats(watch, before), [], 'nothing before COMMIT');
     s.stomp('COMMIT', { transaction: 'tx1', receipt: 'c1' });
     await s.nextStomp((f) => (f.command === 'RECEIPT' && f.headers['receipt-id'] === 'c1') || f.command === 'ERROR');
-    await watch.waitFor(() => watch.stompFrames.filter((f) => f.command === 'MESSAGE').length >= 2, 8000, 'committed messages');
-    assert.deepEqual(watch.stompFrames.filter((f) => f.command === 'MESSAGE').map((f) => JSON.parse(f.body).message), ['tx one', 'tx two']);
+    await watch.waitFor(() => chats(watch, before).length >= 2, 8000, 'committed messages');
+    assert.deepEqual(chats(watch, before), ['tx one', 'tx two']);
 
     s.stomp('BEGIN', { transaction: 'tx2' });
     s.stomp('SEND', { destination: '/pub/chat/message', transaction: 'tx2', 'content-type': 'application/json' }, chatBody(room, 'aborted'));
@@ -1583,8 +1606,8 @@ test('STOMP: transactions: SENDs wait for COMMIT, vanish on ABORT and on DISCONN
     s.stomp('SEND', { destination: '/pub/chat/message', transaction: 'tx3', 'content-type': 'application/json' }, chatBody(room, 'never committed'));
     s.stomp('DISCONNECT', { receipt: 'd' });
     await s.nextStomp((f) => f.command === 'RECEIPT' && f.headers['receipt-id'] === 'd');
-    await sleep(800);
-    const texts = watch.stompFrames.filter((f) => f.command === 'MESSAGE').map((f) => JSON.parse(f.body).message);
+    const after = await settled(y, room, watch);
+    const texts = chats(watch, after).filter((t) => t !== before);
     assert.deepEqual(texts, ['tx one', 'tx two'], 'aborted and uncommitted SENDs are not delivered');
     watch.destroy();
 });
@@ -1720,8 +1743,8 @@ test('STOMP: nothing is processed after DISCONNECT or after an ERROR', async () 
         stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json' }, chatBody(room, 'after error')),
     ]));
     await e.ended;
-    await sleep(800);
-    assert.equal(w.stompFrames.filter((f) => f.command === 'MESSAGE').length, 0);
+    const marker = await settled(y, room, w);
+    assert.deepEqual(chats(w, marker), [], 'neither SEND was processed');
     w.destroy();
 });
 
@@ -1799,9 +1822,14 @@ test('STOMP: while an ERROR or DISCONNECT waits for earlier SENDs, later frames 
     const d = await stompSession(x);
     d.send(OP.text, Buffer.concat([send('d1', 'd1'), stompEncode('DISCONNECT', { receipt: 'bye' }), send('after disconnect', 'd3')]));
     await d.ended;
-    await sleep(800);
-    const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: y.token });
-    assert.deepEqual(h.json.messages.map((m) => m.message), ['e1', 'd1']);
+    // a marker after both: once history has it, it has everything before it
+    const marker = await settled(y, room);
+    let stored = [];
+    for (const end = Date.now() + 8000; Date.now() < end && !stored.includes(marker); await sleep(100)) {
+        const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: y.token });
+        stored = h.json.messages.map((m) => m.message);
+    }
+    assert.deepEqual(stored, ['e1', 'd1', marker]);
     assert.ok(!e.stompFrames.some((f) => f.headers['receipt-id'] === 'e3'));
     assert.ok(!d.stompFrames.some((f) => f.headers['receipt-id'] === 'd3'));
 });
