@@ -80,6 +80,7 @@ export class Senders {
         this.inflight = 0;
         this.receipts = 0;
         this.unanswered = 0; // publishes that ended without a RECEIPT
+        this.errors = new Map(); // the ERROR frames' message header -> count
         this.stopped = false;
         this.loops = [];
     }
@@ -116,6 +117,10 @@ export class Senders {
                 this.outcome.set(text, r.status);
                 if (r.status === 'receipt') this.receipts++;
                 else this.unanswered++;
+                if (r.status === 'error') {
+                    const why = r.frame?.headers?.message || '';
+                    this.errors.set(why, (this.errors.get(why) || 0) + 1);
+                }
                 mine.delete(p);
             });
             mine.add(p);

@@ -12,7 +12,13 @@
 #      holding the message, then a sync of the WAL, then the RECEIPT bytes;
 #   4. kill9.mjs again on a Kafka + PostgreSQL node (etc/chatd-kafka.conf,
 #      librdkafka's mock cluster of tests/plugins/queue-kafka/mock-cluster, a
-#      throw-away PostgreSQL with fsync=on), killed 10 times.
+#      throw-away PostgreSQL with fsync=on), killed 10 times;
+#   5. pgkill.mjs: chatd on PostgreSQL while the server is killed under load
+#      (pg_ctl -m immediate, SIGKILL of the postmaster) and started again:
+#      every publish answered, what got a RECEIPT stored once;
+#   6. pghang.mjs: the connection to PostgreSQL hangs silently (a proxy that
+#      stops forwarding): dropped within store.query_timeout_ms (3 s here) +
+#      2 s, and a new one carries on; what got a RECEIPT stored once.
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
 # $CHATD_OUT/faults-*.log.
 set -euo pipefail
@@ -76,13 +82,28 @@ run sigterm sigterm.mjs
 export FAULTS_TRACE=$CHATD_OUT/faults-fsync.trace
 run fsync fsync.mjs
 
+# PostgreSQL (fsync=on) for the runs below, started once
+pg_up() {
+    local pg_env
+    [ -f "$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so" ] ||
+        { say "store-pg is not built (libpq-dev)"; return 1; }
+    pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh") || return 1
+    eval "$pg_env"
+    export PGTEST_DIR PGTEST_START_CMD PGTEST_STOP_CMD
+    pg_dir=$PGTEST_DIR
+}
+make_db() {
+    psql -X -q -h 127.0.0.1 -p "$PGTEST_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
+        -c "CREATE DATABASE $1 OWNER chatd" >/dev/null
+}
+conninfo() { printf 'host=127.0.0.1 port=%s dbname=%s user=chatd' "${2:-$PGTEST_PORT}" "$1"; }
+
 # 4. a Kafka + PostgreSQL node: the mock cluster (3 brokers, a topic of 6
-# partitions) and PostgreSQL for this run only
+# partitions) for this run only
 kafka_pg() {
-    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster boot="" pg_env
-    [ -f "$CHATD_BUILD/plugins/queue-kafka/.libs/queue-kafka.so" ] &&
-        [ -f "$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so" ] ||
-        { say "queue-kafka or store-pg is not built (librdkafka-dev, libpq-dev)"; return 1; }
+    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster boot=""
+    [ -f "$CHATD_BUILD/plugins/queue-kafka/.libs/queue-kafka.so" ] ||
+        { say "queue-kafka is not built (librdkafka-dev)"; return 1; }
     [ -x "$mock" ] || make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/mock-cluster >&2 || return 1
     "$mock" -b 3 -p 6 -t kfaults >"$work/mock.out" 2>"$CHATD_OUT/faults-kafka-mock.log" &
     mock_pid=$!
@@ -92,19 +113,41 @@ kafka_pg() {
         sleep 0.1
     done
     [ -n "$boot" ] || { say "mock-cluster printed no bootstrap address"; return 1; }
-    pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh") || return 1
-    eval "$pg_env"
-    pg_dir=$PGTEST_DIR
+    make_db faults_kafka || return 1
     FAULTS_KILLS=10 run kill9-kafka-pg kill9.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
-        --set "store.conninfo=$PGTEST_CONNINFO" --set "queue.kafka.bootstrap.servers=$boot" \
+        --set "store.conninfo=$(conninfo faults_kafka)" --set "queue.kafka.bootstrap.servers=$boot" \
         --set queue.topic=kfaults --set "queue.group=faults-$$" \
         --set queue.kafka.consumer.session.timeout.ms=6000 \
         --set queue.kafka.consumer.heartbeat.interval.ms=500 \
         --set queue.kafka.consumer.fetch.wait.max.ms=10 \
         --set queue.min_insync_replicas=1
 }
-if ! kafka_pg; then
-    [[ " ${fails[*]} " == *" kill9-kafka-pg "* ]] || fails+=("kill9-kafka-pg")
+
+# 5. PostgreSQL killed under load (pg_ctl -m immediate, SIGKILL of the postmaster)
+pg_kill() {
+    make_db faults_pgkill || return 1
+    run pgkill pgkill.mjs -c "$CHATD_TOP/etc/chatd-postgres.conf" \
+        --set "store.conninfo=$(conninfo faults_pgkill)" --set store.reconnect_max_ms=500
+}
+
+# 6. a PostgreSQL connection that hangs silently (tests/faults/pghang.mjs's
+# proxy stops forwarding): dropped within store.query_timeout_ms
+pg_hang() {
+    local proxy
+    make_db faults_pghang || return 1
+    proxy=$(free_port)
+    FAULTS_PROXY_PORT=$proxy FAULTS_QUERY_TIMEOUT_MS=3000 PGTEST_PORT=$PGTEST_PORT \
+        run pghang pghang.mjs -c "$CHATD_TOP/etc/chatd-postgres.conf" \
+        --set "store.conninfo=$(conninfo faults_pghang "$proxy")" \
+        --set store.query_timeout_ms=3000 --set store.reconnect_max_ms=500
+}
+
+if ! pg_up; then
+    fails+=("postgresql")
+else
+    kafka_pg || fails+=("kill9-kafka-pg (set-up)")
+    pg_kill || fails+=("pgkill (set-up)")
+    pg_hang || fails+=("pghang (set-up)")
 fi
 
 if [ ${#fails[@]} -gt 0 ]; then
