@@ -269,6 +269,11 @@ CHATD_OFFSET(chatd_api, replay, 400);
 CHATD_SIZE_AT_LEAST(chatd_store_ops, 104);
 CHATD_OFFSET(chatd_store_ops, replay, 96);
 
+/* auth: throttled password hashing, the client's address and Retry-After */
+CHATD_SIZE_AT_LEAST(chatd_api, 424);
+CHATD_OFFSET(chatd_api, member_register2, 408);
+CHATD_OFFSET(chatd_api, login2, 416);
+
 /* ---- append asserts of ABI 1.4 here ------------------------------------ */
 
 int main(void)

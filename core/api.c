@@ -171,6 +171,19 @@ static void a_login(chatd_ctx *ctx, const char *login_id, const char *password, 
     auth_login(ctx->core, login_id, password, cb, arg);
 }
 
+static void a_member_register2(chatd_ctx *ctx, const char *login_id, const char *name,
+                               const char *password, const char *client_addr, uint32_t *retry_after,
+                               chatd_member_cb cb, void *arg)
+{
+    auth_register2(ctx->core, login_id, name, password, client_addr, retry_after, cb, arg);
+}
+
+static void a_login2(chatd_ctx *ctx, const char *login_id, const char *password,
+                     const char *client_addr, uint32_t *retry_after, chatd_login_cb cb, void *arg)
+{
+    auth_login2(ctx->core, login_id, password, client_addr, retry_after, cb, arg);
+}
+
 static void a_logout(chatd_ctx *ctx, const char *token, chatd_status_cb cb, void *arg)
 {
     auth_logout(ctx->core, token, cb, arg);
@@ -466,6 +479,8 @@ static const chatd_api api = {
     .room_refusal = room_refusal,
     .dead_letter = a_dead_letter,
     .replay = a_replay,
+    .member_register2 = a_member_register2,
+    .login2 = a_login2,
 };
 
 const chatd_api *api_table(void)

@@ -8,6 +8,11 @@
  * (64 hex chars) given to the client once; the store keeps only its
  * BLAKE2b-256 (crypto_generichash) in hex, with an expiry of session_ttl.
  * Resolved tokens are cached in memory (bounded) until they expire.
+ *
+ * Every hash is admitted by the throttles first (throttle.c): failed logins
+ * per login id ("l:") and per client address ("a:"), registrations per
+ * address ("r:"), and hashes in flight per address ("h:"). A request holds
+ * its keys (a gate) from admission until it is answered.
  */
 #include "config.h"
 
@@ -64,7 +69,16 @@ struct auth {
     unsigned nthreads;
     void *tokens; /* tsearch tree of token_entry by hash */
     size_t ntokens;
+    throttle *throttle;
 };
+
+/* The throttle keys a request holds while it runs. */
+#define GATE_KEYS 3
+typedef struct gate {
+    char *key[GATE_KEYS];
+    int n;
+    int64_t window_ms;
+} gate;
 
 /* ------------------------------------------------------------ workers */
 
@@ -81,6 +95,7 @@ static void job_free(job *j)
 static void job_on_loop(void *arg)
 {
     job *j = arg;
+    metrics_counter_add(j->a->core->metrics, "chatd_auth_hashes_total", "core", 1);
     j->done(j);
     job_free(j);
 }
@@ -164,12 +179,18 @@ auth *auth_new(core *c, unsigned threads)
     auth *a = calloc(1, sizeof(*a));
     if (!a) return NULL;
     a->core = c;
+    if (!(a->throttle = throttle_new((size_t)c->cfg->throttle_max_entries))) {
+        free(a);
+        return NULL;
+    }
     if (pthread_mutex_init(&a->mu, NULL) != 0) {
+        throttle_free(a->throttle);
         free(a);
         return NULL;
     }
     if (pthread_cond_init(&a->cv, NULL) != 0) {
         pthread_mutex_destroy(&a->mu);
+        throttle_free(a->throttle);
         free(a);
         return NULL;
     }
@@ -224,8 +245,68 @@ void auth_free(auth *a)
     tdestroy(a->tokens, free);
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
+    throttle_free(a->throttle);
     free(a->threads);
     free(a);
+}
+
+/* ------------------------------------------------------------ throttle gates */
+
+/* The attempt is over: release its keys; `failed` counts it in the window of
+ * the "l:", "a:" and "r:" keys ("h:" only counts hashes in flight). */
+static void gate_close(auth *a, gate *g, bool failed)
+{
+    int64_t now = clock_wall_ms();
+    for (int i = 0; i < g->n; i++) {
+        throttle_end(a->throttle, g->key[i], failed && g->key[i][0] != 'h', g->window_ms, now);
+        free(g->key[i]);
+        g->key[i] = NULL;
+    }
+    g->n = 0;
+}
+
+/* Admit one attempt under limits[i] for keys[i] (NULL key or limit 0: not
+ * limited). Returns 0 and holds the keys, or the milliseconds to wait. */
+static int64_t gate_open(auth *a, gate *g, const char *const keys[GATE_KEYS],
+                         const int64_t limits[GATE_KEYS], int64_t window_ms)
+{
+    int64_t now = clock_wall_ms(), wait = 0;
+    g->window_ms = window_ms;
+    for (int i = 0; i < GATE_KEYS; i++) {
+        if (!keys[i] || limits[i] <= 0) continue;
+        int64_t w = throttle_wait(a->throttle, keys[i], limits[i], window_ms, now);
+        if (w > 0 && keys[i][0] == 'h') w = 1000; /* a hash slot frees soon */
+        if (w > wait) wait = w;
+    }
+    if (wait > 0) return wait;
+    for (int i = 0; i < GATE_KEYS; i++) {
+        if (!keys[i] || limits[i] <= 0) continue;
+        char *k = strdup(keys[i]);
+        if (!k || throttle_begin(a->throttle, k, window_ms, now) != 0) {
+            free(k);
+            gate_close(a, g, false);
+            return window_ms;
+        }
+        g->key[g->n++] = k;
+    }
+    return 0;
+}
+
+/* Answer a refused attempt: log at debug, count it, give Retry-After. */
+static void gate_refused(core *c, const char *what, const char *who, int64_t wait_ms,
+                         uint32_t *retry_after)
+{
+    int64_t s = (wait_ms + 999) / 1000;
+    if (retry_after) *retry_after = (uint32_t)(s < 1 ? 1 : s > 86400 ? 86400 : s);
+    metrics_counter_add(c->metrics, "chatd_auth_throttled_total", "core", 1);
+    log_msg(CHATD_LOG_DEBUG, NULL, "%s throttled for '%s': retry after %" PRId64 " s", what, who,
+            s);
+}
+
+/* The client address as a throttle key part ("" when there is none). */
+static const char *addr_part(const char *client_addr)
+{
+    return client_addr && client_addr[0] ? client_addr : NULL;
 }
 
 /* ------------------------------------------------------------ validation */
@@ -330,10 +411,13 @@ typedef struct reg_req {
     char hash[crypto_pwhash_STRBYTES];
     chatd_member_cb cb;
     void *arg;
+    gate gate;
+    uint32_t *retry_after;
 } reg_req;
 
 static void reg_free(reg_req *r)
 {
+    if (r->core) gate_close(r->core->auth, &r->gate, true); /* every registration counts */
     free(r->login_id);
     free(r->name);
     if (r->password) {
@@ -395,6 +479,7 @@ static void reg_checked(void *arg, chatd_status st, const chatd_member *rows, si
     job *j = job_new(r->core->auth, JOB_HASH, r->password, reg_hashed, r);
     if (!j || job_submit(r->core->auth, j) != 0) {
         if (j) job_free(j);
+        if (r->retry_after) *r->retry_after = 1;
         r->cb(r->arg, CHATD_ERR_BUSY, NULL, 0);
         reg_free(r);
     }
@@ -402,6 +487,12 @@ static void reg_checked(void *arg, chatd_status st, const chatd_member *rows, si
 
 void auth_register(core *c, const char *login_id, const char *name, const char *password,
                    chatd_member_cb cb, void *arg)
+{
+    auth_register2(c, login_id, name, password, NULL, NULL, cb, arg);
+}
+
+void auth_register2(core *c, const char *login_id, const char *name, const char *password,
+                    const char *client_addr, uint32_t *retry_after, chatd_member_cb cb, void *arg)
 {
     if (auth_check_login_id(login_id) || auth_check_name(name) || auth_check_password(password)) {
         cb(arg, CHATD_ERR_INVALID, NULL, 0);
@@ -422,6 +513,20 @@ void auth_register(core *c, const char *login_id, const char *name, const char *
     r->core = c;
     r->cb = cb;
     r->arg = arg;
+    r->retry_after = retry_after;
+    const char *addr = addr_part(client_addr);
+    char rk[80], hk[80];
+    snprintf(rk, sizeof(rk), "r:%s", addr ? addr : "");
+    snprintf(hk, sizeof(hk), "h:%s", addr ? addr : "");
+    const char *keys[GATE_KEYS] = {addr ? rk : NULL, addr ? hk : NULL, NULL};
+    const int64_t limits[GATE_KEYS] = {c->cfg->register_limit, c->cfg->max_hashes_per_addr, 0};
+    int64_t wait = gate_open(c->auth, &r->gate, keys, limits, c->cfg->register_window * 1000);
+    if (wait > 0) {
+        gate_refused(c, "registration", addr, wait, retry_after);
+        reg_free(r);
+        cb(arg, CHATD_ERR_BUSY, NULL, 0);
+        return;
+    }
     /* refuse a taken login id before spending a hash on it */
     so->member_get(c->store->inst, 0, r->login_id, reg_checked, r);
 }
@@ -438,10 +543,14 @@ typedef struct login_req {
     char token[TOKEN_HEX + 1];
     char hash[HASH_HEX + 1];
     int64_t expires_ms;
+    gate gate;
+    bool failed; /* wrong password or unknown login id */
+    uint32_t *retry_after;
 } login_req;
 
 static void login_free(login_req *r)
 {
+    if (r->core) gate_close(r->core->auth, &r->gate, r->failed);
     if (r->password) {
         sodium_memzero(r->password, strlen(r->password));
         free(r->password);
@@ -473,6 +582,12 @@ static void login_stored(void *arg, chatd_status st)
 static void login_verified(job *j)
 {
     login_req *r = j->req;
+    r->failed = j->result == -1;
+    if (j->result == 0) {
+        char lk[80];
+        snprintf(lk, sizeof(lk), "l:%s", r->login_id);
+        throttle_clear(r->core->auth->throttle, lk);
+    }
     if (j->result != 0) {
         r->cb(r->arg, j->result == -2 ? CHATD_ERR_UNAVAILABLE : CHATD_ERR_AUTH, NULL, NULL);
         login_free(r);
@@ -502,6 +617,7 @@ static void login_verified(job *j)
 static void login_unknown(job *j)
 {
     login_req *r = j->req;
+    r->failed = j->result != -2;
     r->cb(r->arg, j->result == -2 ? CHATD_ERR_UNAVAILABLE : CHATD_ERR_AUTH, NULL, NULL);
     login_free(r);
 }
@@ -531,12 +647,19 @@ static void login_found(void *arg, chatd_status st, const chatd_member *rows, si
     }
     if (job_submit(r->core->auth, j) != 0) {
         job_free(j);
+        if (r->retry_after) *r->retry_after = 1;
         r->cb(r->arg, CHATD_ERR_BUSY, NULL, NULL);
         login_free(r);
     }
 }
 
 void auth_login(core *c, const char *login_id, const char *password, chatd_login_cb cb, void *arg)
+{
+    auth_login2(c, login_id, password, NULL, NULL, cb, arg);
+}
+
+void auth_login2(core *c, const char *login_id, const char *password, const char *client_addr,
+                 uint32_t *retry_after, chatd_login_cb cb, void *arg)
 {
     if (auth_check_login_id(login_id) || !password || strlen(password) > 256) {
         cb(arg, CHATD_ERR_AUTH, NULL, NULL);
@@ -556,6 +679,22 @@ void auth_login(core *c, const char *login_id, const char *password, chatd_login
     r->core = c;
     r->cb = cb;
     r->arg = arg;
+    r->retry_after = retry_after;
+    const char *addr = addr_part(client_addr);
+    char lk[80], ak[80], hk[80];
+    snprintf(lk, sizeof(lk), "l:%s", login_id);
+    snprintf(ak, sizeof(ak), "a:%s", addr ? addr : "");
+    snprintf(hk, sizeof(hk), "h:%s", addr ? addr : "");
+    const char *keys[GATE_KEYS] = {lk, addr ? ak : NULL, addr ? hk : NULL};
+    const int64_t limits[GATE_KEYS] = {c->cfg->login_fail_limit, c->cfg->login_fail_limit,
+                                       c->cfg->max_hashes_per_addr};
+    int64_t wait = gate_open(c->auth, &r->gate, keys, limits, c->cfg->login_fail_window * 1000);
+    if (wait > 0) {
+        gate_refused(c, "login", login_id, wait, retry_after);
+        login_free(r);
+        cb(arg, CHATD_ERR_BUSY, NULL, NULL);
+        return;
+    }
     so->member_get(c->store->inst, 0, r->login_id, login_found, r);
 }
 

@@ -74,6 +74,43 @@ static const chatd_cfg_key core_keys[] = {
      .max = INT64_C(31536000),
      .help = "seconds a SEND's idempotency key is remembered (a retry within it is not stored "
              "again)"},
+    {.name = "login_fail_limit",
+     .type = CHATD_CFG_INT,
+     .default_value = "10",
+     .min = 0,
+     .max = 1000000,
+     .help = "failed logins per login id and per client address within login_fail_window; "
+             "then 429 until it ends (0: no limit)"},
+    {.name = "login_fail_window",
+     .type = CHATD_CFG_INT,
+     .default_value = "600",
+     .min = 1,
+     .max = 86400,
+     .help = "seconds over which failed logins are counted"},
+    {.name = "register_limit",
+     .type = CHATD_CFG_INT,
+     .default_value = "200",
+     .min = 0,
+     .max = 1000000,
+     .help = "registrations per client address within register_window; then 429 (0: no limit)"},
+    {.name = "register_window",
+     .type = CHATD_CFG_INT,
+     .default_value = "600",
+     .min = 1,
+     .max = 86400,
+     .help = "seconds over which registrations are counted"},
+    {.name = "max_hashes_per_addr",
+     .type = CHATD_CFG_INT,
+     .default_value = "16",
+     .min = 0,
+     .max = 1024,
+     .help = "password hashes queued or running per client address; more get 429 (0: no limit)"},
+    {.name = "throttle_max_entries",
+     .type = CHATD_CFG_INT,
+     .default_value = "100000",
+     .min = 16,
+     .max = 10000000,
+     .help = "login ids and client addresses the throttles track; a new one beyond gets 429"},
     {.name = NULL},
 };
 
@@ -572,6 +609,12 @@ int cfg_check_core(cfg *c)
     c->stop_timeout = core_int(s, "stop_timeout");
     c->auth_threads = core_int(s, "auth_threads");
     c->idempotency_window = core_int(s, "idempotency_window");
+    c->login_fail_limit = core_int(s, "login_fail_limit");
+    c->login_fail_window = core_int(s, "login_fail_window");
+    c->register_limit = core_int(s, "register_limit");
+    c->register_window = core_int(s, "register_window");
+    c->max_hashes_per_addr = core_int(s, "max_hashes_per_addr");
+    c->throttle_max_entries = core_int(s, "throttle_max_entries");
     c->plugin_dir = pd ? pd->value : NULL;
     return 0;
 }

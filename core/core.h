@@ -90,7 +90,13 @@ typedef struct cfg {
     int64_t stop_timeout;      /**< seconds per stop phase */
     int64_t auth_threads;      /**< password hashing threads */
 
-    int64_t idempotency_window; /**< seconds a SEND's idempotency key is remembered */
+    int64_t idempotency_window;   /**< seconds a SEND's idempotency key is remembered */
+    int64_t login_fail_limit;     /**< failed logins per login id / address per window; 0 off */
+    int64_t login_fail_window;    /**< seconds */
+    int64_t register_limit;       /**< registrations per address per window; 0 off */
+    int64_t register_window;      /**< seconds */
+    int64_t max_hashes_per_addr;  /**< hashes queued or running per address; 0 off */
+    int64_t throttle_max_entries; /**< login ids and addresses tracked */
 } cfg;
 
 /** Name of the core's own section. */
@@ -340,6 +346,26 @@ typedef void (*idem_lookup_cb)(void *arg, chatd_status st, chatd_msg *orig);
 void idem_lookup(core *c, int64_t member_id, const char *key, int64_t now_ms, idem_lookup_cb cb,
                  void *arg);
 
+/* ------------------------------------------------------------- throttle.c */
+
+/** Counters per key over a fixed window (see throttle.c). Loop thread. */
+typedef struct throttle throttle;
+throttle *throttle_new(size_t max_entries);
+void throttle_free(throttle *t);
+/** Milliseconds until `key` may start one more attempt: 0 now (count plus
+ *  inflight under limit, or limit <= 0); the rest of the window otherwise,
+ *  and the whole window when the table has no room for the key. */
+int64_t throttle_wait(throttle *t, const char *key, int64_t limit, int64_t window_ms, int64_t now);
+/** One more attempt of `key` in flight; -1 no room (nothing counted). */
+int throttle_begin(throttle *t, const char *key, int64_t window_ms, int64_t now);
+/** An attempt of throttle_begin is over; `counted`: it counts in the window. */
+void throttle_end(throttle *t, const char *key, bool counted, int64_t window_ms, int64_t now);
+/** Forget the events of `key` (in-flight attempts stay). */
+void throttle_clear(throttle *t, const char *key);
+/** Drop the entries whose window is over and that hold nothing in flight. */
+void throttle_sweep(throttle *t, int64_t window_ms, int64_t now);
+size_t throttle_size(const throttle *t);
+
 /* ----------------------------------------------------------------- auth.c */
 
 typedef struct auth auth;
@@ -352,6 +378,12 @@ void auth_free(auth *a);
 void auth_register(core *c, const char *login_id, const char *name, const char *password,
                    chatd_member_cb cb, void *arg);
 void auth_login(core *c, const char *login_id, const char *password, chatd_login_cb cb, void *arg);
+/** auth_register and auth_login with the client's address and the throttle's
+ *  Retry-After (chatd_api.member_register2, login2). */
+void auth_register2(core *c, const char *login_id, const char *name, const char *password,
+                    const char *client_addr, uint32_t *retry_after, chatd_member_cb cb, void *arg);
+void auth_login2(core *c, const char *login_id, const char *password, const char *client_addr,
+                 uint32_t *retry_after, chatd_login_cb cb, void *arg);
 void auth_logout(core *c, const char *token, chatd_status_cb cb, void *arg);
 void auth_authenticate(core *c, const char *token, chatd_member_cb cb, void *arg);
 /** Validation rules of the member fields; return NULL or the reason. */

@@ -688,6 +688,35 @@ typedef struct chatd_api {
      *  replay (an older store). */
     void (*replay)(chatd_ctx *ctx, int64_t member_id, const char *room, uint64_t after,
                    unsigned limit, chatd_history_cb cb, void *arg);
+
+    /** member_register with the client's address, for the throttles of the
+     *  [chatd] section: at most register_limit registrations per address per
+     *  register_window, and at most max_hashes_per_addr password hashes
+     *  queued or running per address. Both are decided before any hash.
+     *  `client_addr`: the peer's IP address as text, without port (copied);
+     *  NULL or "" skips the per-address limits (member_register does that).
+     *  `retry_after`: NULL, or where the core writes, before cb sees
+     *  CHATD_ERR_BUSY, the seconds (>= 1) after which a retry can succeed
+     *  (HTTP Retry-After); untouched otherwise. It must stay valid until cb
+     *  has been called. Loop thread.
+     *  Statuses seen by cb: those of member_register; CHATD_ERR_BUSY
+     *  throttled or the hashing queue is full: retry after *retry_after s. */
+    void (*member_register2)(chatd_ctx *ctx, const char *login_id, const char *name,
+                             const char *password, const char *client_addr, uint32_t *retry_after,
+                             chatd_member_cb cb, void *arg);
+
+    /** login with the client's address: once login_fail_limit failed logins
+     *  (counting those still being checked) were made for this login id, or
+     *  from this address, within login_fail_window, further attempts are
+     *  refused with CHATD_ERR_BUSY, before any hash, until the window ends;
+     *  a success clears the login id's count. max_hashes_per_addr applies
+     *  as for member_register2. `client_addr` and `retry_after` as for
+     *  member_register2 (NULL address: only the per-login-id limit). Loop
+     *  thread.
+     *  Statuses seen by cb: those of login; CHATD_ERR_BUSY throttled or the
+     *  hashing queue is full: retry after *retry_after s. */
+    void (*login2)(chatd_ctx *ctx, const char *login_id, const char *password,
+                   const char *client_addr, uint32_t *retry_after, chatd_login_cb cb, void *arg);
 } chatd_api;
 
 /* ---- Per-kind hook tables -------------------------------------------- */

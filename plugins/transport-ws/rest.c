@@ -26,6 +26,7 @@ struct rest_op {
     uint64_t before;
     unsigned limit;
     char after[TW_CURSOR_MAX + 1]; /* after=<cursor>: page forward; "" when absent */
+    uint32_t retry_after;          /* seconds, set by the core with CHATD_ERR_BUSY */
 };
 
 int tw_status_http(chatd_status st)
@@ -212,7 +213,29 @@ json_object *tw_rest_body_json(tw_conn *c, const http_request *req)
     return o;
 }
 
-/* ---- POST /api/members ---------------------------------------------------- */
+/* ---- POST /api/members, /api/login: throttled password hashing ------------- */
+
+/* 429 with the core's Retry-After (1 s when it gave none). */
+static void throttled(tw_conn *c, uint32_t retry_after)
+{
+    char extra[64];
+    snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry_after ? retry_after : 1);
+    tw_http_error_extra(c, 429, extra, "too many attempts: retry later");
+}
+
+/* The client's address without port, from c->peer ("host:port#serial"). */
+static void peer_host(const tw_conn *c, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s", c->peer);
+    char *colon = strrchr(buf, ':');
+    if (colon) *colon = '\0';
+}
+
+/* Has the core the address-aware calls of ABI 1.2 (member_register2, login2)? */
+static int has_auth2(const chatd_api *api)
+{
+    return CHATD_HAS(chatd_api, api, login2);
+}
 
 static void register_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
@@ -227,6 +250,8 @@ static void register_cb(void *arg, chatd_status st, const chatd_member *rows, si
             tw_http_error(c, 409, "that login id is taken");
         } else if (st == CHATD_ERR_INVALID) {
             tw_http_error(c, 400, "invalid loginId, name or password");
+        } else if (st == CHATD_ERR_BUSY) {
+            throttled(c, op->retry_after);
         } else {
             respond_status(c, st == CHATD_OK ? CHATD_ERR_INTERNAL : st, NULL);
         }
@@ -251,6 +276,8 @@ static void login_cb(void *arg, chatd_status st, const char *token, const chatd_
             json_object_put(o);
         } else if (st == CHATD_ERR_AUTH || st == CHATD_ERR_NOTFOUND) {
             tw_http_error(c, 401, "wrong login id or password");
+        } else if (st == CHATD_ERR_BUSY) {
+            throttled(c, op->retry_after);
         } else {
             respond_status(c, st == CHATD_OK ? CHATD_ERR_INTERNAL : st, NULL);
         }
@@ -527,7 +554,13 @@ static void post_register(tw_conn *c, const http_request *req)
     struct rest_op *op = post_begin(
         c, req, &o, keys, v, 3, 1, "loginId, name and password are required strings (without NUL)");
     if (!op) return;
-    c->srv->api->member_register(c->srv->ctx, v[0], v[1], v[2], register_cb, op);
+    char host[64];
+    peer_host(c, host, sizeof(host));
+    if (has_auth2(c->srv->api))
+        c->srv->api->member_register2(c->srv->ctx, v[0], v[1], v[2], host, &op->retry_after,
+                                      register_cb, op);
+    else
+        c->srv->api->member_register(c->srv->ctx, v[0], v[1], v[2], register_cb, op);
     json_object_put(o);
 }
 
@@ -539,7 +572,12 @@ static void post_login(tw_conn *c, const http_request *req)
     struct rest_op *op =
         post_begin(c, req, &o, keys, v, 2, 0, "loginId and password are required strings");
     if (!op) return;
-    c->srv->api->login(c->srv->ctx, v[0], v[1], login_cb, op);
+    char host[64];
+    peer_host(c, host, sizeof(host));
+    if (has_auth2(c->srv->api))
+        c->srv->api->login2(c->srv->ctx, v[0], v[1], host, &op->retry_after, login_cb, op);
+    else
+        c->srv->api->login(c->srv->ctx, v[0], v[1], login_cb, op);
     json_object_put(o);
 }
 

@@ -18,7 +18,8 @@
 # Environment: CHATD_TOP, CHATD_BUILD, CHATD_OUT, CHATD_BIN (see tests/lib.sh);
 # CHATD_WS_SECTION (the transport's section name, default "ws");
 # CHATD_E2E_NAME (log name, default "e2e": $CHATD_OUT/NAME.log);
-# CHATD_E2E_TIMEOUT (seconds for COMMAND, default 900).
+# CHATD_E2E_TIMEOUT (seconds for COMMAND, default 900). COMMAND gets CHATD_URL
+# and CHATD_PID (the pid of chatd).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${CHATD_TOP:=$(cd "$here/../.." && pwd)}"
@@ -87,7 +88,7 @@ done
 echo "run.sh: chatd (pid $pid) ready on $url with $(basename "$conf") ${sets[*]}" >&2
 
 rc=0
-CHATD_URL=$url timeout --kill-after=10 "${CHATD_E2E_TIMEOUT:-900}" "${cmd[@]}" || rc=$?
+CHATD_URL=$url CHATD_PID=$pid timeout --kill-after=10 "${CHATD_E2E_TIMEOUT:-900}" "${cmd[@]}" || rc=$?
 [ $rc -eq 124 ] && echo "run.sh: the tests timed out" >&2
 
 if ! kill -0 "$pid" 2>/dev/null; then
