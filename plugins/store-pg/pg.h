@@ -31,7 +31,7 @@
 #define PG_BATCH_MAX_LIMIT 8190 /* PG_CHAT_PARAMS per message stays under 65535 */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 4     /* the last entry of the migrations in pg_sql.c */
+#define PG_SCHEMA_VERSION 5     /* the last entry of the migrations in pg_sql.c */
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 
@@ -69,7 +69,8 @@ typedef enum pg_req_kind {
     REQ_ROOM_LIST,
     REQ_HISTORY,
     REQ_IDEM_GET,
-    REQ_REPLAY
+    REQ_REPLAY,
+    REQ_DEAD_LETTER
 } pg_req_kind;
 
 /* One request: a few queries followed by a pipeline sync. */

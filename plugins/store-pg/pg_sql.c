@@ -100,15 +100,26 @@ static const char *const migration_v4[] = {
     NULL,
 };
 
+/* Version 5: records a queue gave up on (chatd_store_ops.dead_letter). */
+static const char *const migration_v5[] = {
+    "CREATE TABLE dead_letters ("
+    " id bigserial PRIMARY KEY,"
+    " source text NOT NULL,"
+    " payload bytea NOT NULL,"
+    " reason text NOT NULL,"
+    " created_ms bigint NOT NULL)",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
-    {1, migration_v1},
-    {2, migration_v2},
-    {3, migration_v3},
-    {4, migration_v4},
+    {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4}, {5, migration_v5},
 };
+/* versions are 1..N in order, and the code knows N */
+_Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
+               "PG_SCHEMA_VERSION (pg.h) is not the last migration");
 
 /* Room summaries of a run of CHAT messages: `input` rows are inserted
  * idempotently; only rows really inserted (RETURNING) feed the upsert of both
@@ -434,6 +445,19 @@ int req_send(pg_store *st, pg_req *r)
                     1, v, NULL, NULL);
         r->main_q = 0;
         break;
+    case REQ_DEAD_LETTER: {
+        int lens[4] = {0, (int)r->i[0], 0, 0}, fmts[4] = {0, 1, 0, 0};
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[1]);
+        v[0] = r->s[0];
+        v[1] = r->s[2];
+        v[2] = r->s[1];
+        v[3] = n0;
+        ok = send_q(st,
+                    "INSERT INTO dead_letters (source, payload, reason, created_ms)"
+                    " VALUES ($1, $2::bytea, $3, $4::bigint)",
+                    4, v, lens, fmts);
+        break;
+    }
     case REQ_HISTORY:
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         snprintf(n2, sizeof(n2), "%" PRId64, r->i[1] + 1); /* one more: are there older? */

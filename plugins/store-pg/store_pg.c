@@ -45,6 +45,7 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
         break;
     case REQ_SESSION_PUT:
     case REQ_SESSION_DEL:
+    case REQ_DEAD_LETTER:
         if (r->cb) ((chatd_status_cb)r->cb)(r->arg, status);
         break;
     case REQ_SESSION_GET:
@@ -268,6 +269,7 @@ void hook_finish(pg_store *st, pg_req *r)
         break;
     case REQ_SESSION_PUT:
     case REQ_SESSION_DEL:
+    case REQ_DEAD_LETTER:
         if (r->cb) ((chatd_status_cb)r->cb)(r->arg, CHATD_OK);
         break;
     case REQ_SESSION_GET:
@@ -489,6 +491,35 @@ static void pg_session_del(void *inst, const char *token_hash, chatd_status_cb c
     }
     r->s[0] = dup_or_null(token_hash, &oom);
     if (oom) {
+        req_free(r);
+        if (cb) cb(arg, CHATD_ERR_NOMEM);
+        return;
+    }
+    submit(st, r);
+}
+
+static void pg_dead_letter(void *inst, const char *source, const void *payload, size_t len,
+                           const char *reason, chatd_status_cb cb, void *arg)
+{
+    pg_store *st = inst;
+    int oom = 0;
+    pg_req *r;
+    if (!source || !reason || (len && !payload) || len > INT32_MAX) {
+        if (cb) cb(arg, CHATD_ERR_INVALID);
+        return;
+    }
+    r = req_new(REQ_DEAD_LETTER, (void *)cb, arg);
+    if (!r) {
+        if (cb) cb(arg, CHATD_ERR_NOMEM);
+        return;
+    }
+    r->s[0] = dup_or_null(source, &oom);
+    r->s[1] = dup_or_null(reason, &oom);
+    r->s[2] = malloc(len ? len : 1); /* bytes, sent in binary format */
+    if (r->s[2] && len) memcpy(r->s[2], payload, len);
+    r->i[0] = (int64_t)len;
+    r->i[1] = st->api->now_ms();
+    if (oom || !r->s[2]) {
         req_free(r);
         if (cb) cb(arg, CHATD_ERR_NOMEM);
         return;
@@ -846,6 +877,7 @@ static const chatd_store_ops pg_ops = {
     .history = pg_history,
     .idem_get = pg_idem_get,
     .replay = pg_replay,
+    .dead_letter = pg_dead_letter,
 };
 
 static const chatd_plugin_desc pg_desc = {

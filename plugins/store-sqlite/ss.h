@@ -44,6 +44,7 @@ enum {
     W_IDEM_OWNER,
     W_IDEM_PURGE,
     W_READ_INSERT,
+    W_DEAD_LETTER,
     W_COUNT
 };
 
@@ -68,7 +69,8 @@ typedef enum ss_job_kind {
     JOB_PERSIST = 1,
     JOB_MEMBER_CREATE,
     JOB_SESSION_PUT,
-    JOB_SESSION_DEL
+    JOB_SESSION_DEL,
+    JOB_DEAD_LETTER
 } ss_job_kind;
 
 /* One write. Fields read by the writer thread are fixed before it is handed
@@ -93,6 +95,10 @@ typedef struct ss_job {
     void *arg;
     int64_t member_id, created_ms, expires_ms;
     char *login_id, *name, *pw_hash, *token_hash; /* owned copies */
+
+    /* dead_letter: owned copies */
+    char *source, *reason, *payload;
+    size_t payload_len;
 } ss_job;
 
 typedef struct ss_batch {
@@ -141,6 +147,8 @@ chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done);
 void ss_member_create(void *inst, const chatd_member *m, chatd_member_cb cb, void *arg);
 void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, void *arg);
 void ss_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg);
+void ss_dead_letter(void *inst, const char *source, const void *payload, size_t len,
+                    const char *reason, chatd_status_cb cb, void *arg);
 void *ss_writer_main(void *arg);
 /* Hand everything staged so far to the writer thread (loop thread). */
 void ss_handoff(ss *s);

@@ -1,6 +1,6 @@
 /*
  * ss_writer.c - the writes of store-sqlite (persist, member_create,
- * session_put, session_del).
+ * session_put, session_del, dead_letter).
  *
  * A write is checked and staged on the loop thread (ss_admit, ss_stage); a
  * task posted once per loop turn hands the whole stage to the writer thread
@@ -77,6 +77,8 @@ const char *const ss_wsql[W_COUNT] = {
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE time_ms < ?1",
     [W_READ_INSERT] = "INSERT OR IGNORE INTO reads(id, member_id, writer, room_id, up_to, time_ms)"
                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_DEAD_LETTER] = "INSERT INTO dead_letters(source, payload, reason, time_ms)"
+                      " VALUES(?1, ?2, ?3, ?4)",
 };
 
 /* Once a minute (writer thread): forget keys older than the window. */
@@ -88,6 +90,9 @@ static void ss_job_free(ss_job *j)
     free(j->name);
     free(j->pw_hash);
     free(j->token_hash);
+    free(j->source);
+    free(j->reason);
+    free(j->payload);
     free(j);
 }
 
@@ -300,6 +305,18 @@ static chatd_status ss_run_job(ss *s, ss_job *j)
             return CHATD_ERR_IO;
         }
         return CHATD_OK;
+    case JOB_DEAD_LETTER:
+        st = s->w[W_DEAD_LETTER];
+        sqlite3_bind_text(st, 1, j->source, -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 2, j->payload ? j->payload : "", (int)j->payload_len, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, j->reason, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, j->created_ms);
+        rc = ss_wstep(s, W_DEAD_LETTER);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "keeping a dead letter", rc);
+            return CHATD_ERR_IO;
+        }
+        return CHATD_OK;
     }
     return CHATD_ERR_INTERNAL;
 }
@@ -456,6 +473,7 @@ void ss_finish_job(ss *s, ss_job *j)
         break;
     case JOB_SESSION_PUT:
     case JOB_SESSION_DEL:
+    case JOB_DEAD_LETTER:
         if (j->status_cb) j->status_cb(j->arg, j->status);
         break;
     }
@@ -627,33 +645,52 @@ void ss_member_create(void *inst, const chatd_member *m, chatd_member_cb cb, voi
     ss_stage(s, j);
 }
 
+/* A new job of `kind` for a status-callback write, once admitted; NULL when
+ * refused (cb was told why). */
+static ss_job *ss_status_job(ss *s, ss_job_kind kind, chatd_status_cb cb, void *arg)
+{
+    chatd_status st = ss_admit(s);
+    ss_job *j;
+
+    if (st != CHATD_OK) {
+        if (cb) cb(arg, st);
+        return NULL;
+    }
+    j = calloc(1, sizeof(*j));
+    if (!j) {
+        if (cb) cb(arg, CHATD_ERR_NOMEM);
+        return NULL;
+    }
+    j->kind = kind;
+    j->status_cb = cb;
+    j->arg = arg;
+    return j;
+}
+
+/* Stage j, or answer CHATD_ERR_NOMEM when a copy of its fields failed. */
+static void ss_stage_or_nomem(ss *s, ss_job *j, int copied)
+{
+    if (copied) {
+        ss_stage(s, j);
+        return;
+    }
+    if (j->status_cb) j->status_cb(j->arg, CHATD_ERR_NOMEM);
+    ss_job_free(j);
+}
+
 static void ss_session_write(ss *s, ss_job_kind kind, const char *token_hash, int64_t member_id,
                              int64_t expires_ms, chatd_status_cb cb, void *arg)
 {
     ss_job *j;
-    chatd_status st;
 
     if (!token_hash || !*token_hash) {
         if (cb) cb(arg, CHATD_ERR_INVALID);
         return;
     }
-    st = ss_admit(s);
-    if (st != CHATD_OK) {
-        if (cb) cb(arg, st);
-        return;
-    }
-    j = calloc(1, sizeof(*j));
-    if (!j || !(j->token_hash = pc_strdup(token_hash))) {
-        if (j) ss_job_free(j);
-        if (cb) cb(arg, CHATD_ERR_NOMEM);
-        return;
-    }
-    j->kind = kind;
+    if (!(j = ss_status_job(s, kind, cb, arg))) return;
     j->member_id = member_id;
     j->expires_ms = expires_ms;
-    j->status_cb = cb;
-    j->arg = arg;
-    ss_stage(s, j);
+    ss_stage_or_nomem(s, j, (j->token_hash = pc_strdup(token_hash)) != NULL);
 }
 
 void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, void *arg)
@@ -669,4 +706,24 @@ void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, v
 void ss_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg)
 {
     ss_session_write(inst, JOB_SESSION_DEL, token_hash, 0, 0, cb, arg);
+}
+
+void ss_dead_letter(void *inst, const char *source, const void *payload, size_t len,
+                    const char *reason, chatd_status_cb cb, void *arg)
+{
+    ss *s = inst;
+    ss_job *j;
+
+    if (!source || !reason || (len && !payload) || len > INT32_MAX) {
+        if (cb) cb(arg, CHATD_ERR_INVALID);
+        return;
+    }
+    if (!(j = ss_status_job(s, JOB_DEAD_LETTER, cb, arg))) return;
+    j->created_ms = s->api->now_ms();
+    j->payload_len = len;
+    j->source = pc_strdup(source);
+    j->reason = pc_strdup(reason);
+    j->payload = malloc(len ? len : 1);
+    if (j->payload && len) memcpy(j->payload, payload, len);
+    ss_stage_or_nomem(s, j, j->source && j->reason && j->payload);
 }

@@ -7,7 +7,7 @@
  * and upgraded at start by the ordered migration list below, in one
  * transaction): members, sessions, messages (idempotent insert by the 64-bit
  * id) and per-member room summaries (last message, its time, unread count,
- * last-read id).
+ * last-read id), and the dead letters queues gave up on.
  *
  * Threads and connections: writes go through the writer thread with its own
  * connection (ss_writer.c: group commit, WAL, synchronous=FULL, so a
@@ -84,6 +84,13 @@ static const char *const ss_migrations[] = {
     " up_to INTEGER NOT NULL,"
     " time_ms INTEGER NOT NULL);"
     "CREATE INDEX reads_member_id ON reads(member_id, id);",
+    /* 3 -> 4: records a queue gave up on (chatd_store_ops.dead_letter) */
+    "CREATE TABLE dead_letters("
+    " id INTEGER PRIMARY KEY,"
+    " source TEXT NOT NULL,"
+    " payload BLOB NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " time_ms INTEGER NOT NULL);",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
@@ -417,6 +424,7 @@ static const chatd_store_ops ss_ops = {
     .history = ss_history,
     .idem_get = ss_idem_get,
     .replay = ss_replay,
+    .dead_letter = ss_dead_letter,
 };
 
 static const chatd_plugin_desc ss_desc = {

@@ -25,6 +25,7 @@
  * message: CHATD_ERR_EXISTS, counted), history paging, room
  * summaries, read marks, batched commits, non-ASCII text, 64 KiB messages,
  * the max_pending bound (when the store has that key; CHATD_ERR_BUSY),
+ * dead letters (when the store has the ABI 1.1 hook),
  * durability across a stop/start of the store, and across a crash: a child
  * process (this program with --crash-child) persists messages until it is
  * killed with SIGKILL; every message it saw acknowledged must be stored once.
@@ -443,6 +444,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_batched_commits),   cmocka_unit_test(test_non_ascii),
         cmocka_unit_test(test_long_message),      cmocka_unit_test(test_durable_across_restart),
         cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
+        cmocka_unit_test(test_dead_letter),
     };
 
     g_self = argv[0];

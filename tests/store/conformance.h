@@ -140,6 +140,7 @@ void test_long_message(void **state);
 void test_durable_across_restart(void **state);
 void test_max_pending(void **state);
 void test_crash_durability(void **state);
+void test_dead_letter(void **state);
 /** The crash child: store_conformance --crash-child ... (conformance_durable.c). */
 int crash_child(int argc, char **argv);
 

@@ -488,3 +488,31 @@ void test_read_marks(void **state)
         history_free(&h);
     }
 }
+
+/* A record a queue gave up on is kept (ABI 1.1, optional: skipped for a
+ * store without the hook): any bytes, committed before the callback;
+ * a missing source or reason is refused. */
+void test_dead_letter(void **state)
+{
+    static const char bytes[] = "{\"not\":\"chatd\"}\0\xff tail";
+    wait_status w;
+    (void)state;
+
+    if (!CHATD_HAS(chatd_store_ops, g_ops, dead_letter) || !g_ops->dead_letter) {
+        fprintf(stderr, "  the store keeps no dead letters (ABI 1.0 table): skipped\n");
+        return;
+    }
+    memset(&w, 0, sizeof(w));
+    g_ops->dead_letter(g_inst, "kafka-chat[3]@1207", bytes, sizeof(bytes),
+                       "failed to persist 5 times: exists", on_status, &w);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(w.status, CHATD_OK);
+    memset(&w, 0, sizeof(w));
+    g_ops->dead_letter(g_inst, "kafka-chat[0]@1", NULL, 0, "empty record", on_status, &w);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(w.status, CHATD_OK);
+    memset(&w, 0, sizeof(w));
+    g_ops->dead_letter(g_inst, NULL, bytes, 1, "no source", on_status, &w);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
+    assert_int_equal(w.status, CHATD_ERR_INVALID);
+}
