@@ -35,6 +35,7 @@
 #define QK_RETRY_MIN_MS 200      /* first persist retry delay */
 #define QK_RETRY_MAX_MS 5000     /* largest persist retry delay */
 #define QK_STOP_TICK_MS 20
+#define QK_CQ_RETRY_MS 1000  /* a failed committed-offsets lookup is asked again after */
 #define QK_FANOUT_TAIL 10000 /* fan-out starts this far before the end */
 
 enum qk_role { QK_PRODUCER = 0, QK_PERSIST = 1, QK_FANOUT = 2, QK_NROLES = 3 };
@@ -68,8 +69,12 @@ struct qk_entry {
     chatd_msg *msg; /* held until persisted */
     struct event *retry;
     int backoff_ms;
-    int done;     /* persisted (or skipped as malformed) */
-    int awaiting; /* a consume() call is outstanding */
+    int done;     /* persisted, or kept as a dead letter */
+    int awaiting; /* a consume() or dead_letter() call is outstanding */
+    int attempts; /* persists that failed */
+    char *dead;   /* the reason, once it is being dead-lettered */
+    void *raw;    /* a record that is no chatd message: its bytes */
+    size_t raw_len;
 };
 TAILQ_HEAD(qk_entry_list, qk_entry);
 
@@ -138,6 +143,8 @@ struct qk {
     struct qk_track **tracks;
     int32_t ntracks;
     int64_t inflight; /* consumed, not yet persisted */
+    int64_t nentries; /* consumed, offset not yet stored (bounded by max_inflight) */
+    int64_t max_persist_attempts;
     int64_t awaiting; /* consume() calls outstanding */
     int paused;
 
@@ -151,6 +158,7 @@ struct qk {
     int assigned_once;           /* the persist consumer has had an assignment */
     uint64_t assign_gen;
     struct event *gate_tick;
+    struct event *cq_retry; /* asks again for unknown committed offsets */
 
     /* committed-offsets worker */
     pthread_t cq_thread;
@@ -188,6 +196,10 @@ int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
 /* Release what no longer waits in one partition (everything when force). */
 void qk_gate_release(struct qk *qk, int32_t partition, int force);
 void qk_gate_release_all(struct qk *qk, int force);
+/* The message at (partition, offset) will never be in the store (it went to
+ * the dead letters): its held RECEIPT becomes an error with `reason`, its
+ * held fan-out is dropped. (A fan-out that arrives after this goes out.) */
+void qk_gate_refuse(struct qk *qk, int32_t partition, int64_t offset, const char *reason);
 /* The committed-offsets worker: thread body, request, stop (joins). */
 void *qk_cq_main(void *arg);
 void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts);

@@ -78,6 +78,23 @@ void qk_gate_release(struct qk *qk, int32_t partition, int force)
     qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
 }
 
+void qk_gate_refuse(struct qk *qk, int32_t partition, int64_t offset, const char *reason)
+{
+    struct qk_held *h, *next;
+
+    if (partition < 0 || partition >= qk->nheld_parts) return;
+    for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
+        next = TAILQ_NEXT(h, link);
+        if (h->offset != offset) continue;
+        TAILQ_REMOVE(&qk->held[partition], h, link);
+        qk->nheld--;
+        if (h->done) qk->api->complete(h->done, CHATD_ERR_IO, reason);
+        qk->api->msg_unref(h->msg); /* never fanned out: it is not in the history */
+        free(h);
+    }
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
+}
+
 void qk_gate_release_all(struct qk *qk, int force)
 {
     for (int32_t p = 0; p < qk->nheld_parts; p++)
@@ -145,6 +162,42 @@ static void qk_cq_free(struct qk_cq *r)
     }
 }
 
+/* Ask again for every assigned partition whose committed offset is still
+ * unknown (a failed lookup would otherwise gate it until gate_timeout, for
+ * every message). */
+static void qk_cq_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct qk *qk = arg;
+    rd_kafka_topic_partition_list_t *l;
+    (void)fd;
+    (void)what;
+    if (qk->state != QK_RUNNING || !(l = rd_kafka_topic_partition_list_new(16))) return;
+    for (int32_t p = 0; p < qk->ntracks; p++)
+        if (qk->tracks[p] && qk->tracks[p]->base < 0)
+            rd_kafka_topic_partition_list_add(l, qk->topic, p);
+    if (l->cnt > 0) {
+        qk->api->log(qk->ctx, CHATD_LOG_INFO,
+                     "asking again for the committed offsets of %d partitions", l->cnt);
+        qk_cq_ask(qk, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Schedule qk_cq_retry_cb when a partition's committed offset is unknown. */
+static void qk_cq_retry_later(struct qk *qk)
+{
+    struct timeval tv = {QK_CQ_RETRY_MS / 1000, (QK_CQ_RETRY_MS % 1000) * 1000};
+    int unknown = 0;
+    for (int32_t p = 0; p < qk->ntracks && !unknown; p++)
+        unknown = qk->tracks[p] && qk->tracks[p]->base < 0;
+    if (!unknown) return;
+    if (!qk->cq_retry) qk->cq_retry = evtimer_new(qk->base, qk_cq_retry_cb, qk);
+    if (!qk->cq_retry || evtimer_add(qk->cq_retry, &tv) != 0)
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR,
+                     "cannot schedule asking again for committed offsets; deliveries of those "
+                     "partitions wait gate_timeout each");
+}
+
 static void qk_cq_done(void *arg)
 {
     struct qk_cq *r = arg;
@@ -168,6 +221,7 @@ static void qk_cq_done(void *arg)
     }
     qk_cq_free(r);
     qk_gate_release_all(qk, 0);
+    qk_cq_retry_later(qk);
 }
 
 void *qk_cq_main(void *arg)

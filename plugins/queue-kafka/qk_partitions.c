@@ -5,8 +5,13 @@
  *            every earlier message of its partition are persisted, and
  *            committed by librdkafka's auto-commit: at-least-once, made
  *            exactly-once by the store's idempotent insert. A failed persist
- *            is retried with backoff; past max_inflight outstanding persists
- *            the partitions are paused, resumed once half drained.
+ *            is retried with backoff; after max_persist_attempts the message
+ *            goes to the store's dead letters (chatd_api.dead_letter), as does
+ *            a record that is no chatd message, and the partition moves on.
+ *            Past max_inflight consumed but uncommitted messages (persisting,
+ *            or persisted behind an earlier one) the partitions are paused,
+ *            resumed once half drained. A message that cannot be tracked (no
+ *            memory) is fetched again, never skipped.
  *   fan-out  every partition, delivered to local subscribers
  *            (CHATD_CONSUME_FANOUT) in offset order behind the watermark.
  * And the rebalance callback of both (loop thread, or the closer thread while
@@ -30,9 +35,9 @@ static void qk_pause_check(struct qk *qk)
     int want_pause;
 
     if (!rk || atomic_load(&qk->closing)) return;
-    if (!qk->paused && qk->inflight >= qk->max_inflight)
+    if (!qk->paused && qk->nentries >= qk->max_inflight)
         want_pause = 1;
-    else if (qk->paused && qk->inflight <= qk->max_inflight / 2)
+    else if (qk->paused && qk->nentries <= qk->max_inflight / 2)
         want_pause = 0;
     else
         return;
@@ -49,10 +54,11 @@ static void qk_pause_check(struct qk *qk)
     qk->paused = want_pause;
     qk->api->log(qk->ctx, want_pause ? CHATD_LOG_WARN : CHATD_LOG_INFO,
                  want_pause ? "store is behind: %" PRId64
-                              " persists in flight, pausing the persist consumer"
-                            : "store caught up (%" PRId64 " in flight): resuming the persist "
-                              "consumer",
-                 qk->inflight);
+                              " messages not yet committed (max_inflight), pausing the persist "
+                              "consumer"
+                            : "store caught up (%" PRId64 " not yet committed): resuming the "
+                              "persist consumer",
+                 qk->nentries);
     qk->api->gauge_set(qk->ctx, "chatd_kafka_persist_paused", want_pause);
     rd_kafka_topic_partition_list_destroy(parts);
 }
@@ -86,6 +92,8 @@ void qk_entry_free(struct qk *qk, struct qk_entry *e)
 {
     if (e->retry) event_free(e->retry);
     qk->api->msg_unref(e->msg);
+    free(e->dead);
+    free(e->raw);
     free(e);
 }
 
@@ -109,7 +117,9 @@ static void qk_track_advance(struct qk *qk, struct qk_track *t)
         next = e->offset + 1;
         TAILQ_REMOVE(&t->entries, e, link);
         qk_entry_free(qk, e);
+        qk->nentries--;
     }
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_persist_entries", qk->nentries);
     if (t->revoked) {
         if (TAILQ_EMPTY(&t->entries)) free(t);
         return;
@@ -135,6 +145,7 @@ static void qk_track_advance(struct qk *qk, struct qk_track *t)
 }
 
 static void qk_persist_done(void *arg, chatd_status st);
+static void qk_dead_send(struct qk *qk, struct qk_entry *e);
 
 static void qk_persist_send(struct qk *qk, struct qk_entry *e)
 {
@@ -150,7 +161,107 @@ static void qk_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (qk->state != QK_RUNNING) return; /* abandoned: not stored, redelivered after a restart */
-    qk_persist_send(qk, e);
+    if (e->dead)
+        qk_dead_send(qk, e);
+    else
+        qk_persist_send(qk, e);
+}
+
+/* Try e again (persist, or its dead letter) after a growing backoff. */
+static void qk_retry_later(struct qk *qk, struct qk_entry *e)
+{
+    e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : QK_RETRY_MIN_MS;
+    if (e->backoff_ms > QK_RETRY_MAX_MS) e->backoff_ms = QK_RETRY_MAX_MS;
+    if (!e->retry) e->retry = evtimer_new(qk->base, qk_retry_cb, e);
+    struct timeval tv = {e->backoff_ms / 1000, (e->backoff_ms % 1000) * 1000};
+    if (!e->retry || evtimer_add(e->retry, &tv) != 0)
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR,
+                     "cannot schedule a retry; %s[%" PRId32 "] stalls until restart", qk->topic,
+                     e->track->partition);
+}
+
+/* A consume() or dead_letter() call for e was answered. Finishes e when it
+ * succeeded (counted in `counter`) or when the answer no longer matters
+ * (stopping, or the partition was revoked: left for redelivery), and returns
+ * 1 (e may be freed); returns 0 for a failure the caller handles. */
+static int qk_entry_answered(struct qk *qk, struct qk_entry *e, chatd_status st,
+                             const char *counter, const char *what)
+{
+    struct qk_track *t = e->track;
+
+    e->awaiting = 0;
+    qk->awaiting--;
+    if (st != CHATD_OK && qk->state == QK_RUNNING && !t->revoked) return 0;
+    if (st != CHATD_OK)
+        qk->api->log(qk->ctx, CHATD_LOG_INFO,
+                     "%s of %s[%" PRId32 "]@%" PRId64 " failed (%s) while %s; left for "
+                     "redelivery",
+                     what, qk->topic, t->partition, e->offset, qk->api->status_str(st),
+                     t->revoked ? "revoked" : "stopping");
+    else
+        qk->api->counter_add(qk->ctx, counter, 1);
+    if (e->msg) qk->inflight--;
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_persist_inflight", qk->inflight);
+    if (st == CHATD_OK || t->revoked) {
+        e->done = 1; /* nothing is stored for a revoked partition */
+        qk_track_advance(qk, t);
+        qk_pause_check(qk);
+    }
+    return 1;
+}
+
+/* The store kept e as a dead letter (or could not): move on, or try again. */
+static void qk_dead_done(void *arg, chatd_status st)
+{
+    struct qk_entry *e = arg;
+    struct qk *qk = e->track->qk;
+
+    if (st == CHATD_OK) {
+        char reason[256];
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR,
+                     "%s[%" PRId32 "]@%" PRId64 " moved to the store's dead letters: %s; the "
+                     "partition goes on (inspect the dead_letters table)",
+                     qk->topic, e->track->partition, e->offset, e->dead);
+        snprintf(reason, sizeof reason, "the store refused the message (%s)", e->dead);
+        qk_gate_refuse(qk, e->track->partition, e->offset, reason);
+    }
+    if (qk_entry_answered(qk, e, st, "chatd_kafka_dead_letters_total", "dead letter")) return;
+    qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                 "cannot keep %s[%" PRId32 "]@%" PRId64 " as a dead letter (%s); the partition "
+                 "waits, retrying",
+                 qk->topic, e->track->partition, e->offset, qk->api->status_str(st));
+    qk_retry_later(qk, e);
+}
+
+static void qk_dead_send(struct qk *qk, struct qk_entry *e)
+{
+    char source[128];
+    const char *bytes = e->raw;
+    size_t len = e->raw_len;
+
+    if (e->msg) bytes = qk->api->msg_json(e->msg, &len);
+    snprintf(source, sizeof source, "%s[%" PRId32 "]@%" PRId64, qk->topic, e->track->partition,
+             e->offset);
+    e->awaiting = 1;
+    qk->awaiting++;
+    qk->api->dead_letter(qk->ctx, source, bytes ? bytes : "", bytes ? len : 0, e->dead,
+                         qk_dead_done, e);
+}
+
+/* Give up persisting e: keep it in the store's dead letters, then move on. */
+static void qk_dead_letter(struct qk *qk, struct qk_entry *e, const char *reason)
+{
+    free(e->dead);
+    e->dead = pc_strdup(reason);
+    if (!e->dead) {
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR,
+                     "out of memory dead-lettering %s[%" PRId32 "]@%" PRId64 "; retrying",
+                     qk->topic, e->track->partition, e->offset);
+        qk_retry_later(qk, e);
+        return;
+    }
+    e->backoff_ms = 0;
+    qk_dead_send(qk, e);
 }
 
 static void qk_persist_done(void *arg, chatd_status st)
@@ -159,43 +270,40 @@ static void qk_persist_done(void *arg, chatd_status st)
     struct qk_track *t = e->track;
     struct qk *qk = t->qk;
 
-    e->awaiting = 0;
-    qk->awaiting--;
-    if (st == CHATD_OK) {
-        e->done = 1;
-        qk->inflight--;
-        qk->api->counter_add(qk->ctx, "chatd_kafka_persisted_total", 1);
-        qk->api->gauge_set(qk->ctx, "chatd_kafka_persist_inflight", qk->inflight);
-        qk_track_advance(qk, t);
-        qk_pause_check(qk);
+    if (qk_entry_answered(qk, e, st, "chatd_kafka_persisted_total", "persist")) return;
+    if (++e->attempts >= qk->max_persist_attempts) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "failed to persist %d times (last: %s)", e->attempts,
+                 qk->api->status_str(st));
+        qk_dead_letter(qk, e, reason);
         return;
     }
-    if (qk->state != QK_RUNNING || t->revoked) {
-        /* never stored: the next owner of the partition gets it again */
-        qk->api->log(qk->ctx, CHATD_LOG_INFO,
-                     "persist of %s[%" PRId32 "]@%" PRId64 " failed (%s) while %s; left for "
-                     "redelivery",
-                     qk->topic, t->partition, e->offset, qk->api->status_str(st),
-                     t->revoked ? "revoked" : "stopping");
-        qk->inflight--;
-        if (t->revoked) {
-            e->done = 1; /* nothing is stored for a revoked partition */
-            qk_track_advance(qk, t);
-        }
-        return;
-    }
-    e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : QK_RETRY_MIN_MS;
-    if (e->backoff_ms > QK_RETRY_MAX_MS) e->backoff_ms = QK_RETRY_MAX_MS;
     qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                 "persist of %s[%" PRId32 "]@%" PRId64 " failed (%s); retrying in %d ms", qk->topic,
-                 t->partition, e->offset, qk->api->status_str(st), e->backoff_ms);
+                 "persist of %s[%" PRId32 "]@%" PRId64 " failed (%s, attempt %d of %" PRId64
+                 "); retrying",
+                 qk->topic, t->partition, e->offset, qk->api->status_str(st), e->attempts,
+                 qk->max_persist_attempts);
     qk->api->counter_add(qk->ctx, "chatd_kafka_persist_retries_total", 1);
-    if (!e->retry) e->retry = evtimer_new(qk->base, qk_retry_cb, e);
-    struct timeval tv = {e->backoff_ms / 1000, (e->backoff_ms % 1000) * 1000};
-    if (!e->retry || evtimer_add(e->retry, &tv) != 0)
+    qk_retry_later(qk, e);
+}
+
+/* Seek partition back to offset (a message that could not be tracked). */
+static void qk_refetch(struct qk *qk, int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_error_t *err = NULL;
+    if (l) {
+        rd_kafka_topic_partition_list_add(l, qk->topic, partition)->offset = offset;
+        err = rd_kafka_seek_partitions(qk->cl[QK_PERSIST].rk, l, 0);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (!l || err) {
         qk->api->log(qk->ctx, CHATD_LOG_ERROR,
-                     "cannot schedule a persist retry; %s[%" PRId32 "] stalls until restart",
-                     qk->topic, t->partition);
+                     "cannot fetch %s[%" PRId32 "]@%" PRId64 " again (%s); restart this node so "
+                     "that it is persisted",
+                     qk->topic, partition, offset, err ? rd_kafka_error_string(err) : "no memory");
+        if (err) rd_kafka_error_destroy(err);
+    }
 }
 
 void qk_persist_message(struct qk *qk, rd_kafka_message_t *m)
@@ -208,23 +316,24 @@ void qk_persist_message(struct qk *qk, rd_kafka_message_t *m)
     if (!t) t = qk_track_new(qk, m->partition);
     e = t ? calloc(1, sizeof *e) : NULL;
     if (!e) {
+        /* never store an offset past it: fetch it again */
         qk->api->log(qk->ctx, CHATD_LOG_ERROR,
-                     "out of memory tracking %s[%" PRId32 "]@%" PRId64 "; it is redelivered "
-                     "after a restart",
+                     "out of memory tracking %s[%" PRId32 "]@%" PRId64 "; fetching it again",
                      qk->topic, m->partition, m->offset);
+        qk_refetch(qk, m->partition, m->offset);
         return;
     }
     e->track = t;
     e->offset = m->offset;
     TAILQ_INSERT_TAIL(&t->entries, e, link);
+    qk->nentries++;
     if (qk->api->msg_from_json(qk->ctx, m->payload, m->len, &msg) != CHATD_OK || !msg) {
-        qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                     "skipping a malformed message at %s[%" PRId32 "]@%" PRId64
-                     " (not chatd wire JSON)",
-                     qk->topic, m->partition, m->offset);
         qk->api->counter_add(qk->ctx, "chatd_kafka_malformed_total", 1);
-        e->done = 1;
-        qk_track_advance(qk, t);
+        e->raw = malloc(m->len ? m->len : 1);
+        if (e->raw && m->len) memcpy(e->raw, m->payload, m->len);
+        e->raw_len = m->len;
+        qk_dead_letter(qk, e, "not chatd wire JSON");
+        qk_pause_check(qk);
         return;
     }
     e->msg = msg;

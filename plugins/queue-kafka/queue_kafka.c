@@ -36,8 +36,10 @@
  * group's committed offset) is asked for by a worker thread, since
  * rd_kafka_committed blocks.
  *
- * Backpressure: when more than max_inflight persists are outstanding, the
- * persist consumer's partitions are paused and resumed once half drained.
+ * Backpressure: when more than max_inflight consumed messages are not yet
+ * committed, the persist consumer's partitions are paused and resumed once
+ * half drained. Poison: a message that fails to persist max_persist_attempts
+ * times goes to the store's dead letters and its partition moves on.
  *
  * This file: config, the producer, create/start, the graceful stop and the
  * descriptor; the gate is in qk_gate.c, the consumers and the rebalance in
@@ -81,7 +83,15 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .default_value = "1000",
      .min = 1,
      .max = 1000000,
-     .help = "persists outstanding before the persist consumer pauses"},
+     .help = "messages consumed but not yet committed (persisting, or persisted behind an "
+             "earlier one) before the persist consumer pauses"},
+    {.name = "max_persist_attempts",
+     .type = CHATD_CFG_INT,
+     .default_value = "5",
+     .min = 1,
+     .max = 1000,
+     .help = "failed persists of one message before it goes to the store's dead letters and "
+             "its partition moves on"},
     {.name = "stop_timeout",
      .type = CHATD_CFG_INT,
      .default_value = "10000",
@@ -271,6 +281,7 @@ static void qk_free(struct qk *qk)
     qk_cq_stop(qk);
     if (qk->stop_tick) event_free(qk->stop_tick);
     if (qk->gate_tick) event_free(qk->gate_tick);
+    if (qk->cq_retry) event_free(qk->cq_retry);
     for (int32_t p = 0; p < qk->nheld_parts; p++) {
         struct qk_held *h;
         while ((h = TAILQ_FIRST(&qk->held[p]))) {
@@ -339,6 +350,7 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     qk->persist = pc_cfg_bool(api, ctx, "persist");
     qk->fanout = pc_cfg_bool(api, ctx, "fanout");
     qk->max_inflight = pc_cfg_int(api, ctx, "max_inflight");
+    qk->max_persist_attempts = pc_cfg_int(api, ctx, "max_persist_attempts");
     qk->stop_timeout_ms = pc_cfg_int(api, ctx, "stop_timeout");
     qk->fanout_lookback_ms = pc_cfg_int(api, ctx, "fanout_lookback");
     qk->gate_timeout_ms = pc_cfg_int(api, ctx, "gate_timeout");

@@ -23,6 +23,7 @@ static struct {
     chatd_api api;
     long msgs_live, completions_live;
     testcore_consume_fn consume;
+    testcore_dead_letter_fn dead_letter;
     testcore_log_fn log_hook;
     bool up;
 } T;
@@ -97,6 +98,16 @@ static void t_consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_stat
         done(arg, CHATD_ERR_UNAVAILABLE);
 }
 
+static void t_dead_letter(chatd_ctx *ctx, const char *source, const void *payload, size_t len,
+                          const char *reason, chatd_status_cb cb, void *arg)
+{
+    loop_only("dead_letter");
+    if (T.dead_letter)
+        T.dead_letter(ctx, source, payload, len, reason, cb, arg);
+    else
+        api_table()->dead_letter(ctx, source, payload, len, reason, cb, arg);
+}
+
 /* ------------------------------------------------------------ the core */
 
 int testcore_init(void)
@@ -143,6 +154,7 @@ int testcore_init(void)
     T.api.msg_ref = t_msg_ref;
     T.api.msg_unref = t_msg_unref;
     T.api.consume = t_consume;
+    T.api.dead_letter = t_dead_letter;
     T.up = true;
     return 0;
 }
@@ -374,4 +386,9 @@ void testcore_set_consume(testcore_consume_fn fn)
 void testcore_set_log_hook(testcore_log_fn fn)
 {
     __atomic_store_n(&T.log_hook, fn, __ATOMIC_RELEASE);
+}
+
+void testcore_set_dead_letter(testcore_dead_letter_fn fn)
+{
+    T.dead_letter = fn;
 }

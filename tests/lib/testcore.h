@@ -92,4 +92,11 @@ void testcore_set_consume(testcore_consume_fn fn);
 /** Watch log lines (NULL: none). */
 void testcore_set_log_hook(testcore_log_fn fn);
 
+/** The dead_letter service as a test provides it (chatd_api.dead_letter). */
+typedef void (*testcore_dead_letter_fn)(chatd_ctx *ctx, const char *source, const void *payload,
+                                        size_t len, const char *reason, chatd_status_cb cb,
+                                        void *arg);
+/** Replace the dead_letter service (NULL: the core's, which needs a store). */
+void testcore_set_dead_letter(testcore_dead_letter_fn fn);
+
 #endif /* CHATD_TESTS_TESTCORE_H */

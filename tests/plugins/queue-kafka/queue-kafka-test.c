@@ -59,6 +59,10 @@ static int early_fanout, early_receipt; /* before the message was persisted */
 static int fail_next_persist;           /* answer this many persists with ERR_IO */
 static int hold_persists;               /* keep done callbacks instead of answering */
 static int paused_logged;               /* the plugin said it paused (any thread) */
+static uint64_t poison_id;              /* this message's persist always fails */
+static int poison_attempts;             /* its persists */
+static int dead_letters;                /* records handed to dead_letter */
+static char dead_source[128], dead_reason[200];
 struct held {
     chatd_status_cb done;
     void *arg;
@@ -139,6 +143,11 @@ static void consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status
         note_order(last_fanout_seq, id);
     }
     if (flags & CHATD_CONSUME_PERSIST) {
+        if (poison_id && id == poison_id) {
+            poison_attempts++;
+            done(arg, CHATD_ERR_EXISTS); /* e.g. its id is taken by another message */
+            return;
+        }
         if (fail_next_persist > 0) {
             fail_next_persist--;
             done(arg, CHATD_ERR_IO);
@@ -156,6 +165,18 @@ static void consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status
         note_order(last_persist_seq, id);
         done(arg, CHATD_OK);
     }
+}
+
+static void dead_letter(chatd_ctx *ctx, const char *source, const void *payload, size_t len,
+                        const char *reason, chatd_status_cb cb, void *arg)
+{
+    (void)ctx;
+    (void)payload;
+    (void)len;
+    dead_letters++;
+    snprintf(dead_source, sizeof dead_source, "%s", source);
+    snprintf(dead_reason, sizeof dead_reason, "%s", reason);
+    if (cb) cb(arg, CHATD_OK);
 }
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -328,6 +349,7 @@ int main(int argc, char **argv)
     A = testcore_api();
     t0 = A->now_ms();
     testcore_set_consume(consume);
+    testcore_set_dead_letter(dead_letter);
     testcore_set_log_hook(watch_log);
     desc = testcore_load(plugin, CHATD_KIND_QUEUE, &queue_ops);
     if (!desc) return 1;
@@ -356,6 +378,7 @@ int main(int argc, char **argv)
     /* 1. produce, persist once, fan out once, in order per room */
     fprintf(stderr, "-- 1: produce / persist / fan-out (t=%.1fs)\n", elapsed());
     conf_init(&a, "a", "grp-test");
+    conf_set(&a, "max_persist_attempts", "3");
     if (instance_start(&inst, &a) != 0) return 1;
     /* no wait for the fan-out group to join: nothing published after start
      * may be missed */
@@ -378,6 +401,28 @@ int main(int argc, char **argv)
     fc.from = 301, fc.to = 311;
     CHECK(run_until(all_seen, &fc, 30000), "retried messages were not fanned out");
 
+    /* 2b. a record the store always refuses goes to the dead letters after
+     * max_persist_attempts (3 here); its partition moves on */
+    fprintf(stderr, "-- 2b: poison record (t=%.1fs)\n", elapsed());
+    poison_id = 365;
+    enqueue_range(inst.inst, &B, 361, 381);
+    CHECK(run_until(all_completed, &B, 30000), "not every enqueue completed past the poison");
+    CHECK(testcore_run_until_flag(&dead_letters, 30000) == 0, "the poison was not dead-lettered");
+    for (int i = 361; i < 381; i++)
+        CHECK(i == 365 ? persisted[i] == 0 : persisted[i] == 1, "message %d persisted %d times",
+              i, persisted[i]);
+    CHECK(poison_attempts == 3, "poison persisted %d times, not max_persist_attempts 3",
+          poison_attempts);
+    CHECK(dead_letters == 1, "%d dead letters, not 1", dead_letters);
+    CHECK(B.e[365].status != CHATD_OK, "the poison's sender got a RECEIPT for a message the "
+                                       "store refused");
+    CHECK(fanned[365] == 0, "the poison was fanned out");
+    CHECK(testcore_counter("chatd_kafka_dead_letters_total") == 1, "dead letter not counted");
+    CHECK(strncmp(dead_source, "kafka-chat[", 11) == 0, "dead letter source %s", dead_source);
+    CHECK(strstr(dead_reason, "failed to persist 3 times") != NULL, "dead letter reason %s",
+          dead_reason);
+    poison_id = 0; /* from now on it would persist: a redelivery would show */
+
     /* 3. graceful stop commits; a new group member resumes after it */
     fprintf(stderr, "-- 3: stop commits, restart resumes (t=%.1fs)\n", elapsed());
     instance_stop(&inst);
@@ -398,6 +443,10 @@ int main(int argc, char **argv)
     CHECK(run_until(all_seen, &pc, 30000), "new member did not persist new messages");
     instance_stop(&inst);
     CHECK(count_range(persisted, 1, 361, 1) == 0, "duplicates after restart");
+    CHECK(persisted[365] == 0 && dead_letters == 1, "the dead letter came back after restart");
+    for (int i = 361; i < 381; i++)
+        CHECK(persisted[i] == (i != 365), "message %d persisted %d times after the restart", i,
+              persisted[i]);
 
     /* 4. backpressure: the group starts from the beginning, 360 messages are
      * there; with every persist held, at most max_inflight are taken */
