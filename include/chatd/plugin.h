@@ -770,8 +770,11 @@ typedef struct chatd_queue_ops {
 typedef struct chatd_store_ops {
     uint32_t size;
     /** Mandatory. Persist a CHAT message (idempotent by id: a second call with
-     *  the same id changes nothing) and both members' room summaries; or apply
-     *  a READ event (last_read_id = max(old, up_to), unread recounted).
+     *  the same message changes nothing; another message whose id is stored
+     *  already completes CHATD_ERR_EXISTS, logged and counted in
+     *  chatd_store_id_conflicts_total, never CHATD_OK) and both members' room
+     *  summaries; or apply a READ event (last_read_id = max(old, up_to),
+     *  unread recounted).
      *  Batch freely; complete(done) only after the batch has committed. msg
      *  borrowed: ref to keep it until then.
      *  Returns: CHATD_ASYNC (normal); CHATD_OK committed already (`done` is
