@@ -511,7 +511,7 @@ int req_send(pg_store *st, pg_req *r)
         v[1] = r->s[0];
         v[2] = n1;
         ok = send_q(st,
-                    "SELECT m.id, m.room_id, m.writer_id, m.writer, m.message, m.created_ms"
+                    "SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.message, m.created_ms, 0"
                     " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
                     " WHERE i.member_id = $1::bigint AND i.idem_key = $2"
                     " AND i.created_ms >= $3::bigint",

@@ -180,31 +180,38 @@ static void deliver_history(pg_store *st, pg_req *r)
     free(msgs);
 }
 
+/* A message from row `row` of REQ_IDEM_GET / REQ_REPLAY: id, kind (1 chat,
+ * 2 read), room, writer id, writer, text, time, up_to; `key` its key. */
+static chatd_msg *stream_msg(pg_store *st, PGresult *res, int row, const char *key)
+{
+    chatd_msg_fields f = {.size = sizeof(f), .idem_key = key};
+    f.id = parse_u64(PQgetvalue(res, row, 0));
+    f.kind = parse_i64(PQgetvalue(res, row, 1)) == 2 ? CHATD_MSG_READ : CHATD_MSG_CHAT;
+    f.room_id = PQgetvalue(res, row, 2);
+    f.writer_id = parse_i64(PQgetvalue(res, row, 3));
+    f.writer = PQgetvalue(res, row, 4);
+    f.text = PQgetvalue(res, row, 5);
+    f.text_len = (size_t)PQgetlength(res, row, 5);
+    f.time_ms = parse_i64(PQgetvalue(res, row, 6));
+    f.up_to = parse_u64(PQgetvalue(res, row, 7));
+    chatd_msg *m = st->api->msg_new(st->ctx, &f);
+    if (!m)
+        LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " from the database", f.id);
+    return m;
+}
+
 /* The message an idempotency key names (one row), or NOTFOUND. */
 static void deliver_idem(pg_store *st, pg_req *r)
 {
-    PGresult *res = r->res;
-    if (!res || PQntuples(res) == 0) {
+    chatd_msg *m;
+    if (!r->res || PQntuples(r->res) == 0) {
         ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_NOTFOUND, NULL, 0, 0);
-        return;
-    }
-    chatd_msg_fields f = {.size = sizeof(f), .kind = CHATD_MSG_CHAT};
-    f.id = parse_u64(PQgetvalue(res, 0, 0));
-    f.room_id = PQgetvalue(res, 0, 1);
-    f.writer_id = parse_i64(PQgetvalue(res, 0, 2));
-    f.writer = PQgetvalue(res, 0, 3);
-    f.text = PQgetvalue(res, 0, 4);
-    f.text_len = (size_t)PQgetlength(res, 0, 4);
-    f.time_ms = parse_i64(PQgetvalue(res, 0, 5));
-    f.idem_key = r->s[0];
-    chatd_msg *m = st->api->msg_new(st->ctx, &f);
-    if (!m) {
-        LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " from the database", f.id);
+    } else if (!(m = stream_msg(st, r->res, 0, r->s[0]))) {
         ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_INTERNAL, NULL, 0, 0);
-        return;
+    } else {
+        ((chatd_history_cb)r->cb)(r->arg, CHATD_OK, &m, 1, 0);
+        st->api->msg_unref(m);
     }
-    ((chatd_history_cb)r->cb)(r->arg, CHATD_OK, &m, 1, 0);
-    st->api->msg_unref(m);
 }
 
 /* A replay page: chat messages and read events, oldest first. */
@@ -218,23 +225,8 @@ static void deliver_replay(pg_store *st, pg_req *r)
         ((chatd_history_cb)r->cb)(r->arg, CHATD_ERR_NOMEM, NULL, 0, 0);
         return;
     }
-    for (; k < n; k++) {
-        int row = (int)k;
-        chatd_msg_fields f = {.size = sizeof(f)};
-        f.id = parse_u64(PQgetvalue(res, row, 0));
-        f.kind = parse_i64(PQgetvalue(res, row, 1)) == 2 ? CHATD_MSG_READ : CHATD_MSG_CHAT;
-        f.room_id = PQgetvalue(res, row, 2);
-        f.writer_id = parse_i64(PQgetvalue(res, row, 3));
-        f.writer = PQgetvalue(res, row, 4);
-        f.text = PQgetvalue(res, row, 5);
-        f.text_len = (size_t)PQgetlength(res, row, 5);
-        f.time_ms = parse_i64(PQgetvalue(res, row, 6));
-        f.up_to = parse_u64(PQgetvalue(res, row, 7));
-        if (!(msgs[k] = st->api->msg_new(st->ctx, &f))) {
-            LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " to replay", f.id);
-            break;
-        }
-    }
+    while (k < n && (msgs[k] = stream_msg(st, res, (int)k, NULL)))
+        k++;
     if (k == n)
         ((chatd_history_cb)r->cb)(r->arg, CHATD_OK, msgs, n, 0);
     else

@@ -30,7 +30,7 @@ const char *const ss_rsql[R_COUNT] = {
                     " LIMIT ?2",
     [R_HISTORY] = "SELECT id, writer_id, writer, text, time_ms FROM messages"
                   " WHERE room_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-    [R_IDEM_GET] = "SELECT m.id, m.room_id, m.writer_id, m.writer, m.text, m.time_ms"
+    [R_IDEM_GET] = "SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0"
                    " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
                    " WHERE i.member_id = ?1 AND i.idem_key = ?2 AND i.time_ms >= ?3",
     /* replay: kind 1 chat, 2 read; columns id, kind, room, writer_id, writer, text, time, up_to */
@@ -377,6 +377,27 @@ void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit
         api->msg_unref(msgs[i]);
 }
 
+/* A message from a row of R_IDEM_GET / R_REPLAY_*: id, kind (1 chat, 2 read),
+ * room, writer id, writer, text, time, up_to; `key` its idempotency key. */
+static chatd_msg *ss_stream_msg(ss *s, sqlite3_stmt *st, const char *key)
+{
+    chatd_msg_fields f = {.size = sizeof(f), .idem_key = key};
+    f.id = (uint64_t)sqlite3_column_int64(st, 0);
+    f.kind = sqlite3_column_int(st, 1) == 2 ? CHATD_MSG_READ : CHATD_MSG_CHAT;
+    f.room_id = ss_col(NULL, st, 2);
+    f.writer_id = sqlite3_column_int64(st, 3);
+    f.writer = ss_col(NULL, st, 4);
+    f.text = ss_col(NULL, st, 5);
+    f.text_len = (size_t)sqlite3_column_bytes(st, 5);
+    f.time_ms = sqlite3_column_int64(st, 6);
+    f.up_to = (uint64_t)sqlite3_column_int64(st, 7);
+    chatd_msg *m = s->api->msg_new(s->ctx, &f);
+    if (!m)
+        s->api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " (out of memory)",
+                    f.id);
+    return m;
+}
+
 void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
                  chatd_history_cb cb, void *arg)
 {
@@ -402,20 +423,8 @@ void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_m
     sqlite3_bind_int64(st, 3, since_ms);
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        chatd_msg_fields f = {.size = sizeof(f), .kind = CHATD_MSG_CHAT};
-        f.id = (uint64_t)sqlite3_column_int64(st, 0);
-        f.room_id = ss_col(NULL, st, 1);
-        f.writer_id = sqlite3_column_int64(st, 2);
-        f.writer = ss_col(NULL, st, 3);
-        f.text = ss_col(NULL, st, 4);
-        f.text_len = (size_t)sqlite3_column_bytes(st, 4);
-        f.time_ms = sqlite3_column_int64(st, 5);
-        f.idem_key = key;
-        msg = api->msg_new(s->ctx, &f);
+        msg = ss_stream_msg(s, st, key);
         status = msg ? CHATD_OK : CHATD_ERR_NOMEM;
-        if (!msg)
-            api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " (out of memory)",
-                     f.id);
     } else if (rc != SQLITE_DONE) {
         ss_rlog(s, "looking up an idempotency key", rc);
         status = CHATD_ERR_IO;
@@ -454,20 +463,7 @@ void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t afte
     sqlite3_bind_int64(st, 2, (int64_t)after);
     sqlite3_bind_int64(st, 3, (int64_t)limit);
     while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        chatd_msg_fields f = {.size = sizeof(f)};
-        f.id = (uint64_t)sqlite3_column_int64(st, 0);
-        f.kind = sqlite3_column_int(st, 1) == 2 ? CHATD_MSG_READ : CHATD_MSG_CHAT;
-        f.room_id = ss_col(NULL, st, 2);
-        f.writer_id = sqlite3_column_int64(st, 3);
-        f.writer = ss_col(NULL, st, 4);
-        f.text = ss_col(NULL, st, 5);
-        f.text_len = (size_t)sqlite3_column_bytes(st, 5);
-        f.time_ms = sqlite3_column_int64(st, 6);
-        f.up_to = (uint64_t)sqlite3_column_int64(st, 7);
-        msgs[n] = api->msg_new(s->ctx, &f);
-        if (!msgs[n]) {
-            api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " to replay",
-                     f.id);
+        if (!(msgs[n] = ss_stream_msg(s, st, NULL))) {
             status = CHATD_ERR_NOMEM;
             break;
         }
