@@ -2,7 +2,8 @@
  * pg.h - internal declarations shared by the files of the store-pg plugin:
  * the instance, the requests (a few queries and a pipeline sync each), the
  * pending messages, and what each file offers the others:
- *   store_pg.c  the store hooks, their results, config, start/stop/destroy
+ *   store_pg.c  the store hooks, config, start/stop/destroy
+ *   pg_results.c the hooks' answers: result rows to records, errors to statuses
  *   pg_conn.c   the connection: connect, pipeline I/O, results in order,
  *               loss and reconnect with backoff, the query watchdog
  *   pg_sql.c    the schema (migrations) and every statement sent
@@ -176,12 +177,14 @@ void batch_done(pg_store *st, pg_req *r);
 /* Complete every pending message with `status` (stop timeout, destroy). */
 void fail_pending(pg_store *st, chatd_status status, const char *reason);
 
-/* store_pg.c */
+/* pg_results.c */
 int64_t parse_i64(const char *s);
 /* Report a status with no rows to the caller of request r. */
 void req_fail_cb(pg_store *st, pg_req *r, chatd_status status);
 /* A hook's request finished: deliver its rows or its error. */
 void hook_finish(pg_store *st, pg_req *r);
+
+/* store_pg.c */
 /* Could a RECEIPT precede durability on a server with these settings (the
  * two columns of PG_DURABILITY_COLS)? Logs what to change. 1: refuse this
  * server (unless allow_unsafe_durability), 0: go on. */
