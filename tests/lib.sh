@@ -76,6 +76,19 @@ start_chatd() {
     _chatd_logs[$CHATD_PID]=$CHATD_OUT/$name.log
 }
 
+# wait_healthz URL PID [SECONDS]: wait until URL/healthz answers 200 (the
+# whole pipeline up); fails when chatd PID exits first or time runs out
+wait_healthz() {
+    local url=$1 pid=$2 t=${3:-30} i
+    for ((i = 0; i < t * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || { echo "chatd exited during start-up" >&2; return 1; }
+        curl -fsS -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "chatd did not answer $url/healthz within ${t} s" >&2
+    return 1
+}
+
 # stop_chatd PID: SIGTERM and wait (graceful stop); returns chatd's exit code,
 # or 1 when its log (of start_chatd) holds a sanitizer report
 stop_chatd() {

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -44,9 +46,11 @@ static void tw_conn_free(tw_conn *c)
     ws_decoder_free(&c->wd);
     stomp_parser_free(&c->sp);
     free(c->cookie_token);
+    free(c->session_token);
     free(c->login);
     free(c->pend_msg);
     free(c->pend_receipt);
+    free(c->resp_end);
     free(c);
 }
 
@@ -74,10 +78,20 @@ void tw_conn_close(tw_conn *c)
     c->closed = 1;
     tw_subs_drop_conn(c);
     tw_tx_free_all(c);
+    tw_send_retry_free(c);
     if (c->member_id) s->nsessions--;
+    tw_ip_release(s, c);
     if (c->tick) {
         event_free(c->tick);
         c->tick = NULL;
+    }
+    if (c->deadline) {
+        event_free(c->deadline);
+        c->deadline = NULL;
+    }
+    if (c->drain_ev) {
+        event_free(c->drain_ev);
+        c->drain_ev = NULL;
     }
     /* drop queued output now: shared message bodies are released here, on
      * the loop, instead of whenever libevent finalizes the bufferevent */
@@ -149,7 +163,8 @@ void tw_conn_close_flush(tw_conn *c)
         event_free(c->tick);
         c->tick = NULL;
     }
-    struct timeval tv = {5, 0};
+    if (c->deadline) evtimer_del(c->deadline);
+    struct timeval tv = {c->srv->send_timeout < 5 ? c->srv->send_timeout : 5, 0};
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_setcb(c->bev, NULL, flushed_cb, closing_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
@@ -158,7 +173,90 @@ void tw_conn_close_flush(tw_conn *c)
     if (evbuffer_get_length(tw_conn_out(c)) == 0) flushed_cb(c->bev, c);
 }
 
+/* ---- deadlines ------------------------------------------------------------ */
+
+/* The bufferevent's timeouts: reads after read_sec seconds of silence (while
+ * reading), and always send_timeout for output that makes no progress:
+ * output that does not drain closes the connection whatever the read state. */
+void tw_conn_timeouts(tw_conn *c, int64_t read_sec)
+{
+    struct timeval rd = {(time_t)read_sec, 0}, wr = {(time_t)c->srv->send_timeout, 0};
+    bufferevent_set_timeouts(c->bev, &rd, &wr);
+}
+
+static int deadline_arm(tw_conn *c, int64_t sec);
+static void drain_watch(tw_conn *c);
+static void drain_cb(evutil_socket_t fd, short what, void *arg);
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_conn *c = arg;
+    tw_server *s = c->srv;
+    if (c->closed || c->closing) return;
+    if (c->tls && !c->tls_done) {
+        s->api->log(s->ctx, CHATD_LOG_INFO, "%s: TLS handshake not done in %llds; closing", c->peer,
+                    (long long)s->tls_timeout);
+        s->api->counter_add(s->ctx, "chatd_ws_deadline_closes_total", 1);
+        tw_conn_close(c);
+        return;
+    }
+    if (c->mode == TW_MODE_HTTP && c->req_reading && c->http_busy) {
+        /* the request ahead of it is still ours to answer: wait for that */
+        if (deadline_arm(c, s->request_timeout) != 0) tw_conn_close(c);
+        return;
+    }
+    if (c->mode == TW_MODE_HTTP && c->req_reading) {
+        s->api->counter_add(s->ctx, "chatd_ws_deadline_closes_total", 1);
+        c->req_keep = 0;
+        c->req_head = 0;
+        c->http_busy = 1;
+        tw_http_error(c, 408, "request not received in time");
+        tw_http_done(c);
+    }
+}
+
+/* Arm the connection's deadline sec seconds from now. */
+static int deadline_arm(tw_conn *c, int64_t sec)
+{
+    struct timeval tv = {(time_t)sec, 0};
+    if (!c->deadline && !(c->deadline = evtimer_new(c->srv->base, deadline_cb, c))) return -1;
+    return evtimer_add(c->deadline, &tv);
+}
+
 /* ---- output back-pressure ------------------------------------------------- */
+
+/* Every byte queued and every byte gone from the output, to know which
+ * pipelined responses are still waiting for the socket. Counting only. */
+static void out_count_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)b;
+    tw_conn *c = arg;
+    c->out_added += info->n_added;
+    c->out_gone += info->n_deleted;
+}
+
+/* The current response is queued: remember where its bytes end. */
+void tw_conn_response_queued(tw_conn *c)
+{
+    if (!c->resp_end || c->resp_n >= (size_t)c->srv->max_pipeline) return;
+    c->resp_end[(c->resp_head + c->resp_n) % (size_t)c->srv->max_pipeline] = c->out_added;
+    c->resp_n++;
+}
+
+/* Are max_pipeline responses still unwritten? Written ones are forgotten.
+ * Each may hold a file descriptor (a static file), so the next request is
+ * read only when one has gone. */
+static int pipeline_full(tw_conn *c)
+{
+    size_t cap = (size_t)c->srv->max_pipeline;
+    while (c->resp_n > 0 && c->resp_end[c->resp_head] <= c->out_gone) {
+        c->resp_head = (c->resp_head + 1) % cap;
+        c->resp_n--;
+    }
+    return c->resp_n >= cap;
+}
 
 /* A peer that sends requests (or pings) but does not read the answers must
  * not make us queue without bound: past half of max_outbuf we stop reading
@@ -170,15 +268,76 @@ int tw_conn_out_full(tw_conn *c)
     return 1;
 }
 
+/* Output handed to the kernel must drain too: a peer that never reads lets
+ * the socket's send queue fill while ours is empty. While bytes wait there,
+ * look every second whether the peer took any; close when it has not for
+ * send_timeout. */
+/* What changes while the peer takes our bytes: the bytes it acknowledged,
+ * or else the length q of the send queue. */
+static uint64_t drain_mark(tw_conn *c, int q)
+{
+    uint64_t acked;
+    return tw_tcp_acked(c->fd, &acked) == 0 ? acked : (uint64_t)q;
+}
+
+static int drain_arm(tw_conn *c)
+{
+    struct timeval tv = {1, 0};
+    if (!c->drain_ev && !(c->drain_ev = evtimer_new(c->srv->base, drain_cb, c))) return -1;
+    return evtimer_add(c->drain_ev, &tv);
+}
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_conn *c = arg;
+    tw_server *s = c->srv;
+    int q = 0;
+    if (c->closed || c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &q) != 0 || q == 0) return;
+    if (evbuffer_get_length(tw_conn_out(c)) > 0) return; /* the write timeout runs */
+    int64_t now = s->api->now_ms();
+    uint64_t mark = drain_mark(c, q);
+    if (mark != c->drain_q) {
+        c->drain_q = mark;
+        c->drain_ms = now;
+    } else if (now - c->drain_ms >= s->send_timeout * 1000) {
+        s->api->log(s->ctx, CHATD_LOG_INFO,
+                    "%s: %d bytes unread by the peer for send_timeout = %llds; closing", c->peer, q,
+                    (long long)s->send_timeout);
+        s->api->counter_add(s->ctx, "chatd_ws_send_timeouts_total", 1);
+        tw_conn_close(c);
+        return;
+    }
+    drain_arm(c);
+}
+
+static void drain_watch(tw_conn *c)
+{
+    int q = 0;
+    if (c->closed || c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &q) != 0 || q == 0) return;
+    if (c->drain_ev && evtimer_pending(c->drain_ev, NULL)) return;
+    c->drain_q = drain_mark(c, q);
+    c->drain_ms = c->srv->api->now_ms();
+    drain_arm(c);
+}
+
 static void write_cb(struct bufferevent *bev, void *arg)
 {
     tw_conn *c = arg;
     (void)bev;
-    if (c->out_paused && !c->closed && !c->closing &&
-        (int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 4) {
+    if (c->closed || c->closing) return;
+    if (evbuffer_get_length(tw_conn_out(c)) == 0) drain_watch(c);
+    int kick = 0;
+    if (c->out_paused && (int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 4) {
         c->out_paused = 0;
-        tw_conn_kick(c);
+        kick = 1;
     }
+    if (c->pipe_paused && !pipeline_full(c)) {
+        c->pipe_paused = 0;
+        kick = 1;
+    }
+    if (kick) tw_conn_kick(c);
     if (!c->closed && !c->closing) tw_resume_drained(c); /* replays paced by the output */
 }
 
@@ -219,19 +378,21 @@ static void http_process(tw_conn *c)
             bufferevent_disable(c->bev, EV_READ);
             break;
         }
+        if (pipeline_full(c)) {
+            c->pipe_paused = 1;
+            break;
+        }
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0) break;
-        /* a whole request within idle_timeout, however it trickles in */
-        int64_t now = c->srv->api->now_ms();
-        if (!c->req_start_ms)
-            c->req_start_ms = now;
-        else if (now - c->req_start_ms > c->srv->idle_timeout * 1000) {
-            c->req_keep = 0;
-            c->req_head = 0;
-            c->http_busy = 1;
-            tw_http_error(c, 408, "request not received in time");
-            tw_http_done(c);
-            return;
+        /* a whole request within request_timeout, however it trickles in */
+        if (!c->req_reading) {
+            c->req_reading = 1;
+            if (deadline_arm(c, c->srv->request_timeout) != 0) {
+                c->srv->api->log(c->srv->ctx, CHATD_LOG_ERROR,
+                                 "%s: out of memory for a timer; closing", c->peer);
+                tw_conn_close(c);
+                return;
+            }
         }
         size_t used = 0;
         int rc = http_parser_feed(&c->hp, v.iov_base, v.iov_len, &used);
@@ -251,13 +412,14 @@ static void http_process(tw_conn *c)
             return;
         }
         if (rc == HTTP_PARSE_DONE) {
-            c->req_start_ms = 0;
+            c->req_reading = 0;
+            evtimer_del(c->deadline);
             bufferevent_disable(c->bev, EV_READ);
             http_request_cb(c, &c->hp.req);
         }
     }
     if (!c->closed && !c->closing && c->mode == TW_MODE_HTTP) {
-        if (c->http_busy || c->out_paused)
+        if (c->http_busy || c->out_paused || c->pipe_paused)
             bufferevent_disable(c->bev, EV_READ);
         else
             bufferevent_enable(c->bev, EV_READ);
@@ -298,7 +460,18 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     tw_conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED) return; /* TLS handshake done */
+    tw_server *s = c->srv;
+    if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done */
+        c->tls_done = 1;
+        if (c->deadline) evtimer_del(c->deadline);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING)) {
+        s->api->log(s->ctx, CHATD_LOG_INFO,
+                    "%s: output did not drain for send_timeout = %llds; closing", c->peer,
+                    (long long)s->send_timeout);
+        s->api->counter_add(s->ctx, "chatd_ws_send_timeouts_total", 1);
+    }
     if (what & BEV_EVENT_ERROR) {
         unsigned long e;
         while ((e = bufferevent_get_openssl_error(bev)) != 0) {
@@ -308,6 +481,13 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         }
     }
     tw_conn_close(c);
+}
+
+/* Bytes the peer sent that wait in the kernel (our reads paused) are life. */
+void tw_conn_note_unread(tw_conn *c, int64_t now)
+{
+    int n = 0;
+    if (!c->closed && c->fd >= 0 && ioctl(c->fd, FIONREAD, &n) == 0 && n > 0) c->last_rx_ms = now;
 }
 
 /* ---- accept --------------------------------------------------------------- */
@@ -342,24 +522,44 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
         port = ntohs(in6->sin6_port);
     }
     snprintf(c->peer, sizeof(c->peer), "%s:%d#%llu", host, port, (unsigned long long)c->serial);
-    http_limits hl = {(size_t)s->max_request_line, (size_t)s->max_header_bytes,
-                      (size_t)s->max_headers, (size_t)s->max_body};
-    if (http_parser_init(&c->hp, &hl) != 0) {
+    snprintf(c->host, sizeof(c->host), "%s", host);
+    if (tw_ip_take(s, c) != 0) {
+        static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                   "Connection: close\r\n\r\n";
+        s->api->log(s->ctx, CHATD_LOG_INFO,
+                    "%s: refused: max_connections_per_ip = %lld open from this address", c->peer,
+                    (long long)s->max_per_ip);
+        s->api->counter_add(s->ctx, "chatd_ws_refused_connections_total", 1);
+        if (!s->ssl && send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            /* nothing more to do: the socket is closed next */
+        }
         evutil_closesocket(fd);
         free(c);
+        return;
+    }
+    http_limits hl = {(size_t)s->max_request_line, (size_t)s->max_header_bytes,
+                      (size_t)s->max_headers, (size_t)s->max_body};
+    if (http_parser_init(&c->hp, &hl) != 0 ||
+        !(c->resp_end = calloc((size_t)s->max_pipeline, sizeof(*c->resp_end)))) {
+        s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: out of memory for a new connection", c->peer);
+        evutil_closesocket(fd);
+        tw_ip_release(s, c);
+        tw_conn_free(c);
         return;
     }
     if (s->ssl) {
         SSL *ssl = SSL_new(s->ssl);
         if (!ssl) {
             evutil_closesocket(fd);
+            tw_ip_release(s, c);
             tw_conn_free(c);
             return;
         }
         c->tls = 1;
+        /* on failure libevent has freed ssl already (BEV_OPT_CLOSE_ON_FREE),
+         * but not the socket: each is freed once */
         c->bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE);
-        if (!c->bev) SSL_free(ssl);
     } else {
         c->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
@@ -367,6 +567,7 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
         s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: cannot create a bufferevent (out of memory)",
                     c->peer);
         evutil_closesocket(fd);
+        tw_ip_release(s, c);
         tw_conn_free(c);
         return;
     }
@@ -376,9 +577,14 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
     s->nconns++;
     tw_update_gauges(s);
     s->api->counter_add(s->ctx, "chatd_ws_accepted_connections_total", 1);
-    struct timeval tv = {s->idle_timeout, 0};
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, (size_t)(s->max_outbuf / 4), 0);
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
+    tw_conn_timeouts(c, s->idle_timeout);
+    if (!evbuffer_add_cb(tw_conn_out(c), out_count_cb, c) ||
+        (c->tls && deadline_arm(c, s->tls_timeout) != 0)) {
+        s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: out of memory for a new connection", c->peer);
+        tw_conn_close(c);
+        return;
+    }
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }

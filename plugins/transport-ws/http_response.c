@@ -141,11 +141,11 @@ void tw_http_done(tw_conn *c)
     c->http_busy = 0;
     if (c->closed) return;
     http_parser_reset(&c->hp);
+    tw_conn_response_queued(c);
     if (!c->req_keep || c->srv->stopping) {
         tw_conn_close_flush(c);
         return;
     }
-    struct timeval tv = {c->srv->idle_timeout, 0};
-    bufferevent_set_timeouts(c->bev, &tv, NULL);
-    if (!c->out_paused) bufferevent_enable(c->bev, EV_READ);
+    tw_conn_timeouts(c, c->srv->idle_timeout);
+    if (!c->out_paused && !c->pipe_paused) bufferevent_enable(c->bev, EV_READ);
 }

@@ -600,10 +600,12 @@ static void post_logout(tw_conn *c, const http_request *req)
         reply_error(c, 503, "out of memory");
         return;
     }
-    if (token)
+    if (token) {
+        tw_sessions_end(s, token);
         s->api->logout(s->ctx, token, logout_cb, op);
-    else
+    } else {
         logout_cb(op, CHATD_OK);
+    }
     free(token);
 }
 
@@ -702,13 +704,15 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
             op_finish(op);
             return 1;
         }
-        int rc = query_u64(query, "limit", 1, 200, &v);
+        int rc = query_u64(query, "limit", 1, CHATD_HISTORY_MAX, &v);
         if (rc < 0) {
-            tw_http_error(c, 400, "limit must be 1..200");
+            char m[48];
+            snprintf(m, sizeof(m), "limit must be 1..%u", (unsigned)CHATD_HISTORY_MAX);
+            tw_http_error(c, 400, m);
             op_finish(op);
             return 1;
         }
-        op->limit = rc > 0 ? (unsigned)v : 50;
+        op->limit = rc > 0 ? (unsigned)v : CHATD_HISTORY_DEFAULT;
         rc = query_get(query, "after", op->after, sizeof(op->after));
         if (rc < 0 || (rc > 0 && !op->after[0]) || (rc > 0 && op->before)) {
             tw_http_error(c, 400,

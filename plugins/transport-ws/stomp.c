@@ -12,7 +12,9 @@ int stomp_parser_init(stomp_parser *p, const stomp_limits *lim)
     memset(p, 0, sizeof(*p));
     p->lim = *lim;
     p->version = STOMP_V12;
-    p->cap = 2 * lim->max_frame + 1;
+    /* the buffer grows on demand up to the limit (2 frames + NUL): an idle or
+     * unauthenticated connection does not pay for max_frame */
+    p->cap = 2 * lim->max_frame + 1 < 4096 ? 2 * lim->max_frame + 1 : 4096;
     p->buf = malloc(p->cap);
     p->hdrs = calloc(lim->max_headers ? lim->max_headers : 1, sizeof(stomp_header));
     if (!p->buf || !p->hdrs) {
@@ -45,9 +47,21 @@ int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
         p->len -= p->start;
         p->start = 0;
     }
-    if (p->len + len > p->cap - 1) {
+    size_t limit = 2 * p->lim.max_frame + 1; /* buffered bytes + NUL at most */
+    if (p->len + len > limit - 1) {
         p->error = "frame too large";
         return -1;
+    }
+    if (p->len + len > p->cap - 1) {
+        size_t ncap = p->cap * 2 > p->len + len + 1 ? p->cap * 2 : p->len + len + 1;
+        if (ncap > limit) ncap = limit;
+        char *nb = realloc(p->buf, ncap);
+        if (!nb) {
+            p->error = "out of memory";
+            return -1;
+        }
+        p->buf = nb;
+        p->cap = ncap;
     }
     memcpy(p->buf + p->len, data, len);
     p->len += len;

@@ -51,7 +51,9 @@ int stomp_parser_init(stomp_parser *p, const stomp_limits *lim);
 void stomp_parser_free(stomp_parser *p);
 
 /* Append bytes. Returns 0, or -1 (p->error) when more than the limits allow
- * would be buffered. Invalidates the last frame. */
+ * would be buffered (or out of memory: the buffer grows on demand). The
+ * caller may raise p->lim between calls (e.g. once authenticated).
+ * Invalidates the last frame. */
 int stomp_parser_feed(stomp_parser *p, const char *data, size_t len);
 
 /* Next complete frame: 1 (frame valid until the next feed/next call), 0 (need

@@ -10,6 +10,7 @@
 #include "tw.h"
 
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -29,6 +30,8 @@ struct tw_tx {
     char *name;
     struct tw_tx_send *sends;
     size_t n;
+    size_t bytes;      /* bodies buffered, counted in c->tx_bytes */
+    int64_t opened_ms; /* BEGIN, for max_tx_age */
 };
 
 /* A COMMIT: its RECEIPT goes out when every SEND of it is durable. */
@@ -40,8 +43,9 @@ struct tw_group {
 
 /* ---- transactions --------------------------------------------------------- */
 
-static void tx_free(tw_tx *t)
+static void tx_free(tw_conn *c, tw_tx *t)
 {
+    c->tx_bytes -= t->bytes;
     for (size_t i = 0; i < t->n; i++) {
         free(t->sends[i].dest);
         free(t->sends[i].body);
@@ -58,9 +62,17 @@ void tw_tx_free_all(tw_conn *c)
     while (c->txs) {
         tw_tx *t = c->txs;
         c->txs = t->next;
-        tx_free(t);
+        tx_free(c, t);
     }
     c->ntx = 0;
+}
+
+int64_t tw_tx_oldest(const tw_conn *c)
+{
+    int64_t oldest = 0;
+    for (const tw_tx *t = c->txs; t; t = t->next)
+        if (!oldest || t->opened_ms < oldest) oldest = t->opened_ms;
+    return oldest;
 }
 
 static tw_tx *tx_take(tw_conn *c, const char *name, int unlink)
@@ -85,6 +97,16 @@ struct pub_req {
     char *receipt;
     struct tw_group *grp;
     int chat; /* a SEND to /pub/chat/message: its RECEIPT names the message */
+};
+
+/* A SEND over the member's publish_rate, kept while reading is paused and
+ * tried again until the core takes it or rate_grace runs out. */
+struct tw_retry {
+    char *dest, *body, *receipt, *key;
+    size_t len;
+    int64_t since_ms;
+    int64_t delay_ms;
+    struct event *ev;
 };
 
 static int refusal_code(chatd_status st)
@@ -126,6 +148,8 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
             } else {
                 tw_stomp_receipt(c, p->receipt);
             }
+        } else if (st == CHATD_ERR_BUSY && c->pub_sync && !p->grp) {
+            c->rate_limited = 1; /* do_publish keeps the SEND and slows down */
         } else {
             char m[300];
             snprintf(m, sizeof(m), "message refused: %s",
@@ -144,22 +168,25 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
     tw_conn_unref(c);
 }
 
-/* Publish one SEND. Returns 0, or -1 after an ERROR was sent. */
-static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len,
-                      const char *receipt, const char *key, struct tw_group *grp)
+/* Publish one SEND. Returns 0, 1 when the core refused it as busy at once
+ * (over publish_rate; nothing was said to the client), or -1 after an ERROR
+ * was sent. */
+static int publish_now(tw_conn *c, const char *dest, const char *body, size_t len,
+                       const char *receipt, const char *key, struct tw_group *grp)
 {
     tw_server *srv = c->srv;
     chatd_msg_fields f;
-    char room[48];
+    char room[CHATD_ROOM_ID_MAX];
+    int64_t lo, hi;
     memset(&f, 0, sizeof(f));
     f.size = sizeof(f);
     f.writer_id = c->member_id;
     f.writer = c->login;
 
-    int chat = strcmp(dest, "/pub/chat/message") == 0;
-    int read = strcmp(dest, "/pub/chat/read") == 0;
+    int chat = strcmp(dest, CHATD_DEST_PUBLISH) == 0;
+    int read = strcmp(dest, CHATD_DEST_READ) == 0;
     if (!chat && !read) {
-        tw_stomp_error(c, "unknown destination: SEND to /pub/chat/message or /pub/chat/read",
+        tw_stomp_error(c, "unknown destination: SEND to " CHATD_DEST_PUBLISH " or " CHATD_DEST_READ,
                        receipt, WS_CLOSE_POLICY);
         return -1;
     }
@@ -181,7 +208,8 @@ static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len
         return -1;
     }
     const char *rid = tw_json_str(o, "roomId", NULL);
-    if (!rid || tw_room_canon(rid, room, sizeof(room)) != 0) {
+    if (!rid || srv->api->room_parse(rid, &lo, &hi) != CHATD_OK ||
+        srv->api->room_format(room, sizeof(room), lo, hi) < 0) {
         json_object_put(o);
         tw_stomp_error(c, "roomId must be a string \"a&b\" of two member ids", receipt,
                        WS_CLOSE_POLICY);
@@ -226,8 +254,111 @@ static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len
     if (grp) grp->remaining++;
     tw_conn_ref(c);
     c->inflight++;
+    c->rate_limited = 0;
+    c->pub_sync = 1; /* an answer while publish runs is a refusal at the door */
+    tw_conn_ref(c);
     srv->api->publish(srv->ctx, &f, publish_cb, p); /* copies the fields */
+    c->pub_sync = 0;
     json_object_put(o);
+    int limited = c->rate_limited;
+    c->rate_limited = 0;
+    tw_conn_unref(c);
+    return limited ? 1 : 0;
+}
+
+void tw_send_retry_free(tw_conn *c)
+{
+    struct tw_retry *r = c->retry;
+    if (!r) return;
+    c->retry = NULL;
+    if (r->ev) event_free(r->ev);
+    free(r->dest);
+    free(r->body);
+    free(r->receipt);
+    free(r->key);
+    free(r);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg);
+
+static int retry_arm(tw_conn *c)
+{
+    struct tw_retry *r = c->retry;
+    struct timeval tv = {(time_t)(r->delay_ms / 1000), (suseconds_t)((r->delay_ms % 1000) * 1000)};
+    if (!r->ev && !(r->ev = evtimer_new(c->srv->base, retry_cb, c))) return -1;
+    return evtimer_add(r->ev, &tv);
+}
+
+/* The kept SEND's next try: taken (read on), busy again (wait longer, up to
+ * 200 ms between tries), or past rate_grace (ERROR). */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_conn *c = arg;
+    struct tw_retry *r = c->retry;
+    if (!r || c->closed || c->closing || c->st != TW_ST_CONNECTED) return;
+    tw_conn_ref(c);
+    int rc = publish_now(c, r->dest, r->body, r->len, r->receipt, r->key, NULL);
+    if (rc == 1 && c->srv->api->now_ms() - r->since_ms >= c->srv->rate_grace * 1000) {
+        char m[160];
+        snprintf(m, sizeof(m),
+                 "message refused: publish rate exceeded for rate_grace = %llds, slow down",
+                 (long long)c->srv->rate_grace);
+        tw_stomp_error(c, m, r->receipt, WS_CLOSE_POLICY);
+        tw_send_retry_free(c);
+    } else if (rc == 1) {
+        r->delay_ms = r->delay_ms * 2 > 200 ? 200 : r->delay_ms * 2;
+        if (retry_arm(c) != 0) {
+            tw_stomp_error(c, "out of memory", r->receipt, WS_CLOSE_INTERNAL);
+            tw_send_retry_free(c);
+        }
+    } else {
+        tw_send_retry_free(c);
+        c->busy = 0;
+        tw_conn_kick(c);
+    }
+    tw_conn_unref(c);
+}
+
+/* Publish one SEND; one over publish_rate is kept and tried again while the
+ * connection's reading pauses (slowed, not refused). Returns 0, or -1 after
+ * an ERROR was sent. */
+static int do_publish(tw_conn *c, const char *dest, const char *body, size_t len,
+                      const char *receipt, const char *key, struct tw_group *grp)
+{
+    int rc = publish_now(c, dest, body, len, receipt, key, grp);
+    if (rc != 1) return rc;
+    if (grp || c->srv->rate_grace == 0) {
+        tw_stomp_error(c, "message refused: publish rate exceeded, slow down", receipt,
+                       WS_CLOSE_POLICY);
+        return -1;
+    }
+    struct tw_retry *r = calloc(1, sizeof(*r));
+    if (!r || !(r->dest = strdup(dest)) || !(r->body = malloc(len + 1)) ||
+        (receipt && !(r->receipt = strdup(receipt))) || (key && !(r->key = strdup(key)))) {
+        if (r) {
+            free(r->dest);
+            free(r->body);
+            free(r->receipt);
+        }
+        free(r);
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return -1;
+    }
+    memcpy(r->body, body, len);
+    r->body[len] = '\0';
+    r->len = len;
+    r->since_ms = c->srv->api->now_ms();
+    r->delay_ms = 10;
+    c->retry = r;
+    c->busy = 1; /* no further frame until this one is taken */
+    c->srv->api->counter_add(c->srv->ctx, "chatd_ws_sends_slowed_total", 1);
+    if (retry_arm(c) != 0) {
+        tw_send_retry_free(c);
+        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
+        return -1;
+    }
     return 0;
 }
 
@@ -256,6 +387,14 @@ void tw_stomp_on_send(tw_conn *c, const stomp_frame *f)
         tw_stomp_error(c, "too many SENDs in one transaction", receipt, WS_CLOSE_POLICY);
         return;
     }
+    if (c->tx_bytes + f->body_len > (size_t)c->srv->max_tx_bytes) {
+        char m[128];
+        snprintf(m, sizeof(m),
+                 "transactions too large: max_tx_bytes = %lld buffered per connection",
+                 (long long)c->srv->max_tx_bytes);
+        tw_stomp_error(c, m, receipt, WS_CLOSE_POLICY);
+        return;
+    }
     struct tw_tx_send *ns = realloc(t->sends, (t->n + 1) * sizeof(*ns));
     if (!ns) {
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
@@ -279,6 +418,8 @@ void tw_stomp_on_send(tw_conn *c, const stomp_frame *f)
     memcpy(s->body, f->body, f->body_len);
     s->body[f->body_len] = '\0';
     t->n++;
+    t->bytes += f->body_len;
+    c->tx_bytes += f->body_len;
 }
 
 void tw_stomp_on_begin(tw_conn *c, const stomp_frame *f)
@@ -303,9 +444,11 @@ void tw_stomp_on_begin(tw_conn *c, const stomp_frame *f)
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
         return;
     }
+    t->opened_ms = c->srv->api->now_ms();
     t->next = c->txs;
     c->txs = t;
     c->ntx++;
+    tw_schedule_tick(c); /* max_tx_age */
     tw_stomp_receipt(c, receipt);
 }
 
@@ -320,14 +463,14 @@ void tw_stomp_on_commit(tw_conn *c, const stomp_frame *f, int commit)
         return;
     }
     if (!commit || t->n == 0) {
-        tx_free(t);
+        tx_free(c, t);
         tw_stomp_receipt(c, receipt);
         return;
     }
     struct tw_group *g = calloc(1, sizeof(*g));
     if (!g || (receipt && !(g->receipt = strdup(receipt)))) {
         free(g);
-        tx_free(t);
+        tx_free(c, t);
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
         return;
     }
@@ -337,7 +480,7 @@ void tw_stomp_on_commit(tw_conn *c, const stomp_frame *f, int commit)
         if (do_publish(c, t->sends[i].dest, t->sends[i].body, t->sends[i].len, t->sends[i].receipt,
                        t->sends[i].key, g) != 0)
             g->failed = 1;
-    tx_free(t);
+    tx_free(c, t);
     group_done(c, g);
     tw_conn_unref(c);
 }

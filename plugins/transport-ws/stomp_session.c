@@ -153,6 +153,7 @@ void tw_stomp_shutdown(tw_conn *c)
 struct auth_req {
     tw_conn *c;
     char *login;
+    char *token; /* kept by the session: a logout of it ends the session */
     int64_t cx, cy;
 };
 
@@ -163,6 +164,11 @@ static int pick_version(const char *accept)
     if (http_has_token(accept, "1.1")) return STOMP_V11;
     if (http_has_token(accept, "1.0")) return STOMP_V10;
     return 0;
+}
+
+static int64_t clamp_hb(const tw_server *s, int64_t ms)
+{
+    return ms < s->hb_min ? s->hb_min : ms > s->hb_max ? s->hb_max : ms;
 }
 
 static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
@@ -187,15 +193,35 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
         tw_stomp_error(c, "out of memory", NULL, WS_CLOSE_INTERNAL);
         goto out;
     }
+    if (srv->max_per_member > 0) {
+        int64_t open = 0;
+        for (tw_conn *o = srv->conns; o; o = o->next)
+            if (o != c && !o->closed && o->st == TW_ST_CONNECTED && o->member_id == rows[0].id)
+                open++;
+        if (open >= srv->max_per_member) {
+            char m[128];
+            snprintf(m, sizeof(m),
+                     "too many sessions for this member: max_connections_per_member = %lld",
+                     (long long)srv->max_per_member);
+            srv->api->counter_add(srv->ctx, "chatd_ws_refused_sessions_total", 1);
+            tw_stomp_error(c, m, NULL, WS_CLOSE_POLICY);
+            goto out;
+        }
+    }
     c->member_id = rows[0].id;
+    c->session_token = a->token;
+    a->token = NULL;
     c->st = TW_ST_CONNECTED;
     srv->nsessions++;
     srv->api->gauge_set(srv->ctx, "chatd_ws_sessions", srv->nsessions);
     char hb[48] = "", sess[48];
     if (c->version >= STOMP_V11) {
         int64_t sx = srv->hb_send, sy = srv->hb_recv;
-        c->hb_out_ms = sx && a->cy ? (sx > a->cy ? sx : a->cy) : 0;
-        c->hb_in_ms = sy && a->cx ? (sy > a->cx ? sy : a->cx) : 0;
+        /* STOMP 1.2 negotiation (the larger of the two), then clamped to
+         * [heartbeat_min, heartbeat_max]: a promise of 10^15 ms is held to
+         * heartbeat_max, and nothing overflows */
+        c->hb_out_ms = sx && a->cy ? clamp_hb(srv, sx > a->cy ? sx : a->cy) : 0;
+        c->hb_in_ms = sy && a->cx ? clamp_hb(srv, sy > a->cx ? sy : a->cx) : 0;
         snprintf(hb, sizeof(hb), "%" PRId64 ",%" PRId64, sx, sy);
     }
     snprintf(sess, sizeof(sess), "%llx-%llx", (unsigned long long)srv->api->now_ms(),
@@ -215,6 +241,7 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
     tw_conn_kick(c);
 out:
     free(a->login);
+    free(a->token);
     free(a);
     tw_conn_unref(c);
 }
@@ -280,7 +307,8 @@ static void on_connect(tw_conn *c, const stomp_frame *f)
         return;
     }
     struct auth_req *a = calloc(1, sizeof(*a));
-    if (!a || (login && !(a->login = strdup(login)))) {
+    if (!a || (login && !(a->login = strdup(login))) || !(a->token = strdup(token))) {
+        if (a) free(a->login);
         free(a);
         tw_stomp_error(c, "out of memory", NULL, WS_CLOSE_INTERNAL);
         return;
@@ -319,7 +347,7 @@ static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t pee
         goto out;
     }
     char dest[128];
-    snprintf(dest, sizeof(dest), "/sub/chat/room/%s", room_id);
+    snprintf(dest, sizeof(dest), CHATD_DEST_ROOM_PREFIX "%s", room_id);
     if (tw_sub_find(c, r->id)) {
         tw_stomp_error(c, "subscription id already in use", r->receipt, WS_CLOSE_PROTOCOL);
         goto out;
@@ -387,7 +415,7 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
         tw_stomp_error(c, "too many subscriptions on this connection", receipt, WS_CLOSE_POLICY);
         return;
     }
-    static const char side[] = "/sub/chat/side/", room[] = "/sub/chat/room/";
+    static const char side[] = CHATD_DEST_SIDE_PREFIX, room[] = CHATD_DEST_ROOM_PREFIX;
     if (strncmp(dest, side, sizeof(side) - 1) == 0) {
         int64_t who;
         char d[64];
@@ -412,8 +440,8 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
     }
     if (strncmp(dest, room, sizeof(room) - 1) != 0) {
         tw_stomp_error(c,
-                       "unknown destination: subscribe to /sub/chat/room/{roomId} or "
-                       "/sub/chat/side/{memberId}",
+                       "unknown destination: subscribe to " CHATD_DEST_ROOM_PREFIX
+                       "{roomId} or " CHATD_DEST_SIDE_PREFIX "{memberId}",
                        receipt, WS_CLOSE_POLICY);
         return;
     }
@@ -523,6 +551,20 @@ void tw_stomp_frame(tw_conn *c, const stomp_frame *f)
     }
 }
 
+/* A logout of token ends every STOMP session opened with it here. */
+void tw_sessions_end(tw_server *s, const char *token)
+{
+    tw_conn *c = s->conns, *next;
+    for (; c; c = next) {
+        next = c->next; /* an ERROR may close c */
+        if (c->mode == TW_MODE_WS && c->st == TW_ST_CONNECTED && c->session_token &&
+            strcmp(c->session_token, token) == 0) {
+            s->api->counter_add(s->ctx, "chatd_ws_sessions_ended_total", 1);
+            tw_stomp_error(c, "session ended", NULL, WS_CLOSE_POLICY);
+        }
+    }
+}
+
 /* ---- timers --------------------------------------------------------------- */
 
 void tw_stomp_tick(tw_conn *c, int64_t now)
@@ -531,6 +573,14 @@ void tw_stomp_tick(tw_conn *c, int64_t now)
     if (c->closed || c->closing) return;
     if (c->st < TW_ST_CONNECTED && now >= c->opened_ms + s->connect_timeout * 1000) {
         tw_stomp_error(c, "no STOMP CONNECT in time", NULL, WS_CLOSE_POLICY);
+        return;
+    }
+    int64_t tx = tw_tx_oldest(c);
+    if (tx && now - tx >= s->max_tx_age * 1000) {
+        char m[96];
+        snprintf(m, sizeof(m), "transaction open too long: max_tx_age = %llds",
+                 (long long)s->max_tx_age);
+        tw_stomp_error(c, m, NULL, WS_CLOSE_POLICY);
         return;
     }
     if (c->hb_out_ms > 0 && now - c->last_tx_ms >= c->hb_out_ms) tw_ws_send(c, WS_OP_TEXT, "\n", 1);

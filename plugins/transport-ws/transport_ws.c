@@ -64,7 +64,29 @@ static const chatd_cfg_key tw_cfg_keys[] = {
      "ms between server heart-beats offered in CONNECTED (0: none)"},
     {"heartbeat_recv", CHATD_CFG_INT, "10000", 0, 3600000,
      "ms between client heart-beats asked for in CONNECTED (0: none)"},
+    {"heartbeat_min", CHATD_CFG_INT, "1000", 100, 3600000,
+     "ms: the shortest heart-beat interval a client's CONNECT may negotiate"},
+    {"heartbeat_max", CHATD_CFG_INT, "60000", 1000, 3600000,
+     "ms: the longest; a client silent for twice this plus 1 s is closed, whatever it promised"},
     {"static_max_file", CHATD_CFG_SIZE, "8m", 1024, 1 << 30, "largest static file served"},
+    {"send_timeout", CHATD_CFG_INT, "30", 1, 3600,
+     "seconds queued output may make no progress before the connection is closed"},
+    {"request_timeout", CHATD_CFG_INT, "10", 1, 3600,
+     "seconds from the first byte of an HTTP request to its last (else 408 and close)"},
+    {"tls_handshake_timeout", CHATD_CFG_INT, "10", 1, 3600,
+     "seconds a TLS handshake may take from the accept"},
+    {"max_connections_per_member", CHATD_CFG_INT, "64", 0, 1000000,
+     "STOMP sessions one member may hold open (0: no limit)"},
+    {"max_connections_per_ip", CHATD_CFG_INT, "0", 0, 1000000,
+     "connections from one client address (0: no limit; behind a proxy all share its address)"},
+    {"max_tx_bytes", CHATD_CFG_SIZE, "1m", 1024, 1 << 30,
+     "SEND bodies one connection may buffer in open transactions"},
+    {"max_tx_age", CHATD_CFG_INT, "60", 1, 86400,
+     "seconds a STOMP transaction may stay open before the session gets an ERROR"},
+    {"rate_grace", CHATD_CFG_INT, "10", 0, 3600,
+     "seconds a SEND over publish_rate waits, reading paused, before an ERROR (0: ERROR at once)"},
+    {"max_pipeline", CHATD_CFG_INT, "8", 1, 1024,
+     "HTTP responses of one connection not yet written before its next request is read"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 /* ---- origins -------------------------------------------------------------- */
@@ -81,6 +103,45 @@ int tw_origin_allowed(tw_server *s, const char *origin, const char *host)
         if (strcasecmp(origin, self) == 0) return 1;
     }
     return 0;
+}
+
+/* ---- connections per client address ------------------------------------- */
+
+static void ip_entry_free(struct lh_entry *e)
+{
+    free(lh_entry_k(e));
+}
+
+int tw_ip_take(tw_server *s, tw_conn *c)
+{
+    if (s->max_per_ip <= 0) return 0;
+    struct lh_entry *e = lh_table_lookup_entry(s->ips, c->host);
+    uintptr_t n = e ? (uintptr_t)lh_entry_v(e) : 0;
+    if ((int64_t)n >= s->max_per_ip) return -1;
+    if (e) {
+        lh_entry_set_val(e, (void *)(n + 1));
+    } else {
+        char *k = strdup(c->host);
+        if (!k || lh_table_insert(s->ips, k, (void *)(uintptr_t)1) != 0) {
+            free(k);
+            return -1;
+        }
+    }
+    c->ip_counted = 1;
+    return 0;
+}
+
+void tw_ip_release(tw_server *s, tw_conn *c)
+{
+    if (!c->ip_counted) return;
+    c->ip_counted = 0;
+    struct lh_entry *e = lh_table_lookup_entry(s->ips, c->host);
+    if (!e) return;
+    uintptr_t n = (uintptr_t)lh_entry_v(e);
+    if (n <= 1)
+        lh_table_delete_entry(s->ips, e);
+    else
+        lh_entry_set_val(e, (void *)(n - 1));
 }
 
 /* ---- listener ------------------------------------------------------------- */
@@ -210,12 +271,29 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->connect_timeout = cfg_int(api, ctx, "connect_timeout");
     s->hb_send = cfg_int(api, ctx, "heartbeat_send");
     s->hb_recv = cfg_int(api, ctx, "heartbeat_recv");
+    s->hb_min = cfg_int(api, ctx, "heartbeat_min");
+    s->hb_max = cfg_int(api, ctx, "heartbeat_max");
     s->static_max = cfg_int(api, ctx, "static_max_file");
+    s->send_timeout = cfg_int(api, ctx, "send_timeout");
+    s->request_timeout = cfg_int(api, ctx, "request_timeout");
+    s->tls_timeout = cfg_int(api, ctx, "tls_handshake_timeout");
+    s->max_pipeline = cfg_int(api, ctx, "max_pipeline");
+    s->max_per_member = cfg_int(api, ctx, "max_connections_per_member");
+    s->max_per_ip = cfg_int(api, ctx, "max_connections_per_ip");
+    s->max_tx_bytes = cfg_int(api, ctx, "max_tx_bytes");
+    s->max_tx_age = cfg_int(api, ctx, "max_tx_age");
+    s->rate_grace = cfg_int(api, ctx, "rate_grace");
     if (s->max_request_line > s->max_header_bytes) s->max_request_line = s->max_header_bytes;
     if (!s->base) {
         api->log(ctx, CHATD_LOG_ERROR, "the core gave no event base");
         free(s);
         return CHATD_ERR_INTERNAL;
+    }
+    if (s->hb_min > s->hb_max) {
+        api->cfg_error(ctx, "heartbeat_min", "%lld is above heartbeat_max = %lld",
+                       (long long)s->hb_min, (long long)s->hb_max);
+        free(s);
+        return CHATD_ERR_INVALID;
     }
     if (!s->listen || !*s->listen) {
         api->cfg_error(ctx, "listen", "an address:port is required");
@@ -252,7 +330,8 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
         }
     }
     s->dests = lh_kchar_table_new(256, NULL);
-    if (!s->dests) {
+    s->ips = lh_kchar_table_new(256, ip_entry_free);
+    if (!s->dests || !s->ips) {
         tw_destroy(s);
         return CHATD_ERR_NOMEM;
     }
@@ -350,6 +429,7 @@ static void tw_destroy(void *inst)
     if (s->stop_timer) event_free(s->stop_timer);
     if (s->accept_timer) event_free(s->accept_timer);
     if (s->dests) lh_table_free(s->dests);
+    if (s->ips) lh_table_free(s->ips);
     if (s->ssl) SSL_CTX_free(s->ssl);
     for (size_t i = 0; i < s->norigins; i++)
         free(s->origins[i]);

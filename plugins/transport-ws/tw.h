@@ -28,6 +28,7 @@ typedef struct tw_conn tw_conn;
 typedef struct tw_sub tw_sub;
 typedef struct tw_dest tw_dest;
 typedef struct tw_tx tw_tx;
+struct tw_retry;
 
 /* Most publishes one connection may have in flight before reading pauses. */
 #define TW_MAX_INFLIGHT 256
@@ -49,12 +50,14 @@ struct tw_server {
     SSL_CTX *ssl;
     int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line, max_body,
         max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout, connect_timeout, hb_send,
-        hb_recv, static_max;
+        hb_recv, hb_min, hb_max, static_max, send_timeout, request_timeout, tls_timeout,
+        max_pipeline, max_per_member, max_per_ip, max_tx_bytes, max_tx_age, rate_grace;
     /* state */
     struct evconnlistener *lis;
     tw_conn *conns;
     int64_t nconns, nsessions, nsubs;
     struct lh_table *dests; /* destination name -> tw_dest */
+    struct lh_table *ips;   /* client address -> open connections (max_per_ip) */
     int stopping;
     chatd_completion *stop_done;
     struct event *stop_timer;
@@ -77,20 +80,32 @@ struct tw_conn {
     int fd;
     int tls;
     char peer[64];
+    char host[48]; /* the client's address, key of srv->ips when counted */
+    int ip_counted;
     uint64_t serial;
     int mode;
     /* HTTP */
     http_parser hp;
-    int http_busy;        /* an async REST call is pending */
-    int req_keep;         /* keep-alive after the current response */
-    int req_head;         /* current request is HEAD */
-    int64_t req_start_ms; /* first byte of the request being read, 0 none */
+    int http_busy;                /* an async REST call is pending */
+    int req_keep;                 /* keep-alive after the current response */
+    int req_head;                 /* current request is HEAD */
+    int req_reading;              /* bytes of a request arrived: request_timeout runs */
+    int pipe_paused;              /* reading stopped: max_pipeline responses unwritten */
+    uint64_t *resp_end;           /* ring of max_pipeline output offsets, one per */
+    size_t resp_head, resp_n;     /* response not yet written to the socket */
+    uint64_t out_added, out_gone; /* bytes ever queued / written (or dropped) */
+    int tls_done;                 /* TLS handshake finished */
+    struct event *deadline;       /* TLS handshake or HTTP request deadline */
+    struct event *drain_ev;       /* send_timeout on the kernel send queue */
+    uint64_t drain_q;             /* bytes acknowledged at the last check */
+    int64_t drain_ms;             /* when the peer last took any */
     /* WebSocket + STOMP */
     ws_decoder wd;
     stomp_parser sp;
     int ws_close_sent;
     char subproto[16];
     char *cookie_token;
+    char *session_token; /* the token the STOMP session authenticated with */
     int st;
     int version; /* STOMP_V10/11/12 */
     int busy;    /* waiting for an async answer before the next frame */
@@ -102,7 +117,10 @@ struct tw_conn {
     int pend_kind; /* 0, TW_PEND_ERROR or TW_PEND_DISCONNECT */
     int pend_code;
     char *pend_msg, *pend_receipt;
-    int inflight; /* publishes pending */
+    int inflight;           /* publishes pending */
+    int pub_sync;           /* inside api->publish */
+    int rate_limited;       /* ... which refused the SEND as busy at once */
+    struct tw_retry *retry; /* a SEND over publish_rate, waiting (stomp_send.c) */
     int64_t member_id;
     char *login;
     int64_t hb_out_ms, hb_in_ms;
@@ -112,6 +130,7 @@ struct tw_conn {
     int64_t nsubs;
     tw_tx *txs;
     int ntx;
+    size_t tx_bytes; /* SEND bodies buffered in open transactions */
     uint64_t ack_serial;
 };
 
@@ -140,6 +159,9 @@ typedef struct tw_hdr {
 
 /* transport_ws.c: the plugin, its configuration and the listener */
 int tw_origin_allowed(tw_server *s, const char *origin, const char *host);
+/* Count c against max_connections_per_ip: 0, or -1 when over (not counted). */
+int tw_ip_take(tw_server *s, tw_conn *c);
+void tw_ip_release(tw_server *s, tw_conn *c);
 void tw_stop_check(tw_server *s);
 
 /* conn.c: connections, output back-pressure, the HTTP request loop */
@@ -153,6 +175,9 @@ int tw_conn_over_limit(tw_conn *c);
 int tw_conn_out_full(tw_conn *c);
 void tw_conn_kick(tw_conn *c);
 void tw_update_gauges(tw_server *s);
+void tw_conn_timeouts(tw_conn *c, int64_t read_sec);
+void tw_conn_response_queued(tw_conn *c);
+void tw_conn_note_unread(tw_conn *c, int64_t now);
 
 /* websocket.c: upgrade, framing, per-connection timer, input loop */
 void tw_ws_upgrade(tw_conn *c, const http_request *req);
@@ -218,12 +243,16 @@ void tw_stomp_finish_pending(tw_conn *c);
  * never ends with a bare close. */
 void tw_stomp_shutdown(tw_conn *c);
 void tw_stomp_tick(tw_conn *c, int64_t now);
+void tw_sessions_end(tw_server *s, const char *token);
 
 /* stomp_send.c: SEND and transactions */
 void tw_stomp_on_send(tw_conn *c, const stomp_frame *f);
 void tw_stomp_on_begin(tw_conn *c, const stomp_frame *f);
 void tw_stomp_on_commit(tw_conn *c, const stomp_frame *f, int commit);
 void tw_tx_free_all(tw_conn *c);
+void tw_send_retry_free(tw_conn *c);
+/* When the oldest open transaction began (ms), or 0 when none is open. */
+int64_t tw_tx_oldest(const tw_conn *c);
 
 /* subs.c: subscriptions and fan-out */
 tw_sub *tw_sub_find(tw_conn *c, const char *id);
@@ -239,6 +268,8 @@ int tw_parse_u64(const char *s, uint64_t *out);
 /* String member `key` of o (length in *len when len), NULL when absent, not
  * a string, or holding U+0000. */
 const char *tw_json_str(struct json_object *o, const char *key, size_t *len);
-int tw_room_canon(const char *in, char *out, size_t outsz);
+/* Bytes the peer of TCP socket fd acknowledged (TCP_INFO); 0, or -1 when
+ * the kernel does not say. */
+int tw_tcp_acked(int fd, uint64_t *acked);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * util.c - small helpers shared by the files of transport-ws: ISO 8601
- * times, strict decimal ids, the JSON string getter, the canonical room id
- * and the text of a room-check refusal.
+ * times, strict decimal ids, the JSON string getter,
+ * and the bytes a TCP peer acknowledged.
  */
 #include "config.h"
 
@@ -10,9 +10,13 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 /* Unix ms -> "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC); times before 1970 too. */
@@ -68,17 +72,14 @@ const char *tw_json_str(json_object *o, const char *key, size_t *len)
     return s;
 }
 
-/* "a&b" of two positive decimal ids (either order) -> "low&high". */
-int tw_room_canon(const char *in, char *out, size_t outsz)
+int tw_tcp_acked(int fd, uint64_t *acked)
 {
-    char a[24], b[24];
-    const char *amp = in ? strchr(in, '&') : NULL;
-    int64_t x, y;
-    if (!amp || (size_t)(amp - in) >= sizeof(a) || strlen(amp + 1) >= sizeof(b)) return -1;
-    memcpy(a, in, (size_t)(amp - in));
-    a[amp - in] = '\0';
-    strcpy(b, amp + 1);
-    if (tw_parse_i64(a, &x) || tw_parse_i64(b, &y) || x <= 0 || y <= 0) return -1;
-    int n = snprintf(out, outsz, "%" PRId64 "&%" PRId64, x < y ? x : y, x < y ? y : x);
-    return n > 0 && (size_t)n < outsz ? 0 : -1;
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    memset(&ti, 0, sizeof(ti));
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_acked) + sizeof(ti.tcpi_bytes_acked))
+        return -1;
+    *acked = ti.tcpi_bytes_acked;
+    return 0;
 }

@@ -71,8 +71,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tw_conn *c = arg;
+    int64_t now = c->srv->api->now_ms();
     tw_conn_ref(c);
-    tw_stomp_tick(c, c->srv->api->now_ms());
+    tw_conn_note_unread(c, now);
+    tw_stomp_tick(c, now);
     if (!c->closed && !c->closing) tw_schedule_tick(c);
     tw_conn_unref(c);
 }
@@ -88,6 +90,8 @@ void tw_schedule_tick(tw_conn *c)
         int64_t t = c->opened_ms + s->connect_timeout * 1000;
         if (t < next) next = t;
     }
+    int64_t tx = tw_tx_oldest(c);
+    if (tx && tx + s->max_tx_age * 1000 < next) next = tx + s->max_tx_age * 1000;
     if (c->hb_out_ms > 0 && c->last_tx_ms + c->hb_out_ms < next)
         next = c->last_tx_ms + c->hb_out_ms;
     if (c->hb_in_ms > 0) {
@@ -178,6 +182,8 @@ void tw_ws_upgrade(tw_conn *c, const http_request *req)
             tok = NULL;
         }
     }
+    /* both buffers grow only as bytes arrive (to max_frame at most): an
+     * unauthenticated connection costs what it sent, not max_frame */
     ws_decoder_init(&c->wd, (size_t)s->max_frame, 1);
     stomp_limits sl = {(size_t)s->max_headers, (size_t)s->max_header_bytes, (size_t)s->max_frame,
                        (size_t)s->max_frame};
@@ -210,8 +216,7 @@ void tw_ws_upgrade(tw_conn *c, const http_request *req)
      * enough in libevent 2.1: a persistent event keeps its old I/O timeout
      * and re-arms it after the next read. So replace it with one far beyond
      * any idle rule (30 days). */
-    struct timeval far = {30 * 86400, 0};
-    bufferevent_set_timeouts(c->bev, &far, NULL);
+    tw_conn_timeouts(c, 30 * 86400);
     bufferevent_enable(c->bev, EV_READ);
     tw_schedule_tick(c);
     s->api->counter_add(s->ctx, "chatd_ws_upgrades_total", 1);

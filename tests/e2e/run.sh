@@ -74,17 +74,7 @@ fail() {
     exit 1
 }
 
-# wait for the port, then for /healthz (the whole pipeline up)
-ready=0
-for _ in $(seq 1 300); do
-    kill -0 "$pid" 2>/dev/null || fail "chatd exited during start-up"
-    if curl -fsS -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null; then
-        ready=1
-        break
-    fi
-    sleep 0.1
-done
-[ $ready -eq 1 ] || fail "chatd did not answer $url/healthz within 30 s"
+wait_healthz "$url" "$pid" 30 || fail "chatd is not ready"
 echo "run.sh: chatd (pid $pid) ready on $url with $(basename "$conf") ${sets[*]}" >&2
 
 rc=0
