@@ -17,7 +17,7 @@ BUILD_DEPS=(build-essential autoconf automake libtool pkg-config libevent-dev li
 # every tool the suites run: clang + its runtime (sanitizers, libFuzzer), the
 # PostgreSQL server, chromium and a Korean font (browser test), abidw/abidiff
 # (ABI check), systemd-analyze (unit check), python3, curl, faketime, strace
-TEST_DEPS=(clang libclang-rt-14-dev postgresql chromium fonts-nanum abigail-tools systemd procps
+TEST_DEPS=(clang clang-format libclang-rt-14-dev postgresql chromium fonts-nanum abigail-tools systemd procps
     curl python3 faketime strace openssl)
 CLANG_SANITIZE="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 
@@ -89,6 +89,7 @@ run_tests() {
         log "--- $name: $res ($((SECONDS - t0)) s)"
     }
     stage build build build-test --enable-werror
+    stage format make -C build-test -s format-check
     stage unit make -C build-test -s check
     stage asan-build build build-asan --enable-werror CC=clang CFLAGS="$CLANG_SANITIZE"
     stage asan-unit env ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \

@@ -409,8 +409,8 @@ int main(int argc, char **argv)
     CHECK(run_until(all_completed, &B, 30000), "not every enqueue completed past the poison");
     CHECK(testcore_run_until_flag(&dead_letters, 30000) == 0, "the poison was not dead-lettered");
     for (int i = 361; i < 381; i++)
-        CHECK(i == 365 ? persisted[i] == 0 : persisted[i] == 1, "message %d persisted %d times",
-              i, persisted[i]);
+        CHECK(i == 365 ? persisted[i] == 0 : persisted[i] == 1, "message %d persisted %d times", i,
+              persisted[i]);
     CHECK(poison_attempts == 3, "poison persisted %d times, not max_persist_attempts 3",
           poison_attempts);
     CHECK(dead_letters == 1, "%d dead letters, not 1", dead_letters);
