@@ -335,8 +335,9 @@ void idem_free(idem *d);
 int idem_join(core *c, int64_t member_id, const char *key, chatd_publish_cb cb, void *arg);
 /** Register (member, key) as in flight; NULL when out of memory. */
 idem_entry *idem_begin(core *c, int64_t member_id, const char *key);
-/** The in-flight publish finished with st (msg: the message on OK, or the
- *  original on CHATD_ERR_EXISTS): answer every waiter and forget the entry. */
+/** The in-flight publish finished: st CHATD_OK with msg (the message, or the
+ *  original it was answered with) gives every waiter CHATD_ERR_EXISTS with
+ *  msg; any other st is passed on as is (msg NULL). Forgets the entry. */
 void idem_end(core *c, idem_entry *e, chatd_status st, const char *reason, chatd_msg *msg);
 /** Result of idem_lookup: CHATD_OK with the original (borrowed), or
  *  CHATD_ERR_NOTFOUND, or the store's error. */

@@ -123,14 +123,14 @@ void idem_end(core *c, idem_entry *e, chatd_status st, const char *reason, chatd
     if (!e) return;
     tdelete(e, &c->idem->tree, by_member_key);
     /* a waiter's publish was the same message: for it the original exists */
-    chatd_status wst = st == CHATD_OK || st == CHATD_ERR_EXISTS ? CHATD_ERR_EXISTS : st;
+    chatd_status wst = st == CHATD_OK && msg ? CHATD_ERR_EXISTS : st;
     const char *why = wst == CHATD_ERR_EXISTS ? IDEM_REPLAY_REASON : reason;
     while (e->head) {
         idem_wait *w = e->head;
         e->head = w->next;
         if (wst == CHATD_ERR_EXISTS)
             metrics_counter_add(c->metrics, "chatd_idempotent_replays_total", "core", 1);
-        w->cb(w->arg, wst, why, wst == CHATD_ERR_EXISTS ? msg : NULL);
+        w->cb(w->arg, wst, why ? why : api_status_str(wst), wst == CHATD_ERR_EXISTS ? msg : NULL);
         free(w);
     }
     free(e);

@@ -75,6 +75,7 @@ typedef struct pub_req {
     char *idem_key;     /* the sender's idempotency key, NULL when none */
     idem_entry *idem;   /* in-flight registration of (writer_id, idem_key) */
     char *writer_login; /* kept while the store looks the key up */
+    bool replayed;      /* answered by the original of its idempotency key */
 } pub_req;
 
 /* One consume, from pipeline_consume to con_finish. */
@@ -268,6 +269,7 @@ static void pub_idem_looked(void *arg, chatd_status st, chatd_msg *orig)
     pub_req *r = arg;
     if (st == CHATD_OK) {
         r->msg = msg_ref(orig);
+        r->replayed = true;
         pub_finish(r, CHATD_ERR_EXISTS, IDEM_REPLAY_REASON);
     } else if (st == CHATD_ERR_NOTFOUND) {
         member_entry writer = {.id = r->writer_id, .login_id = r->writer_login};
@@ -409,7 +411,7 @@ static void pub_finish(pub_req *r, chatd_status st, const char *reason)
     if (st == CHATD_OK) {
         metrics_counter_add(r->core->metrics, "chatd_messages_published_total", "core", 1);
         r->cb(r->arg, CHATD_OK, NULL, r->msg);
-    } else if (st == CHATD_ERR_EXISTS && r->msg) { /* answered by the original */
+    } else if (st == CHATD_ERR_EXISTS && r->replayed) { /* answered by the original */
         metrics_counter_add(r->core->metrics, "chatd_idempotent_replays_total", "core", 1);
         r->cb(r->arg, st, IDEM_REPLAY_REASON, r->msg);
     } else {
@@ -422,7 +424,9 @@ static void pub_finish(pub_req *r, chatd_status st, const char *reason)
                 api_status_str(st), reason ? reason : "-");
         r->cb(r->arg, st, reason ? reason : api_status_str(st), NULL);
     }
-    idem_end(r->core, r->idem, st, reason, r->msg);
+    /* an EXISTS of the queue or store (an id taken) is an error, not a replay */
+    bool delivered = st == CHATD_OK || (st == CHATD_ERR_EXISTS && r->replayed);
+    idem_end(r->core, r->idem, delivered ? CHATD_OK : st, reason, delivered ? r->msg : NULL);
     msg_unref(r->msg);
     free(r->text);
     free(r->idem_key);
