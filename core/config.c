@@ -105,6 +105,12 @@ static const chatd_cfg_key core_keys[] = {
      .min = 0,
      .max = 1024,
      .help = "password hashes queued or running per client address; more get 429 (0: no limit)"},
+    {.name = "member_cache_max",
+     .type = CHATD_CFG_INT,
+     .default_value = "100000",
+     .min = 16,
+     .max = 100000000,
+     .help = "members kept in memory; the least recently used beyond are dropped"},
     {.name = "throttle_max_entries",
      .type = CHATD_CFG_INT,
      .default_value = "100000",
@@ -615,6 +621,7 @@ int cfg_check_core(cfg *c)
     c->register_window = core_int(s, "register_window");
     c->max_hashes_per_addr = core_int(s, "max_hashes_per_addr");
     c->throttle_max_entries = core_int(s, "throttle_max_entries");
+    c->member_cache_max = core_int(s, "member_cache_max");
     c->plugin_dir = pd ? pd->value : NULL;
     return 0;
 }

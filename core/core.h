@@ -97,6 +97,7 @@ typedef struct cfg {
     int64_t register_window;      /**< seconds */
     int64_t max_hashes_per_addr;  /**< hashes queued or running per address; 0 off */
     int64_t throttle_max_entries; /**< login ids and addresses tracked */
+    int64_t member_cache_max;     /**< members kept in memory */
 } cfg;
 
 /** Name of the core's own section. */
@@ -260,12 +261,16 @@ void metrics_render(metrics *m, chatd_write_fn fn, void *arg);
 
 /* -------------------------------------------------------------- members.c */
 
-/** A cached member (members never change once created). */
+/** A cached member (members never change once created). An entry is valid
+ *  in the callback it is passed to; keep it longer only while pinned. */
 typedef struct member_entry {
     int64_t id;
     char *login_id;
     char *name;
     int64_t created_ms;
+    /* members.c: recency list (most recent first) and pins against eviction */
+    struct member_entry *lru_prev, *lru_next;
+    uint32_t pins;
 } member_entry;
 
 typedef void (*member_entry_cb)(void *arg, chatd_status status, const member_entry *m);

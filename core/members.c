@@ -1,10 +1,12 @@
 /*
  * core/members.c - the member cache and room membership.
  *
- * Members never change once created, so every member the core has seen is
- * kept in memory (a tsearch tree by id) and room checks on the publish path
- * usually answer without asking the store. A miss asks the store once;
- * concurrent misses for the same id each ask (rare, harmless).
+ * Members never change once created, so the members the core has seen are
+ * kept in memory (a tsearch tree by id, at most member_cache_max, the least
+ * recently used dropped first) and room checks on the publish path usually
+ * answer without asking the store. A miss asks the store once; concurrent
+ * misses for the same id each ask (rare, harmless). An entry held across a
+ * store call is pinned, so that it is not dropped meanwhile.
  */
 #include "config.h"
 
@@ -20,7 +22,30 @@ struct members {
     core *core;
     void *root; /* tsearch tree of member_entry by id */
     size_t count;
+    member_entry *lru_head, *lru_tail; /* most recently used first */
 };
+
+static void lru_unlink(members *ms, member_entry *e)
+{
+    if (e->lru_prev)
+        e->lru_prev->lru_next = e->lru_next;
+    else
+        ms->lru_head = e->lru_next;
+    if (e->lru_next)
+        e->lru_next->lru_prev = e->lru_prev;
+    else
+        ms->lru_tail = e->lru_prev;
+    e->lru_prev = e->lru_next = NULL;
+}
+
+static void lru_front(members *ms, member_entry *e)
+{
+    e->lru_prev = NULL;
+    e->lru_next = ms->lru_head;
+    if (ms->lru_head) ms->lru_head->lru_prev = e;
+    ms->lru_head = e;
+    if (!ms->lru_tail) ms->lru_tail = e;
+}
 
 static int by_id(const void *a, const void *b)
 {
@@ -43,6 +68,24 @@ static void entry_free(void *p)
     free(e);
 }
 
+/* Drop least recently used entries, never a pinned one nor `keep`, until
+ * the cache is within member_cache_max. */
+static void evict(members *ms, const member_entry *keep)
+{
+    size_t max = (size_t)ms->core->cfg->member_cache_max;
+    member_entry *e = ms->lru_tail;
+    while (ms->count > max && e) {
+        member_entry *prev = e->lru_prev;
+        if (e != keep && e->pins == 0) {
+            lru_unlink(ms, e);
+            tdelete(e, &ms->root, by_id);
+            entry_free(e);
+            ms->count--;
+        }
+        e = prev;
+    }
+}
+
 void members_free(members *ms)
 {
     if (!ms) return;
@@ -54,7 +97,12 @@ static const member_entry *lookup(members *ms, int64_t id)
 {
     member_entry key = {.id = id};
     member_entry **found = tfind(&key, &ms->root, by_id);
-    return found ? *found : NULL;
+    if (!found) return NULL;
+    if (ms->lru_head != *found) {
+        lru_unlink(ms, *found);
+        lru_front(ms, *found);
+    }
+    return *found;
 }
 
 chatd_member member_row_copy(const chatd_member *row, bool keep_hash)
@@ -100,6 +148,9 @@ const member_entry *members_put(members *ms, const chatd_member *m)
         return NULL;
     }
     ms->count++;
+    lru_front(ms, e);
+    evict(ms, e);
+    metrics_gauge_set(ms->core->metrics, "chatd_member_cache_entries", "core", (int64_t)ms->count);
     return e;
 }
 
@@ -198,10 +249,16 @@ typedef struct room_req {
     core *core;
     int64_t member_id, low, high;
     int step; /* 0: looking up low, 1: looking up high */
-    const member_entry *self;
+    member_entry *self;
     room_entry_cb cb;
     void *arg;
 } room_req;
+
+static void room_unpin(room_req *r)
+{
+    if (r->self) r->self->pins--;
+    r->self = NULL;
+}
 
 static void room_step(void *arg, chatd_status st, const member_entry *m);
 
@@ -214,11 +271,15 @@ static void room_step(void *arg, chatd_status st, const member_entry *m)
 {
     room_req *r = arg;
     if (st != CHATD_OK) {
+        room_unpin(r);
         r->cb(r->arg, st, NULL, 0, NULL);
         free(r);
         return;
     }
-    if (m->id == r->member_id) r->self = m;
+    if (m->id == r->member_id) {
+        r->self = (member_entry *)m; /* pinned while the peer is looked up */
+        r->self->pins++;
+    }
     if (r->step == 0) {
         r->step = 1;
         room_next(r);
@@ -227,6 +288,7 @@ static void room_step(void *arg, chatd_status st, const member_entry *m)
     char room[CHATD_ROOM_ID_MAX];
     room_format(room, sizeof(room), r->low, r->high);
     r->cb(r->arg, CHATD_OK, room, r->member_id == r->low ? r->high : r->low, r->self);
+    room_unpin(r);
     free(r);
 }
 

@@ -9,9 +9,9 @@
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import http from 'node:http';
 import test from 'node:test';
 import { BASE, uid, makeMember, roomOf, stomp, collectSynced, publish, closeAll } from '../e2e/lib.mjs';
+import { post } from './lib.mjs';
 
 const PID = Number(process.env.CHATD_PID);
 const env = (k) => {
@@ -24,43 +24,6 @@ const FAIL_WINDOW = env('CHATD_AUTH_FAIL_WINDOW');
 const REGISTER_LIMIT = env('CHATD_AUTH_REGISTER_LIMIT');
 const METRICS = process.env.CHATD_METRICS_URL || `${BASE}/metrics`;
 assert.ok(PID, 'CHATD_PID set by tests/e2e/run.sh');
-
-const url = new URL(BASE);
-const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
-
-/* POST a JSON body from a given local address: {status, retryAfter, json} */
-function post(path, body, localAddress) {
-    return new Promise((resolve, reject) => {
-        const data = JSON.stringify(body);
-        const req = http.request(
-            {
-                host: url.hostname,
-                port: url.port,
-                path,
-                method: 'POST',
-                localAddress,
-                agent,
-                headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
-            },
-            (res) => {
-                let text = '';
-                res.setEncoding('utf8');
-                res.on('data', (d) => (text += d));
-                res.on('end', () => {
-                    let json = null;
-                    try {
-                        json = JSON.parse(text);
-                    } catch {
-                        json = undefined;
-                    }
-                    resolve({ status: res.statusCode, retryAfter: res.headers['retry-after'], json });
-                });
-            },
-        );
-        req.on('error', reject);
-        req.end(data);
-    });
-}
 
 async function hashes() {
     const res = await fetch(METRICS);

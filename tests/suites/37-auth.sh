@@ -3,7 +3,8 @@
 # 3): the login flood, the password guesser and the registration flood get
 # 429 with Retry-After after the configured count, the number of argon2
 # hashes (chatd_auth_hashes_total) stays within the limits, and a normal
-# member logs in and chats meanwhile (tests/auth/*.test.mjs). chatd runs the
+# member logs in and chats meanwhile; the member cache stays within
+# member_cache_max and every room check stays right (tests/auth/*.test.mjs). chatd runs the
 # embedded default config with the login limits at their defaults and a low
 # register_limit; the tests read the limits from env.
 set -euo pipefail
@@ -16,7 +17,9 @@ trap 'rm -rf "$tmp"' EXIT
 
 # login_fail_limit and login_fail_window stay at their defaults (10, 600 s)
 export CHATD_AUTH_FAIL_LIMIT=10 CHATD_AUTH_FAIL_WINDOW=600 CHATD_AUTH_REGISTER_LIMIT=5
-sets=(--set "store.path=$tmp/chatd.db" --set "chatd.register_limit=$CHATD_AUTH_REGISTER_LIMIT")
+export CHATD_AUTH_MEMBER_CACHE_MAX=16
+sets=(--set "store.path=$tmp/chatd.db" --set "chatd.register_limit=$CHATD_AUTH_REGISTER_LIMIT"
+    --set "chatd.member_cache_max=$CHATD_AUTH_MEMBER_CACHE_MAX")
 # /metrics: on its own listener when transport-ws has one, else on the public one
 if "$CHATD_BIN" -h transport-ws 2>/dev/null | grep -q '^ *metrics_listen'; then
     mport=$(free_port)
