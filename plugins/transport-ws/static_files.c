@@ -1,7 +1,8 @@
 /*
  * static_files.c - serves the chat page from web_root: GET/HEAD only,
  * index.html for directories, Content-Type by extension, ETag and
- * Last-Modified with 304 answers, and no path traversal (the resolved real
+ * Last-Modified with 304 answers, nosniff, Referrer-Policy and a CSP that
+ * forbids framing, no dot-files, and no path traversal (the resolved real
  * path must stay inside the real web_root). Files are capped in size and
  * handed to libevent (evbuffer_add_file) rather than read on the loop.
  */
@@ -85,6 +86,11 @@ void tw_static_serve(tw_conn *c, const http_request *req, const char *path)
         not_found(c);
         return;
     }
+    /* no dot-files or dot-directories (.env, .git/...) */
+    if (strstr(rel, "/.")) {
+        not_found(c);
+        return;
+    }
     int w = snprintf(want, sizeof(want), "%s%s%s", s->web_root, rel,
                      rel[n - 1] == '/' ? "index.html" : "");
     if (w < 0 || (size_t)w >= sizeof(want) || !realpath(want, real)) {
@@ -116,7 +122,7 @@ void tw_static_serve(tw_conn *c, const http_request *req, const char *path)
         not_found(c);
         return;
     }
-    char etag[64], lm[64], extra[256];
+    char etag[64], lm[64], extra[384];
     struct tm tm;
     snprintf(etag, sizeof(etag), "\"%" PRIx64 "-%" PRIx64 "-%" PRIx64 "\"", (uint64_t)st.st_size,
              (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec);
@@ -124,7 +130,8 @@ void tw_static_serve(tw_conn *c, const http_request *req, const char *path)
     strftime(lm, sizeof(lm), "%a, %d %b %Y %H:%M:%S GMT", &tm);
     snprintf(extra, sizeof(extra),
              "ETag: %s\r\nLast-Modified: %s\r\nCache-Control: no-cache\r\n"
-             "Referrer-Policy: no-referrer\r\n",
+             "Referrer-Policy: no-referrer\r\n"
+             "Content-Security-Policy: frame-ancestors 'none'\r\n",
              etag, lm);
 
     const char *inm = http_request_header(req, "If-None-Match");

@@ -236,7 +236,7 @@ const char *stomp_frame_header(const stomp_frame *f, const char *name)
 
 size_t stomp_escape(char *dst, size_t dstsz, const char *src, int version)
 {
-    size_t n = 0;
+    size_t n = 0, w = 0; /* escaped length, bytes written */
     for (const char *s = src; *s; s++) {
         char e = 0;
         if (version >= STOMP_V11) {
@@ -257,17 +257,16 @@ size_t stomp_escape(char *dst, size_t dstsz, const char *src, int version)
                 break;
             }
         }
-        if (e) {
-            if (n + 2 < dstsz) {
-                dst[n] = '\\';
-                dst[n + 1] = e;
-            }
-            n += 2;
-        } else {
-            if (n + 1 < dstsz) dst[n] = *s;
-            n++;
+        size_t k = e ? 2 : 1;
+        /* written whole or not at all: once one does not fit, none after it
+         * is written, so the result is a clean prefix with no unwritten byte */
+        if (w == n && n + k < dstsz) {
+            dst[n] = e ? '\\' : *s;
+            if (e) dst[n + 1] = e;
+            w = n + k;
         }
+        n += k;
     }
-    if (dstsz) dst[n < dstsz ? n : dstsz - 1] = '\0';
+    if (dstsz) dst[w] = '\0';
     return n;
 }

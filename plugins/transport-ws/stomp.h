@@ -63,8 +63,9 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f);
 /* First header `name` (case-sensitive, as STOMP says), or NULL. */
 const char *stomp_frame_header(const stomp_frame *f, const char *name);
 
-/* Escape src for a header of `version` into dst (size dstsz, NUL-terminated,
- * truncated if short). Returns the full escaped length, like snprintf. */
+/* Escape src for a header of `version` into dst (size dstsz, NUL-terminated;
+ * when short, cut before the first character or escape that does not fit
+ * whole). Returns the full escaped length, like snprintf. */
 size_t stomp_escape(char *dst, size_t dstsz, const char *src, int version);
 
 #endif

@@ -96,6 +96,12 @@ static void test_escaping(void **st)
     assert_string_equal(out, "a\\cb\\nc\\\\d\\re");
     assert_int_equal(stomp_escape(out, sizeof(out), "a:b", STOMP_V10), 3);
     assert_string_equal(out, "a:b");
+    /* too short: cut before the escape that does not fit whole, no byte
+     * left unwritten before the NUL */
+    char small[3] = {'x', 'x', 'x'};
+    assert_int_equal(stomp_escape(small, sizeof(small), "a:b", STOMP_V12), 4);
+    assert_int_equal(small[0], 'a');
+    assert_int_equal(small[1], '\0');
 }
 
 static int err_of(const char *in, size_t len)
