@@ -29,7 +29,6 @@
 
 #include "../common/plugin_common.h"
 
-#define QK_VERSION "0.1.0"
 #define QK_POLL_BATCH 256        /* events served per loop callback */
 #define QK_MAX_PARTITIONS 100000 /* bound on the partition tracker table */
 #define QK_RETRY_MIN_MS 200      /* first persist retry delay */

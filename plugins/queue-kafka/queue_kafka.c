@@ -46,6 +46,8 @@
  * qk_partitions.c, the loop binding in qk_binding.c (see qk.h).
  */
 #define _GNU_SOURCE
+#include "config.h"
+
 #include "qk.h"
 
 #include <errno.h>
@@ -633,7 +635,7 @@ static const chatd_plugin_desc qk_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_QUEUE,
     .name = "queue-kafka",
-    .version = QK_VERSION,
+    .version = PACKAGE_VERSION,
     .description = "Apache Kafka queue: idempotent producer, shared persist group, "
                    "per-node fan-out (librdkafka)",
     .cfg_keys = qk_cfg_keys,

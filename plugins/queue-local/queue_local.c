@@ -16,6 +16,8 @@
  * Everything runs on the loop thread; the plugin has no globals, so several
  * instances may run side by side.
  */
+#include "config.h"
+
 #include <chatd/plugin.h>
 
 #include "../common/plugin_common.h"
@@ -247,7 +249,7 @@ static const chatd_plugin_desc ql_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_QUEUE,
     .name = "queue-local",
-    .version = "1.0.0",
+    .version = PACKAGE_VERSION,
     .description = "embedded in-process queue: acknowledges after the store commits",
     .cfg_keys = ql_cfg_keys,
     .create = ql_create,

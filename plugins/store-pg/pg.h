@@ -23,7 +23,6 @@
 
 #include "../common/plugin_common.h"
 
-#define PG_VERSION_STR "0.1.0"
 #define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256

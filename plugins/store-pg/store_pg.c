@@ -15,6 +15,8 @@
  * CHATD_ERR_UNAVAILABLE (reads made while the first connection is being set
  * up wait for it, up to PG_MAX_QUEUED_READS).
  */
+#include "config.h"
+
 #include "pg.h"
 
 #include <event2/event.h>
@@ -608,7 +610,7 @@ static const chatd_plugin_desc pg_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_STORE,
     .name = "store-pg",
-    .version = PG_VERSION_STR,
+    .version = PACKAGE_VERSION,
     .description = "PostgreSQL store (libpq, non-blocking, batched, survives outages)",
     .cfg_keys = pg_cfg_keys,
     .create = pg_create,

@@ -21,6 +21,8 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
+#include "config.h"
+
 #include "ss.h"
 
 #include <errno.h>
@@ -433,7 +435,7 @@ static const chatd_plugin_desc ss_desc = {
     .size = sizeof(chatd_plugin_desc),
     .kind = CHATD_KIND_STORE,
     .name = "store-sqlite",
-    .version = "1.0.0",
+    .version = PACKAGE_VERSION,
     .description = "SQLite store: WAL, group commit on a writer thread, versioned schema",
     .cfg_keys = ss_cfg_keys,
     .create = ss_create,
