@@ -4,13 +4,13 @@
  * Pure C, no libevent: fed with whatever bytes arrived, it copies one request
  * into its own bounded buffer and reports how many input bytes it used, so the
  * rest (a pipelined request, or WebSocket frames after an upgrade) stays with
- * the caller. Violations yield the HTTP status to answer with:
- * Bodies come with Content-Length or Transfer-Encoding: chunked (trailers
+ * the caller. Bodies come with Content-Length or Transfer-Encoding: chunked (trailers
  * are dropped). Violations yield the HTTP status to answer with:
  *   400 malformed (also Content-Length together with Transfer-Encoding),
  *   413 body or chunk too large, 414 request line too long, 417 an Expect
  *   other than 100-continue, 431 too many or too large headers, 501 unknown
- *   method or a transfer coding other than chunked, 505 version.
+ *   method or a transfer coding other than chunked, 503 no memory for the
+ *   body, 505 version.
  */
 #ifndef TW_HTTP_PARSER_H
 #define TW_HTTP_PARSER_H
