@@ -150,7 +150,7 @@
     }
 
     function loadMembers() {
-        return guard(api('GET', '/api/members')).then(function (list) {
+        return guard(P.apiPages('/api/members?limit=100', 20)).then(function (list) {
             state.members.clear();
             (list || []).forEach(function (m) {
                 m.id = Number(m.id);
@@ -184,7 +184,7 @@
     }
 
     function loadRooms() {
-        return guard(api('GET', '/api/rooms')).then(function (list) {
+        return guard(P.apiPages('/api/rooms?limit=100', 20)).then(function (list) {
             var seen = new Set();
             (list || []).forEach(function (r) {
                 var old = state.rooms.get(r.roomId) || {};

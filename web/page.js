@@ -137,6 +137,28 @@
         });
     }
 
+    /* a paged list (GET /api/members, /api/rooms): the arrays of up to
+     * `pages` pages, following each response's Link rel="next" */
+    function apiPages(path, pages) {
+        var all = [];
+        function step(url, left) {
+            var opts = { method: 'GET', credentials: 'same-origin', headers: { Accept: 'application/json' } };
+            return fetch(url, opts).then(function (res) {
+                return res.json().catch(function () { return null; }).then(function (data) {
+                    if (!res.ok) {
+                        var err = new Error((data && data.error) || res.status + ' ' + res.statusText);
+                        err.status = res.status;
+                        throw err;
+                    }
+                    all = all.concat(data || []);
+                    var m = /<([^>]+)>;\s*rel="next"/.exec(res.headers.get('Link') || '');
+                    return m && left > 1 ? step(m[1], left - 1) : all;
+                });
+            });
+        }
+        return step(path, pages);
+    }
+
     /* a 401 while signed in means the session is gone */
     function guard(promise) {
         return promise.catch(function (err) {
@@ -184,6 +206,7 @@
     P.roomIdFor = roomIdFor;
     P.peerIdOf = peerIdOf;
     P.api = api;
+    P.apiPages = apiPages;
     P.guard = guard;
     P.state = state;
 })();

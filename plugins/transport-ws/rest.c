@@ -27,6 +27,7 @@ struct rest_op {
     unsigned limit;
     char after[TW_CURSOR_MAX + 1]; /* after=<cursor>: page forward; "" when absent */
     uint32_t retry_after;          /* seconds, set by the core with CHATD_ERR_BUSY */
+    tw_page page;                  /* GET /api/members, /api/rooms: the page asked for */
 };
 
 int tw_status_http(chatd_status st)
@@ -140,7 +141,7 @@ static void respond_json(tw_conn *c, int status, json_object *o, const char *ext
     size_t len = 0;
     const char *s = json_object_to_json_string_length(
         o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-    char hdrs[512];
+    char hdrs[1024];
     snprintf(hdrs, sizeof(hdrs), "Cache-Control: no-store\r\n%s", extra ? extra : "");
     if (!s) {
         tw_http_error(c, 500, "out of memory");
@@ -331,9 +332,11 @@ static json_object *room_json(const chatd_room_summary *r)
     return o;
 }
 
-/* Answer a list callback: the error, or a JSON array of row(rows, i). */
-static void respond_rows(struct rest_op *op, chatd_status st, const void *rows, size_t n,
-                         json_object *(*row)(const void *rows, size_t i))
+/* Answer a list callback: the error, or a JSON array of the page's rows
+ * (idx[0..k) of rows) with a Link header when there is a next page. */
+static void respond_page(struct rest_op *op, chatd_status st, const void *rows, const size_t *idx,
+                         size_t k, int more, json_object *(*row)(const void *rows, size_t i),
+                         const char *base, const char *last)
 {
     tw_conn *c = op->c;
     if (!c->closed) {
@@ -341,10 +344,12 @@ static void respond_rows(struct rest_op *op, chatd_status st, const void *rows, 
             respond_status(c, st, NULL);
         } else {
             json_object *a = json_object_new_array();
-            for (size_t i = 0; a && i < n; i++)
-                json_object_array_add(a, row(rows, i));
+            for (size_t i = 0; a && i < k; i++)
+                json_object_array_add(a, row(rows, idx[i]));
+            char link[3 * (TW_PAGE_AFTER_MAX + TW_PAGE_Q_MAX) + 96] = "";
+            if (more && last) tw_page_link(&op->page, base, last, link, sizeof(link));
             if (a)
-                respond_json(c, 200, a, NULL);
+                respond_json(c, 200, a, link);
             else
                 tw_http_error(c, 503, "out of memory");
             json_object_put(a);
@@ -365,12 +370,23 @@ static json_object *room_row(const void *rows, size_t i)
 
 static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
-    respond_rows(arg, st, rows, n, member_row);
+    struct rest_op *op = arg;
+    size_t idx[TW_PAGE_MAX], k = 0;
+    int more = 0;
+    char last[24] = "";
+    if (st == CHATD_OK) k = tw_page_members(&op->page, rows, n, idx, &more);
+    if (k) snprintf(last, sizeof(last), "%" PRId64, CHATD_ROW(chatd_member, rows, idx[k - 1])->id);
+    respond_page(op, st, rows, idx, k, more, member_row, "/api/members", k ? last : NULL);
 }
 
 static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows, size_t n)
 {
-    respond_rows(arg, st, rows, n, room_row);
+    struct rest_op *op = arg;
+    size_t idx[TW_PAGE_MAX], k = 0;
+    int more = 0;
+    if (st == CHATD_OK) k = tw_page_rooms(&op->page, rows, n, idx, &more);
+    respond_page(op, st, rows, idx, k, more, room_row, "/api/rooms",
+                 k ? CHATD_ROW(chatd_room_summary, rows, idx[k - 1])->room_id : NULL);
 }
 
 static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n, uint64_t next)
@@ -695,6 +711,14 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
     struct rest_op *op = op_new(c, kind);
     if (!op) {
         return reply_error(c, 503, "out of memory");
+    }
+    if (kind == OP_MEMBERS || kind == OP_ROOMS) {
+        const char *err = tw_page_parse(query, kind == OP_ROOMS, &op->page);
+        if (err) {
+            tw_http_error(c, 400, err);
+            op_finish(op);
+            return 1;
+        }
     }
     if (kind == OP_HISTORY) {
         uint64_t v;

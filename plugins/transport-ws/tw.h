@@ -200,6 +200,30 @@ const char *tw_status_text(int status);
 
 /* rest.c: /api/..., /healthz, /metrics. Returns 1 when the path is its. */
 int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const char *query);
+
+/* Paging of GET /api/members and GET /api/rooms (rest_page.c): limit
+ * (default TW_PAGE_DEFAULT, clamped to TW_PAGE_MAX), after (a member id, or a
+ * room id in the store's order), q (a prefix of the login id or the name). */
+#define TW_PAGE_DEFAULT 50
+#define TW_PAGE_MAX 100
+#define TW_PAGE_MAX_STR "100"
+#define TW_PAGE_AFTER_MAX 127
+#define TW_PAGE_Q_MAX 64
+typedef struct tw_page {
+    unsigned limit;
+    int64_t after_id; /* members: after=<id>, 0 when absent */
+    char after[TW_PAGE_AFTER_MAX + 1];
+    char q[TW_PAGE_Q_MAX + 1];
+} tw_page;
+/* Parse the query; NULL, or the 400 message. */
+const char *tw_page_parse(const char *query, int rooms, tw_page *p);
+/* The indices of the page's rows into out[p->limit]; *more: a next page. */
+size_t tw_page_members(const tw_page *p, const chatd_member *rows, size_t n, size_t *out,
+                       int *more);
+size_t tw_page_rooms(const tw_page *p, const chatd_room_summary *rows, size_t n, size_t *out,
+                     int *more);
+/* The Link header (with CRLF) of the page after `last`, base "/api/...". */
+void tw_page_link(const tw_page *p, const char *base, const char *last, char *out, size_t outsz);
 /* The JSON object body of a POST; answers the error (not done) and returns
  * NULL when it is not one. The caller puts the object. */
 struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);

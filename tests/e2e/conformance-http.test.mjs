@@ -327,7 +327,7 @@ test('REST: /api/me with cookie or Bearer; 401 JSON without; members list', asyn
         assert.equal(typeof r.json.error, 'string');
         assert.match(r.headers.get('content-type'), /^application\/json/);
     }
-    const m = await http('GET', '/api/members', { token: a.token });
+    const m = await http('GET', `/api/members?q=${encodeURIComponent(b.loginId)}`, { token: a.token });
     assert.equal(m.status, 200);
     assert.ok(Array.isArray(m.json));
     for (const x of m.json) assert.deepEqual(Object.keys(x).sort(), ['id', 'loginId', 'name']);

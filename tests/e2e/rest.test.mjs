@@ -66,7 +66,7 @@ test('register, login, me, members, logout', async () => {
     assert.equal((meCookie.json.member ?? meCookie.json).loginId, a.loginId);
 
     const b = await makeMember('rest');
-    const members = await http('GET', '/api/members', { token: a.token });
+    const members = await http('GET', `/api/members?q=${encodeURIComponent(b.loginId)}`, { token: a.token });
     assert.equal(members.status, 200);
     assert.ok(Array.isArray(members.json));
     const found = members.json.find((m) => m.loginId === b.loginId);

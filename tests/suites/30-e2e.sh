@@ -15,3 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 CHATD_E2E_NAME=e2e-sqlite "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \
     --set "store.path=$tmp/chatd.db" \
     -- timeout 600 node --test --test-reporter=spec "$CHATD_TOP"/tests/e2e/*.test.mjs
+# the paged lists, against a store that holds only the members that test makes
+CHATD_E2E_NAME=e2e-paging "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \
+    --set "store.path=$tmp/paging.db" \
+    -- timeout 300 node --test --test-reporter=spec "$CHATD_TOP"/tests/e2e/paging.mjs
