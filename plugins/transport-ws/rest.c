@@ -103,7 +103,7 @@ char *tw_request_token(const http_request *req, int *from_cookie)
 
 /* Value of `key` in a query string, percent-decoded into out. 1 found,
  * 0 absent, -1 malformed. */
-static int query_get(const char *q, const char *key, char *out, size_t outsz)
+int tw_query_get(const char *q, const char *key, char *out, size_t outsz)
 {
     size_t kl = strlen(key);
     const char *s = q;
@@ -125,7 +125,7 @@ static int query_get(const char *q, const char *key, char *out, size_t outsz)
 static int query_u64(const char *q, const char *key, uint64_t lo, uint64_t hi, uint64_t *out)
 {
     char v[32];
-    int rc = query_get(q, key, v, sizeof(v));
+    int rc = tw_query_get(q, key, v, sizeof(v));
     if (rc <= 0) return rc;
     if (!*v) return 0;
     uint64_t x;
@@ -737,7 +737,7 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
             return 1;
         }
         op->limit = rc > 0 ? (unsigned)v : CHATD_HISTORY_DEFAULT;
-        rc = query_get(query, "after", op->after, sizeof(op->after));
+        rc = tw_query_get(query, "after", op->after, sizeof(op->after));
         if (rc < 0 || (rc > 0 && !op->after[0]) || (rc > 0 && op->before)) {
             tw_http_error(c, 400,
                           rc < 0 || !op->after[0] ? "after must be a cursor"

@@ -9,41 +9,24 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Decode query parameter `key` into out: 1 found, 0 absent, -1 malformed. */
-static int page_query(const char *q, const char *key, char *out, size_t outsz)
-{
-    size_t kl = strlen(key);
-    for (const char *s = q; s && *s;) {
-        const char *end = strchr(s, '&');
-        size_t len = end ? (size_t)(end - s) : strlen(s);
-        if (len >= kl && strncmp(s, key, kl) == 0 && (len == kl || s[kl] == '=')) {
-            const char *v = len == kl ? s + kl : s + kl + 1;
-            size_t vl = len == kl ? 0 : len - kl - 1;
-            return http_percent_decode(v, vl, out, outsz) < 0 ? -1 : 1;
-        }
-        s = end ? end + 1 : NULL;
-    }
-    return 0;
-}
-
 const char *tw_page_parse(const char *query, int rooms, tw_page *p)
 {
     char v[TW_PAGE_AFTER_MAX + 1];
     uint64_t x;
     memset(p, 0, sizeof(*p));
     p->limit = TW_PAGE_DEFAULT;
-    int rc = page_query(query, "limit", v, sizeof(v));
+    int rc = tw_query_get(query, "limit", v, sizeof(v));
     if (rc < 0 || (rc > 0 && (tw_parse_u64(v, &x) != 0 || x < 1)))
         return "limit must be a whole number >= 1 (at most " TW_PAGE_MAX_STR " are returned)";
     if (rc > 0) p->limit = x > TW_PAGE_MAX ? TW_PAGE_MAX : (unsigned)x;
-    rc = page_query(query, "after", p->after, sizeof(p->after));
+    rc = tw_query_get(query, "after", p->after, sizeof(p->after));
     if (rc < 0 || (rc > 0 && !p->after[0]))
         return rooms ? "after must be a room id" : "after must be a member id";
     if (rc > 0 && !rooms) {
         if (tw_parse_u64(p->after, &x) != 0 || x > INT64_MAX) return "after must be a member id";
         p->after_id = (int64_t)x;
     }
-    if (page_query(query, "q", p->q, sizeof(p->q)) < 0) return "q must be at most 64 bytes";
+    if (tw_query_get(query, "q", p->q, sizeof(p->q)) < 0) return "q must be at most 64 bytes";
     return NULL;
 }
 

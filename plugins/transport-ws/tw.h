@@ -215,6 +215,9 @@ typedef struct tw_page {
     char after[TW_PAGE_AFTER_MAX + 1];
     char q[TW_PAGE_Q_MAX + 1];
 } tw_page;
+/* Percent-decode query parameter `key` into out: 1 found, 0 absent, -1
+ * malformed or too long (rest.c). */
+int tw_query_get(const char *q, const char *key, char *out, size_t outsz);
 /* Parse the query; NULL, or the 400 message. */
 const char *tw_page_parse(const char *query, int rooms, tw_page *p);
 /* The indices of the page's rows into out[p->limit]; *more: a next page. */
