@@ -274,6 +274,12 @@ CHATD_SIZE_AT_LEAST(chatd_api, 424);
 CHATD_OFFSET(chatd_api, member_register2, 408);
 CHATD_OFFSET(chatd_api, login2, 416);
 
+/* logout: live sessions ended on every node, expired sessions purged */
+CHATD_SIZE_AT_LEAST(chatd_transport_ops, 24);
+CHATD_OFFSET(chatd_transport_ops, session_ended, 16);
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 112);
+CHATD_OFFSET(chatd_store_ops, session_purge, 104);
+
 /* ---- append asserts of ABI 1.4 here ------------------------------------ */
 
 int main(void)

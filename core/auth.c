@@ -27,12 +27,11 @@
 
 #define AUTH_QUEUE_MAX 1024 /* hashing jobs waiting */
 #define TOKEN_CACHE_MAX 65536
-/* A cached token is re-checked with the store after this long, so a logout
- * on another node takes effect here within it. */
+/* A cached token is re-checked with the store after this long when
+ * authenticating (auth_watch.c re-checks them about every second). */
 #define TOKEN_RECHECK_MS 60000
 #define TOKEN_BYTES 32
 #define TOKEN_HEX (TOKEN_BYTES * 2)
-#define HASH_HEX 64
 
 typedef enum { JOB_HASH, JOB_VERIFY } job_kind;
 
@@ -401,6 +400,47 @@ static void token_remember(auth *a, const char *hash, int64_t member_id, int64_t
         return;
     }
     a->ntokens++;
+}
+
+/* For auth_watch.c: the cached tokens last confirmed before `before`. */
+static struct {
+    int64_t before;
+    char (*out)[HASH_HEX + 1];
+    size_t n, max;
+} due;
+
+static void due_visit(const void *node, VISIT v, int depth)
+{
+    (void)depth;
+    if (v != postorder && v != leaf) return;
+    const token_entry *e = *(token_entry *const *)node;
+    if (due.n < due.max && e->checked_ms < due.before)
+        memcpy(due.out[due.n++], e->hash, HASH_HEX + 1);
+}
+
+size_t auth_tokens_due(auth *a, int64_t before, char (*out)[HASH_HEX + 1], size_t max)
+{
+    due.before = before;
+    due.out = out;
+    due.n = 0;
+    due.max = max;
+    twalk(a->tokens, due_visit);
+    return due.n;
+}
+
+void auth_token_confirmed(auth *a, const char *hash, int64_t expires_ms)
+{
+    token_entry key;
+    snprintf(key.hash, sizeof(key.hash), "%s", hash);
+    token_entry **found = tfind(&key, &a->tokens, by_hash);
+    if (!found) return;
+    (*found)->expires_ms = expires_ms;
+    (*found)->checked_ms = clock_wall_ms();
+}
+
+void auth_token_drop(auth *a, const char *hash)
+{
+    token_forget(a, hash);
 }
 
 /* ------------------------------------------------------------ register */

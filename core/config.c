@@ -105,6 +105,12 @@ static const chatd_cfg_key core_keys[] = {
      .min = 0,
      .max = 1024,
      .help = "password hashes queued or running per client address; more get 429 (0: no limit)"},
+    {.name = "session_purge_interval",
+     .type = CHATD_CFG_INT,
+     .default_value = "60",
+     .min = 1,
+     .max = 86400,
+     .help = "seconds between deletions of expired sessions from the store"},
     {.name = "member_cache_max",
      .type = CHATD_CFG_INT,
      .default_value = "100000",
@@ -622,6 +628,7 @@ int cfg_check_core(cfg *c)
     c->max_hashes_per_addr = core_int(s, "max_hashes_per_addr");
     c->throttle_max_entries = core_int(s, "throttle_max_entries");
     c->member_cache_max = core_int(s, "member_cache_max");
+    c->session_purge_interval = core_int(s, "session_purge_interval");
     c->plugin_dir = pd ? pd->value : NULL;
     return 0;
 }

@@ -212,6 +212,10 @@ int core_start(core *c)
     for (size_t k = 0; k < sizeof(start_order) / sizeof(start_order[0]); k++)
         for (size_t i = 0; i < c->ninst; i++)
             if (c->insts[i]->kind == start_order[k] && start_one(c->insts[i]) != 0) goto fail;
+    if (!(c->auth_watch = auth_watch_new(c))) {
+        log_msg(CHATD_LOG_ERROR, NULL, "cannot start the session watch timers (out of memory?)");
+        goto fail;
+    }
     log_msg(CHATD_LOG_INFO, NULL, "chatd %s running: node %lld, %zu plugin instances",
             PACKAGE_VERSION, (long long)c->cfg->node_id, c->ninst);
     return 0;
@@ -370,6 +374,8 @@ static void stop_phase(stopper *s)
 void core_stop(core *c)
 {
     if (c->stopper || c->state == CORE_STOPPED) return;
+    auth_watch_free(c->auth_watch); /* its answers still in flight see NULL */
+    c->auth_watch = NULL;
     stopper *s = calloc(1, sizeof(*s));
     if (!s) {
         stop_now(c, "stopper");
@@ -465,6 +471,8 @@ void core_free(core *c)
                 c->insts[i]->plugin->desc.destroy(c->insts[i]->inst);
                 c->insts[i]->created = false;
             }
+    auth_watch_free(c->auth_watch);
+    c->auth_watch = NULL;
     auth_free(c->auth);
     if (c->sig_int) event_free(c->sig_int);
     if (c->sig_term) event_free(c->sig_term);

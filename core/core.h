@@ -90,14 +90,15 @@ typedef struct cfg {
     int64_t stop_timeout;      /**< seconds per stop phase */
     int64_t auth_threads;      /**< password hashing threads */
 
-    int64_t idempotency_window;   /**< seconds a SEND's idempotency key is remembered */
-    int64_t login_fail_limit;     /**< failed logins per login id / address per window; 0 off */
-    int64_t login_fail_window;    /**< seconds */
-    int64_t register_limit;       /**< registrations per address per window; 0 off */
-    int64_t register_window;      /**< seconds */
-    int64_t max_hashes_per_addr;  /**< hashes queued or running per address; 0 off */
-    int64_t throttle_max_entries; /**< login ids and addresses tracked */
-    int64_t member_cache_max;     /**< members kept in memory */
+    int64_t idempotency_window;     /**< seconds a SEND's idempotency key is remembered */
+    int64_t login_fail_limit;       /**< failed logins per login id / address per window; 0 off */
+    int64_t login_fail_window;      /**< seconds */
+    int64_t register_limit;         /**< registrations per address per window; 0 off */
+    int64_t register_window;        /**< seconds */
+    int64_t max_hashes_per_addr;    /**< hashes queued or running per address; 0 off */
+    int64_t throttle_max_entries;   /**< login ids and addresses tracked */
+    int64_t member_cache_max;       /**< members kept in memory */
+    int64_t session_purge_interval; /**< seconds between expired-session purges */
 } cfg;
 
 /** Name of the core's own section. */
@@ -392,6 +393,22 @@ void auth_login2(core *c, const char *login_id, const char *password, const char
                  uint32_t *retry_after, chatd_login_cb cb, void *arg);
 void auth_logout(core *c, const char *token, chatd_status_cb cb, void *arg);
 void auth_authenticate(core *c, const char *token, chatd_member_cb cb, void *arg);
+#define HASH_HEX 64 /**< a token's BLAKE2b-256 in hex */
+/** The cached tokens last confirmed by the store before `before` (at most max). */
+size_t auth_tokens_due(auth *a, int64_t before, char (*out)[HASH_HEX + 1], size_t max);
+/** The store still has this session: cache it as confirmed now. */
+void auth_token_confirmed(auth *a, const char *hash, int64_t expires_ms);
+/** Forget a cached token (its session ended). */
+void auth_token_drop(auth *a, const char *hash);
+
+/* ----------------------------------------------------------- auth_watch.c */
+
+/** Re-validates the cached tokens against the store about every second and
+ *  tells the transports about ended sessions (session_ended); purges expired
+ *  sessions from the store (session_purge). */
+typedef struct auth_watch auth_watch;
+auth_watch *auth_watch_new(core *c);
+void auth_watch_free(auth_watch *w);
 /** Validation rules of the member fields; return NULL or the reason. */
 const char *auth_check_login_id(const char *login_id);
 const char *auth_check_name(const char *name);
@@ -437,6 +454,7 @@ struct core {
     pipeline *pipeline;
     idem *idem;
     auth *auth;
+    auth_watch *auth_watch;
     void *completions; /**< completion.c state */
 
     struct event *sig_int, *sig_term, *sig_hup;

@@ -738,6 +738,15 @@ typedef struct chatd_transport_ops {
      *  (e.g. while its JSON is queued on sockets). Never blocks; nothing is
      *  returned: a subscriber that cannot take it is the transport's matter. */
     void (*deliver)(void *inst, const char *destination, chatd_msg *msg);
+
+    /* --- ABI 1.3: optional; the core checks `size` and NULL --------------- */
+
+    /** The login session whose token hashes to `token_hash` (BLAKE2b-256 of
+     *  the token, 64 lowercase hex chars; borrowed for the call) has ended:
+     *  logged out on any node, or expired. End every live session opened with
+     *  that token here (STOMP: ERROR with message:session ended, then close).
+     *  Never blocks. */
+    void (*session_ended)(void *inst, const char *token_hash);
 } chatd_transport_ops;
 
 /** Queue hooks. */
@@ -871,6 +880,14 @@ typedef struct chatd_store_ops {
      */
     void (*replay)(void *inst, const char *room_id, int64_t member_id, uint64_t after,
                    unsigned limit, chatd_history_cb cb, void *arg);
+
+    /**
+     * Delete every session whose expires_ms <= now_ms (expired sessions are
+     * never valid again). cb: CHATD_OK (n sessions deleted, counted by the
+     * core), or an error. Loop thread; the core calls it from a timer.
+     */
+    void (*session_purge)(void *inst, int64_t now_ms,
+                          void (*cb)(void *arg, chatd_status status, uint64_t n), void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

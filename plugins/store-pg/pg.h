@@ -70,8 +70,10 @@ typedef enum pg_req_kind {
     REQ_HISTORY,
     REQ_IDEM_GET,
     REQ_REPLAY,
-    REQ_DEAD_LETTER
+    REQ_DEAD_LETTER,
+    REQ_SESSION_PURGE
 } pg_req_kind;
+typedef void (*pg_purge_cb)(void *arg, chatd_status status, uint64_t n);
 
 /* One request: a few queries followed by a pipeline sync. */
 typedef struct pg_req {

@@ -40,6 +40,9 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_SESSION_GET:
         ((chatd_session_cb)r->cb)(r->arg, status, NULL);
         break;
+    case REQ_SESSION_PURGE:
+        ((pg_purge_cb)r->cb)(r->arg, status, 0);
+        break;
     case REQ_ROOM_LIST:
         ((chatd_rooms_cb)r->cb)(r->arg, status, NULL, 0);
         break;
@@ -252,6 +255,9 @@ void hook_finish(pg_store *st, pg_req *r)
     case REQ_SESSION_DEL:
     case REQ_DEAD_LETTER:
         if (r->cb) ((chatd_status_cb)r->cb)(r->arg, CHATD_OK);
+        break;
+    case REQ_SESSION_PURGE:
+        ((pg_purge_cb)r->cb)(r->arg, CHATD_OK, r->res ? parse_u64(PQcmdTuples(r->res)) : 0);
         break;
     case REQ_SESSION_GET:
         if (!r->res || PQntuples(r->res) == 0) {

@@ -433,6 +433,12 @@ int req_send(pg_store *st, pg_req *r)
         v[0] = r->s[0];
         ok = send_q(st, "DELETE FROM sessions WHERE token_hash = $1", 1, v, NULL, NULL);
         break;
+    case REQ_SESSION_PURGE:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        v[0] = n0;
+        ok = send_q(st, "DELETE FROM sessions WHERE expires_ms <= $1::bigint", 1, v, NULL, NULL);
+        r->main_q = 0;
+        break;
     case REQ_ROOM_LIST:
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         v[0] = n0;

@@ -199,6 +199,17 @@ static void pg_session_get(void *inst, const char *token_hash, chatd_session_cb 
     submit(st, r);
 }
 
+static void pg_session_purge(void *inst, int64_t now_ms, pg_purge_cb cb, void *arg)
+{
+    pg_req *r = req_new(REQ_SESSION_PURGE, (void *)cb, arg);
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, 0);
+        return;
+    }
+    r->i[0] = now_ms;
+    submit(inst, r);
+}
+
 static void pg_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg)
 {
     pg_store *st = inst;
@@ -597,6 +608,7 @@ static const chatd_store_ops pg_ops = {
     .session_put = pg_session_put,
     .session_get = pg_session_get,
     .session_del = pg_session_del,
+    .session_purge = pg_session_purge,
     .room_list = pg_room_list,
     .history = pg_history,
     .idem_get = pg_idem_get,

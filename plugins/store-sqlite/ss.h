@@ -45,6 +45,7 @@ enum {
     W_IDEM_PURGE,
     W_READ_INSERT,
     W_DEAD_LETTER,
+    W_SESSION_PURGE,
     W_COUNT
 };
 
@@ -70,7 +71,8 @@ typedef enum ss_job_kind {
     JOB_MEMBER_CREATE,
     JOB_SESSION_PUT,
     JOB_SESSION_DEL,
-    JOB_DEAD_LETTER
+    JOB_DEAD_LETTER,
+    JOB_SESSION_PURGE
 } ss_job_kind;
 
 /* One write. Fields read by the writer thread are fixed before it is handed
@@ -92,6 +94,7 @@ typedef struct ss_job {
     /* member_create / session_* */
     chatd_member_cb member_cb;
     chatd_status_cb status_cb;
+    void (*purge_cb)(void *arg, chatd_status status, uint64_t n); /* session_purge */
     void *arg;
     int64_t member_id, created_ms, expires_ms;
     char *login_id, *name, *pw_hash, *token_hash; /* owned copies */
@@ -147,6 +150,8 @@ chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done);
 void ss_member_create(void *inst, const chatd_member *m, chatd_member_cb cb, void *arg);
 void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, void *arg);
 void ss_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg);
+void ss_session_purge(void *inst, int64_t now_ms,
+                      void (*cb)(void *arg, chatd_status status, uint64_t n), void *arg);
 void ss_dead_letter(void *inst, const char *source, const void *payload, size_t len,
                     const char *reason, chatd_status_cb cb, void *arg);
 void *ss_writer_main(void *arg);

@@ -1,6 +1,6 @@
 /*
  * ss_writer.c - the writes of store-sqlite (persist, member_create,
- * session_put, session_del, dead_letter).
+ * session_put, session_del, session_purge, dead_letter).
  *
  * A write is checked and staged on the loop thread (ss_admit, ss_stage); a
  * task posted once per loop turn hands the whole stage to the writer thread
@@ -77,6 +77,7 @@ const char *const ss_wsql[W_COUNT] = {
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE time_ms < ?1",
     [W_READ_INSERT] = "INSERT OR IGNORE INTO reads(id, member_id, writer, room_id, up_to, time_ms)"
                       " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_ms <= ?1",
     [W_DEAD_LETTER] = "INSERT INTO dead_letters(source, payload, reason, time_ms)"
                       " VALUES(?1, ?2, ?3, ?4)",
 };
@@ -305,6 +306,15 @@ static chatd_status ss_run_job(ss *s, ss_job *j)
             return CHATD_ERR_IO;
         }
         return CHATD_OK;
+    case JOB_SESSION_PURGE:
+        sqlite3_bind_int64(s->w[W_SESSION_PURGE], 1, j->expires_ms);
+        rc = ss_wstep(s, W_SESSION_PURGE);
+        if (rc != SQLITE_DONE) {
+            ss_wlog(s, "deleting expired sessions", rc);
+            return CHATD_ERR_IO;
+        }
+        j->member_id = sqlite3_changes(s->wdb); /* the count, for purge_cb */
+        return CHATD_OK;
     case JOB_DEAD_LETTER:
         st = s->w[W_DEAD_LETTER];
         sqlite3_bind_text(st, 1, j->source, -1, SQLITE_STATIC);
@@ -475,6 +485,9 @@ void ss_finish_job(ss *s, ss_job *j)
     case JOB_SESSION_DEL:
     case JOB_DEAD_LETTER:
         if (j->status_cb) j->status_cb(j->arg, j->status);
+        break;
+    case JOB_SESSION_PURGE:
+        j->purge_cb(j->arg, j->status, j->status == CHATD_OK ? (uint64_t)j->member_id : 0);
         break;
     }
     ss_job_free(j);
@@ -706,6 +719,24 @@ void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, v
 void ss_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg)
 {
     ss_session_write(inst, JOB_SESSION_DEL, token_hash, 0, 0, cb, arg);
+}
+
+void ss_session_purge(void *inst, int64_t now_ms,
+                      void (*cb)(void *arg, chatd_status status, uint64_t n), void *arg)
+{
+    ss *s = inst;
+    chatd_status st = ss_admit(s);
+    ss_job *j = st == CHATD_OK ? calloc(1, sizeof(*j)) : NULL;
+
+    if (!j) {
+        cb(arg, st == CHATD_OK ? CHATD_ERR_NOMEM : st, 0);
+        return;
+    }
+    j->kind = JOB_SESSION_PURGE;
+    j->purge_cb = cb;
+    j->arg = arg;
+    j->expires_ms = now_ms;
+    ss_stage(s, j);
 }
 
 void ss_dead_letter(void *inst, const char *source, const void *payload, size_t len,

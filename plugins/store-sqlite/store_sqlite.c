@@ -422,6 +422,7 @@ static const chatd_store_ops ss_ops = {
     .session_put = ss_session_put,
     .session_get = ss_session_get,
     .session_del = ss_session_del,
+    .session_purge = ss_session_purge,
     .room_list = ss_room_list,
     .history = ss_history,
     .idem_get = ss_idem_get,

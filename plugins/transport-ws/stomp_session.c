@@ -16,6 +16,7 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <json-c/linkhash.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,8 @@ static int64_t clamp_hb(const tw_server *s, int64_t ms)
     return ms < s->hb_min ? s->hb_min : ms > s->hb_max ? s->hb_max : ms;
 }
 
+static void token_hash(const char *token, char out[65]);
+
 static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
     struct auth_req *a = arg;
@@ -211,6 +214,7 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
     c->member_id = rows[0].id;
     c->session_token = a->token;
     a->token = NULL;
+    token_hash(c->session_token, c->session_hash);
     c->st = TW_ST_CONNECTED;
     srv->nsessions++;
     srv->api->gauge_set(srv->ctx, "chatd_ws_sessions", srv->nsessions);
@@ -551,14 +555,30 @@ void tw_stomp_frame(tw_conn *c, const stomp_frame *f)
     }
 }
 
+/* BLAKE2b-256 of the token in hex: the name the core and the store give the
+ * session. */
+static void token_hash(const char *token, char out[65])
+{
+    unsigned char h[32];
+    crypto_generichash(h, sizeof(h), (const unsigned char *)token, strlen(token), NULL, 0);
+    sodium_bin2hex(out, 65, h, sizeof(h));
+}
+
 /* A logout of token ends every STOMP session opened with it here. */
 void tw_sessions_end(tw_server *s, const char *token)
+{
+    char hash[65];
+    token_hash(token, hash);
+    tw_sessions_end_hash(s, hash);
+}
+
+void tw_sessions_end_hash(tw_server *s, const char *token_hash)
 {
     tw_conn *c = s->conns, *next;
     for (; c; c = next) {
         next = c->next; /* an ERROR may close c */
         if (c->mode == TW_MODE_WS && c->st == TW_ST_CONNECTED && c->session_token &&
-            strcmp(c->session_token, token) == 0) {
+            strcmp(c->session_hash, token_hash) == 0) {
             s->api->counter_add(s->ctx, "chatd_ws_sessions_ended_total", 1);
             tw_stomp_error(c, "session ended", NULL, WS_CLOSE_POLICY);
         }

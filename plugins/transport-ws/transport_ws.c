@@ -438,9 +438,15 @@ static void tw_destroy(void *inst)
     free(s);
 }
 
+static void tw_session_ended(void *inst, const char *token_hash)
+{
+    tw_sessions_end_hash(inst, token_hash);
+}
+
 static const chatd_transport_ops tw_ops = {
     .size = sizeof(chatd_transport_ops),
     .deliver = tw_deliver,
+    .session_ended = tw_session_ended,
 };
 
 static const chatd_plugin_desc tw_desc = {

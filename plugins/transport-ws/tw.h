@@ -105,7 +105,8 @@ struct tw_conn {
     int ws_close_sent;
     char subproto[16];
     char *cookie_token;
-    char *session_token; /* the token the STOMP session authenticated with */
+    char *session_token;   /* the token the STOMP session authenticated with */
+    char session_hash[65]; /* its BLAKE2b-256 in hex, as the core names sessions */
     int st;
     int version; /* STOMP_V10/11/12 */
     int busy;    /* waiting for an async answer before the next frame */
@@ -271,6 +272,9 @@ void tw_stomp_finish_pending(tw_conn *c);
 void tw_stomp_shutdown(tw_conn *c);
 void tw_stomp_tick(tw_conn *c, int64_t now);
 void tw_sessions_end(tw_server *s, const char *token);
+/* The session_ended hook: the same, by the token's hash (any node's logout
+ * or the session's expiry). */
+void tw_sessions_end_hash(tw_server *s, const char *token_hash);
 
 /* stomp_send.c: SEND and transactions */
 void tw_stomp_on_send(tw_conn *c, const stomp_frame *f);
