@@ -279,6 +279,9 @@ CHATD_SIZE_AT_LEAST(chatd_transport_ops, 24);
 CHATD_OFFSET(chatd_transport_ops, session_ended, 16);
 CHATD_SIZE_AT_LEAST(chatd_store_ops, 112);
 CHATD_OFFSET(chatd_store_ops, session_purge, 104);
+/* ids: node leases */
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 120);
+CHATD_OFFSET(chatd_store_ops, node_claim, 112);
 
 /* ---- append asserts of ABI 1.4 here ------------------------------------ */
 

@@ -40,6 +40,7 @@ typedef struct chatd_abi_all {
     chatd_msg *msg;
     chatd_completion *completion;
     unsigned consume_persist, consume_fanout; /* values of the anonymous enum */
+    chatd_node_cb node_cb;
 } chatd_abi_all;
 
 CHATD_EXPORT unsigned chatd_abi_ref(chatd_abi_all *all);

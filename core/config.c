@@ -25,7 +25,14 @@ static const chatd_cfg_key core_keys[] = {
      .default_value = "0",
      .min = 0,
      .max = 1023,
-     .help = "node number in message ids (unique per node)"},
+     .help = "node number in message ids, leased in the store (unique per node), or auto: "
+             "the lowest free one"},
+    {.name = "node_lease",
+     .type = CHATD_CFG_INT,
+     .default_value = "15000",
+     .min = 300,
+     .max = 3600000,
+     .help = "ms a node's claim on its node_id lasts; renewed every third of it"},
     {.name = "log_level",
      .type = CHATD_CFG_STRING,
      .default_value = "info",
@@ -550,7 +557,9 @@ int cfg_check_section(cfg *c, cfg_section *s, const chatd_cfg_key *keys)
             continue;
         }
         char buf[256];
-        const char *why = value_check(k, e->value, buf, sizeof(buf));
+        const char *why = core_sec && !strcmp(e->key, "node_id") && !strcmp(e->value, "auto")
+                              ? NULL
+                              : value_check(k, e->value, buf, sizeof(buf));
         if (why) {
             cfg_error(c, s, e, "%s", why);
             bad = 1;
@@ -613,7 +622,8 @@ int cfg_check_core(cfg *c)
         }
     }
     if (bad) return -1;
-    c->node_id = core_int(s, "node_id");
+    c->node_id = strcmp(core_str(s, "node_id"), "auto") ? core_int(s, "node_id") : CFG_NODE_AUTO;
+    c->node_lease = core_int(s, "node_lease");
     c->session_ttl = core_int(s, "session_ttl");
     c->max_message_bytes = core_int(s, "max_message_bytes");
     c->publish_rate = core_int(s, "publish_rate");

@@ -209,9 +209,11 @@ int core_start(core *c)
         ctx->created = true;
     }
     c->state = CORE_RUNNING;
-    for (size_t k = 0; k < sizeof(start_order) / sizeof(start_order[0]); k++)
+    for (size_t k = 0; k < sizeof(start_order) / sizeof(start_order[0]); k++) {
         for (size_t i = 0; i < c->ninst; i++)
             if (c->insts[i]->kind == start_order[k] && start_one(c->insts[i]) != 0) goto fail;
+        if (start_order[k] == CHATD_KIND_STORE && nodes_start(c) != 0) goto fail;
+    }
     if (!(c->auth_watch = auth_watch_new(c))) {
         log_msg(CHATD_LOG_ERROR, NULL, "cannot start the session watch timers (out of memory?)");
         goto fail;
@@ -390,6 +392,7 @@ void core_stop(core *c)
     }
     c->stopper = s;
     c->state = CORE_STOPPING;
+    nodes_stop(c);
     log_msg(CHATD_LOG_INFO, NULL, "stopping: transports, filters, queue, store");
     stop_phase(s);
 }
@@ -473,6 +476,7 @@ void core_free(core *c)
             }
     auth_watch_free(c->auth_watch);
     c->auth_watch = NULL;
+    nodes_free(c);
     auth_free(c->auth);
     if (c->sig_int) event_free(c->sig_int);
     if (c->sig_term) event_free(c->sig_term);

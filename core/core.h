@@ -34,6 +34,7 @@ struct event_base;
 struct event;
 
 typedef struct core core;
+typedef struct lease lease;
 
 /* ------------------------------------------------------------------ log.c */
 
@@ -80,7 +81,8 @@ typedef struct cfg {
     cfg_section **sections; /**< in file order */
     size_t n, cap;
 
-    int64_t node_id;
+    int64_t node_id;    /**< 0..1023, or CFG_NODE_AUTO */
+    int64_t node_lease; /**< ms a node's claim on its node_id lasts */
     chatd_log_level log_level;
     int64_t session_ttl;       /**< seconds */
     int64_t max_message_bytes; /**< bytes of UTF-8 text */
@@ -103,6 +105,8 @@ typedef struct cfg {
 
 /** Name of the core's own section. */
 #define CFG_CORE_SECTION "chatd"
+/** cfg.node_id of `node_id = auto`: the store picks a free one. */
+#define CFG_NODE_AUTO INT64_C(-1)
 
 cfg *cfg_new(void);
 void cfg_free(cfg *c);
@@ -170,6 +174,11 @@ typedef struct ids {
 } ids;
 
 void ids_init(ids *g, uint64_t node_id);
+/** Never make an id at or below wall time high_water_ms (Unix ms; 0: no
+ *  floor); later ids stay on the last ms used while the clock is behind. */
+void ids_floor(ids *g, int64_t high_water_ms);
+/** Wall time (Unix ms) of the last id made, 0 before the first. */
+int64_t ids_last_ms(const ids *g);
 /** Next id for wall time now_ms (Unix ms); strictly increasing. */
 uint64_t ids_next(ids *g, int64_t now_ms);
 /** Wall time (Unix ms) and node of an id. */
@@ -459,7 +468,18 @@ struct core {
 
     struct event *sig_int, *sig_term, *sig_hup;
     void *stopper; /**< core.c stop state while stopping */
+    lease *lease;  /**< nodes.c: the claim on node_id; NULL without one */
 };
+
+/* ---------------------------------------------------------------- nodes.c */
+
+/** Claim node_id in the store (waits for the answer on the loop), set the
+ *  ids' floor, start renewals; -1 (logged) when refused or failed. */
+int nodes_start(core *c);
+/** Stop renewing (stopping). */
+void nodes_stop(core *c);
+/** Free the lease; after the store is destroyed. */
+void nodes_free(core *c);
 
 /** The configuration must have been checked with cfg_check_core. Loads every
  *  plugin and validates its section; returns NULL on any error (logged). */

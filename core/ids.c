@@ -6,7 +6,8 @@
  * 41 bits of time (69 years), 10 bits of node, 12 bits of sequence (4096
  * ids per ms per node). When a millisecond's sequence is used up, or the
  * wall clock steps back, ids continue from the last millisecond used, so
- * they always increase on one node.
+ * they always increase on one node. ids_floor (nodes.c, from the node's
+ * lease in the store) carries that across restarts.
  */
 #include "config.h"
 
@@ -21,6 +22,19 @@ void ids_init(ids *g, uint64_t node_id)
     g->node_id = node_id & ((1u << IDS_NODE_BITS) - 1);
     g->last_ms = -1;
     g->seq = 0;
+}
+
+void ids_floor(ids *g, int64_t high_water_ms)
+{
+    int64_t t = high_water_ms - IDS_EPOCH_MS;
+    if (high_water_ms <= 0 || t < g->last_ms) return;
+    g->last_ms = t; /* the next id is on a later ms than t */
+    g->seq = IDS_SEQ_MAX;
+}
+
+int64_t ids_last_ms(const ids *g)
+{
+    return g->last_ms < 0 ? 0 : g->last_ms + IDS_EPOCH_MS;
 }
 
 uint64_t ids_next(ids *g, int64_t now_ms)

@@ -310,6 +310,15 @@ typedef void (*chatd_status_cb)(void *arg, chatd_status status);
 /** Room check result: on CHATD_OK the canonical room id (borrowed) and the
  *  peer's id; else NULL and 0. */
 typedef void (*chatd_room_cb)(void *arg, chatd_status status, const char *room_id, int64_t peer_id);
+/** chatd_store_ops.node_claim (ABI 1.3): CHATD_OK with the node id claimed
+ *  and its high-water mark (Unix ms; 0 when the id was never used);
+ *  CHATD_ERR_EXISTS with `holder` (borrowed), the live holder of the id; or
+ *  an error (node_id and high_water_ms 0, holder NULL). */
+typedef void (*chatd_node_cb)(void *arg, chatd_status status, uint32_t node_id,
+                              int64_t high_water_ms, const char *holder);
+
+/** node_claim's node_id asking for the lowest free id (1..1023). */
+#define CHATD_NODE_AUTO UINT32_MAX
 
 /** Metrics output: called with successive chunks of Prometheus text
  *  (borrowed), synchronously, before metrics_render returns. */
@@ -888,6 +897,24 @@ typedef struct chatd_store_ops {
      */
     void (*session_purge)(void *inst, int64_t now_ms,
                           void (*cb)(void *arg, chatd_status status, uint64_t n), void *arg);
+
+    /**
+     * Node lease: claim node_id (0..1023, or CHATD_NODE_AUTO for the lowest
+     * free id in 1..1023) for `holder` (borrowed; unique per process) until
+     * now + lease_ms, durably, in one transaction. The id is free when no
+     * row holds it, its lease expired, or `holder` holds it (a renewal: the
+     * core calls again every lease_ms / 3 with the same holder and id). The
+     * row keeps high_water_ms = max(stored, high_water_ms): the largest
+     * message id time (Unix ms) the node may have used; the first claim
+     * passes 0 and learns the stored mark.
+     * cb: CHATD_OK (node_id, stored high-water mark); CHATD_ERR_EXISTS the
+     * id (for CHATD_NODE_AUTO: every id) is held by another live holder,
+     * named in cb; CHATD_ERR_IO, CHATD_ERR_UNAVAILABLE, CHATD_ERR_BUSY,
+     * CHATD_ERR_NOMEM. Loop thread; cb exactly once. Optional: without it
+     * the core uses node_id unchecked.
+     */
+    void (*node_claim)(void *inst, uint32_t node_id, const char *holder, int64_t lease_ms,
+                       int64_t high_water_ms, chatd_node_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

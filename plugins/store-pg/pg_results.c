@@ -51,6 +51,9 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_REPLAY:
         ((chatd_history_cb)r->cb)(r->arg, status, NULL, 0, 0);
         break;
+    case REQ_NODE_CLAIM:
+        ((chatd_node_cb)r->cb)(r->arg, status, 0, 0, NULL);
+        break;
     case REQ_MIGRATE_CHECK:
     case REQ_MIGRATE_APPLY:
     case REQ_BATCH:
@@ -283,6 +286,15 @@ void hook_finish(pg_store *st, pg_req *r)
         break;
     case REQ_REPLAY:
         deliver_replay(st, r);
+        break;
+    case REQ_NODE_CLAIM:
+        if (!r->res || PQntuples(r->res) == 0)
+            ((chatd_node_cb)r->cb)(r->arg, CHATD_ERR_EXISTS, 0, 0, NULL);
+        else if (!PQgetisnull(r->res, 0, 2))
+            ((chatd_node_cb)r->cb)(r->arg, CHATD_ERR_EXISTS, 0, 0, PQgetvalue(r->res, 0, 2));
+        else
+            ((chatd_node_cb)r->cb)(r->arg, CHATD_OK, (uint32_t)parse_u64(PQgetvalue(r->res, 0, 0)),
+                                   parse_i64(PQgetvalue(r->res, 0, 1)), NULL);
         break;
     default:
         break;

@@ -111,11 +111,22 @@ static const char *const migration_v5[] = {
     NULL,
 };
 
+/* Version 6: node leases (chatd_store_ops.node_claim). */
+static const char *const migration_v6[] = {
+    "CREATE TABLE nodes ("
+    " node_id bigint PRIMARY KEY,"
+    " holder text NOT NULL,"
+    " expires_ms bigint NOT NULL,"
+    " high_water_ms bigint NOT NULL)",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
-    {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4}, {5, migration_v5},
+    {1, migration_v1}, {2, migration_v2}, {3, migration_v3},
+    {4, migration_v4}, {5, migration_v5}, {6, migration_v6},
 };
 /* versions are 1..N in order, and the code knows N */
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
@@ -354,7 +365,7 @@ static int send_migrate_apply(pg_store *st)
 int req_send(pg_store *st, pg_req *r)
 {
     char n0[24], n1[24], n2[24];
-    const char *v[4];
+    const char *v[5];
     int ok = 0;
 
     switch (r->kind) {
@@ -464,6 +475,36 @@ int req_send(pg_store *st, pg_req *r)
                     4, v, lens, fmts);
         break;
     }
+    case REQ_NODE_CLAIM:
+        /* one statement: claim the id (or the lowest free one for -1) when
+         * free, expired or ours; else the live holder (none: every id held) */
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n2, sizeof(n2), "%" PRId64, r->i[1]);
+        v[0] = n0;
+        v[1] = r->s[0];
+        v[2] = n2;
+        v[3] = r->s[1];
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[2]);
+        v[4] = n1;
+        ok = send_q(
+            st,
+            "WITH c AS (SELECT CASE WHEN $1::bigint >= 0 THEN $1::bigint ELSE"
+            "  (SELECT g FROM generate_series(1, 1023) g LEFT JOIN nodes n ON n.node_id = g"
+            "   WHERE n.node_id IS NULL OR n.expires_ms <= $3::bigint OR n.holder = $2"
+            "   ORDER BY g LIMIT 1) END AS id),"
+            " up AS (INSERT INTO nodes (node_id, holder, expires_ms, high_water_ms)"
+            "  SELECT id, $2, $3::bigint + $5::bigint, $4::bigint FROM c WHERE id IS NOT NULL"
+            "  ON CONFLICT (node_id) DO UPDATE SET holder = excluded.holder,"
+            "  expires_ms = excluded.expires_ms,"
+            "  high_water_ms = GREATEST(nodes.high_water_ms, excluded.high_water_ms)"
+            "  WHERE nodes.holder = excluded.holder OR nodes.expires_ms <= $3::bigint"
+            "  RETURNING node_id, high_water_ms)"
+            " SELECT node_id, high_water_ms, NULL::text FROM up"
+            " UNION ALL SELECT n.node_id, 0, n.holder FROM nodes n, c"
+            " WHERE n.node_id = c.id AND NOT EXISTS (SELECT 1 FROM up)",
+            5, v, NULL, NULL);
+        r->main_q = 0;
+        break;
     case REQ_HISTORY:
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         snprintf(n2, sizeof(n2), "%" PRId64, r->i[1] + 1); /* one more: are there older? */

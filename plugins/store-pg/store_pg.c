@@ -262,6 +262,37 @@ static void pg_dead_letter(void *inst, const char *source, const void *payload, 
     submit(st, r);
 }
 
+static void pg_node_claim(void *inst, uint32_t node_id, const char *holder, int64_t lease_ms,
+                          int64_t high_water_ms, chatd_node_cb cb, void *arg)
+{
+    pg_store *st = inst;
+    char hw[24];
+    int oom = 0;
+    pg_req *r;
+    if (!holder || !*holder || lease_ms <= 0 || (node_id > 1023 && node_id != CHATD_NODE_AUTO)) {
+        cb(arg, CHATD_ERR_INVALID, 0, 0, NULL);
+        return;
+    }
+    r = req_new(REQ_NODE_CLAIM, (void *)cb, arg);
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, 0, 0, NULL);
+        return;
+    }
+    snprintf(hw, sizeof(hw), "%" PRId64, high_water_ms);
+    r->s[0] = dup_or_null(holder, &oom);
+    r->s[1] = dup_or_null(hw, &oom);
+    r->s[2] = NULL;
+    r->i[0] = node_id == CHATD_NODE_AUTO ? -1 : (int64_t)node_id;
+    r->i[1] = st->api->now_ms();
+    r->i[2] = lease_ms;
+    if (oom) {
+        req_free(r);
+        cb(arg, CHATD_ERR_NOMEM, 0, 0, NULL);
+        return;
+    }
+    submit(st, r);
+}
+
 static void pg_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg)
 {
     pg_store *st = inst;
@@ -614,6 +645,7 @@ static const chatd_store_ops pg_ops = {
     .idem_get = pg_idem_get,
     .replay = pg_replay,
     .dead_letter = pg_dead_letter,
+    .node_claim = pg_node_claim,
 };
 
 static const chatd_plugin_desc pg_desc = {

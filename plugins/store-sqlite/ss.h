@@ -6,6 +6,7 @@
  *   ss_writer.c     writes: staging on the loop, the writer thread's group
  *                   commit, results back on the loop
  *   ss_reads.c      reads on the loop thread's query-only connection
+ *   ss_nodes.c      node leases (node_claim)
  * Not installed; not part of the ABI.
  */
 #ifndef SS_H
@@ -46,6 +47,9 @@ enum {
     W_READ_INSERT,
     W_DEAD_LETTER,
     W_SESSION_PURGE,
+    W_NODE_GET,
+    W_NODE_LIST,
+    W_NODE_PUT,
     W_COUNT
 };
 
@@ -72,7 +76,8 @@ typedef enum ss_job_kind {
     JOB_SESSION_PUT,
     JOB_SESSION_DEL,
     JOB_DEAD_LETTER,
-    JOB_SESSION_PURGE
+    JOB_SESSION_PURGE,
+    JOB_NODE_CLAIM
 } ss_job_kind;
 
 /* One write. Fields read by the writer thread are fixed before it is handed
@@ -102,6 +107,12 @@ typedef struct ss_job {
     /* dead_letter: owned copies */
     char *source, *reason, *payload;
     size_t payload_len;
+
+    /* node_claim: holder owned; other set by the writer (owned) */
+    chatd_node_cb node_cb;
+    uint32_t node_id;
+    int64_t lease_ms, high_water_ms;
+    char *holder, *other;
 } ss_job;
 
 typedef struct ss_batch {
@@ -159,6 +170,17 @@ void *ss_writer_main(void *arg);
 void ss_handoff(ss *s);
 /* Report one finished job to its caller and free it (loop thread). */
 void ss_finish_job(ss *s, ss_job *j);
+
+/* Admission against max_pending, and staging of an admitted job (loop). */
+chatd_status ss_admit(ss *s);
+void ss_stage(ss *s, ss_job *j);
+void ss_job_free(ss_job *j);
+
+/* ss_nodes.c: node leases */
+void ss_node_claim(void *inst, uint32_t node_id, const char *holder, int64_t lease_ms,
+                   int64_t high_water_ms, chatd_node_cb cb, void *arg);
+/* Writer thread: run a JOB_NODE_CLAIM inside the batch's transaction. */
+chatd_status ss_run_node_claim(ss *s, ss_job *j);
 
 /* ss_reads.c: read hooks */
 void ss_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg);

@@ -80,12 +80,16 @@ const char *const ss_wsql[W_COUNT] = {
     [W_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_ms <= ?1",
     [W_DEAD_LETTER] = "INSERT INTO dead_letters(source, payload, reason, time_ms)"
                       " VALUES(?1, ?2, ?3, ?4)",
+    [W_NODE_GET] = "SELECT holder, expires_ms, high_water_ms FROM nodes WHERE node_id = ?1",
+    [W_NODE_LIST] = "SELECT node_id, holder, expires_ms FROM nodes ORDER BY node_id",
+    [W_NODE_PUT] = "INSERT OR REPLACE INTO nodes(node_id, holder, expires_ms, high_water_ms)"
+                   " VALUES(?1, ?2, ?3, ?4)",
 };
 
 /* Once a minute (writer thread): forget keys older than the window. */
 #define SS_IDEM_PURGE_EVERY_MS 60000
 
-static void ss_job_free(ss_job *j)
+void ss_job_free(ss_job *j)
 {
     free(j->login_id);
     free(j->name);
@@ -94,6 +98,8 @@ static void ss_job_free(ss_job *j)
     free(j->source);
     free(j->reason);
     free(j->payload);
+    free(j->holder);
+    free(j->other);
     free(j);
 }
 
@@ -327,6 +333,8 @@ static chatd_status ss_run_job(ss *s, ss_job *j)
             return CHATD_ERR_IO;
         }
         return CHATD_OK;
+    case JOB_NODE_CLAIM:
+        return ss_run_node_claim(s, j);
     }
     return CHATD_ERR_INTERNAL;
 }
@@ -489,6 +497,12 @@ void ss_finish_job(ss *s, ss_job *j)
     case JOB_SESSION_PURGE:
         j->purge_cb(j->arg, j->status, j->status == CHATD_OK ? (uint64_t)j->member_id : 0);
         break;
+    case JOB_NODE_CLAIM:
+        if (j->status == CHATD_OK)
+            j->node_cb(j->arg, CHATD_OK, j->node_id, j->high_water_ms, NULL);
+        else
+            j->node_cb(j->arg, j->status, 0, 0, j->status == CHATD_ERR_EXISTS ? j->other : NULL);
+        break;
     }
     ss_job_free(j);
 }
@@ -543,7 +557,7 @@ static void ss_flush(void *arg)
 }
 
 /* Check that a write may be accepted now. */
-static chatd_status ss_admit(ss *s)
+chatd_status ss_admit(ss *s)
 {
     if (!s->started || s->stopping) return CHATD_ERR_UNAVAILABLE;
     if (s->pending >= s->max_pending) {
@@ -560,7 +574,7 @@ static chatd_status ss_admit(ss *s)
     return CHATD_OK;
 }
 
-static void ss_stage(ss *s, ss_job *j)
+void ss_stage(ss *s, ss_job *j)
 {
     j->next = NULL;
     if (s->stage_tail)

@@ -93,6 +93,12 @@ static const char *const ss_migrations[] = {
     " payload BLOB NOT NULL,"
     " reason TEXT NOT NULL,"
     " time_ms INTEGER NOT NULL);",
+    /* 4 -> 5: node leases (chatd_store_ops.node_claim) */
+    "CREATE TABLE nodes("
+    " node_id INTEGER PRIMARY KEY,"
+    " holder TEXT NOT NULL,"
+    " expires_ms INTEGER NOT NULL,"
+    " high_water_ms INTEGER NOT NULL);",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
@@ -428,6 +434,7 @@ static const chatd_store_ops ss_ops = {
     .idem_get = ss_idem_get,
     .replay = ss_replay,
     .dead_letter = ss_dead_letter,
+    .node_claim = ss_node_claim,
 };
 
 static const chatd_plugin_desc ss_desc = {

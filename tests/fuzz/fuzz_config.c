@@ -136,7 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(rest);
     }
     if (ok && cfg_check_core(c) == 0) {
-        FZ_CHECK(c->node_id >= 0 && c->node_id <= 1023 && c->session_ttl >= 60 &&
+        FZ_CHECK(c->node_id >= -1 && c->node_id <= 1023 && c->session_ttl >= 60 &&
                      c->max_message_bytes >= 1 && c->max_message_bytes <= 1048576 &&
                      c->publish_rate >= 0 && c->max_pending >= 1 && c->stop_timeout >= 1 &&
                      c->auth_threads >= 1 && c->auth_threads <= 64,

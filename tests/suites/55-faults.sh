@@ -10,6 +10,9 @@
 #      RECEIPT stored once, what got an ERROR not stored;
 #   3. fsync.mjs: chatd under strace: for every receipted SEND, the WAL write
 #      holding the message, then a sync of the WAL, then the RECEIPT bytes;
+#   3b. nodes.mjs: a second node with the same node_id refuses to start,
+#      node_id = auto takes another id, and a node restarted with its clock
+#      an hour back (faketime) still makes larger ids, losing nothing;
 #   4. kill9.mjs again on a Kafka + PostgreSQL node (etc/chatd-kafka.conf,
 #      librdkafka's mock cluster of tests/plugins/queue-kafka/mock-cluster, a
 #      throw-away PostgreSQL with fsync=on), killed 10 times;
@@ -81,6 +84,8 @@ run kill9 kill9.mjs
 run sigterm sigterm.mjs
 export FAULTS_TRACE=$CHATD_OUT/faults-fsync.trace
 run fsync fsync.mjs
+command -v faketime >/dev/null || { say "faketime is not installed (apt-get install faketime)"; exit 1; }
+run nodes nodes.mjs
 
 # PostgreSQL (fsync=on) for the runs below, started once
 pg_up() {

@@ -1,0 +1,89 @@
+// tests/faults/nodes.mjs - node leases and ids across clock steps:
+//   1. a second chatd with the same node_id on the same store exits non-zero
+//      and names the live holder;
+//   2. node_id = auto on a second chatd takes another id (its log says which);
+//   3. the first node stopped and restarted with its clock set back an hour
+//      (faketime): new message ids are larger than every id before, history
+//      keeps sending order, and every receipted message is there exactly once.
+// Run by tests/suites/55-faults.sh: node nodes.mjs -- CHATD ARGS... (with
+// ws.listen among them; other nodes get their own port).
+import fs from 'node:fs';
+import { spawn } from 'node:child_process';
+import { Daemon, daemonArgv, URL_, connect, publish, makeMember, roomOf, history, report, sleep } from './lib.mjs';
+
+const failures = [];
+const argv = daemonArgv();
+const log = process.env.FAULTS_LOG;
+
+function otherPort(args, port, extra = []) {
+    const a = args.map((x) => x.replace(/127\.0\.0\.1:\d+/, `127.0.0.1:${port}`));
+    return [...a, ...extra];
+}
+
+/* run a second chatd; resolve with {code, out} when it exits or after ms */
+function second(args, ms) {
+    return new Promise((resolve) => {
+        const p = spawn(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        p.stdout.on('data', (d) => { out += d; });
+        p.stderr.on('data', (d) => { out += d; });
+        const timer = setTimeout(() => resolve({ code: null, out, p }), ms);
+        p.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, p: null }); });
+    });
+}
+
+async function send(member, roomId, texts) {
+    const c = await connect(URL_, member);
+    for (const t of texts) {
+        const r = await publish(c, roomId, t, 20000);
+        if (r.status !== 'receipt') failures.push(`${t}: ${r.status}`);
+    }
+    await c.deactivate();
+}
+
+const d = new Daemon(argv);
+await d.up();
+const a = await makeMember(URL_, 'na'), b = await makeMember(URL_, 'nb');
+const roomId = roomOf(a, b);
+const before = Array.from({ length: 30 }, (_, i) => `before-${i}`);
+await send(a, roomId, before);
+const h1 = await history(a, roomId);
+const maxBefore = h1.reduce((m, x) => (BigInt(x.id) > m ? BigInt(x.id) : m), 0n);
+
+// 1. same node_id: refused, naming the holder
+const port2 = 20000 + Math.floor(Math.random() * 20000);
+const dup = await second(otherPort(argv, port2), 20000);
+if (dup.p) { dup.p.kill('SIGKILL'); failures.push('a second node with the same node_id kept running'); }
+else if (dup.code === 0) failures.push('a second node with the same node_id exited 0');
+if (!/node_id 1 is held by another live node \(.+ pid \d+ started \d+\)/.test(dup.out))
+    failures.push(`the refusal does not name the holder: ${dup.out.slice(-400)}`);
+
+// 2. node_id = auto: another id
+const auto = await second(otherPort(argv, port2 + 1, ['--set', 'chatd.node_id=auto']), 3000);
+const m = /running: node (\d+)/.exec(auto.out);
+if (!auto.p) failures.push(`node_id = auto exited: ${auto.out.slice(-400)}`);
+else auto.p.kill('SIGTERM');
+if (!m || Number(m[1]) === 1) failures.push(`node_id = auto took ${m ? m[1] : 'no id'}, not one other than 1`);
+
+// 3. restart an hour behind
+const st = await d.stop('SIGTERM');
+if (st.code !== 0) failures.push(`graceful stop exited ${JSON.stringify(st)}`);
+const back = new Daemon(['faketime', '-f', '-3600s', ...argv]);
+await back.up();
+const after = Array.from({ length: 30 }, (_, i) => `after-${i}`);
+await send(a, roomId, after);
+await send(a, roomId, ['final-marker']);
+const h2 = await history(a, roomId);
+const texts = h2.map((x) => x.message);
+const want = [...before, ...after, 'final-marker'];
+if (JSON.stringify(texts) !== JSON.stringify(want))
+    failures.push(`history after the restart is not the ${want.length} messages in order: ${JSON.stringify(texts)}`);
+const newIds = h2.filter((x) => !x.message.startsWith('before-')).map((x) => BigInt(x.id));
+const below = newIds.filter((id) => id <= maxBefore).length;
+if (newIds.length !== after.length + 1 || below !== 0)
+    failures.push(`${below} of ${newIds.length} new ids are not above ${maxBefore}`);
+const skew = Number((newIds[0] >> 22n) + 1704067200000n) - Date.now();
+await back.stop('SIGTERM');
+if (fs.existsSync(log) && !/ids above \d+/.test(fs.readFileSync(log, 'utf8'))) failures.push('no lease line in the log');
+await sleep(10);
+report('nodes', failures, { before: before.length, after: after.length, stored: h2.length, dupExit: dup.code, autoNode: m && m[1], maxBefore: String(maxBefore), firstNewIdSkewMs: skew });
