@@ -216,6 +216,16 @@ size_t fz_http_parse(const char *p, size_t len, int head, fz_http_resp *r)
     return hlen + blen;
 }
 
+int fz_pump_http(int fd, fz_buf *out, int head)
+{
+    int eof = fz_pump(fd, out);
+    fz_http_resp r;
+    for (int i = 0;
+         i < 1000 && !eof && out->len > 0 && fz_http_parse(out->p, out->len, head, &r) == 0; i++)
+        eof = fz_pump(fd, out);
+    return eof;
+}
+
 void fz_check_json(const char *body, size_t len)
 {
     json_tokener *tok = json_tokener_new();

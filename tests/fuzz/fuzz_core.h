@@ -88,6 +88,10 @@ typedef struct fz_http_resp {
     size_t body_len;
 } fz_http_resp;
 size_t fz_http_parse(const char *p, size_t len, int head, fz_http_resp *r);
+/* fz_pump, then more while the bytes that came are the start of an HTTP
+ * response that is not whole yet (its later writes not readable yet on a busy
+ * machine); 1 on EOF. */
+int fz_pump_http(int fd, fz_buf *out, int head);
 /* A JSON body must parse completely as an object or array. */
 void fz_check_json(const char *body, size_t len);
 

@@ -74,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     int fd = fz_connect();
     fz_send(fd, req.p, req.len);
-    fz_pump(fd, &out);
+    fz_pump_http(fd, &out, head);
     fz_http_resp r;
     check_response(&out, head, &r);
     if (!routed_elsewhere(target, strlen(target)) && strlen(target) == req.len - path_at - n) {
@@ -111,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static const char ix[] = "GET /index.html HTTP/1.1\r\nHost: fuzz\r\n\r\n";
         out.len = 0;
         fz_send(fd, ix, sizeof(ix) - 1);
-        fz_pump(fd, &out);
+        fz_pump_http(fd, &out, 0);
         check_response(&out, 0, &r);
         FZ_CHECK(r.status == 200 && r.body_len == strlen(fz_web_file("/index.html")),
                  "the kept connection serves /index.html with %d", r.status);
