@@ -362,6 +362,11 @@ static void http_request_cb(tw_conn *c, const http_request *req)
     }
     memcpy(path, req->target, plen);
     path[plen] = '\0';
+    if (c->metrics && strcmp(path, "/metrics") != 0) {
+        tw_http_error(c, 404, "only /metrics is served on metrics_listen");
+        tw_http_done(c);
+        return;
+    }
     if (strcmp(path, "/ws") == 0) {
         tw_ws_upgrade(c, req);
         return;
@@ -493,7 +498,7 @@ void tw_conn_note_unread(tw_conn *c, int64_t now)
 /* ---- accept --------------------------------------------------------------- */
 
 /* A new connection on fd from sa (the listener has checked the limits). */
-void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
+void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa, int metrics)
 {
     tw_conn *c = calloc(1, sizeof(*c));
     if (!c) {
@@ -504,6 +509,7 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
     c->refs = 1;
     c->fd = fd;
     c->serial = ++s->serial;
+    c->metrics = metrics;
     /* every response and frame is queued whole: send it at once, so that a
      * short write (a file after its header, a frame after the last one) does
      * not wait for the peer's delayed ACK (Nagle) */
@@ -547,7 +553,7 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa)
         tw_conn_free(c);
         return;
     }
-    if (s->ssl) {
+    if (s->ssl && !metrics) {
         SSL *ssl = SSL_new(s->ssl);
         if (!ssl) {
             evutil_closesocket(fd);

@@ -645,6 +645,8 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         return 1;
     }
     if (strcmp(path, "/metrics") == 0) {
+        if (!c->metrics) /* never on a public listener */
+            return reply_error(c, 404, "not found (metrics are served on metrics_listen)");
         if (!get) {
             tw_http_method_not_allowed(c, "GET, HEAD");
             return 1;

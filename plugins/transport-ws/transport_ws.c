@@ -39,6 +39,9 @@
 
 static const chatd_cfg_key tw_cfg_keys[] = {
     {"listen", CHATD_CFG_STRING, "127.0.0.1:8080", 0, 0, "address:port to listen on"},
+    {"metrics_listen", CHATD_CFG_STRING, "127.0.0.1:9321", 0, 0,
+     "address:port of GET /metrics (plain HTTP, never on listen); empty: off; a second instance "
+     "with the same address leaves it to the first"},
     {"web_root", CHATD_CFG_STRING, WEBDIR, 0, 0, "directory of the static web page"},
     {"allowed_origins", CHATD_CFG_STRING, "", 0, 0,
      "Origins (space separated) whose chatd_session cookie is accepted on /ws"},
@@ -149,7 +152,6 @@ void tw_ip_release(tw_server *s, tw_conn *c)
 static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
                       int salen, void *arg)
 {
-    (void)lis;
     (void)salen;
     tw_server *s = arg;
     if (s->stopping || s->nconns >= s->max_connections) {
@@ -162,7 +164,7 @@ static void accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct soc
         s->api->counter_add(s->ctx, "chatd_ws_refused_connections_total", 1);
         return;
     }
-    tw_conn_accept(s, fd, sa);
+    tw_conn_accept(s, fd, sa, lis == s->mlis);
 }
 
 static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -258,6 +260,7 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->ctx = ctx;
     s->base = api->event_base(ctx);
     s->listen = api->cfg_str(ctx, "listen");
+    s->metrics_listen = api->cfg_str(ctx, "metrics_listen");
     s->max_connections = cfg_int(api, ctx, "max_connections");
     s->max_frame = cfg_int(api, ctx, "max_frame");
     s->max_headers = cfg_int(api, ctx, "max_headers");
@@ -339,6 +342,69 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     return CHATD_OK;
 }
 
+/* The instances whose metrics listener is bound, so that a second instance
+ * ([wss] beside [ws]) with the same metrics_listen (the default) leaves the
+ * address to the first instead of failing to bind it. Loop thread only. */
+#define TW_METRICS_OWNERS 8
+static tw_server *metrics_owners[TW_METRICS_OWNERS];
+
+static void metrics_owner_set(tw_server *s, int on)
+{
+    for (size_t i = 0; i < TW_METRICS_OWNERS; i++) {
+        if (on && !metrics_owners[i]) {
+            metrics_owners[i] = s;
+            return;
+        }
+        if (!on && metrics_owners[i] == s) metrics_owners[i] = NULL;
+    }
+}
+
+/* Bind metrics_listen; a failure is logged, not fatal: chat goes on. */
+static void metrics_start(tw_server *s)
+{
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (!s->metrics_listen || !*s->metrics_listen) return;
+    for (size_t i = 0; i < TW_METRICS_OWNERS; i++) {
+        if (metrics_owners[i] &&
+            strcmp(metrics_owners[i]->metrics_listen, s->metrics_listen) == 0) {
+            s->api->log(s->ctx, CHATD_LOG_INFO,
+                        "/metrics on %s is served by another transport-ws instance",
+                        s->metrics_listen);
+            return;
+        }
+    }
+    memset(&ss, 0, sizeof(ss));
+    if (evutil_parse_sockaddr_port(s->metrics_listen, (struct sockaddr *)&ss, &sl) != 0) {
+        s->api->log(s->ctx, CHATD_LOG_WARN,
+                    "metrics_listen: cannot parse '%s' (use ADDRESS:PORT, or empty for none); "
+                    "/metrics is not served",
+                    s->metrics_listen);
+        return;
+    }
+    s->mlis = evconnlistener_new_bind(
+        s->base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        64, (struct sockaddr *)&ss, sl);
+    if (!s->mlis) {
+        int e = EVUTIL_SOCKET_ERROR();
+        s->api->log(s->ctx, CHATD_LOG_WARN,
+                    "cannot listen for /metrics on %s: %s; /metrics is not served (set "
+                    "metrics_listen to a free address, or empty)",
+                    s->metrics_listen, evutil_socket_error_to_string(e));
+        return;
+    }
+    metrics_owner_set(s, 1);
+    s->api->log(s->ctx, CHATD_LOG_INFO, "/metrics on %s", s->metrics_listen);
+}
+
+static void metrics_stop(tw_server *s)
+{
+    if (!s->mlis) return;
+    evconnlistener_free(s->mlis);
+    s->mlis = NULL;
+    metrics_owner_set(s, 0);
+}
+
 static chatd_status tw_start(void *inst)
 {
     tw_server *s = inst;
@@ -361,6 +427,7 @@ static chatd_status tw_start(void *inst)
     }
     evconnlistener_set_error_cb(s->lis, accept_error_cb);
     s->api->log(s->ctx, CHATD_LOG_INFO, "listening on %s%s", s->listen, s->ssl ? " (TLS)" : "");
+    metrics_start(s);
     tw_update_gauges(s);
     return CHATD_OK;
 }
@@ -394,6 +461,7 @@ static chatd_status tw_stop(void *inst, chatd_completion *done)
 {
     tw_server *s = inst;
     s->stopping = 1;
+    metrics_stop(s);
     if (s->lis) {
         evconnlistener_free(s->lis);
         s->lis = NULL;
@@ -426,6 +494,7 @@ static void tw_destroy(void *inst)
     while (s->conns)
         tw_conn_close(s->conns);
     if (s->lis) evconnlistener_free(s->lis);
+    metrics_stop(s);
     if (s->stop_timer) event_free(s->stop_timer);
     if (s->accept_timer) event_free(s->accept_timer);
     if (s->dests) lh_table_free(s->dests);

@@ -44,7 +44,8 @@ struct tw_server {
     struct event_base *base;
     /* config */
     const char *listen;
-    char *web_root; /* realpath, NULL when static files are off */
+    const char *metrics_listen; /* "": /metrics is not served */
+    char *web_root;             /* realpath, NULL when static files are off */
     char **origins;
     size_t norigins;
     SSL_CTX *ssl;
@@ -54,6 +55,7 @@ struct tw_server {
         max_pipeline, max_per_member, max_per_ip, max_tx_bytes, max_tx_age, rate_grace;
     /* state */
     struct evconnlistener *lis;
+    struct evconnlistener *mlis; /* metrics_listen, NULL when not bound */
     tw_conn *conns;
     int64_t nconns, nsessions, nsubs;
     struct lh_table *dests; /* destination name -> tw_dest */
@@ -79,6 +81,7 @@ struct tw_conn {
     struct bufferevent *bev;
     int fd;
     int tls;
+    int metrics; /* accepted on metrics_listen: only GET /metrics */
     char peer[64];
     char host[48]; /* the client's address, key of srv->ips when counted */
     int ip_counted;
@@ -166,7 +169,7 @@ void tw_ip_release(tw_server *s, tw_conn *c);
 void tw_stop_check(tw_server *s);
 
 /* conn.c: connections, output back-pressure, the HTTP request loop */
-void tw_conn_accept(tw_server *s, int fd, const struct sockaddr *sa);
+void tw_conn_accept(tw_server *s, int fd, const struct sockaddr *sa, int metrics);
 void tw_conn_ref(tw_conn *c);
 void tw_conn_unref(tw_conn *c);
 void tw_conn_close(tw_conn *c);

@@ -41,6 +41,13 @@ function rawHttp(bytes, ms = 8000) {
     });
 }
 
+test('/metrics is not served on the public listener (404; it is on metrics_listen)', async () => {
+    for (const m of ['GET', 'HEAD', 'POST']) {
+        const r = await http(m, '/metrics');
+        assert.equal(r.status, 404, `${m} /metrics: ${r.status}`);
+    }
+});
+
 test('healthz answers 200', async () => {
     const r = await http('GET', '/healthz');
     assert.equal(r.status, 200);

@@ -116,7 +116,10 @@ function send(client, roomId, message) {
 
 /* Prometheus text -> Map("name{labels}" -> number) */
 async function scrape() {
-    const res = await fetch(`${BASE}/metrics`);
+    const pub = await fetch(`${BASE}/metrics`);
+    assert.equal(pub.status, 404, 'GET /metrics on the public listener is a 404');
+    await pub.arrayBuffer();
+    const res = await fetch(process.env.CHATD_METRICS_URL || `${BASE}/metrics`);
     assert.equal(res.status, 200, 'GET /metrics');
     assert.match(res.headers.get('content-type') || '', /^text\/plain/, 'metrics content type');
     const text = await res.text();

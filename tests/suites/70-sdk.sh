@@ -170,6 +170,7 @@ done
 # ---- 5. the filter, end to end, and /metrics ----------------------------------
 node_modules_ready || fail "the npm packages of tests/ (see above)"
 port=$(free_port)
+mport=$(free_port)
 mkdir -p "$tmp/var"
 printf '# words masked by [mask], besides its words key\nscam\n' >"$tmp/banned.txt"
 cat >"$tmp/filter.conf" <<EOF
@@ -179,6 +180,7 @@ log_level = info
 [ws]
 plugin = transport-ws
 listen = 127.0.0.1:$port
+metrics_listen = 127.0.0.1:$mport
 allowed_origins = http://127.0.0.1:$port
 [mask]
 plugin = filter-banned-words
@@ -199,7 +201,7 @@ pid=$CHATD_PID
 wait_port "$port" 20 || { cat "$CHATD_OUT/70-sdk-filter.log" >&2; fail "chatd with the filter did not listen"; }
 grep -q '\[mask\].*banned word' "$CHATD_OUT/70-sdk-filter.log" || fail "[mask] did not log its word list"
 grep -q '\[block\].*mode reject' "$CHATD_OUT/70-sdk-filter.log" || fail "[block] did not start in reject mode"
-CHATD_URL=http://127.0.0.1:$port timeout 120 node "$CHATD_TOP/tests/suites/70-sdk-chat.mjs" filter ||
+CHATD_METRICS_URL=http://127.0.0.1:$mport/metrics CHATD_URL=http://127.0.0.1:$port timeout 120 node "$CHATD_TOP/tests/suites/70-sdk-chat.mjs" filter ||
     { tail -30 "$CHATD_OUT/70-sdk-filter.log" >&2; fail "the filter chat"; }
 
 # SIGHUP: [mask] re-reads its words_file; chatd keeps serving
@@ -217,7 +219,12 @@ wait_log "$CHATD_OUT/70-sdk-filter.log" '\[mask\] words_file: a word is longer t
 kill -0 "$pid" 2>/dev/null || fail "chatd died on SIGHUP"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/healthz")
 [ "$code" = 200 ] || fail "GET /healthz after SIGHUP: $code"
-curl -s "http://127.0.0.1:$port/metrics" >"$CHATD_OUT/70-sdk-metrics.txt"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")
+[ "$code" = 404 ] || fail "GET /metrics on the public listener: $code (want 404)"
+code=$(curl -s -o "$CHATD_OUT/70-sdk-metrics.txt" -w '%{http_code}' "http://127.0.0.1:$mport/metrics")
+[ "$code" = 200 ] || fail "GET /metrics on metrics_listen: $code (want 200)"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/api/me")
+[ "$code" = 404 ] || fail "GET /api/me on metrics_listen: $code (want 404: only /metrics there)"
 stop_chatd "$pid" || fail "chatd did not stop cleanly (see $CHATD_OUT/70-sdk-filter.log)"
 say "filter end to end, /metrics and SIGHUP ok (metrics: $CHATD_OUT/70-sdk-metrics.txt)"
 
