@@ -20,15 +20,30 @@ function otherPort(args, port, extra = []) {
     return [...a, ...extra];
 }
 
-/* run a second chatd; resolve with {code, out} when it exits or after ms */
-function second(args, ms) {
+/* run a second chatd; resolve with {code, out} when it exits, or with {p}
+ * (still running) once its output matches `ready` or after ms */
+function second(args, ms, ready = null) {
     return new Promise((resolve) => {
         const p = spawn(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
         let out = '';
-        p.stdout.on('data', (d) => { out += d; });
-        p.stderr.on('data', (d) => { out += d; });
+        const seen = (d) => {
+            out += d;
+            if (ready && ready.test(out)) { clearTimeout(timer); resolve({ code: null, out, p }); }
+        };
+        p.stdout.on('data', seen);
+        p.stderr.on('data', seen);
         const timer = setTimeout(() => resolve({ code: null, out, p }), ms);
         p.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, p: null }); });
+    });
+}
+
+/* SIGTERM p and wait (at most ms) for it to exit; its exit code, or null */
+function stopped(p, ms) {
+    return new Promise((resolve) => {
+        if (p.exitCode !== null) { resolve(p.exitCode); return; }
+        const timer = setTimeout(() => { p.kill('SIGKILL'); resolve(null); }, ms);
+        p.on('exit', (code) => { clearTimeout(timer); resolve(code); });
+        p.kill('SIGTERM');
     });
 }
 
@@ -59,16 +74,28 @@ if (!/node_id 1 is held by another live node \(.+ pid \d+ started \d+\)/.test(du
     failures.push(`the refusal does not name the holder: ${dup.out.slice(-400)}`);
 
 // 2. node_id = auto: another id
-const auto = await second(otherPort(argv, port2 + 1, ['--set', 'chatd.node_id=auto']), 3000);
+const auto = await second(otherPort(argv, port2 + 1, ['--set', 'chatd.node_id=auto']), 20000,
+    /running: node \d+/);
 const m = /running: node (\d+)/.exec(auto.out);
 if (!auto.p) failures.push(`node_id = auto exited: ${auto.out.slice(-400)}`);
-else auto.p.kill('SIGTERM');
+else {
+    // Known open bug (see the release notes): a second node sharing the
+    // SQLite file sometimes does not finish its graceful stop; it is killed
+    // after 20 s and reported here, not counted against the id claims.
+    const code = await stopped(auto.p, 20000);
+    if (code !== 0) console.log(`nodes: KNOWN BUG: node_id = auto did not stop on SIGTERM (exit ${code}); killed`);
+}
 if (!m || Number(m[1]) === 1) failures.push(`node_id = auto took ${m ? m[1] : 'no id'}, not one other than 1`);
 
 // 3. restart an hour behind
 const st = await d.stop('SIGTERM');
 if (st.code !== 0) failures.push(`graceful stop exited ${JSON.stringify(st)}`);
-const back = new Daemon(['faketime', '-f', '-3600s', ...argv]);
+// libfaketime preloaded through env(1), which execs: the pid the test signals
+// is chatd's own (the faketime(1) wrapper forks and does not pass SIGTERM on)
+const fakeLib = ['x86_64-linux-gnu', 'aarch64-linux-gnu', '.']
+    .map((d) => `/usr/lib/${d}/faketime/libfaketime.so.1`).find((f) => fs.existsSync(f));
+if (!fakeLib) throw new Error('libfaketime.so.1 not found (apt-get install faketime)');
+const back = new Daemon(['env', `LD_PRELOAD=${fakeLib}`, 'FAKETIME=-3600s', ...argv]);
 await back.up();
 const after = Array.from({ length: 30 }, (_, i) => `after-${i}`);
 await send(a, roomId, after);
