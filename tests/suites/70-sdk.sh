@@ -50,7 +50,7 @@ mkdir -p "$tmp/build"
         timeout 300 make -s install >>"$CHATD_OUT/70-sdk-build.log" 2>&1
 ) || { tail -30 "$CHATD_OUT/70-sdk-build.log" >&2; fail "build/install into $prefix (log: $CHATD_OUT/70-sdk-build.log)"; }
 
-for f in bin/chatd include/chatd/plugin.h lib/pkgconfig/chatd-plugin.pc \
+for f in bin/chatd include/chatd/plugin.h include/chatd/plugin_types.h include/chatd/plugin_api.h lib/pkgconfig/chatd-plugin.pc \
     lib/chatd/plugins/transport-ws.so lib/chatd/plugins/queue-local.so \
     lib/chatd/plugins/store-sqlite.so share/man/man8/chatd.8 share/man/man5/chatd.conf.5 \
     etc/chatd/chatd.conf lib/systemd/system/chatd.service lib/sysusers.d/chatd.conf \
