@@ -270,9 +270,10 @@ CHATD_SIZE_AT_LEAST(chatd_store_ops, 104);
 CHATD_OFFSET(chatd_store_ops, replay, 96);
 
 /* auth: throttled password hashing, the client's address and Retry-After */
-CHATD_SIZE_AT_LEAST(chatd_api, 424);
+CHATD_SIZE_AT_LEAST(chatd_api, 432);
 CHATD_OFFSET(chatd_api, member_register2, 408);
 CHATD_OFFSET(chatd_api, login2, 416);
+CHATD_OFFSET(chatd_api, time_format, 424);
 
 /* logout: live sessions ended on every node, expired sessions purged */
 CHATD_SIZE_AT_LEAST(chatd_transport_ops, 24);

@@ -481,6 +481,7 @@ static const chatd_api api = {
     .replay = a_replay,
     .member_register2 = a_member_register2,
     .login2 = a_login2,
+    .time_format = time_format_iso,
 };
 
 const chatd_api *api_table(void)

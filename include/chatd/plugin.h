@@ -67,7 +67,11 @@ extern "C" {
  *  1.2 appended: idempotency keys (chatd_msg_fields.idem_key,
  *  chatd_api.msg_idem_key and core_limit, chatd_store_ops.idem_get), dead letters
  *  (chatd_api.dead_letter, chatd_store_ops.dead_letter).
- *  1.3 appended: replay (chatd_api.replay, chatd_store_ops.replay). */
+ *  1.3 appended: replay (chatd_api.replay, chatd_store_ops.replay), the
+ *  throttled logins (chatd_api.member_register2, login2), sessions ended
+ *  everywhere (chatd_transport_ops.session_ended, chatd_store_ops
+ *  .session_purge), node leases (chatd_store_ops.node_claim) and
+ *  chatd_api.time_format. */
 #define CHATD_ABI_MAJOR 1
 #define CHATD_ABI_MINOR 3
 

@@ -393,6 +393,12 @@ typedef struct chatd_api {
      *  hashing queue is full: retry after *retry_after s. */
     void (*login2)(chatd_ctx *ctx, const char *login_id, const char *password,
                    const char *client_addr, uint32_t *retry_after, chatd_login_cb cb, void *arg);
+
+    /** Write time `ms` (ms since the Unix epoch, negative for times before
+     *  1970) as ISO-8601 UTC, "YYYY-MM-DDTHH:MM:SS.mmmZ", the form of the
+     *  wire's "timestamp", into buf (truncated to size - 1 bytes; 25 bytes
+     *  hold it whole). Any thread. */
+    void (*time_format)(int64_t ms, char *buf, size_t size);
 } chatd_api;
 
 #endif /* CHATD_PLUGIN_API_H */

@@ -301,7 +301,7 @@ static void logout_cb(void *arg, chatd_status st)
 
 /* ---- authenticated GETs --------------------------------------------------- */
 
-static json_object *room_json(const chatd_room_summary *r)
+static json_object *room_json(const chatd_api *api, const chatd_room_summary *r)
 {
     json_object *o = json_object_new_object(), *peer = json_object_new_object();
     if (!o || !peer) {
@@ -321,7 +321,7 @@ static json_object *room_json(const chatd_room_summary *r)
     snprintf(id, sizeof(id), "%" PRIu64, r->last_msg_id);
     json_object_object_add(o, "lastMessageId", r->last_msg_id ? json_object_new_string(id) : NULL);
     if (r->last_ms > 0) {
-        tw_iso_time(r->last_ms, ts, sizeof(ts));
+        api->time_format(r->last_ms, ts, sizeof(ts));
         json_object_object_add(o, "lastTimestamp", json_object_new_string(ts));
     } else {
         json_object_object_add(o, "lastTimestamp", NULL);
@@ -335,7 +335,8 @@ static json_object *room_json(const chatd_room_summary *r)
 /* Answer a list callback: the error, or a JSON array of the page's rows
  * (idx[0..k) of rows) with a Link header when there is a next page. */
 static void respond_page(struct rest_op *op, chatd_status st, const void *rows, const size_t *idx,
-                         size_t k, int more, json_object *(*row)(const void *rows, size_t i),
+                         size_t k, int more,
+                         json_object *(*row)(const chatd_api *api, const void *rows, size_t i),
                          const char *base, const char *last)
 {
     tw_conn *c = op->c;
@@ -345,7 +346,7 @@ static void respond_page(struct rest_op *op, chatd_status st, const void *rows, 
         } else {
             json_object *a = json_object_new_array();
             for (size_t i = 0; a && i < k; i++)
-                json_object_array_add(a, row(rows, idx[i]));
+                json_object_array_add(a, row(c->srv->api, rows, idx[i]));
             char link[3 * (TW_PAGE_AFTER_MAX + TW_PAGE_Q_MAX) + 96] = "";
             if (more && last) tw_page_link(&op->page, base, last, link, sizeof(link));
             if (a)
@@ -358,14 +359,15 @@ static void respond_page(struct rest_op *op, chatd_status st, const void *rows, 
     op_finish(op);
 }
 
-static json_object *member_row(const void *rows, size_t i)
+static json_object *member_row(const chatd_api *api, const void *rows, size_t i)
 {
+    (void)api;
     return member_json(CHATD_ROW(chatd_member, (const chatd_member *)rows, i));
 }
 
-static json_object *room_row(const void *rows, size_t i)
+static json_object *room_row(const chatd_api *api, const void *rows, size_t i)
 {
-    return room_json(CHATD_ROW(chatd_room_summary, (const chatd_room_summary *)rows, i));
+    return room_json(api, CHATD_ROW(chatd_room_summary, (const chatd_room_summary *)rows, i));
 }
 
 static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)

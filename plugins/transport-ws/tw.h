@@ -296,7 +296,6 @@ void tw_subs_drop_conn(tw_conn *c);
 void tw_deliver(void *inst, const char *destination, chatd_msg *msg);
 
 /* util.c */
-void tw_iso_time(int64_t ms, char *out, size_t size);
 int tw_parse_i64(const char *s, int64_t *out); /* decimal >= 0, whole string */
 int tw_parse_u64(const char *s, uint64_t *out);
 /* String member `key` of o (length in *len when len), NULL when absent, not

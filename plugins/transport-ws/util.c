@@ -19,24 +19,6 @@
 #include <sys/socket.h>
 #include <time.h>
 
-/* Unix ms -> "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC); times before 1970 too. */
-void tw_iso_time(int64_t ms, char *out, size_t size)
-{
-    int64_t sec = ms / 1000, milli = ms % 1000;
-    if (milli < 0) { /* C division truncates toward zero */
-        milli += 1000;
-        sec--;
-    }
-    time_t t = (time_t)sec;
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(out, size, "1970-01-01T00:00:00.000Z");
-        return;
-    }
-    snprintf(out, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)milli);
-}
-
 int tw_parse_i64(const char *s, int64_t *out)
 {
     if (!s || *s < '0' || *s > '9') return -1;
