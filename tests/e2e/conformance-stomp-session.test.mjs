@@ -213,7 +213,8 @@ test('STOMP: message text survives the round trip: lone surrogate escapes never 
     // a JSON escape of a lone surrogate: refused, or delivered as valid UTF-8
     s.send(OP.text, stompEncode('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 'sur' }, `{"roomId":"${room}","message":"x\\ud800y"}`));
     const f = await s.nextStomp((m) => (m.command === 'MESSAGE' && m.body.includes('"x')) || m.command === 'ERROR' || (m.command === 'RECEIPT' && m.headers['receipt-id'] === 'sur'));
-    await sleep(300);
+    // the room keeps its order: once a later marker is here, so is whatever the SEND caused
+    if (f.command !== 'ERROR') await settled(x, room, s);
     for (const fr of s.frames.filter((q) => q.opcode === OP.text)) {
         assert.doesNotThrow(() => new TextDecoder('utf-8', { fatal: true }).decode(fr.payload), 'every text frame is valid UTF-8');
     }
@@ -261,7 +262,8 @@ test('STOMP: read events go to the reader\'s side only, with type "read"', async
     assert.equal(j.upTo, id);
     assert.equal(typeof j.id, 'string');
     assert.match(j.timestamp, ISO_UTC);
-    await sleep(500);
+    // a later chat line reaches the writer's side after the read event would have
+    await settled(x, room, sx);
     assert.equal(sx.stompFrames.filter((f) => f.command === 'MESSAGE' && JSON.parse(f.body).type === 'read').length, 0, 'the writer gets no read event');
     sx.destroy();
     sy.destroy();
