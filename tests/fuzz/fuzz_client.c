@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -216,13 +217,26 @@ size_t fz_http_parse(const char *p, size_t len, int head, fz_http_resp *r)
     return hlen + blen;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int fz_pump_http(int fd, fz_buf *out, int head)
 {
     int eof = fz_pump(fd, out);
     fz_http_resp r;
-    for (int i = 0;
-         i < 1000 && !eof && out->len > 0 && fz_http_parse(out->p, out->len, head, &r) == 0; i++)
+    /* wall time, not rounds: on a starved machine the server's next write
+     * (a timer, a deferred callback) may take a while to come round */
+    int64_t end = mono_ms() + 5000;
+    while (!eof && out->len > 0 && fz_http_parse(out->p, out->len, head, &r) == 0 &&
+           mono_ms() < end) {
+        struct timespec nap = {0, 1000000};
+        nanosleep(&nap, NULL);
         eof = fz_pump(fd, out);
+    }
     return eof;
 }
 
