@@ -127,6 +127,16 @@ static void ss_wlog(ss *s, const char *what, int rc)
                 what, s->path, sqlite3_errmsg(s->wdb), rc);
 }
 
+/* Step write statement `which` to its end: CHATD_OK, or CHATD_ERR_IO logged
+ * as failing `what`. */
+static chatd_status ss_wdone(ss *s, int which, const char *what)
+{
+    int rc = ss_wstep(s, which);
+    if (rc == SQLITE_DONE) return CHATD_OK;
+    ss_wlog(s, what, rc);
+    return CHATD_ERR_IO;
+}
+
 /* Claim (writer, key) for message j; *dup when another message owns it. */
 static chatd_status ss_idem_claim(ss *s, ss_job *j, int *dup)
 {
@@ -225,12 +235,7 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
         sqlite3_bind_text(st, 4, j->room, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, j->up_to);
         sqlite3_bind_int64(st, 6, j->time_ms);
-        rc = ss_wstep(s, W_READ_INSERT);
-        if (rc != SQLITE_DONE) {
-            ss_wlog(s, "recording a read event", rc);
-            return CHATD_ERR_IO;
-        }
-        return CHATD_OK;
+        return ss_wdone(s, W_READ_INSERT, "recording a read event");
     }
 
     if (j->idem_key) {
@@ -297,21 +302,11 @@ static chatd_status ss_run_job(ss *s, ss_job *j)
         sqlite3_bind_text(st, 1, j->token_hash, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, j->member_id);
         sqlite3_bind_int64(st, 3, j->expires_ms);
-        rc = ss_wstep(s, W_SESSION_PUT);
-        if (rc != SQLITE_DONE) {
-            ss_wlog(s, "storing a session", rc);
-            return CHATD_ERR_IO;
-        }
-        return CHATD_OK;
+        return ss_wdone(s, W_SESSION_PUT, "storing a session");
     case JOB_SESSION_DEL:
         st = s->w[W_SESSION_DEL];
         sqlite3_bind_text(st, 1, j->token_hash, -1, SQLITE_STATIC);
-        rc = ss_wstep(s, W_SESSION_DEL);
-        if (rc != SQLITE_DONE) {
-            ss_wlog(s, "deleting a session", rc);
-            return CHATD_ERR_IO;
-        }
-        return CHATD_OK;
+        return ss_wdone(s, W_SESSION_DEL, "deleting a session");
     case JOB_SESSION_PURGE:
         sqlite3_bind_int64(s->w[W_SESSION_PURGE], 1, j->expires_ms);
         rc = ss_wstep(s, W_SESSION_PURGE);
@@ -327,12 +322,7 @@ static chatd_status ss_run_job(ss *s, ss_job *j)
         sqlite3_bind_blob(st, 2, j->payload ? j->payload : "", (int)j->payload_len, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, j->reason, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 4, j->created_ms);
-        rc = ss_wstep(s, W_DEAD_LETTER);
-        if (rc != SQLITE_DONE) {
-            ss_wlog(s, "keeping a dead letter", rc);
-            return CHATD_ERR_IO;
-        }
-        return CHATD_OK;
+        return ss_wdone(s, W_DEAD_LETTER, "keeping a dead letter");
     case JOB_NODE_CLAIM:
         return ss_run_node_claim(s, j);
     }
