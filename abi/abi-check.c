@@ -31,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 3
+#define CHECKED_MINOR 4
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -284,7 +284,15 @@ CHATD_OFFSET(chatd_store_ops, session_purge, 104);
 CHATD_SIZE_AT_LEAST(chatd_store_ops, 120);
 CHATD_OFFSET(chatd_store_ops, node_claim, 112);
 
-/* ---- append asserts of ABI 1.4 here ------------------------------------ */
+/* ---- ABI 1.4 ------------------------------------------------------------ */
+
+/* paged member lists */
+CHATD_SIZE_AT_LEAST(chatd_api, 440);
+CHATD_OFFSET(chatd_api, member_page, 432);
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 128);
+CHATD_OFFSET(chatd_store_ops, member_page, 120);
+
+/* ---- append asserts of ABI 1.5 here ------------------------------------ */
 
 int main(void)
 {

@@ -7,6 +7,7 @@
 
 #include "core.h"
 
+#include <ctype.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +297,89 @@ static void a_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
     so->member_list(ctx->core->store->inst, strip_done, r);
 }
 
+/* s starts with prefix, ASCII letters compared without case. */
+static bool starts_nocase(const char *s, const char *prefix)
+{
+    if (!s) return !*prefix;
+    for (; *prefix; s++, prefix++)
+        if (!*s || tolower((unsigned char)*s) != tolower((unsigned char)*prefix)) return false;
+    return true;
+}
+
+/* member_page of a store without the hook: one page of member_list. */
+typedef struct page_req {
+    strip_req strip;
+    int64_t after_id;
+    unsigned limit;
+    char prefix[]; /* "" for every member */
+} page_req;
+
+static void page_list_done(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+{
+    page_req *r = arg;
+    strip_req *sr = malloc(sizeof(*sr));
+    chatd_member *sel =
+        st == CHATD_OK && n > 0 ? calloc(n < r->limit ? n : r->limit, sizeof(*sel)) : NULL;
+    size_t k = 0;
+    if (!sr || (st == CHATD_OK && n > 0 && !sel)) {
+        r->strip.cb(r->strip.arg, CHATD_ERR_NOMEM, NULL, 0);
+        goto out;
+    }
+    *sr = r->strip;
+    if (st == CHATD_OK && n > 0 && !CHATD_HAS(chatd_member, rows, name)) {
+        strip_done(sr, st, rows, n); /* logs the store bug, answers CHATD_ERR_INTERNAL */
+        sr = NULL;
+        goto out;
+    }
+    for (size_t i = 0; st == CHATD_OK && i < n && k < r->limit; i++) {
+        const chatd_member *m = CHATD_ROW(chatd_member, rows, i);
+        if (m->id <= r->after_id) continue;
+        if (r->prefix[0] && !starts_nocase(m->login_id, r->prefix) &&
+            !starts_nocase(m->name, r->prefix))
+            continue;
+        sel[k++] = member_row_copy(m, false);
+    }
+    strip_done(sr, st, sel, k);
+    sr = NULL;
+out:
+    free(sr);
+    free(sel);
+    free(r);
+}
+
+static void a_member_page(chatd_ctx *ctx, int64_t after_id, const char *prefix, unsigned limit,
+                          chatd_member_cb cb, void *arg)
+{
+    const chatd_store_ops *so = core_store(ctx->core);
+    if (limit == 0 || after_id < 0) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0);
+        return;
+    }
+    if (!prefix) prefix = "";
+    if (so && so->member_page) {
+        strip_req *r = malloc(sizeof(*r));
+        if (!r) {
+            cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+            return;
+        }
+        *r = (strip_req){.core = ctx->core, .cb = cb, .arg = arg};
+        so->member_page(ctx->core->store->inst, after_id, prefix, limit, strip_done, r);
+        return;
+    }
+    size_t pl = strlen(prefix);
+    page_req *r = malloc(sizeof(*r) + pl + 1);
+    if (!so || !so->member_list || !r) {
+        free(r);
+        cb(arg, so ? CHATD_ERR_NOMEM : CHATD_ERR_UNAVAILABLE, NULL, 0);
+        return;
+    }
+    r->strip = (strip_req){.core = ctx->core, .cb = cb, .arg = arg};
+    r->after_id = after_id;
+    r->limit = limit;
+    memcpy(r->prefix, prefix, pl + 1);
+    so->member_list(ctx->core->store->inst, page_list_done, r);
+}
+
 static void a_room_check(chatd_ctx *ctx, int64_t member_id, const char *room, chatd_room_cb cb,
                          void *arg)
 {
@@ -482,6 +566,7 @@ static const chatd_api api = {
     .member_register2 = a_member_register2,
     .login2 = a_login2,
     .time_format = time_format_iso,
+    .member_page = a_member_page,
 };
 
 const chatd_api *api_table(void)

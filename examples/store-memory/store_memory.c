@@ -370,6 +370,44 @@ static void mem_member_list(void *inst, chatd_member_cb cb, void *arg)
     free(rows);
 }
 
+/* Does s start with prefix, ASCII letters compared without case? */
+static bool starts_nocase(const char *s, const char *prefix)
+{
+    for (; *prefix; s++, prefix++) {
+        char a = *s >= 'A' && *s <= 'Z' ? (char)(*s - 'A' + 'a') : *s;
+        char b = *prefix >= 'A' && *prefix <= 'Z' ? (char)(*prefix - 'A' + 'a') : *prefix;
+        if (!*s || a != b) return false;
+    }
+    return true;
+}
+
+/* member_page (ABI 1.4, optional) - at most `limit` members with id >
+ * after_id, by id, whose login id or name starts with prefix (NULL or "":
+ * all), without password hashes. A real store answers it from indexes (the
+ * id, and login id / name folded to lower case) instead of this scan. */
+static void mem_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,
+                            chatd_member_cb cb, void *arg)
+{
+    mem_store *s = inst;
+    chatd_member *rows = calloc(limit ? limit : 1, sizeof(*rows));
+    size_t k = 0;
+    if (!rows) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < s->members.n && k < limit; i++) {
+        mem_member *m = vec_at(&s->members, i);
+        chatd_member r = member_record(m, false);
+        if (r.id <= after_id) continue;
+        if (prefix && *prefix && !starts_nocase(r.login_id, prefix) &&
+            !starts_nocase(r.name, prefix))
+            continue;
+        rows[k++] = r;
+    }
+    cb(arg, CHATD_OK, rows, k);
+    free(rows);
+}
+
 /* session_put - keep a login session (token hash, member, expiry), and drop
  * the expired ones. cb may be NULL when nobody waits. */
 static void mem_session_put(void *inst, const chatd_session *ses, chatd_status_cb cb, void *arg)
@@ -596,6 +634,7 @@ static const chatd_store_ops mem_ops = {
     .session_del = mem_session_del,
     .room_list = mem_room_list,
     .history = mem_history,
+    .member_page = mem_member_page,
 };
 
 static const chatd_plugin_desc mem_desc = {

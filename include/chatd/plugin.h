@@ -71,9 +71,11 @@ extern "C" {
  *  throttled logins (chatd_api.member_register2, login2), sessions ended
  *  everywhere (chatd_transport_ops.session_ended, chatd_store_ops
  *  .session_purge), node leases (chatd_store_ops.node_claim) and
- *  chatd_api.time_format. */
+ *  chatd_api.time_format.
+ *  1.4 appended: paged member lists (chatd_store_ops.member_page,
+ *  chatd_api.member_page). */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 3
+#define CHATD_ABI_MINOR 4
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -278,6 +280,20 @@ typedef struct chatd_store_ops {
      */
     void (*node_claim)(void *inst, uint32_t node_id, const char *holder, int64_t lease_ms,
                        int64_t high_water_ms, chatd_node_cb cb, void *arg);
+
+    /* --- ABI 1.4: optional; the core checks `size` and NULL --------------- */
+
+    /**
+     * One page of the member list: at most `limit` (>= 1) members with
+     * id > after_id, ordered by id, pw_hash NULL. prefix (borrowed; NULL or
+     * "" for every member): only members whose login_id or name starts with
+     * it, ASCII letters compared without case (other characters as they
+     * are). Answered from an index, never by reading every member.
+     * cb: CHATD_OK n rows (n may be 0); or an error. Loop thread; cb exactly
+     * once. Optional: without it the core pages member_list itself.
+     */
+    void (*member_page)(void *inst, int64_t after_id, const char *prefix, unsigned limit,
+                        chatd_member_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

@@ -399,6 +399,19 @@ typedef struct chatd_api {
      *  wire's "timestamp", into buf (truncated to size - 1 bytes; 25 bytes
      *  hold it whole). Any thread. */
     void (*time_format)(int64_t ms, char *buf, size_t size);
+
+    /* --- ABI 1.4: check `size` (or abi_minor >= 4) before calling --------- */
+
+    /** One page of the member list (GET /api/members): at most `limit`
+     *  members with id > after_id, by id; prefix (borrowed; NULL or "" for
+     *  all) keeps those whose login_id or name starts with it, ASCII letters
+     *  without case. The store's member_page when it has one, else the core
+     *  pages member_list. Ask for one more than you show to learn whether a
+     *  next page exists. Loop thread.
+     *  Statuses seen by cb: CHATD_OK n rows (pw_hash NULL, n may be 0);
+     *  CHATD_ERR_INVALID limit 0 or after_id < 0; those of member_list. */
+    void (*member_page)(chatd_ctx *ctx, int64_t after_id, const char *prefix, unsigned limit,
+                        chatd_member_cb cb, void *arg);
 } chatd_api;
 
 #endif /* CHATD_PLUGIN_API_H */

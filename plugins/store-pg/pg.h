@@ -31,7 +31,7 @@
 #define PG_BATCH_MAX_LIMIT 8190 /* PG_CHAT_PARAMS per message stays under 65535 */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 6     /* the last entry of the migrations in pg_sql.c */
+#define PG_SCHEMA_VERSION 7     /* the last entry of the migrations in pg_sql.c */
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 
@@ -72,7 +72,8 @@ typedef enum pg_req_kind {
     REQ_REPLAY,
     REQ_DEAD_LETTER,
     REQ_SESSION_PURGE,
-    REQ_NODE_CLAIM
+    REQ_NODE_CLAIM,
+    REQ_MEMBER_PAGE
 } pg_req_kind;
 typedef void (*pg_purge_cb)(void *arg, chatd_status status, uint64_t n);
 

@@ -30,6 +30,7 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_MEMBER_CREATE:
     case REQ_MEMBER_GET:
     case REQ_MEMBER_LIST:
+    case REQ_MEMBER_PAGE:
         ((chatd_member_cb)r->cb)(r->arg, status, NULL, 0);
         break;
     case REQ_SESSION_PUT:
@@ -83,7 +84,7 @@ static void deliver_members(pg_store *st, pg_req *r, int with_hash)
         rows[k].pw_hash = (with_hash && !PQgetisnull(res, k, 3)) ? PQgetvalue(res, k, 3) : NULL;
         rows[k].created_ms = parse_i64(PQgetvalue(res, k, 4));
     }
-    if (n == 0 && r->kind != REQ_MEMBER_LIST) {
+    if (n == 0 && r->kind != REQ_MEMBER_LIST && r->kind != REQ_MEMBER_PAGE) {
         chatd_status s = r->kind == REQ_MEMBER_CREATE ? CHATD_ERR_EXISTS : CHATD_ERR_NOTFOUND;
         ((chatd_member_cb)r->cb)(r->arg, s, NULL, 0);
     } else {
@@ -252,6 +253,7 @@ void hook_finish(pg_store *st, pg_req *r)
         deliver_members(st, r, 1);
         break;
     case REQ_MEMBER_LIST:
+    case REQ_MEMBER_PAGE:
         deliver_members(st, r, 0);
         break;
     case REQ_SESSION_PUT:

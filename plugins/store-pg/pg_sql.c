@@ -121,12 +121,25 @@ static const char *const migration_v6[] = {
     NULL,
 };
 
+/* ASCII letters of a column folded to lower case (only those: the
+ * member_page contract), the expression its prefix indexes are built on */
+#define PG_FOLD(col)                                                                               \
+    "translate(" col ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+
+/* Version 7: member_page's q= (a prefix of login_id or name, ASCII letters
+ * without case) is searched in these instead of every member. */
+static const char *const migration_v7[] = {
+    "CREATE INDEX members_login_fold ON members (" PG_FOLD("login_id") " text_pattern_ops)",
+    "CREATE INDEX members_name_fold ON members (" PG_FOLD("name") " text_pattern_ops)",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
-    {1, migration_v1}, {2, migration_v2}, {3, migration_v3},
-    {4, migration_v4}, {5, migration_v5}, {6, migration_v6},
+    {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4},
+    {5, migration_v5}, {6, migration_v6}, {7, migration_v7},
 };
 /* versions are 1..N in order, and the code knows N */
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
@@ -418,6 +431,26 @@ int req_send(pg_store *st, pg_req *r)
     case REQ_MEMBER_LIST:
         ok = send_q(st, "SELECT " MEMBER_COLS " FROM members ORDER BY id LIMIT " PG_MEMBERS_MAX, 0,
                     NULL, NULL, NULL);
+        r->main_q = 0;
+        break;
+    case REQ_MEMBER_PAGE: /* s[0]: NULL, or the LIKE pattern of the folded prefix */
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        v[0] = n0;
+        v[1] = n1;
+        v[2] = r->s[0];
+        if (r->s[0])
+            ok = send_q(st,
+                        "SELECT " MEMBER_COLS " FROM members WHERE id > $1::bigint"
+                        " AND (" PG_FOLD("login_id") " LIKE $3 OR " PG_FOLD(
+                            "name") " LIKE $3)"
+                                    " ORDER BY id LIMIT $2::bigint",
+                        3, v, NULL, NULL);
+        else
+            ok = send_q(st,
+                        "SELECT " MEMBER_COLS " FROM members WHERE id > $1::bigint"
+                        " ORDER BY id LIMIT $2::bigint",
+                        2, v, NULL, NULL);
         r->main_q = 0;
         break;
     case REQ_SESSION_PUT:

@@ -151,6 +151,38 @@ static void pg_member_list(void *inst, chatd_member_cb cb, void *arg)
     submit(st, r);
 }
 
+/* The LIKE pattern (backslash is PostgreSQL's LIKE escape) of the strings
+ * whose PG_FOLD starts with prefix: ASCII letters lowered, % _ \ escaped,
+ * then %. NULL when out of memory. */
+static char *like_prefix(const char *prefix)
+{
+    char *pat = malloc(2 * strlen(prefix) + 2), *o = pat;
+    if (!pat) return NULL;
+    for (; *prefix; prefix++) {
+        char ch = *prefix >= 'A' && *prefix <= 'Z' ? (char)(*prefix - 'A' + 'a') : *prefix;
+        if (ch == '%' || ch == '_' || ch == '\\') *o++ = '\\';
+        *o++ = ch;
+    }
+    o[0] = '%';
+    o[1] = '\0';
+    return pat;
+}
+
+static void pg_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,
+                           chatd_member_cb cb, void *arg)
+{
+    pg_store *st = inst;
+    pg_req *r = req_new(REQ_MEMBER_PAGE, (void *)cb, arg);
+    if (!r || (prefix && *prefix && !(r->s[0] = like_prefix(prefix)))) {
+        req_free(r);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    r->i[0] = after_id;
+    r->i[1] = limit;
+    submit(st, r);
+}
+
 static void pg_session_put(void *inst, const chatd_session *s, chatd_status_cb cb, void *arg)
 {
     pg_store *st = inst;
@@ -646,6 +678,7 @@ static const chatd_store_ops pg_ops = {
     .replay = pg_replay,
     .dead_letter = pg_dead_letter,
     .node_claim = pg_node_claim,
+    .member_page = pg_member_page,
 };
 
 static const chatd_plugin_desc pg_desc = {

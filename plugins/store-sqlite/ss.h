@@ -64,6 +64,8 @@ enum {
     R_IDEM_GET,
     R_REPLAY_ROOM,
     R_REPLAY_SIDE,
+    R_MEMBER_PAGE,
+    R_MEMBER_PAGE_Q,
     R_COUNT
 };
 
@@ -185,6 +187,8 @@ chatd_status ss_run_node_claim(ss *s, ss_job *j);
 /* ss_reads.c: read hooks */
 void ss_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg);
 void ss_member_list(void *inst, chatd_member_cb cb, void *arg);
+void ss_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,
+                    chatd_member_cb cb, void *arg);
 void ss_session_get(void *inst, const char *token_hash, chatd_session_cb cb, void *arg);
 void ss_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg);
 void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit,

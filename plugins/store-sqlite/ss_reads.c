@@ -1,5 +1,5 @@
 /*
- * ss_reads.c - the reads of store-sqlite (member_get, member_list,
+ * ss_reads.c - the reads of store-sqlite (member_get, member_list, member_page,
  * session_get, room_list, history). They run on the loop thread with the
  * second, query-only connection: WAL lets it read committed data without
  * waiting for the writer thread, and its busy timeout is capped at
@@ -44,6 +44,13 @@ const char *const ss_rsql[R_COUNT] = {
                       " SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to FROM reads"
                       " WHERE member_id = ?1 AND id > ?2)"
                       " ORDER BY 1 LIMIT ?3",
+    /* member_page: by id (the primary key); q= through the NOCASE indexes of
+     * login_id and name (migration 5 -> 6), a LIKE pattern of the prefix */
+    [R_MEMBER_PAGE] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
+                      " ORDER BY id LIMIT ?2",
+    [R_MEMBER_PAGE_Q] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
+                        " AND (login_id LIKE ?3 ESCAPE '\\' OR name LIKE ?3 ESCAPE '\\')"
+                        " ORDER BY id LIMIT ?2",
 };
 
 /*
@@ -221,6 +228,51 @@ void ss_member_list(void *inst, chatd_member_cb cb, void *arg)
     status = ss_list_run(s, st, &l, "listing members", ss_member_fill);
     if (status == CHATD_OK && l.n == SS_MEMBERS_MAX)
         s->api->log(s->ctx, CHATD_LOG_WARN, "member list truncated to %u rows", SS_MEMBERS_MAX);
+    cb(arg, status, status == CHATD_OK ? l.rows : NULL, status == CHATD_OK ? l.n : 0);
+    ss_list_free(&l);
+}
+
+/* The LIKE pattern matching strings that start with prefix: its % _ and \
+ * escaped with \, then %. NULL when out of memory. */
+static char *ss_like_prefix(const char *prefix)
+{
+    size_t n = strlen(prefix);
+    char *pat = malloc(2 * n + 2), *o = pat;
+    if (!pat) return NULL;
+    for (const char *p = prefix; *p; p++) {
+        if (*p == '%' || *p == '_' || *p == '\\') *o++ = '\\';
+        *o++ = *p;
+    }
+    *o++ = '%';
+    *o = '\0';
+    return pat;
+}
+
+void ss_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,
+                    chatd_member_cb cb, void *arg)
+{
+    ss *s = inst;
+    ss_list l = {.elem = sizeof(chatd_member)};
+    char *pat = NULL;
+    sqlite3_stmt *st;
+    chatd_status status;
+
+    if (!cb) return;
+    if (!s->rdb) {
+        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
+        return;
+    }
+    if (prefix && *prefix && !(pat = ss_like_prefix(prefix))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    st = ss_rstmt(s, pat ? R_MEMBER_PAGE_Q : R_MEMBER_PAGE);
+    sqlite3_bind_int64(st, 1, after_id);
+    sqlite3_bind_int64(st, 2, limit);
+    if (pat) sqlite3_bind_text(st, 3, pat, -1, SQLITE_STATIC);
+    status = ss_list_run(s, st, &l, "reading a page of members", ss_member_fill);
+    sqlite3_clear_bindings(st);
+    free(pat);
     cb(arg, status, status == CHATD_OK ? l.rows : NULL, status == CHATD_OK ? l.n : 0);
     ss_list_free(&l);
 }

@@ -99,6 +99,10 @@ static const char *const ss_migrations[] = {
     " holder TEXT NOT NULL,"
     " expires_ms INTEGER NOT NULL,"
     " high_water_ms INTEGER NOT NULL);",
+    /* 5 -> 6: member_page's q= (a prefix of login_id or name, ASCII letters
+     * without case) searches these instead of every member */
+    "CREATE INDEX members_login_nocase ON members(login_id COLLATE NOCASE);"
+    "CREATE INDEX members_name_nocase ON members(name COLLATE NOCASE);",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
@@ -435,6 +439,7 @@ static const chatd_store_ops ss_ops = {
     .replay = ss_replay,
     .dead_letter = ss_dead_letter,
     .node_claim = ss_node_claim,
+    .member_page = ss_member_page,
 };
 
 static const chatd_plugin_desc ss_desc = {

@@ -370,10 +370,24 @@ static json_object *room_row(const chatd_api *api, const void *rows, size_t i)
     return room_json(api, CHATD_ROW(chatd_room_summary, (const chatd_room_summary *)rows, i));
 }
 
+/* One page asked of chatd_api.member_page with one row more than shown. */
+static void member_page_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
+{
+    struct rest_op *op = arg;
+    size_t idx[TW_PAGE_CAP], k = 0;
+    char last[24] = "";
+    if (st == CHATD_OK)
+        for (; k < n && k < op->page.limit; k++)
+            idx[k] = k;
+    if (k) snprintf(last, sizeof(last), "%" PRId64, CHATD_ROW(chatd_member, rows, k - 1)->id);
+    respond_page(op, st, rows, idx, k, st == CHATD_OK && n > k, member_row, "/api/members",
+                 k ? last : NULL);
+}
+
 static void members_cb(void *arg, chatd_status st, const chatd_member *rows, size_t n)
 {
     struct rest_op *op = arg;
-    size_t idx[TW_PAGE_MAX], k = 0;
+    size_t idx[TW_PAGE_CAP], k = 0;
     int more = 0;
     char last[24] = "";
     if (st == CHATD_OK) k = tw_page_members(&op->page, rows, n, idx, &more);
@@ -384,7 +398,7 @@ static void members_cb(void *arg, chatd_status st, const chatd_member *rows, siz
 static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows, size_t n)
 {
     struct rest_op *op = arg;
-    size_t idx[TW_PAGE_MAX], k = 0;
+    size_t idx[TW_PAGE_CAP], k = 0;
     int more = 0;
     if (st == CHATD_OK) k = tw_page_rooms(&op->page, rows, n, idx, &more);
     respond_page(op, st, rows, idx, k, more, room_row, "/api/rooms",
@@ -492,7 +506,11 @@ static void rest_auth_cb(void *arg, chatd_status st, const chatd_member *rows, s
         return;
     }
     case OP_MEMBERS:
-        api->member_list(ctx, members_cb, op);
+        if (CHATD_HAS(chatd_api, api, member_page)) /* the store pages (ABI 1.4) */
+            api->member_page(ctx, op->page.after_id, op->page.q, op->page.limit + 1, member_page_cb,
+                             op);
+        else
+            api->member_list(ctx, members_cb, op);
         return;
     case OP_ROOMS:
         api->room_list(ctx, op->member_id, rooms_cb, op);
@@ -717,7 +735,7 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         return reply_error(c, 503, "out of memory");
     }
     if (kind == OP_MEMBERS || kind == OP_ROOMS) {
-        const char *err = tw_page_parse(query, kind == OP_ROOMS, &op->page);
+        const char *err = tw_page_parse(s, query, kind == OP_ROOMS, &op->page);
         if (err) {
             tw_http_error(c, 400, err);
             op_finish(op);

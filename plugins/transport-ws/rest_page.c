@@ -9,16 +9,17 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *tw_page_parse(const char *query, int rooms, tw_page *p)
+const char *tw_page_parse(const tw_server *s, const char *query, int rooms, tw_page *p)
 {
     char v[TW_PAGE_AFTER_MAX + 1];
     uint64_t x;
     memset(p, 0, sizeof(*p));
-    p->limit = TW_PAGE_DEFAULT;
+    p->limit = (unsigned)s->page_limit;
     int rc = tw_query_get(query, "limit", v, sizeof(v));
     if (rc < 0 || (rc > 0 && (tw_parse_u64(v, &x) != 0 || x < 1)))
-        return "limit must be a whole number >= 1 (at most " TW_PAGE_MAX_STR " are returned)";
-    if (rc > 0) p->limit = x > TW_PAGE_MAX ? TW_PAGE_MAX : (unsigned)x;
+        return "limit must be a whole number >= 1 (a larger one than page_limit_max is clamped)";
+    if (rc > 0)
+        p->limit = x > (uint64_t)s->page_limit_max ? (unsigned)s->page_limit_max : (unsigned)x;
     rc = tw_query_get(query, "after", p->after, sizeof(p->after));
     if (rc < 0 || (rc > 0 && !p->after[0]))
         return rooms ? "after must be a room id" : "after must be a member id";

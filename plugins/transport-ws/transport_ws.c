@@ -90,6 +90,10 @@ static const chatd_cfg_key tw_cfg_keys[] = {
      "seconds a SEND over publish_rate waits, reading paused, before an ERROR (0: ERROR at once)"},
     {"max_pipeline", CHATD_CFG_INT, "8", 1, 1024,
      "HTTP responses of one connection not yet written before its next request is read"},
+    {"page_limit", CHATD_CFG_INT, "50", 1, TW_PAGE_CAP,
+     "rows of a page of GET /api/members and GET /api/rooms without limit="},
+    {"page_limit_max", CHATD_CFG_INT, "100", 1, TW_PAGE_CAP,
+     "most rows of one page of GET /api/members and GET /api/rooms (a larger limit= is clamped)"},
     {NULL, 0, NULL, 0, 0, NULL}};
 
 /* ---- origins -------------------------------------------------------------- */
@@ -286,6 +290,8 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->max_tx_bytes = cfg_int(api, ctx, "max_tx_bytes");
     s->max_tx_age = cfg_int(api, ctx, "max_tx_age");
     s->rate_grace = cfg_int(api, ctx, "rate_grace");
+    s->page_limit = cfg_int(api, ctx, "page_limit");
+    s->page_limit_max = cfg_int(api, ctx, "page_limit_max");
     if (s->max_request_line > s->max_header_bytes) s->max_request_line = s->max_header_bytes;
     if (!s->base) {
         api->log(ctx, CHATD_LOG_ERROR, "the core gave no event base");
@@ -295,6 +301,12 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     if (s->hb_min > s->hb_max) {
         api->cfg_error(ctx, "heartbeat_min", "%lld is above heartbeat_max = %lld",
                        (long long)s->hb_min, (long long)s->hb_max);
+        free(s);
+        return CHATD_ERR_INVALID;
+    }
+    if (s->page_limit > s->page_limit_max) {
+        api->cfg_error(ctx, "page_limit", "%lld is above page_limit_max = %lld",
+                       (long long)s->page_limit, (long long)s->page_limit_max);
         free(s);
         return CHATD_ERR_INVALID;
     }

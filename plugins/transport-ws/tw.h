@@ -52,7 +52,8 @@ struct tw_server {
     int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line, max_body,
         max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout, connect_timeout, hb_send,
         hb_recv, hb_min, hb_max, static_max, send_timeout, request_timeout, tls_timeout,
-        max_pipeline, max_per_member, max_per_ip, max_tx_bytes, max_tx_age, rate_grace;
+        max_pipeline, max_per_member, max_per_ip, max_tx_bytes, max_tx_age, rate_grace, page_limit,
+        page_limit_max;
     /* state */
     struct evconnlistener *lis;
     struct evconnlistener *mlis; /* metrics_listen, NULL when not bound */
@@ -206,11 +207,10 @@ const char *tw_status_text(int status);
 int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const char *query);
 
 /* Paging of GET /api/members and GET /api/rooms (rest_page.c): limit
- * (default TW_PAGE_DEFAULT, clamped to TW_PAGE_MAX), after (a member id, or a
- * room id in the store's order), q (a prefix of the login id or the name). */
-#define TW_PAGE_DEFAULT 50
-#define TW_PAGE_MAX 100
-#define TW_PAGE_MAX_STR "100"
+ * (default page_limit, clamped to page_limit_max), after (a member id, or a
+ * room id in the store's order), q (a prefix of the login id or the name).
+ * TW_PAGE_CAP bounds both keys. */
+#define TW_PAGE_CAP 1000
 #define TW_PAGE_AFTER_MAX 127
 #define TW_PAGE_Q_MAX 64
 typedef struct tw_page {
@@ -222,9 +222,10 @@ typedef struct tw_page {
 /* Percent-decode query parameter `key` into out: 1 found, 0 absent, -1
  * malformed or too long (rest.c). */
 int tw_query_get(const char *q, const char *key, char *out, size_t outsz);
-/* Parse the query; NULL, or the 400 message. */
-const char *tw_page_parse(const char *query, int rooms, tw_page *p);
-/* The indices of the page's rows into out[p->limit]; *more: a next page. */
+/* Parse the query with s's page limits; NULL, or the 400 message. */
+const char *tw_page_parse(const tw_server *s, const char *query, int rooms, tw_page *p);
+/* The indices of the page's rows into out[p->limit]; *more: a next page.
+ * tw_page_members pages a whole member list (a core older than ABI 1.4). */
 size_t tw_page_members(const tw_page *p, const chatd_member *rows, size_t n, size_t *out,
                        int *more);
 size_t tw_page_rooms(const tw_page *p, const chatd_room_summary *rows, size_t n, size_t *out,

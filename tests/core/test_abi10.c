@@ -216,6 +216,26 @@ static void member_rows(void **state)
     assert_int_equal(h.st, CHATD_OK);
     assert_string_equal(h.strings[0][0], "ben");
     assert_int_equal(h.members[0].created_ms, created(fx, fx->ids[1]));
+
+    /* member_page (ABI 1.4) of a store without the hook: the core pages
+     * member_list, after the id, by prefix of login id or name */
+    result p = {0};
+    fx->api->member_page(fx->t, fx->ids[0], NULL, 1, members_cb, &p);
+    WAIT(fx, p);
+    assert_int_equal(p.st, CHATD_OK);
+    assert_int_equal(p.n, 1);
+    assert_int_equal(p.members[0].id, fx->ids[1]);
+    assert_null(p.members[0].pw_hash);
+    result q = {0};
+    fx->api->member_page(fx->t, 0, "CI", 5, members_cb, &q);
+    WAIT(fx, q);
+    assert_int_equal(q.st, CHATD_OK);
+    assert_int_equal(q.n, 1);
+    assert_string_equal(q.strings[0][1], "Cid");
+    result z = {0};
+    fx->api->member_page(fx->t, 0, "ann", 0, members_cb, &z);
+    WAIT(fx, z);
+    assert_int_equal(z.st, CHATD_ERR_INVALID);
 }
 
 static void room_rows(void **state)

@@ -444,7 +444,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_batched_commits),   cmocka_unit_test(test_non_ascii),
         cmocka_unit_test(test_long_message),      cmocka_unit_test(test_durable_across_restart),
         cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
-        cmocka_unit_test(test_dead_letter),
+        cmocka_unit_test(test_dead_letter),       cmocka_unit_test(test_member_page),
     };
 
     g_self = argv[0];

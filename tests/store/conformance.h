@@ -129,6 +129,7 @@ room_copy get_room(int64_t member, const char *room);
 
 /* the cases (conformance_data.c, conformance_durable.c) */
 void test_members(void **state);
+void test_member_page(void **state);
 void test_sessions(void **state);
 void test_idempotent_insert(void **state);
 void test_history_paging(void **state);

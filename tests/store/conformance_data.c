@@ -86,6 +86,84 @@ void test_members(void **state)
     free(rows);
 }
 
+/* member_page (ABI 1.4): one page at a time by id, q= a prefix of the
+ * login id or the name, ASCII letters without case, LIKE wildcards literal. */
+static chatd_status st_member_page(int64_t after, const char *prefix, unsigned limit,
+                                   member_copy *rows, size_t cap, size_t *n)
+{
+    member_wait w = {.rows = rows, .cap = cap};
+    g_ops->member_page(g_inst, after, prefix, limit, on_members, &w);
+    assert_int_equal(testcore_run_until_flag(&w.done, TIMEOUT_MS), 0);
+    *n = w.n;
+    return w.status;
+}
+
+void test_member_page(void **state)
+{
+    enum { N = 5 };
+    char login[96], name[96], q[96];
+    int64_t ids[N];
+    member_copy rows[8];
+    size_t n;
+    (void)state;
+    if (!CHATD_HAS(chatd_store_ops, g_ops, member_page) || !g_ops->member_page) {
+        skip(); /* optional: the core pages member_list instead */
+        return;
+    }
+    for (int i = 0; i < N; i++) { /* names of 1 and 3 start "ZQ<run>" */
+        member_copy m;
+        snprintf(login, sizeof(login), "mp%s-%d", g_run, i);
+        if (i % 2)
+            snprintf(name, sizeof(name), "ZQ%s %d", g_run, i);
+        else
+            snprintf(name, sizeof(name), "Name %d", i);
+        assert_int_equal(st_member_create(login, name, "$argon2id$mp", 0, &m), CHATD_OK);
+        ids[i] = m.id;
+        if (i > 0) assert_true(ids[i] > ids[i - 1]);
+    }
+    /* by login id prefix, in upper case, pages of 3 then 2 then none */
+    snprintf(q, sizeof(q), "MP%s-", g_run);
+    for (char *c = q; *c; c++)
+        if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
+    assert_int_equal(st_member_page(0, q, 3, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 3);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(rows[i].id, ids[i]);
+        assert_false(rows[i].has_pw);
+    }
+    snprintf(login, sizeof(login), "mp%s-0", g_run);
+    assert_string_equal(rows[0].login_id, login);
+    assert_int_equal(st_member_page(ids[2], q, 3, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].id, ids[3]);
+    assert_int_equal(rows[1].id, ids[4]);
+    assert_int_equal(st_member_page(ids[4], q, 3, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 0);
+    /* by name prefix, in lower case */
+    snprintf(q, sizeof(q), "zq%s", g_run);
+    assert_int_equal(st_member_page(0, q, 8, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].id, ids[1]);
+    assert_int_equal(rows[1].id, ids[3]);
+    snprintf(name, sizeof(name), "ZQ%s 1", g_run);
+    assert_string_equal(rows[0].name, name);
+    /* LIKE wildcards in the prefix are plain characters */
+    snprintf(q, sizeof(q), "mp%s_", g_run);
+    assert_int_equal(st_member_page(0, q, 8, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 0);
+    snprintf(q, sizeof(q), "mp%s%%", g_run);
+    assert_int_equal(st_member_page(0, q, 8, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 0);
+    /* no prefix: every member after the id, by id */
+    assert_int_equal(st_member_page(ids[2], NULL, 2, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].id, ids[3]);
+    assert_int_equal(rows[1].id, ids[4]);
+    assert_int_equal(st_member_page(ids[3], "", 1, rows, 8, &n), CHATD_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(rows[0].id, ids[4]);
+}
+
 typedef struct session_wait {
     int done;
     chatd_status status;
