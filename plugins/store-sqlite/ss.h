@@ -57,7 +57,6 @@ enum {
 enum {
     R_MEMBER_BY_ID,
     R_MEMBER_BY_LOGIN,
-    R_MEMBER_LIST,
     R_SESSION_GET,
     R_ROOM_LIST,
     R_HISTORY,

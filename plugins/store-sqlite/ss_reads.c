@@ -19,8 +19,6 @@ const char *const ss_rsql[R_COUNT] = {
     [R_MEMBER_BY_ID] = "SELECT id, login_id, name, pw_hash, created_ms FROM members WHERE id = ?1",
     [R_MEMBER_BY_LOGIN] = "SELECT id, login_id, name, pw_hash, created_ms FROM members"
                           " WHERE login_id = ?1",
-    [R_MEMBER_LIST] = "SELECT id, login_id, name, NULL, created_ms FROM members ORDER BY id"
-                      " LIMIT ?1",
     [R_SESSION_GET] = "SELECT token_hash, member_id, expires_ms FROM sessions"
                       " WHERE token_hash = ?1",
     [R_ROOM_LIST] = "SELECT r.room_id, r.peer_id, m.login_id, m.name, r.last_msg_id,"
@@ -44,7 +42,7 @@ const char *const ss_rsql[R_COUNT] = {
                       " SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to FROM reads"
                       " WHERE member_id = ?1 AND id > ?2)"
                       " ORDER BY 1 LIMIT ?3",
-    /* member_page: by id (the primary key); q= through the NOCASE indexes of
+    /* member_list, member_page: by id (the primary key); q= through the NOCASE indexes of
      * login_id and name (migration 5 -> 6), a LIKE pattern of the prefix */
     [R_MEMBER_PAGE] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
                       " ORDER BY id LIMIT ?2",
@@ -211,25 +209,32 @@ static void ss_member_fill(sqlite3_stmt *st, ss_list *l, void *row)
     ss_member_row(st, l, row);
 }
 
+/* A page of members by id (after_id, LIKE pattern pat or NULL, at most
+ * limit) to cb; `list`: member_list, which warns when it is cut short. */
+static void ss_members_read(ss *s, int64_t after_id, const char *pat, unsigned limit, int list,
+                            chatd_member_cb cb, void *arg)
+{
+    ss_list l = {.elem = sizeof(chatd_member)};
+    sqlite3_stmt *st = ss_rstmt(s, pat ? R_MEMBER_PAGE_Q : R_MEMBER_PAGE);
+    sqlite3_bind_int64(st, 1, after_id);
+    sqlite3_bind_int64(st, 2, limit);
+    if (pat) sqlite3_bind_text(st, 3, pat, -1, SQLITE_STATIC);
+    chatd_status status = ss_list_run(s, st, &l, "listing members", ss_member_fill);
+    sqlite3_clear_bindings(st);
+    if (list && status == CHATD_OK && l.n == limit)
+        s->api->log(s->ctx, CHATD_LOG_WARN, "member list truncated to %u rows", limit);
+    cb(arg, status, status == CHATD_OK ? l.rows : NULL, status == CHATD_OK ? l.n : 0);
+    ss_list_free(&l);
+}
+
 void ss_member_list(void *inst, chatd_member_cb cb, void *arg)
 {
     ss *s = inst;
-    ss_list l = {.elem = sizeof(chatd_member)};
-    sqlite3_stmt *st;
-    chatd_status status;
-
     if (!cb) return;
-    if (!s->rdb) {
+    if (!s->rdb)
         cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
-        return;
-    }
-    st = ss_rstmt(s, R_MEMBER_LIST);
-    sqlite3_bind_int64(st, 1, SS_MEMBERS_MAX);
-    status = ss_list_run(s, st, &l, "listing members", ss_member_fill);
-    if (status == CHATD_OK && l.n == SS_MEMBERS_MAX)
-        s->api->log(s->ctx, CHATD_LOG_WARN, "member list truncated to %u rows", SS_MEMBERS_MAX);
-    cb(arg, status, status == CHATD_OK ? l.rows : NULL, status == CHATD_OK ? l.n : 0);
-    ss_list_free(&l);
+    else
+        ss_members_read(s, 0, NULL, SS_MEMBERS_MAX, 1, cb, arg);
 }
 
 /* The LIKE pattern matching strings that start with prefix: its % _ and \
@@ -252,29 +257,16 @@ void ss_member_page(void *inst, int64_t after_id, const char *prefix, unsigned l
                     chatd_member_cb cb, void *arg)
 {
     ss *s = inst;
-    ss_list l = {.elem = sizeof(chatd_member)};
     char *pat = NULL;
-    sqlite3_stmt *st;
-    chatd_status status;
-
     if (!cb) return;
     if (!s->rdb) {
         cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
-        return;
-    }
-    if (prefix && *prefix && !(pat = ss_like_prefix(prefix))) {
+    } else if (prefix && *prefix && !(pat = ss_like_prefix(prefix))) {
         cb(arg, CHATD_ERR_NOMEM, NULL, 0);
-        return;
+    } else {
+        ss_members_read(s, after_id, pat, limit, 0, cb, arg);
+        free(pat);
     }
-    st = ss_rstmt(s, pat ? R_MEMBER_PAGE_Q : R_MEMBER_PAGE);
-    sqlite3_bind_int64(st, 1, after_id);
-    sqlite3_bind_int64(st, 2, limit);
-    if (pat) sqlite3_bind_text(st, 3, pat, -1, SQLITE_STATIC);
-    status = ss_list_run(s, st, &l, "reading a page of members", ss_member_fill);
-    sqlite3_clear_bindings(st);
-    free(pat);
-    cb(arg, status, status == CHATD_OK ? l.rows : NULL, status == CHATD_OK ? l.n : 0);
-    ss_list_free(&l);
 }
 
 void ss_session_get(void *inst, const char *token_hash, chatd_session_cb cb, void *arg)
