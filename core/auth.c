@@ -12,7 +12,7 @@
  * Every hash is admitted by the throttles first (throttle.c): failed logins
  * per login id ("l:") and per client address ("a:"), registrations per
  * address ("r:"), and hashes in flight per address ("h:"). A request holds
- * its keys (a gate) from admission until it is answered.
+ * its keys (a throttle_gate) from admission until it is answered.
  */
 #include "config.h"
 
@@ -70,14 +70,6 @@ struct auth {
     size_t ntokens;
     throttle *throttle;
 };
-
-/* The throttle keys a request holds while it runs. */
-#define GATE_KEYS 3
-typedef struct gate {
-    char *key[GATE_KEYS];
-    int n;
-    int64_t window_ms;
-} gate;
 
 /* ------------------------------------------------------------ workers */
 
@@ -249,59 +241,6 @@ void auth_free(auth *a)
     free(a);
 }
 
-/* ------------------------------------------------------------ throttle gates */
-
-/* The attempt is over: release its keys; `failed` counts it in the window of
- * the "l:", "a:" and "r:" keys ("h:" only counts hashes in flight). */
-static void gate_close(auth *a, gate *g, bool failed)
-{
-    int64_t now = clock_wall_ms();
-    for (int i = 0; i < g->n; i++) {
-        throttle_end(a->throttle, g->key[i], failed && g->key[i][0] != 'h', g->window_ms, now);
-        free(g->key[i]);
-        g->key[i] = NULL;
-    }
-    g->n = 0;
-}
-
-/* Admit one attempt under limits[i] for keys[i] (NULL key or limit 0: not
- * limited). Returns 0 and holds the keys, or the milliseconds to wait. */
-static int64_t gate_open(auth *a, gate *g, const char *const keys[GATE_KEYS],
-                         const int64_t limits[GATE_KEYS], int64_t window_ms)
-{
-    int64_t now = clock_wall_ms(), wait = 0;
-    g->window_ms = window_ms;
-    for (int i = 0; i < GATE_KEYS; i++) {
-        if (!keys[i] || limits[i] <= 0) continue;
-        int64_t w = throttle_wait(a->throttle, keys[i], limits[i], window_ms, now);
-        if (w > 0 && keys[i][0] == 'h') w = 1000; /* a hash slot frees soon */
-        if (w > wait) wait = w;
-    }
-    if (wait > 0) return wait;
-    for (int i = 0; i < GATE_KEYS; i++) {
-        if (!keys[i] || limits[i] <= 0) continue;
-        char *k = strdup(keys[i]);
-        if (!k || throttle_begin(a->throttle, k, window_ms, now) != 0) {
-            free(k);
-            gate_close(a, g, false);
-            return window_ms;
-        }
-        g->key[g->n++] = k;
-    }
-    return 0;
-}
-
-/* Answer a refused attempt: log at debug, count it, give Retry-After. */
-static void gate_refused(core *c, const char *what, const char *who, int64_t wait_ms,
-                         uint32_t *retry_after)
-{
-    int64_t s = (wait_ms + 999) / 1000;
-    if (retry_after) *retry_after = (uint32_t)(s < 1 ? 1 : s > 86400 ? 86400 : s);
-    metrics_counter_add(c->metrics, "chatd_auth_throttled_total", "core", 1);
-    log_msg(CHATD_LOG_DEBUG, NULL, "%s throttled for '%s': retry after %" PRId64 " s", what, who,
-            s);
-}
-
 /* The client address as a throttle key part ("" when there is none). */
 static const char *addr_part(const char *client_addr)
 {
@@ -451,13 +390,15 @@ typedef struct reg_req {
     char hash[crypto_pwhash_STRBYTES];
     chatd_member_cb cb;
     void *arg;
-    gate gate;
+    throttle_gate gate;
     uint32_t *retry_after;
 } reg_req;
 
 static void reg_free(reg_req *r)
 {
-    if (r->core) gate_close(r->core->auth, &r->gate, true); /* every registration counts */
+    if (r->core)
+        throttle_gate_close(r->core->auth->throttle, &r->gate,
+                            true); /* every registration counts */
     free(r->login_id);
     free(r->name);
     if (r->password) {
@@ -558,11 +499,13 @@ void auth_register2(core *c, const char *login_id, const char *name, const char 
     char rk[80], hk[80];
     snprintf(rk, sizeof(rk), "r:%s", addr ? addr : "");
     snprintf(hk, sizeof(hk), "h:%s", addr ? addr : "");
-    const char *keys[GATE_KEYS] = {addr ? rk : NULL, addr ? hk : NULL, NULL};
-    const int64_t limits[GATE_KEYS] = {c->cfg->register_limit, c->cfg->max_hashes_per_addr, 0};
-    int64_t wait = gate_open(c->auth, &r->gate, keys, limits, c->cfg->register_window * 1000);
+    const char *keys[THROTTLE_GATE_KEYS] = {addr ? rk : NULL, addr ? hk : NULL, NULL};
+    const int64_t limits[THROTTLE_GATE_KEYS] = {c->cfg->register_limit, c->cfg->max_hashes_per_addr,
+                                                0};
+    int64_t wait = throttle_gate_open(c->auth->throttle, &r->gate, keys, limits,
+                                      c->cfg->register_window * 1000);
     if (wait > 0) {
-        gate_refused(c, "registration", addr, wait, retry_after);
+        throttle_refused(c, "registration", addr, wait, retry_after);
         reg_free(r);
         cb(arg, CHATD_ERR_BUSY, NULL, 0);
         return;
@@ -583,14 +526,14 @@ typedef struct login_req {
     char token[TOKEN_HEX + 1];
     char hash[HASH_HEX + 1];
     int64_t expires_ms;
-    gate gate;
+    throttle_gate gate;
     bool failed; /* wrong password or unknown login id */
     uint32_t *retry_after;
 } login_req;
 
 static void login_free(login_req *r)
 {
-    if (r->core) gate_close(r->core->auth, &r->gate, r->failed);
+    if (r->core) throttle_gate_close(r->core->auth->throttle, &r->gate, r->failed);
     if (r->password) {
         sodium_memzero(r->password, strlen(r->password));
         free(r->password);
@@ -725,12 +668,13 @@ void auth_login2(core *c, const char *login_id, const char *password, const char
     snprintf(lk, sizeof(lk), "l:%s", login_id);
     snprintf(ak, sizeof(ak), "a:%s", addr ? addr : "");
     snprintf(hk, sizeof(hk), "h:%s", addr ? addr : "");
-    const char *keys[GATE_KEYS] = {lk, addr ? ak : NULL, addr ? hk : NULL};
-    const int64_t limits[GATE_KEYS] = {c->cfg->login_fail_limit, c->cfg->login_fail_limit,
-                                       c->cfg->max_hashes_per_addr};
-    int64_t wait = gate_open(c->auth, &r->gate, keys, limits, c->cfg->login_fail_window * 1000);
+    const char *keys[THROTTLE_GATE_KEYS] = {lk, addr ? ak : NULL, addr ? hk : NULL};
+    const int64_t limits[THROTTLE_GATE_KEYS] = {c->cfg->login_fail_limit, c->cfg->login_fail_limit,
+                                                c->cfg->max_hashes_per_addr};
+    int64_t wait = throttle_gate_open(c->auth->throttle, &r->gate, keys, limits,
+                                      c->cfg->login_fail_window * 1000);
     if (wait > 0) {
-        gate_refused(c, "login", login_id, wait, retry_after);
+        throttle_refused(c, "login", login_id, wait, retry_after);
         login_free(r);
         cb(arg, CHATD_ERR_BUSY, NULL, NULL);
         return;

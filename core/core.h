@@ -382,6 +382,27 @@ void throttle_clear(throttle *t, const char *key);
 void throttle_sweep(throttle *t, int64_t window_ms, int64_t now);
 size_t throttle_size(const throttle *t);
 
+/** The throttle keys one attempt holds while it runs (auth.c's requests). */
+#define THROTTLE_GATE_KEYS 3
+typedef struct throttle_gate {
+    char *key[THROTTLE_GATE_KEYS];
+    int n;
+    int64_t window_ms;
+} throttle_gate;
+/** Admit one attempt under limits[i] for keys[i] (NULL key or limit 0: not
+ *  limited; a key starting with 'h' counts hashes in flight only). Returns 0
+ *  and holds the keys in g, or the milliseconds to wait (nothing held). */
+int64_t throttle_gate_open(throttle *t, throttle_gate *g,
+                           const char *const keys[THROTTLE_GATE_KEYS],
+                           const int64_t limits[THROTTLE_GATE_KEYS], int64_t window_ms);
+/** The attempt is over: release g's keys; `failed` counts it in the window of
+ *  each key but the 'h' one. */
+void throttle_gate_close(throttle *t, throttle_gate *g, bool failed);
+/** Answer a refused attempt: log at debug, count it in
+ *  chatd_auth_throttled_total, write Retry-After (1..86400 s). */
+void throttle_refused(core *c, const char *what, const char *who, int64_t wait_ms,
+                      uint32_t *retry_after);
+
 /* ----------------------------------------------------------------- auth.c */
 
 typedef struct auth auth;

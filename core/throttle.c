@@ -9,11 +9,15 @@
  * (throttle_max_entries): when it is full, entries whose window is over are
  * swept, and a new key that still finds no room is refused, so a flood of
  * fresh keys cannot reset the counts of the keys already held.
+ *
+ * A gate (throttle_gate_*) is the set of keys one attempt holds from its
+ * admission until it is answered, and the Retry-After of a refused one.
  */
 #include "config.h"
 
 #include "core.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,4 +150,53 @@ void throttle_clear(throttle *t, const char *key)
 size_t throttle_size(const throttle *t)
 {
     return t->n;
+}
+
+/* ---- gates ---------------------------------------------------------------- */
+
+void throttle_gate_close(throttle *t, throttle_gate *g, bool failed)
+{
+    int64_t now = clock_wall_ms();
+    for (int i = 0; i < g->n; i++) {
+        throttle_end(t, g->key[i], failed && g->key[i][0] != 'h', g->window_ms, now);
+        free(g->key[i]);
+        g->key[i] = NULL;
+    }
+    g->n = 0;
+}
+
+int64_t throttle_gate_open(throttle *t, throttle_gate *g,
+                           const char *const keys[THROTTLE_GATE_KEYS],
+                           const int64_t limits[THROTTLE_GATE_KEYS], int64_t window_ms)
+{
+    int64_t now = clock_wall_ms(), wait = 0;
+    g->window_ms = window_ms;
+    for (int i = 0; i < THROTTLE_GATE_KEYS; i++) {
+        if (!keys[i] || limits[i] <= 0) continue;
+        int64_t w = throttle_wait(t, keys[i], limits[i], window_ms, now);
+        if (w > 0 && keys[i][0] == 'h') w = 1000; /* a hash slot frees soon */
+        if (w > wait) wait = w;
+    }
+    if (wait > 0) return wait;
+    for (int i = 0; i < THROTTLE_GATE_KEYS; i++) {
+        if (!keys[i] || limits[i] <= 0) continue;
+        char *k = strdup(keys[i]);
+        if (!k || throttle_begin(t, k, window_ms, now) != 0) {
+            free(k);
+            throttle_gate_close(t, g, false);
+            return window_ms;
+        }
+        g->key[g->n++] = k;
+    }
+    return 0;
+}
+
+void throttle_refused(core *c, const char *what, const char *who, int64_t wait_ms,
+                      uint32_t *retry_after)
+{
+    int64_t s = (wait_ms + 999) / 1000;
+    if (retry_after) *retry_after = (uint32_t)(s < 1 ? 1 : s > 86400 ? 86400 : s);
+    metrics_counter_add(c->metrics, "chatd_auth_throttled_total", "core", 1);
+    log_msg(CHATD_LOG_DEBUG, NULL, "%s throttled for '%s': retry after %" PRId64 " s", what, who,
+            s);
 }

@@ -21,7 +21,8 @@ export CHATD_AUTH_MEMBER_CACHE_MAX=16
 sets=(--set "store.path=$tmp/chatd.db" --set "chatd.register_limit=$CHATD_AUTH_REGISTER_LIMIT"
     --set "chatd.member_cache_max=$CHATD_AUTH_MEMBER_CACHE_MAX")
 # /metrics: on its own listener when transport-ws has one, else on the public one
-if "$CHATD_BIN" -h transport-ws 2>/dev/null | grep -q '^ *metrics_listen'; then
+# (grep reads it all: with -q it may exit first, and pipefail sees chatd's SIGPIPE)
+if "$CHATD_BIN" -h transport-ws 2>/dev/null | grep '^ *metrics_listen' >/dev/null; then
     mport=$(free_port)
     sets+=(--set "ws.metrics_listen=127.0.0.1:$mport")
     export CHATD_METRICS_URL=http://127.0.0.1:$mport/metrics
