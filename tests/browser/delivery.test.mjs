@@ -224,6 +224,16 @@ async function connected(ms = 30000) {
     await page.locator('#conn-status[data-state="connected"]').waitFor({ state: 'attached', timeout: ms });
 }
 
+/* roomSettled(): the open room has loaded and is not catching up (a reload
+ * that connected after the first history load catches up once the room's
+ * subscription is active; until that ends there is no resume point) */
+async function roomSettled(ms = 30000) {
+    await page.waitForFunction(() => {
+        const c = window.ChatdPage.state.current;
+        return c && c.loaded && !c.loading && !c.catching && !c.buffering && c.lastCursor != null;
+    }, undefined, { timeout: ms });
+}
+
 async function disconnected() {
     await page.locator('#conn-status:not([data-state="connected"])').waitFor({ state: 'attached', timeout: 20000 });
 }
@@ -455,6 +465,7 @@ test('after a reload, the cursor of the last history item is the resume point', 
     await page.reload();
     await connected();
     await waitShown('after lost receipt');
+    await roomSettled();
     const hist = await rest('GET', `/api/rooms/${rid}/messages?limit=1`, undefined, { Authorization: `Bearer ${eli.token}` });
     const last = hist.json.messages.at(-1);
     assert.match(last.cursor ?? '', /^[\x20-\x7e]{1,256}$/, 'history items carry a cursor');
@@ -470,11 +481,13 @@ test('after a reload, the cursor of the last history item is the resume point', 
     const sub = sentFrames.find((f) => f.command === 'SUBSCRIBE' && f.at >= cutAt && f.headers.destination === `/sub/chat/room/${rid}`);
     const unescape = (v) => v?.replace(/\\(.)/g, (m, c) => ({ c: ':', n: '\n', r: '\r', '\\': '\\' })[c]);
     assert.equal(unescape(sub?.headers['resume-after']), last.cursor,
-        'resumed after the history\'s last cursor');
+        `resumed after the history's last cursor (SUBSCRIBEs since the cut: ${JSON.stringify(
+            sentFrames.filter((f) => f.command === 'SUBSCRIBE' && f.at >= cutAt).map((f) => f.headers))})`);
     assert.deepEqual(historyRequests.filter((r) => r.at >= cutAt), [], 'no history request');
 });
 
 test('after the peer sent 50 messages while the page was away, the reconnect shows all 50 without a reload', async () => {
+    await roomSettled();
     await page.evaluate(() => { window.notReloaded = true; });
     proxy.refuse = true;
     proxy.cut();
