@@ -39,6 +39,9 @@ static void usage(void)
          "  --rooms R             destinations (chatd: rooms of two members each)\n"
          "  --rate X              messages/s per publisher (0 = flat out with --window)\n"
          "  --window W            outstanding receipts per publisher (flat out; default 16)\n"
+         "  --inflight N          flat out: at most N messages per publisher not yet received\n"
+         "                        by every subscriber of its room (1: the next SEND waits\n"
+         "                        for every copy of the last)\n"
          "  --size B              message text bytes (default 64)\n"
          "  --duration S          publishing seconds (default 10, max 600)\n"
          "  --drain S             seconds to wait for in-flight messages (default 5)\n"
@@ -46,11 +49,12 @@ static void usage(void)
          "  --connect-conc K      connection attempts in flight (default 200)\n"
          "  --setup-timeout S     give up on slow connections after S (default 120)\n"
          "  --persistent          rabbit: durable subscriptions and persistent messages\n"
-         "  --server-pid PID      report the server's RSS delta per connection and its\n"
-         "                        CPU share while publishing (alias --rss-pid)\n"
+         "  --server-pid PID[,PID...]  report the server's RSS delta per connection and its\n"
+         "                        CPU share while publishing, summed over the processes\n"
+         "                        given (alias --rss-pid)\n"
          "  --csv FILE            append a CSV row (header when the file is new)\n"
          "  --hist FILE           write the latency percentile distribution\n"
-         "  --timeline FILE       write deliveries and mean/max latency per second\n"
+         "  --timeline FILE       write deliveries and p50/p99/p99.9/max latency per second\n"
          "  --label L --scenario S  names in the CSV\n"
          "  chatd: --prefix P (member login prefix), --password W, --token-cache FILE,\n"
          "         --http-conc K (parallel REST requests while logging in)\n"
@@ -78,17 +82,37 @@ int main(int argc, char **argv)
     g.npubs = -1;
     bool target_set = false;
 
-    static const struct option opts[] = {
-        {"target", 1, 0, 't'},        {"port", 1, 0, 'p'},         {"path", 1, 0, 'P'},
-        {"subs", 1, 0, 's'},          {"pubs", 1, 0, 'm'},         {"pubsub", 1, 0, 'b'},
-        {"rooms", 1, 0, 'r'},         {"rate", 1, 0, 'R'},         {"window", 1, 0, 'w'},
-        {"size", 1, 0, 'z'},          {"duration", 1, 0, 'd'},     {"drain", 1, 0, 'D'},
-        {"settle", 1, 0, 'S'},        {"connect-conc", 1, 0, 'k'}, {"http-conc", 1, 0, 'H'},
-        {"setup-timeout", 1, 0, 'T'}, {"csv", 1, 0, 'c'},          {"hist", 1, 0, 'h'},
-        {"label", 1, 0, 'l'},         {"scenario", 1, 0, 'n'},     {"token-cache", 1, 0, 'C'},
-        {"prefix", 1, 0, 'x'},        {"password", 1, 0, 'W'},     {"dest-prefix", 1, 0, 'X'},
-        {"persistent", 0, 0, 'Y'},    {"rss-pid", 1, 0, 'M'},      {"server-pid", 1, 0, 'M'},
-        {"help", 0, 0, 'Z'},          {"timeline", 1, 0, 'L'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"target", 1, 0, 't'},
+                                         {"port", 1, 0, 'p'},
+                                         {"path", 1, 0, 'P'},
+                                         {"subs", 1, 0, 's'},
+                                         {"pubs", 1, 0, 'm'},
+                                         {"pubsub", 1, 0, 'b'},
+                                         {"rooms", 1, 0, 'r'},
+                                         {"rate", 1, 0, 'R'},
+                                         {"window", 1, 0, 'w'},
+                                         {"size", 1, 0, 'z'},
+                                         {"duration", 1, 0, 'd'},
+                                         {"drain", 1, 0, 'D'},
+                                         {"settle", 1, 0, 'S'},
+                                         {"connect-conc", 1, 0, 'k'},
+                                         {"http-conc", 1, 0, 'H'},
+                                         {"setup-timeout", 1, 0, 'T'},
+                                         {"csv", 1, 0, 'c'},
+                                         {"hist", 1, 0, 'h'},
+                                         {"label", 1, 0, 'l'},
+                                         {"scenario", 1, 0, 'n'},
+                                         {"token-cache", 1, 0, 'C'},
+                                         {"prefix", 1, 0, 'x'},
+                                         {"password", 1, 0, 'W'},
+                                         {"dest-prefix", 1, 0, 'X'},
+                                         {"persistent", 0, 0, 'Y'},
+                                         {"rss-pid", 1, 0, 'M'},
+                                         {"server-pid", 1, 0, 'M'},
+                                         {"help", 0, 0, 'Z'},
+                                         {"timeline", 1, 0, 'L'},
+                                         {"inflight", 1, 0, 'I'},
+                                         {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "q", opts, NULL)) != -1) {
         switch (o) {
@@ -174,7 +198,16 @@ int main(int argc, char **argv)
             g.persistent = true;
             break;
         case 'M':
-            g.rss_pid = (pid_t)atoi(optarg);
+            for (char *e, *q = optarg; *q; q = *e ? e + 1 : e) {
+                long v = strtol(q, &e, 10);
+                if (e == q || v <= 0 || (*e && *e != ',') || g.nsrv_pids >= LG_MAX_SERVER_PIDS)
+                    die("--server-pid takes up to %d process ids separated by commas",
+                        LG_MAX_SERVER_PIDS);
+                g.srv_pids[g.nsrv_pids++] = (pid_t)v;
+            }
+            break;
+        case 'I':
+            g.inflight = atoi(optarg);
             break;
         case 'q':
             g.quiet = true;
@@ -201,6 +234,8 @@ int main(int argc, char **argv)
         die("--drain and --settle must be 0..120 seconds");
     if (g.window < 0 || (g.rate <= 0 && g.window < 1))
         die("flat out (--rate 0) needs --window >= 1");
+    if (g.inflight < 0 || g.inflight > 1024 || (g.inflight && g.rate > 0))
+        die("--inflight must be 0..1024 and needs --rate 0 (flat out)");
     if (g.connect_conc < 1 || g.http_conc < 1 || g.http_conc > 64)
         die("--connect-conc >= 1 and --http-conc 1..64");
     if (g.setup_timeout <= 0 || g.setup_timeout > 600) die("--setup-timeout must be in (0, 600]");
@@ -270,7 +305,9 @@ int main(int argc, char **argv)
         if (c->stomp_in) evbuffer_free(c->stomp_in);
         if (c->tick) event_free(c->tick);
         free(c->last_seq);
+        free(c->copies);
     }
+    free(g.tl);
     event_free(g.phase_timer);
     event_free(g.sig_ev);
     event_free(sig_term);

@@ -19,6 +19,7 @@
 #define LG_MAX_SIZE 60000          /* largest message text */
 #define LG_MAX_WS_FRAME (1u << 20) /* largest inbound WebSocket message */
 #define LG_MAX_STOMP_PENDING (1u << 20)
+#define LG_MAX_SERVER_PIDS 64 /* processes summed as "the server" */
 #define LG_WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum target { TARGET_CHATD, TARGET_RABBIT };
@@ -67,6 +68,10 @@ struct conn {
     int outstanding;
     uint64_t pub_t0;
     double pub_interval_us;
+    /* --inflight: copies seen of each message still in flight (ring indexed
+     * by seq % inflight) and the messages every subscriber has had */
+    uint32_t *copies;
+    uint64_t full;
     struct event *tick;
     /* subscriber: last sequence seen per publisher of the room */
     uint64_t *last_seq;
@@ -93,6 +98,7 @@ struct lg_state {
     int nsubs, npubs, npubsub, nrooms;
     double rate; /* per publisher msgs/s; 0 = flat out (window) */
     int window;
+    int inflight; /* messages per publisher not yet delivered to every subscriber (0: off) */
     int size;
     double duration, drain, settle;
     int connect_conc;
@@ -106,7 +112,8 @@ struct lg_state {
     const char *dest_prefix;
     bool persistent;
     bool quiet;
-    pid_t rss_pid;
+    pid_t srv_pids[LG_MAX_SERVER_PIDS]; /* --server-pid: summed CPU and RSS */
+    int nsrv_pids;
     /* state */
     struct event_base *base;
     struct member *members;
@@ -137,9 +144,9 @@ struct lg_state {
     char *pad;
     uint64_t unique_at_pub_end;
     const char *timeline;
-    /* per second of the run (from the start of publishing): deliveries, latency sum and max */
-    uint64_t tl_n[LG_MAX_DURATION + 130], tl_max[LG_MAX_DURATION + 130];
-    double tl_sum[LG_MAX_DURATION + 130];
+    /* one latency histogram per second of the run (from the start of publishing) */
+    struct hist *tl;
+    size_t ntl;
     bool interrupted;
 };
 extern struct lg_state g;
@@ -153,8 +160,8 @@ uint64_t now_ns(void);
 void logmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void hist_add(struct hist *h, uint64_t v);
-long read_rss_kb(pid_t pid);
-double read_proc_cpu_s(pid_t pid);
+long server_rss_kb(void);
+double server_cpu_s(void);
 void print_report(void);
 
 /* loadgen_client.c: the WebSocket + STOMP client connections */

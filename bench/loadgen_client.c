@@ -177,7 +177,7 @@ static void on_message(struct conn *c, const char *body, size_t blen)
         g.unknown++;
         return;
     }
-    const struct conn *p = g.pubs[pub];
+    struct conn *p = g.pubs[pub];
     if (p->room != c->room) {
         g.unknown++;
         return;
@@ -189,13 +189,16 @@ static void on_message(struct conn *c, const char *body, size_t blen)
         g.unique++;
         uint64_t lat = t > ts ? t - ts : 0;
         hist_add(&g.lat, lat);
-        if (g.t_pub0 && t > g.t_pub0) {
+        if (g.tl && g.t_pub0 && t > g.t_pub0) {
             uint64_t sec = (t - g.t_pub0) / 1000000000ull;
-            if (sec < LG_MAX_DURATION + 130) {
-                g.tl_n[sec]++;
-                g.tl_sum[sec] += (double)lat;
-                if (lat > g.tl_max[sec]) g.tl_max[sec] = lat;
-            }
+            if (sec < g.ntl) hist_add(&g.tl[sec], lat);
+        }
+        /* --inflight: the last copy of a message lets its publisher send the next */
+        if (p->copies &&
+            ++p->copies[seq % (uint64_t)g.inflight] >= (uint32_t)g.rooms[p->room].nsubs_ready) {
+            p->copies[seq % (uint64_t)g.inflight] = 0;
+            p->full++;
+            if (g.publishing) pub_send_due(p);
         }
     } else {
         g.dups++;

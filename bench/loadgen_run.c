@@ -40,7 +40,8 @@ void pub_send_due(struct conn *c)
 {
     if (c->state != CS_READY || !g.publishing) return;
     if (g.rate <= 0) {
-        while (c->outstanding < g.window)
+        while (c->outstanding < g.window &&
+               (g.inflight == 0 || c->sent - c->full < (uint64_t)g.inflight))
             if (pub_send_one(c) != 0) {
                 conn_fail(c, "cannot queue SEND");
                 return;
@@ -91,9 +92,9 @@ static void start_publishing(void)
         struct conn *c = &g.conns[i];
         if (c->is_sub && c->state == CS_READY) g.rooms[c->room].nsubs_ready++;
     }
-    if (g.rss_pid > 0) g.rss_after = read_rss_kb(g.rss_pid);
+    if (g.nsrv_pids > 0) g.rss_after = server_rss_kb();
     getrusage(RUSAGE_SELF, &g.ru0);
-    if (g.rss_pid > 0) g.srv_cpu0 = read_proc_cpu_s(g.rss_pid);
+    if (g.nsrv_pids > 0) g.srv_cpu0 = server_cpu_s();
     g.t_pub0 = now_ns();
     g.publishing = g.npubs > 0;
     for (int i = 0; i < g.npubs; i++) {
@@ -168,7 +169,7 @@ void phase_cb(evutil_socket_t fd, short what, void *arg)
         g.publishing = false;
         g.t_pub_end = now_ns();
         getrusage(RUSAGE_SELF, &g.ru1);
-        if (g.rss_pid > 0) g.srv_cpu1 = read_proc_cpu_s(g.rss_pid);
+        if (g.nsrv_pids > 0) g.srv_cpu1 = server_cpu_s();
         g.draining = true;
         g.unique_at_pub_end = g.unique;
         g.expected_total = expected_now();
@@ -182,7 +183,7 @@ void phase_cb(evutil_socket_t fd, short what, void *arg)
             if (g.pubs[i]->state == CS_READY) outstanding += (uint64_t)g.pubs[i]->outstanding;
         if ((g.unique >= g.expected_total && outstanding == 0) || waited >= g.drain) {
             g.t_end = now_ns();
-            if (g.rss_pid > 0) g.rss_end = read_rss_kb(g.rss_pid);
+            if (g.nsrv_pids > 0) g.rss_end = server_rss_kb();
             g_phase = PH_DONE;
             event_base_loopexit(g.base, NULL);
         } else {
@@ -241,7 +242,16 @@ void build_rooms_and_connect(void)
             if (!c->last_seq) die("out of memory");
         }
     }
-    if (g.rss_pid > 0) g.rss_before = read_rss_kb(g.rss_pid);
+    for (int i = 0; g.inflight > 0 && i < g.npubs; i++) {
+        g.pubs[i]->copies = calloc((size_t)g.inflight, sizeof *g.pubs[i]->copies);
+        if (!g.pubs[i]->copies) die("out of memory");
+    }
+    if (g.timeline) {
+        g.ntl = (size_t)(g.duration + g.drain) + 3;
+        g.tl = calloc(g.ntl, sizeof *g.tl);
+        if (!g.tl) die("out of memory for the timeline (%zu seconds)", g.ntl);
+    }
+    if (g.nsrv_pids > 0) g.rss_before = server_rss_kb();
     g.t_connect0 = now_ns();
     start_more_connections();
 }

@@ -91,7 +91,7 @@ static uint64_t hist_pct(const struct hist *h, double p)
 
 /* ------------------------------------------------------------------ helpers */
 
-long read_rss_kb(pid_t pid)
+static long read_rss_kb(pid_t pid)
 {
     char path[64], line[256];
     long kb = -1;
@@ -108,7 +108,7 @@ long read_rss_kb(pid_t pid)
 }
 
 /* utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat) */
-double read_proc_cpu_s(pid_t pid)
+static double read_proc_cpu_s(pid_t pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -126,6 +126,28 @@ double read_proc_cpu_s(pid_t pid)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
     return (double)(ut + st) / (double)(hz > 0 ? hz : 100);
+}
+
+/* RSS of the --server-pid processes together, in KB (-1 when none can be read) */
+long server_rss_kb(void)
+{
+    long sum = -1;
+    for (int i = 0; i < g.nsrv_pids; i++) {
+        long kb = read_rss_kb(g.srv_pids[i]);
+        if (kb >= 0) sum = (sum < 0 ? 0 : sum) + kb;
+    }
+    return sum;
+}
+
+/* CPU seconds of the --server-pid processes together (a process that is gone counts 0) */
+double server_cpu_s(void)
+{
+    double sum = 0;
+    for (int i = 0; i < g.nsrv_pids; i++) {
+        double s = read_proc_cpu_s(g.srv_pids[i]);
+        if (s > 0) sum += s;
+    }
+    return sum;
 }
 
 static double tv_s(struct timeval tv)
@@ -183,10 +205,14 @@ void print_report(void)
     printf("latency us      p50 %.0f  p99 %.0f  p99.9 %.0f  max %.0f  mean %.0f (n=%" PRIu64 ")\n",
            hist_pct(h, 50) / us, hist_pct(h, 99) / us, hist_pct(h, 99.9) / us, h->max / us,
            h->n ? (double)(h->sum / h->n) / us : 0, h->n);
-    if (g.rss_pid > 0)
+    if (g.nsrv_pids > 0)
         printf("server RSS      before %ld KB, connected %ld KB, end %ld KB: %.0f B/connection\n",
                g.rss_before, g.rss_after, g.rss_end, rss_per_conn);
-    if (g.rss_pid > 0) printf("server CPU      %.1f%% of one core while publishing\n", srv_cpu_pct);
+    if (g.nsrv_pids > 0)
+        printf("server CPU      %.1f%% of one core while publishing = %.2f us per delivery "
+               "(%d process%s)\n",
+               srv_cpu_pct, deliv_rate > 0 ? srv_cpu_pct / 100.0 * 1e6 / deliv_rate : 0,
+               g.nsrv_pids, g.nsrv_pids == 1 ? "" : "es");
     printf("loadgen CPU     %.1f%% of one core while publishing\n", cpu_pct);
     fflush(stdout);
 
@@ -200,31 +226,35 @@ void print_report(void)
                            "ready,failed,setup_s,conn_per_s,published,receipts,expected,delivered,"
                            "lost,dups,pub_per_s,deliv_per_s,p50_us,p99_us,p999_us,max_us,mean_us,"
                            "loadgen_cpu_pct,rss_before_kb,rss_conn_kb,rss_end_kb,"
-                           "rss_bytes_per_conn,stomp_errors,server_cpu_pct,dropped\n");
+                           "rss_bytes_per_conn,stomp_errors,server_cpu_pct,dropped,inflight,"
+                           "server_pids\n");
             fprintf(f,
                     "%s,%s,%s,%d,%d,%d,%d,%.3f,%d,%d,%.1f,%d,%d,%.3f,%.0f,%" PRIu64 ",%" PRIu64
                     ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
-                    ",%.0f,%.0f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%ld,%ld,%ld,%.0f,%d,%.1f,%d\n",
+                    ",%.0f,%.0f,%.1f,%.1f,%.1f,%.1f,%.1f,%.1f,%ld,%ld,%ld,%.0f,%d,%.1f,%d,%d,%d\n",
                     g.label, g.target == TARGET_RABBIT ? "rabbitmq" : "chatd", g.scenario, g.nconns,
                     g.npubsub ? g.npubsub : g.nsubs, g.npubs, g.nrooms, g.rate, g.window, g.size,
                     g.duration, g.ready, g.failed, conn_s, conn_rate, sent, rcpt, expected,
                     g.unique, lost, g.dups, pub_rate, deliv_rate, hist_pct(h, 50) / us,
                     hist_pct(h, 99) / us, hist_pct(h, 99.9) / us, h->max / us,
                     h->n ? (double)(h->sum / h->n) / us : 0, cpu_pct, g.rss_before, g.rss_after,
-                    g.rss_end, rss_per_conn, g.errors_stomp, srv_cpu_pct, g.dropped);
+                    g.rss_end, rss_per_conn, g.errors_stomp, srv_cpu_pct, g.dropped, g.inflight,
+                    g.nsrv_pids);
             fclose(f);
         }
     }
-    if (g.timeline && h->n) {
+    if (g.tl && h->n) {
         FILE *f = fopen(g.timeline, "w");
         if (!f) {
             logmsg("cannot write %s: %s", g.timeline, strerror(errno));
         } else {
-            fprintf(f, "# second deliveries mean_latency_us max_latency_us\n");
-            for (size_t i = 0; i < LG_MAX_DURATION + 130 && i <= (size_t)(tot_s + 1); i++)
-                fprintf(f, "%zu %" PRIu64 " %.1f %.1f\n", i, g.tl_n[i],
-                        g.tl_n[i] ? g.tl_sum[i] / (double)g.tl_n[i] / us : 0, g.tl_max[i] / us);
-            fclose(f);
+            fprintf(f, "# second deliveries p50_us p99_us p999_us max_us\n");
+            for (size_t i = 0; i < g.ntl && i <= (size_t)(tot_s + 1); i++) {
+                const struct hist *t = &g.tl[i];
+                fprintf(f, "%zu %" PRIu64 " %.1f %.1f %.1f %.1f\n", i, t->n, hist_pct(t, 50) / us,
+                        hist_pct(t, 99) / us, hist_pct(t, 99.9) / us, t->max / us);
+            }
+            if (fclose(f) != 0) logmsg("cannot write %s: %s", g.timeline, strerror(errno));
         }
     }
     if (g.hist_out && h->n) {
