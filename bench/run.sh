@@ -78,6 +78,9 @@ install_pkgs() {
     return 0
 }
 install_pkgs
+# the plots need matplotlib: Debian's python3 has it (python3-matplotlib)
+PY=python3
+python3 -c 'import matplotlib' 2>/dev/null || { [ -x /usr/bin/python3 ] && PY=/usr/bin/python3; }
 
 # the servers inherit this cap (10,000 connections plus margin)
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
@@ -185,7 +188,7 @@ FLOOR=$("$BUILD/bench/floor" -n "$FAN_SUBS" -r "$FLOOR_ROUNDS" -s 200 | tee "$OU
 log "floor: ${FLOOR:-?} us of CPU per write"
 
 # ------------------------------------------------------------------ servers
-declare -A PORT PID LABEL METRICS
+declare -A PORT PID LABEL METRICS SEED SEEDK
 chatd_common_sets() { # PORT METRICS-PORT
     echo --set "ws.listen=127.0.0.1:$1" --set "ws.metrics_listen=127.0.0.1:$2" \
         --set chatd.publish_rate=0 --set chatd.log_level=warn --set chatd.register_limit=0 \
@@ -206,11 +209,13 @@ start_chatd() {
     wait_port "$port" 30 || { log "$t did not open $port: $(tail -5 "$dir/chatd.log")"; return 1; }
 }
 
-start_pg() { # DIR-VAR: a throw-away PostgreSQL (fsync on, synchronous_commit on)
+start_pg() { # a throw-away PostgreSQL (fsync on, synchronous_commit on)
     [ -x "$TOP/tests/plugins/store-pg/pg-start.sh" ] || { log "tests/plugins/store-pg/pg-start.sh missing"; return 1; }
     eval "$("$TOP/tests/plugins/store-pg/pg-start.sh" 2>>"$OUT/logs/pg-start.log")" ||
         { log "cannot start PostgreSQL (see $OUT/logs/pg-start.log)"; return 1; }
     PG_DIRS+=("$PGTEST_DIR")
+    PG_PSQL="$PGTEST_BIN/psql -h 127.0.0.1 -p $PGTEST_PORT -U chatd -d chatd"
+    [ "$(id -u)" -eq 0 ] && PG_PSQL="runuser -u postgres -- $PG_PSQL"
     SYNC_COMMIT=$(runuser -u postgres -- "$PGTEST_BIN/psql" -X -At -h 127.0.0.1 -p "$PGTEST_PORT" -U postgres \
         -d postgres -c "SELECT current_setting('fsync') || ' / ' || current_setting('synchronous_commit')" 2>/dev/null || echo "?")
 }
@@ -229,6 +234,7 @@ start_chatd_pg() {
         start_pg || return 1
         PG_SHARED=$PGTEST_CONNINFO
     fi
+    SEED[chatd-pg]=$PG_PSQL SEEDK[chatd-pg]=--psql
     start_chatd chatd-pg "$TOP/etc/chatd-postgres.conf" \
         "chatd (queue-local + store-pg, PostgreSQL 15 with fsync / synchronous_commit = $SYNC_COMMIT)" \
         --set "store.conninfo=$PG_SHARED" --set chatd.node_id=2
@@ -243,6 +249,7 @@ start_chatd_kafka_pg() {
         { log "cannot build the mock Kafka cluster (see $dir/build.log)"; return 1; }
     start_pg || return 1
     PG_SHARED=$PGTEST_CONNINFO
+    SEED[chatd-kafka-pg]=$PG_PSQL SEEDK[chatd-kafka-pg]=--psql
     rm -f "$dir/mock.ctl" && mkfifo "$dir/mock.ctl"
     "$BUILD/tests/plugins/queue-kafka/mock-cluster" -b 3 -t kafka-chat -p 6 -c "$dir/mock.ctl" \
         >"$dir/mock.out" 2>"$dir/mock.log" &
@@ -338,17 +345,22 @@ col_of() { # TARGET SCENARIO COLUMN: a value of the last CSV row of that run
         $1 == t && $3 == s { v = $k[c] } END { print v + 0 }' "$CSV"
 }
 
-# Members for chatd are registered and logged in once per server before any
-# measured run (argon2id hashing makes that take a while); later runs reuse
-# their tokens.
+# Members for chatd: lga0/lgb0 are registered and logged in through the REST
+# API; the others are written straight into the store with lga0's password
+# hash and a session each (bench/seed.py): argon2id through the API would take
+# 4,000 hashes of 64 MiB for 2,000 members. Every run reuses these tokens.
 members() { # TARGET ROOMS
     active "$1" || return 0
-    log "registering $((2 * $2)) members on $1 (one-off, not measured)"
-    "$LG" --target chatd --port "${PORT[$1]}" --token-cache "$OUT/$1.tokens" --http-conc 8 \
-        --pubsub "$2" --rooms "$2" --pubs 0 --duration 1 --settle 0 --drain 0 \
-        --setup-timeout 600 -q >"$OUT/logs/0-members-$1.txt" 2>&1 ||
-        log "member set-up on $1 failed: $(tail -3 "$OUT/logs/0-members-$1.txt" | tr '\n' ' ')"
+    log "members on $1: 2 through the REST API, $((2 * $2 - 2)) seeded into its store (one-off, not measured)"
+    "$LG" --target chatd --port "${PORT[$1]}" --token-cache "$OUT/$1.tokens" --http-conc 2 \
+        --pubsub 1 --rooms 1 --pubs 0 --duration 1 --settle 0 --drain 0 \
+        --setup-timeout 300 -q >"$OUT/logs/0-members-$1.txt" 2>&1 ||
+        { log "member registration on $1 failed: $(tail -3 "$OUT/logs/0-members-$1.txt" | tr '\n' ' ')"; return 0; }
+    "$PY" "$TOP/bench/seed.py" "${SEEDK[$1]}" "${SEED[$1]}" --prefix lg --rooms "$2" --cache "$OUT/$1.tokens" \
+        >>"$OUT/logs/0-members-$1.txt" 2>&1 ||
+        log "seeding members on $1 failed: $(tail -3 "$OUT/logs/0-members-$1.txt" | tr '\n' ' ')"
 }
+SEED[chatd]=$OUT/chatd/data/chatd.db SEEDK[chatd]=--sqlite
 members chatd "$CHAT_ROOMS"
 members chatd-kafka-pg "$CHAT_ROOMS"
 # same database: chatd-pg's members are chatd-kafka-pg's
@@ -442,9 +454,6 @@ fi
     echo "date|$(date -u +%Y-%m-%dT%H:%MZ)"
 } >"$OUT/machine.txt"
 log "whole run took $(($(date +%s) - T0)) s"
-# the plots need matplotlib: Debian's python3 has it (python3-matplotlib)
-PY=python3
-python3 -c 'import matplotlib' 2>/dev/null || { [ -x /usr/bin/python3 ] && PY=/usr/bin/python3; }
 if [ "$DOC" = 1 ]; then
     "$PY" "$TOP/bench/report.py" "$OUT" "$TOP/docs/benchmarks.md" "$TOP/docs/img"
 else
