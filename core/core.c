@@ -218,6 +218,7 @@ int core_start(core *c)
         log_msg(CHATD_LOG_ERROR, NULL, "cannot start the session watch timers (out of memory?)");
         goto fail;
     }
+    if (metrics_lag_start(c->metrics, c->base) != 0) goto fail; /* after start-up work */
     log_msg(CHATD_LOG_INFO, NULL, "chatd %s running: node %lld, %zu plugin instances",
             PACKAGE_VERSION, (long long)c->cfg->node_id, c->ninst);
     return 0;

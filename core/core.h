@@ -258,8 +258,8 @@ void post_free(post_queue *q);
 
 typedef struct metrics metrics;
 
-/** Histograms of the core (latency in ms). */
-enum { METRIC_HIST_QUEUE = 0, METRIC_HIST_STORE = 1, METRIC_HIST_COUNT };
+/** Histograms of the core; metrics_observe takes ms for every one. */
+enum { METRIC_HIST_QUEUE = 0, METRIC_HIST_STORE = 1, METRIC_HIST_LOOP_LAG = 2, METRIC_HIST_COUNT };
 
 metrics *metrics_new(void);
 void metrics_free(metrics *m);
@@ -268,6 +268,8 @@ int metrics_counter_add(metrics *m, const char *name, const char *instance, uint
 int metrics_gauge_set(metrics *m, const char *name, const char *instance, int64_t value);
 void metrics_observe(metrics *m, int which, double ms);
 void metrics_render(metrics *m, chatd_write_fn fn, void *arg);
+/** Start the loop-lag timer on base (chatd_loop_lag_seconds); -1 logged. */
+int metrics_lag_start(metrics *m, struct event_base *base);
 
 /* -------------------------------------------------------------- members.c */
 

@@ -6,14 +6,28 @@
  * groups each metric name under a single "# TYPE" line. The number of
  * series is bounded (METRICS_MAX); beyond it new series are dropped and
  * counted in chatd_metrics_dropped_total.
+ *
+ * Loop lag (chatd_loop_lag_seconds): a periodic timer of LAG_PERIOD_NS on
+ * the loop measures, with the monotonic clock, how late each of its ticks
+ * runs after its due time: anything that holds the loop shows up there. On
+ * Linux the ticks come from a timerfd (the kernel's precise timer, so the
+ * measure is not the coarse clock libevent schedules its timers with); a
+ * tick the loop missed is observed with its own lateness.
  */
 #include "config.h"
 
 #include "core.h"
 
+#include <errno.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/timerfd.h>
+#endif
 
 #define METRICS_MAX 4096
 
@@ -27,40 +41,72 @@ typedef struct series {
     int64_t gauge;
 } series;
 
-/* Latency buckets in ms (upper bounds); +Inf is implicit. */
+/* Bucket upper bounds, in the unit of the histogram; +Inf is implicit. */
 static const double bucket_ms[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000};
-#define NBUCKETS (sizeof(bucket_ms) / sizeof(bucket_ms[0]))
+static const double bucket_lag_s[] = {0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01,
+                                      0.025,  0.05,    0.1,    0.25,  0.5,   1};
+#define NBUCKETS_MAX 16
+#define NB(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The loop-lag timer's period: 20 ms. */
+#define LAG_PERIOD_NS 20000000LL
 
 typedef struct histogram {
     const char *name;
     const char *help;
-    uint64_t buckets[NBUCKETS];
+    const double *bounds; /* NB <= NBUCKETS_MAX upper bounds, in the unit */
+    size_t nbounds;
+    double per_ms; /* units per ms observed: 1 for ms, 0.001 for seconds */
+    uint64_t buckets[NBUCKETS_MAX];
     uint64_t count;
     double sum;
 } histogram;
+
+typedef struct lag_timer {
+    struct event *ev;
+    int fd;              /* the timerfd, -1 with the libevent timer */
+    int64_t next_due_ns; /* monotonic due time of the next tick */
+} lag_timer;
 
 struct metrics {
     series *s;
     size_t n, cap;
     uint64_t dropped;
     histogram hist[METRIC_HIST_COUNT];
+    lag_timer lag;
 };
+
+static void hist_init(histogram *h, const char *name, const char *help, const double *bounds,
+                      size_t nbounds, double per_ms)
+{
+    h->name = name;
+    h->help = help;
+    h->bounds = bounds;
+    h->nbounds = nbounds;
+    h->per_ms = per_ms;
+}
 
 metrics *metrics_new(void)
 {
     metrics *m = calloc(1, sizeof(*m));
     if (!m) return NULL;
-    m->hist[METRIC_HIST_QUEUE].name = "chatd_queue_latency_ms";
-    m->hist[METRIC_HIST_QUEUE].help =
-        "time from enqueue to the queue reporting the message durable";
-    m->hist[METRIC_HIST_STORE].name = "chatd_store_latency_ms";
-    m->hist[METRIC_HIST_STORE].help = "time from persist to the store reporting it committed";
+    hist_init(&m->hist[METRIC_HIST_QUEUE], "chatd_queue_latency_ms",
+              "time from enqueue to the queue reporting the message durable", bucket_ms,
+              NB(bucket_ms), 1);
+    hist_init(&m->hist[METRIC_HIST_STORE], "chatd_store_latency_ms",
+              "time from persist to the store reporting it committed", bucket_ms, NB(bucket_ms), 1);
+    hist_init(&m->hist[METRIC_HIST_LOOP_LAG], "chatd_loop_lag_seconds",
+              "how late a periodic timer runs on the event loop after its due time", bucket_lag_s,
+              NB(bucket_lag_s), 0.001);
+    m->lag.fd = -1;
     return m;
 }
 
 void metrics_free(metrics *m)
 {
     if (!m) return;
+    if (m->lag.ev) event_free(m->lag.ev);
+    if (m->lag.fd >= 0) close(m->lag.fd);
     for (size_t i = 0; i < m->n; i++) {
         free(m->s[i].name);
         free(m->s[i].instance);
@@ -143,10 +189,70 @@ void metrics_observe(metrics *m, int which, double ms)
 {
     if (which < 0 || which >= METRIC_HIST_COUNT) return;
     histogram *h = &m->hist[which];
-    for (size_t i = 0; i < NBUCKETS; i++)
-        if (ms <= bucket_ms[i]) h->buckets[i]++;
+    double v = ms * h->per_ms;
+    for (size_t i = 0; i < h->nbounds; i++)
+        if (v <= h->bounds[i]) h->buckets[i]++;
     h->count++;
-    h->sum += ms;
+    h->sum += v;
+}
+
+/* ------------------------------------------------------------ loop lag */
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Observe every tick due by now, each with its own lateness. */
+static void lag_observe_due(metrics *m)
+{
+    int64_t now = mono_ns();
+    while (m->lag.next_due_ns <= now) {
+        metrics_observe(m, METRIC_HIST_LOOP_LAG, (double)(now - m->lag.next_due_ns) / 1e6);
+        m->lag.next_due_ns += LAG_PERIOD_NS;
+    }
+}
+
+static void lag_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    metrics *m = arg;
+    if (m->lag.fd >= 0) {
+        uint64_t expirations;
+        if (read(fd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+            log_msg(CHATD_LOG_WARN, NULL, "loop lag timer: read failed: %s", strerror(errno));
+    }
+    lag_observe_due(m);
+}
+
+int metrics_lag_start(metrics *m, struct event_base *base)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)(LAG_PERIOD_NS / 1000)};
+    m->lag.next_due_ns = mono_ns() + LAG_PERIOD_NS;
+#ifdef __linux__
+    m->lag.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (m->lag.fd >= 0) {
+        struct itimerspec its = {
+            .it_interval = {.tv_sec = 0, .tv_nsec = (long)LAG_PERIOD_NS},
+            .it_value = {.tv_sec = (time_t)(m->lag.next_due_ns / 1000000000LL),
+                         .tv_nsec = (long)(m->lag.next_due_ns % 1000000000LL)}};
+        if (timerfd_settime(m->lag.fd, TFD_TIMER_ABSTIME, &its, NULL) != 0) {
+            close(m->lag.fd);
+            m->lag.fd = -1;
+        }
+    }
+#endif
+    if (m->lag.fd >= 0)
+        m->lag.ev = event_new(base, m->lag.fd, EV_READ | EV_PERSIST, lag_tick, m);
+    else /* libevent's own timer, rescheduled from each tick's due time */
+        m->lag.ev = event_new(base, -1, EV_PERSIST, lag_tick, m);
+    if (!m->lag.ev || event_add(m->lag.ev, m->lag.fd >= 0 ? NULL : &tv) != 0) {
+        log_msg(CHATD_LOG_ERROR, NULL, "cannot start the loop lag timer (out of memory?)");
+        return -1;
+    }
+    return 0;
 }
 
 /* Print through fn with a bounded buffer. */
@@ -194,10 +300,10 @@ void metrics_render(metrics *m, chatd_write_fn fn, void *arg)
     for (int h = 0; h < METRIC_HIST_COUNT; h++) {
         histogram *hi = &m->hist[h];
         out(fn, arg, "# HELP %s %s\n# TYPE %s histogram\n", hi->name, hi->help, hi->name);
-        for (size_t b = 0; b < NBUCKETS; b++)
-            out(fn, arg, "%s_bucket{le=\"%g\"} %llu\n", hi->name, bucket_ms[b],
+        for (size_t b = 0; b < hi->nbounds; b++)
+            out(fn, arg, "%s_bucket{le=\"%g\"} %llu\n", hi->name, hi->bounds[b],
                 (unsigned long long)hi->buckets[b]);
-        out(fn, arg, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.3f\n%s_count %llu\n", hi->name,
+        out(fn, arg, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", hi->name,
             (unsigned long long)hi->count, hi->name, hi->sum, hi->name,
             (unsigned long long)hi->count);
     }
