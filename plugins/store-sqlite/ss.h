@@ -5,7 +5,8 @@
  *   store_sqlite.c  schema migrations, open/start/stop/destroy, descriptor
  *   ss_writer.c     writes: staging on the loop, the writer thread's group
  *                   commit, results back on the loop
- *   ss_reads.c      reads on the loop thread's query-only connection
+ *   ss_reads.c      the read hooks (loop) and their queries (reader thread)
+ *   ss_reader.c     the reader thread: its queue, and answers back on the loop
  *   ss_nodes.c      node leases (node_claim)
  * Not installed; not part of the ABI.
  */
@@ -21,9 +22,8 @@
 
 #include "../common/plugin_common.h"
 
-#define SS_ROOMS_MAX 10000u       /* most room summaries one room_list returns */
-#define SS_MEMBERS_MAX 100000u    /* most members one member_list returns */
-#define SS_READER_BUSY_MAX_MS 200 /* the read connection never waits longer for a lock */
+#define SS_ROOMS_MAX 10000u    /* most room summaries one room_list returns */
+#define SS_MEMBERS_MAX 100000u /* most members one member_list returns */
 
 /* Writer-thread statements (ss_wsql in ss_writer.c). */
 enum {
@@ -53,7 +53,7 @@ enum {
     W_COUNT
 };
 
-/* Loop-thread (read connection) statements (ss_rsql in ss_reads.c). */
+/* Reader-thread (read connection) statements (ss_rsql in ss_reads.c). */
 enum {
     R_MEMBER_BY_ID,
     R_MEMBER_BY_LOGIN,
@@ -124,15 +124,79 @@ typedef struct ss_batch {
     int committed;
 } ss_batch;
 
+/*
+ * A list result being built: rows of `elem` bytes (each starting with its
+ * size field) and the strings they point to, copies freed together.
+ */
+typedef struct ss_list {
+    void *rows;
+    size_t n, cap, elem;
+    char **strs;
+    size_t nstrs, capstrs;
+    int oom;
+} ss_list;
+
+typedef enum ss_read_kind {
+    READ_MEMBER_GET = 1,
+    READ_MEMBER_LIST,
+    READ_MEMBER_PAGE,
+    READ_SESSION_GET,
+    READ_ROOM_LIST,
+    READ_HISTORY,
+    READ_IDEM_GET,
+    READ_REPLAY
+} ss_read_kind;
+
+/* One read. The query is fixed on the loop before it is handed to the
+ * reader thread, which fills the answer; the callback runs on the loop. */
+typedef struct ss_read {
+    struct ss_read *next;
+    struct ss *s;
+    ss_read_kind kind;
+
+    /* the query */
+    int64_t id;       /* member id */
+    char *key;        /* login id, token hash, room id or idempotency key (owned) */
+    uint64_t pos;     /* history: before; replay: after */
+    int64_t since_ms; /* idem_get */
+    unsigned limit;
+
+    /* the caller: one of these, by kind */
+    chatd_member_cb member_cb;
+    chatd_session_cb session_cb;
+    chatd_rooms_cb rooms_cb;
+    chatd_history_cb history_cb;
+    void *arg;
+
+    /* the answer (reader thread) */
+    chatd_status status;
+    ss_list rows;     /* member, session and room rows with their strings */
+    chatd_msg **msgs; /* history, idem_get, replay: built with msg_new */
+    size_t nmsgs;
+    uint64_t next_before;
+} ss_read;
+
 typedef struct ss {
     const chatd_api *api;
     chatd_ctx *ctx;
     char *path;
     int64_t batch_max, busy_ms, max_pending;
     int64_t idem_window_ms; /* the core's idempotency_window */
+    int64_t max_pending_reads;
 
-    sqlite3 *rdb; /* loop thread */
+    /* reader thread only (after start) */
+    sqlite3 *rdb;
     sqlite3_stmt *r[R_COUNT];
+
+    /* shared with the reader thread, under rmu */
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+    ss_read *rq_head, *rq_tail;
+    int rquit;
+    ss_read *rorphans; /* answers the loop no longer accepted */
+    int reader_running;
+    pthread_t reader;
+    int64_t reads_pending; /* loop thread: handed over, not yet answered */
 
     /* loop thread only */
     ss_job *stage_head, *stage_tail;
@@ -154,7 +218,11 @@ typedef struct ss {
     /* writer thread only (after start) */
     sqlite3 *wdb;
     sqlite3_stmt *w[W_COUNT];
-    int64_t idem_purged_ms; /* last purge of expired idempotency keys */
+    int64_t idem_purged_ms;                             /* last purge of expired idempotency keys */
+    int64_t ckpt_pages, ckpt_idle_ms, ckpt_truncate_ms; /* the checkpoint_* keys */
+    int wal_pages;             /* frames in the WAL after the last commit (wal hook) */
+    int wal_base;              /* frames a checkpoint could not copy (readers held them) */
+    int64_t ckpt_truncated_ms; /* last TRUNCATE checkpoint (monotonic) */
 } ss;
 
 /* ss_writer.c: write hooks, the writer thread, and the loop side of results */
@@ -167,6 +235,8 @@ void ss_session_purge(void *inst, int64_t now_ms,
 void ss_dead_letter(void *inst, const char *source, const void *payload, size_t len,
                     const char *reason, chatd_status_cb cb, void *arg);
 void *ss_writer_main(void *arg);
+/* sqlite3_wal_hook of the write connection: record the WAL's size. */
+int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 /* Hand everything staged so far to the writer thread (loop thread). */
 void ss_handoff(ss *s);
 /* Report one finished job to its caller and free it (loop thread). */
@@ -183,7 +253,18 @@ void ss_node_claim(void *inst, uint32_t node_id, const char *holder, int64_t lea
 /* Writer thread: run a JOB_NODE_CLAIM inside the batch's transaction. */
 chatd_status ss_run_node_claim(ss *s, ss_job *j);
 
-/* ss_reads.c: read hooks */
+/* ss_reader.c: the reader thread */
+void *ss_reader_main(void *arg);
+/* Hand a read to the reader thread, or answer it now with an error (loop). */
+void ss_read_submit(ss *s, ss_read *r);
+/* Stop the reader thread and answer what it left (loop thread, destroy). */
+void ss_reader_join(ss *s);
+void ss_read_free(ss_read *r);
+
+/* ss_reads.c: read hooks (loop), a read's query (reader thread) and its
+ * answer to the caller (loop) */
+void ss_read_run(ss *s, ss_read *r);
+void ss_read_answer(ss_read *r);
 void ss_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg);
 void ss_member_list(void *inst, chatd_member_cb cb, void *arg);
 void ss_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,

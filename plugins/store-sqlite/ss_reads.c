@@ -1,11 +1,11 @@
 /*
- * ss_reads.c - the reads of store-sqlite (member_get, member_list, member_page,
- * session_get, room_list, history). They run on the loop thread with the
- * second, query-only connection: WAL lets it read committed data without
- * waiting for the writer thread, and its busy timeout is capped at
- * SS_READER_BUSY_MAX_MS so that a lock held by another process never stalls
- * the loop for long. Rows are copied out of SQLite before the callback, which
- * borrows them.
+ * ss_reads.c - the reads of store-sqlite (member_get, member_list,
+ * member_page, session_get, room_list, history, idem_get, replay). A hook (loop thread)
+ * checks its arguments and hands the read to the reader thread
+ * (ss_reader.c), which runs its query here (ss_read_run) on the second,
+ * query-only connection: rows are copied out of SQLite and messages built
+ * with msg_new there. The answer goes back to the loop, where
+ * ss_read_answer calls the callback, which borrows the rows and messages.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -51,18 +51,6 @@ const char *const ss_rsql[R_COUNT] = {
                         " ORDER BY id LIMIT ?2",
 };
 
-/*
- * A list result being built: rows of `elem` bytes (each starting with its
- * size field) and the strings they point to, copies freed together.
- */
-typedef struct ss_list {
-    void *rows;
-    size_t n, cap, elem;
-    char **strs;
-    size_t nstrs, capstrs;
-    int oom;
-} ss_list;
-
 /* Grow *p (holding *cap items of `elem` bytes) to hold one more. 0: no memory. */
 static int ss_grow(void **p, size_t *cap, size_t used, size_t elem)
 {
@@ -90,14 +78,6 @@ static void *ss_list_add(ss_list *l)
     row = (char *)l->rows + l->n++ * l->elem;
     memset(row, 0, l->elem);
     return row;
-}
-
-static void ss_list_free(ss_list *l)
-{
-    for (size_t i = 0; i < l->nstrs; i++)
-        free(l->strs[i]);
-    free(l->strs);
-    free(l->rows);
 }
 
 /* Text of a column ("" for NULL): borrowed from the statement when copy is
@@ -171,137 +151,61 @@ static chatd_status ss_list_run(ss *s, sqlite3_stmt *st, ss_list *l, const char 
     return status;
 }
 
-void ss_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg)
-{
-    ss *s = inst;
-    sqlite3_stmt *st;
-    chatd_member m;
-    int rc;
-
-    if (!cb) return;
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
-        return;
-    }
-    if (login_id) {
-        st = ss_rstmt(s, R_MEMBER_BY_LOGIN);
-        sqlite3_bind_text(st, 1, login_id, -1, SQLITE_STATIC);
-    } else {
-        st = ss_rstmt(s, R_MEMBER_BY_ID);
-        sqlite3_bind_int64(st, 1, id);
-    }
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        memset(&m, 0, sizeof(m));
-        ss_member_row(st, NULL, &m);
-        cb(arg, CHATD_OK, &m, 1);
-    } else if (rc == SQLITE_DONE) {
-        cb(arg, CHATD_ERR_NOTFOUND, NULL, 0);
-    } else {
-        ss_rlog(s, "reading a member", rc);
-        cb(arg, CHATD_ERR_IO, NULL, 0);
-    }
-    sqlite3_reset(st);
-}
+/* ------------------------------------------------------------------------ */
+/* Queries (reader thread): each fills r->status and the answer             */
+/* ------------------------------------------------------------------------ */
 
 static void ss_member_fill(sqlite3_stmt *st, ss_list *l, void *row)
 {
     ss_member_row(st, l, row);
 }
 
-/* A page of members by id (after_id, LIKE pattern pat or NULL, at most
- * limit) to cb; `list`: member_list, which warns when it is cut short. */
-static void ss_members_read(ss *s, int64_t after_id, const char *pat, unsigned limit, int list,
-                            chatd_member_cb cb, void *arg)
+static void ss_q_member_get(ss *s, ss_read *r)
 {
-    ss_list l = {.elem = sizeof(chatd_member)};
-    sqlite3_stmt *st = ss_rstmt(s, pat ? R_MEMBER_PAGE_Q : R_MEMBER_PAGE);
-    sqlite3_bind_int64(st, 1, after_id);
-    sqlite3_bind_int64(st, 2, limit);
-    if (pat) sqlite3_bind_text(st, 3, pat, -1, SQLITE_STATIC);
-    chatd_status status = ss_list_run(s, st, &l, "listing members", ss_member_fill);
-    sqlite3_clear_bindings(st);
-    if (list && status == CHATD_OK && l.n == limit)
-        s->api->log(s->ctx, CHATD_LOG_WARN, "member list truncated to %u rows", limit);
-    cb(arg, status, status == CHATD_OK ? l.rows : NULL, status == CHATD_OK ? l.n : 0);
-    ss_list_free(&l);
-}
-
-void ss_member_list(void *inst, chatd_member_cb cb, void *arg)
-{
-    ss *s = inst;
-    if (!cb) return;
-    if (!s->rdb)
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
-    else
-        ss_members_read(s, 0, NULL, SS_MEMBERS_MAX, 1, cb, arg);
-}
-
-/* The LIKE pattern matching strings that start with prefix: its % _ and \
- * escaped with \, then %. NULL when out of memory. */
-static char *ss_like_prefix(const char *prefix)
-{
-    size_t n = strlen(prefix);
-    char *pat = malloc(2 * n + 2), *o = pat;
-    if (!pat) return NULL;
-    for (const char *p = prefix; *p; p++) {
-        if (*p == '%' || *p == '_' || *p == '\\') *o++ = '\\';
-        *o++ = *p;
-    }
-    *o++ = '%';
-    *o = '\0';
-    return pat;
-}
-
-void ss_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,
-                    chatd_member_cb cb, void *arg)
-{
-    ss *s = inst;
-    char *pat = NULL;
-    if (!cb) return;
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
-    } else if (prefix && *prefix && !(pat = ss_like_prefix(prefix))) {
-        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
-    } else {
-        ss_members_read(s, after_id, pat, limit, 0, cb, arg);
-        free(pat);
-    }
-}
-
-void ss_session_get(void *inst, const char *token_hash, chatd_session_cb cb, void *arg)
-{
-    ss *s = inst;
     sqlite3_stmt *st;
-    chatd_session sess;
-    int rc;
 
-    if (!cb) return;
-    if (!token_hash) {
-        cb(arg, CHATD_ERR_INVALID, NULL);
-        return;
-    }
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL);
-        return;
-    }
-    st = ss_rstmt(s, R_SESSION_GET);
-    sqlite3_bind_text(st, 1, token_hash, -1, SQLITE_STATIC);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        memset(&sess, 0, sizeof(sess));
-        sess.size = sizeof(sess);
-        sess.token_hash = ss_col(NULL, st, 0);
-        sess.member_id = sqlite3_column_int64(st, 1);
-        sess.expires_ms = sqlite3_column_int64(st, 2);
-        cb(arg, CHATD_OK, &sess);
-    } else if (rc == SQLITE_DONE) {
-        cb(arg, CHATD_ERR_NOTFOUND, NULL);
+    if (r->key) {
+        st = ss_rstmt(s, R_MEMBER_BY_LOGIN);
+        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
     } else {
-        ss_rlog(s, "reading a session", rc);
-        cb(arg, CHATD_ERR_IO, NULL);
+        st = ss_rstmt(s, R_MEMBER_BY_ID);
+        sqlite3_bind_int64(st, 1, r->id);
     }
-    sqlite3_reset(st);
+    r->status = ss_list_run(s, st, &r->rows, "reading a member", ss_member_fill);
+    if (r->status == CHATD_OK && r->rows.n == 0) r->status = CHATD_ERR_NOTFOUND;
+}
+
+/* member_list and member_page: members by id after r->id, at most r->limit,
+ * matching the LIKE pattern r->key when there is one */
+static void ss_q_members(ss *s, ss_read *r)
+{
+    sqlite3_stmt *st = ss_rstmt(s, r->key ? R_MEMBER_PAGE_Q : R_MEMBER_PAGE);
+
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_int64(st, 2, r->limit);
+    if (r->key) sqlite3_bind_text(st, 3, r->key, -1, SQLITE_STATIC);
+    r->status = ss_list_run(s, st, &r->rows, "listing members", ss_member_fill);
+    if (r->kind == READ_MEMBER_LIST && r->status == CHATD_OK && r->rows.n == r->limit)
+        s->api->log(s->ctx, CHATD_LOG_WARN, "member list truncated to %u rows", r->limit);
+}
+
+static void ss_session_fill(sqlite3_stmt *st, ss_list *l, void *row)
+{
+    chatd_session *sess = row;
+
+    sess->size = sizeof(*sess);
+    sess->token_hash = ss_col(l, st, 0);
+    sess->member_id = sqlite3_column_int64(st, 1);
+    sess->expires_ms = sqlite3_column_int64(st, 2);
+}
+
+static void ss_q_session_get(ss *s, ss_read *r)
+{
+    sqlite3_stmt *st = ss_rstmt(s, R_SESSION_GET);
+
+    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+    r->status = ss_list_run(s, st, &r->rows, "reading a session", ss_session_fill);
+    if (r->status == CHATD_OK && r->rows.n == 0) r->status = CHATD_ERR_NOTFOUND;
 }
 
 /* One row of R_ROOM_LIST as a summary; member_id is set by the caller. */
@@ -321,61 +225,46 @@ static void ss_room_fill(sqlite3_stmt *st, ss_list *l, void *row)
     r->last_read_id = (uint64_t)sqlite3_column_int64(st, 8);
 }
 
-void ss_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg)
+static void ss_q_room_list(ss *s, ss_read *r)
 {
-    ss *s = inst;
-    ss_list l = {.elem = sizeof(chatd_room_summary)};
+    sqlite3_stmt *st = ss_rstmt(s, R_ROOM_LIST);
     chatd_room_summary *rows;
-    sqlite3_stmt *st;
-    chatd_status status;
 
-    if (!cb) return;
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
-        return;
-    }
-    st = ss_rstmt(s, R_ROOM_LIST);
-    sqlite3_bind_int64(st, 1, member_id);
+    sqlite3_bind_int64(st, 1, r->id);
     sqlite3_bind_int64(st, 2, SS_ROOMS_MAX);
-    status = ss_list_run(s, st, &l, "listing rooms", ss_room_fill);
-    rows = l.rows;
-    for (size_t i = 0; i < l.n; i++)
-        rows[i].member_id = member_id;
-    cb(arg, status, status == CHATD_OK ? rows : NULL, status == CHATD_OK ? l.n : 0);
-    ss_list_free(&l);
+    r->status = ss_list_run(s, st, &r->rows, "listing rooms", ss_room_fill);
+    rows = r->rows.rows;
+    for (size_t i = 0; i < r->rows.n; i++)
+        rows[i].member_id = r->id;
 }
 
-void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit,
-                chatd_history_cb cb, void *arg)
+/* Room for the messages of a read of up to `limit` (r->msgs). */
+static int ss_msgs_alloc(ss *s, ss_read *r, unsigned limit)
 {
-    ss *s = inst;
+    r->msgs = calloc(limit ? limit : 1, sizeof(*r->msgs));
+    if (r->msgs) return 1;
+    s->api->log(s->ctx, CHATD_LOG_ERROR, "out of memory reading messages");
+    r->status = CHATD_ERR_NOMEM;
+    return 0;
+}
+
+static void ss_q_history(ss *s, ss_read *r)
+{
     const chatd_api *api = s->api;
     sqlite3_stmt *st;
-    chatd_msg *msgs[PC_HISTORY_MAX];
-    size_t n = 0, i;
-    int more = 0, rc;
-    chatd_status status = CHATD_OK;
-    uint64_t next = 0;
+    int more = 0, rc = SQLITE_DONE;
+    uint64_t before = r->pos;
 
-    if (!cb) return;
-    if (!room_id) {
-        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
-        return;
-    }
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
-        return;
-    }
-    limit = pc_history_limit(limit);
+    r->status = CHATD_OK;
+    if (!ss_msgs_alloc(s, r, r->limit)) return;
     if (before == 0 || before > (uint64_t)INT64_MAX) before = (uint64_t)INT64_MAX;
-
     st = ss_rstmt(s, R_HISTORY);
-    sqlite3_bind_text(st, 1, room_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (int64_t)before);
-    sqlite3_bind_int64(st, 3, (int64_t)limit + 1);
+    sqlite3_bind_int64(st, 3, (int64_t)r->limit + 1);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         chatd_msg_fields f;
-        if (n == limit) {
+        if (r->nmsgs == r->limit) {
             more = 1;
             break;
         }
@@ -383,42 +272,34 @@ void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit
         f.size = sizeof(f);
         f.kind = CHATD_MSG_CHAT;
         f.id = (uint64_t)sqlite3_column_int64(st, 0);
-        f.room_id = room_id;
+        f.room_id = r->key;
         f.writer_id = sqlite3_column_int64(st, 1);
         f.writer = ss_col(NULL, st, 2);
         f.text = ss_col(NULL, st, 3);
         f.text_len = (size_t)sqlite3_column_bytes(st, 3);
         f.time_ms = sqlite3_column_int64(st, 4);
-        msgs[n] = api->msg_new(s->ctx, &f);
-        if (!msgs[n]) {
+        r->msgs[r->nmsgs] = api->msg_new(s->ctx, &f);
+        if (!r->msgs[r->nmsgs]) {
             api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " of room %s",
-                     f.id, room_id);
-            status = CHATD_ERR_NOMEM;
+                     f.id, r->key);
+            r->status = CHATD_ERR_NOMEM;
             break;
         }
-        n++;
+        r->nmsgs++;
     }
-    if (status == CHATD_OK && !more && rc != SQLITE_DONE) {
+    if (r->status == CHATD_OK && !more && rc != SQLITE_DONE) {
         ss_rlog(s, "reading history", rc);
-        status = CHATD_ERR_IO;
+        r->status = CHATD_ERR_IO;
     }
     sqlite3_reset(st);
-    if (status != CHATD_OK) {
-        for (i = 0; i < n; i++)
-            api->msg_unref(msgs[i]);
-        cb(arg, status, NULL, 0, 0);
-        return;
-    }
+    if (r->status != CHATD_OK) return;
     /* rows came newest first; deliver oldest first */
-    for (i = 0; i < n / 2; i++) {
-        chatd_msg *t = msgs[i];
-        msgs[i] = msgs[n - 1 - i];
-        msgs[n - 1 - i] = t;
+    for (size_t i = 0; i < r->nmsgs / 2; i++) {
+        chatd_msg *t = r->msgs[i];
+        r->msgs[i] = r->msgs[r->nmsgs - 1 - i];
+        r->msgs[r->nmsgs - 1 - i] = t;
     }
-    if (more && n > 0) next = api->msg_id(msgs[0]);
-    cb(arg, CHATD_OK, msgs, n, next);
-    for (i = 0; i < n; i++)
-        api->msg_unref(msgs[i]);
+    if (more && r->nmsgs > 0) r->next_before = api->msg_id(r->msgs[0]);
 }
 
 /* A message from a row of R_IDEM_GET / R_REPLAY_*: id, kind (1 chat, 2 read),
@@ -442,84 +323,295 @@ static chatd_msg *ss_stream_msg(ss *s, sqlite3_stmt *st, const char *key)
     return m;
 }
 
+static void ss_q_idem_get(ss *s, ss_read *r)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    r->status = CHATD_ERR_NOTFOUND;
+    if (!ss_msgs_alloc(s, r, 1)) return;
+    st = ss_rstmt(s, R_IDEM_GET);
+    sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_text(st, 2, r->key, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, r->since_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        r->msgs[0] = ss_stream_msg(s, st, r->key);
+        r->nmsgs = r->msgs[0] ? 1 : 0;
+        r->status = r->msgs[0] ? CHATD_OK : CHATD_ERR_NOMEM;
+    } else if (rc != SQLITE_DONE) {
+        ss_rlog(s, "looking up an idempotency key", rc);
+        r->status = CHATD_ERR_IO;
+    }
+    sqlite3_reset(st);
+}
+
+static void ss_q_replay(ss *s, ss_read *r)
+{
+    sqlite3_stmt *st;
+    int rc = SQLITE_DONE;
+
+    r->status = CHATD_OK;
+    if (!ss_msgs_alloc(s, r, r->limit)) return;
+    st = ss_rstmt(s, r->key ? R_REPLAY_ROOM : R_REPLAY_SIDE);
+    if (r->key)
+        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_int64(st, 2, (int64_t)r->pos);
+    sqlite3_bind_int64(st, 3, (int64_t)r->limit);
+    while (r->nmsgs < r->limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!(r->msgs[r->nmsgs] = ss_stream_msg(s, st, NULL))) {
+            r->status = CHATD_ERR_NOMEM;
+            break;
+        }
+        r->nmsgs++;
+    }
+    if (r->status == CHATD_OK && r->nmsgs < r->limit && rc != SQLITE_DONE) {
+        ss_rlog(s, "reading messages to replay", rc);
+        r->status = CHATD_ERR_IO;
+    }
+    sqlite3_reset(st);
+}
+
+void ss_read_run(ss *s, ss_read *r)
+{
+    switch (r->kind) {
+    case READ_MEMBER_GET:
+        ss_q_member_get(s, r);
+        return;
+    case READ_MEMBER_LIST:
+    case READ_MEMBER_PAGE:
+        ss_q_members(s, r);
+        return;
+    case READ_SESSION_GET:
+        ss_q_session_get(s, r);
+        return;
+    case READ_ROOM_LIST:
+        ss_q_room_list(s, r);
+        return;
+    case READ_HISTORY:
+        ss_q_history(s, r);
+        return;
+    case READ_IDEM_GET:
+        ss_q_idem_get(s, r);
+        return;
+    case READ_REPLAY:
+        ss_q_replay(s, r);
+        return;
+    }
+    r->status = CHATD_ERR_INTERNAL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loop side: the hooks and the answers                                     */
+/* ------------------------------------------------------------------------ */
+
+void ss_read_answer(ss_read *r)
+{
+    int ok = r->status == CHATD_OK;
+    size_t n = ok ? r->rows.n : 0;
+
+    switch (r->kind) {
+    case READ_MEMBER_GET:
+    case READ_MEMBER_LIST:
+    case READ_MEMBER_PAGE:
+        r->member_cb(r->arg, r->status, ok ? r->rows.rows : NULL, n);
+        break;
+    case READ_SESSION_GET:
+        r->session_cb(r->arg, r->status, ok && n ? r->rows.rows : NULL);
+        break;
+    case READ_ROOM_LIST:
+        r->rooms_cb(r->arg, r->status, ok ? r->rows.rows : NULL, n);
+        break;
+    case READ_HISTORY:
+    case READ_IDEM_GET:
+    case READ_REPLAY:
+        r->history_cb(r->arg, r->status, ok ? r->msgs : NULL, ok ? r->nmsgs : 0,
+                      ok ? r->next_before : 0);
+        for (size_t i = 0; i < r->nmsgs; i++)
+            r->s->api->msg_unref(r->msgs[i]);
+        r->nmsgs = 0;
+        break;
+    }
+}
+
+/* A new read of `kind` with a copy of key (may be NULL); NULL when out of
+ * memory (the caller answers CHATD_ERR_NOMEM). */
+static ss_read *ss_read_new(ss *s, ss_read_kind kind, const char *key, size_t elem)
+{
+    ss_read *r = calloc(1, sizeof(*r));
+
+    if (!r) return NULL;
+    if (key && !(r->key = pc_strdup(key))) {
+        free(r);
+        return NULL;
+    }
+    r->s = s;
+    r->kind = kind;
+    r->rows.elem = elem;
+    return r;
+}
+
+void ss_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!(r = ss_read_new(inst, READ_MEMBER_GET, login_id, sizeof(chatd_member)))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    r->id = id;
+    r->member_cb = cb;
+    r->arg = arg;
+    ss_read_submit(inst, r);
+}
+
+void ss_member_list(void *inst, chatd_member_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!(r = ss_read_new(inst, READ_MEMBER_LIST, NULL, sizeof(chatd_member)))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    r->limit = SS_MEMBERS_MAX;
+    r->member_cb = cb;
+    r->arg = arg;
+    ss_read_submit(inst, r);
+}
+
+/* The LIKE pattern matching strings that start with prefix: its % _ and \
+ * escaped with \, then %. NULL when out of memory. */
+static char *ss_like_prefix(const char *prefix)
+{
+    size_t n = strlen(prefix);
+    char *pat = malloc(2 * n + 2), *o = pat;
+    if (!pat) return NULL;
+    for (const char *p = prefix; *p; p++) {
+        if (*p == '%' || *p == '_' || *p == '\\') *o++ = '\\';
+        *o++ = *p;
+    }
+    *o++ = '%';
+    *o = '\0';
+    return pat;
+}
+
+void ss_member_page(void *inst, int64_t after_id, const char *prefix, unsigned limit,
+                    chatd_member_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!(r = ss_read_new(inst, READ_MEMBER_PAGE, NULL, sizeof(chatd_member))) ||
+        (prefix && *prefix && !(r->key = ss_like_prefix(prefix)))) {
+        if (r) ss_read_free(r);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    r->id = after_id;
+    r->limit = limit;
+    r->member_cb = cb;
+    r->arg = arg;
+    ss_read_submit(inst, r);
+}
+
+void ss_session_get(void *inst, const char *token_hash, chatd_session_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!token_hash) {
+        cb(arg, CHATD_ERR_INVALID, NULL);
+        return;
+    }
+    if (!(r = ss_read_new(inst, READ_SESSION_GET, token_hash, sizeof(chatd_session)))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL);
+        return;
+    }
+    r->session_cb = cb;
+    r->arg = arg;
+    ss_read_submit(inst, r);
+}
+
+void ss_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!(r = ss_read_new(inst, READ_ROOM_LIST, NULL, sizeof(chatd_room_summary)))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    r->id = member_id;
+    r->rooms_cb = cb;
+    r->arg = arg;
+    ss_read_submit(inst, r);
+}
+
+/* A message read (history, idem_get, replay) for cb, or NULL when out of
+ * memory (cb told). */
+static ss_read *ss_msgs_read(ss *s, ss_read_kind kind, const char *key, chatd_history_cb cb,
+                             void *arg)
+{
+    ss_read *r = ss_read_new(s, kind, key, 0);
+
+    if (!r) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return NULL;
+    }
+    r->history_cb = cb;
+    r->arg = arg;
+    return r;
+}
+
+void ss_history(void *inst, const char *room_id, uint64_t before, unsigned limit,
+                chatd_history_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!room_id) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    if (!(r = ss_msgs_read(inst, READ_HISTORY, room_id, cb, arg))) return;
+    r->pos = before;
+    r->limit = pc_history_limit(limit);
+    ss_read_submit(inst, r);
+}
+
 void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
                  chatd_history_cb cb, void *arg)
 {
-    ss *s = inst;
-    const chatd_api *api = s->api;
-    sqlite3_stmt *st;
-    chatd_msg *msg = NULL;
-    chatd_status status = CHATD_ERR_NOTFOUND;
-    int rc;
+    ss_read *r;
 
     if (!cb) return;
     if (!key || member_id <= 0) {
         cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
         return;
     }
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
-        return;
-    }
-    st = ss_rstmt(s, R_IDEM_GET);
-    sqlite3_bind_int64(st, 1, member_id);
-    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, since_ms);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        msg = ss_stream_msg(s, st, key);
-        status = msg ? CHATD_OK : CHATD_ERR_NOMEM;
-    } else if (rc != SQLITE_DONE) {
-        ss_rlog(s, "looking up an idempotency key", rc);
-        status = CHATD_ERR_IO;
-    }
-    sqlite3_reset(st);
-    cb(arg, status, msg ? &msg : NULL, msg ? 1 : 0, 0);
-    if (msg) api->msg_unref(msg);
+    if (!(r = ss_msgs_read(inst, READ_IDEM_GET, key, cb, arg))) return;
+    r->id = member_id;
+    r->since_ms = since_ms;
+    ss_read_submit(inst, r);
 }
 
 void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t after, unsigned limit,
                chatd_history_cb cb, void *arg)
 {
-    ss *s = inst;
-    const chatd_api *api = s->api;
-    sqlite3_stmt *st;
-    chatd_msg *msgs[PC_HISTORY_MAX];
-    size_t n = 0, i;
-    int rc;
-    chatd_status status = CHATD_OK;
+    ss_read *r;
 
     if (!cb) return;
     if ((!room_id && member_id <= 0) || after > (uint64_t)INT64_MAX) {
         cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
         return;
     }
-    if (!s->rdb) {
-        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
-        return;
-    }
-    limit = pc_history_limit(limit);
-    st = ss_rstmt(s, room_id ? R_REPLAY_ROOM : R_REPLAY_SIDE);
-    if (room_id)
-        sqlite3_bind_text(st, 1, room_id, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_int64(st, 1, member_id);
-    sqlite3_bind_int64(st, 2, (int64_t)after);
-    sqlite3_bind_int64(st, 3, (int64_t)limit);
-    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (!(msgs[n] = ss_stream_msg(s, st, NULL))) {
-            status = CHATD_ERR_NOMEM;
-            break;
-        }
-        n++;
-    }
-    if (status == CHATD_OK && n < limit && rc != SQLITE_DONE) {
-        ss_rlog(s, "reading messages to replay", rc);
-        status = CHATD_ERR_IO;
-    }
-    sqlite3_reset(st);
-    if (status == CHATD_OK) cb(arg, CHATD_OK, msgs, n, 0);
-    for (i = 0; i < n; i++)
-        api->msg_unref(msgs[i]);
-    if (status != CHATD_OK) cb(arg, status, NULL, 0, 0);
+    if (!(r = ss_msgs_read(inst, READ_REPLAY, room_id, cb, arg))) return;
+    r->id = member_id;
+    r->pos = after;
+    r->limit = pc_history_limit(limit);
+    ss_read_submit(inst, r);
 }

@@ -10,6 +10,13 @@
  * persist survives a crash and the fsync never runs on the loop. The
  * finished batch is posted back to the loop (ss_finish_batch), where the
  * completions and callbacks run, in job order.
+ *
+ * Checkpoints are the writer's, never inside a commit (wal_autocheckpoint
+ * is off): a PASSIVE one once the batch is posted and the WAL holds
+ * `checkpoint_pages` new frames, and one when no write has come for
+ * `checkpoint_idle_ms`; at most every `checkpoint_truncate_s` that idle one
+ * is a TRUNCATE (which never waits for a reader) to give the WAL's disk
+ * space back. A receipt still needs only its commit's fsync of the WAL.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -379,6 +386,62 @@ static int ss_commit_batch(ss *s, ss_job *head)
 
 static void ss_finish_batch(void *arg);
 
+int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    ss *s = arg;
+    (void)db;
+    (void)name;
+    s->wal_pages = pages;
+    if (pages < s->wal_base) s->wal_base = 0; /* the WAL was restarted */
+    return SQLITE_OK;
+}
+
+/* Copy the WAL into the database (writer thread, between batches). */
+static void ss_checkpoint(ss *s, int idle)
+{
+    int mode = SQLITE_CHECKPOINT_PASSIVE, log = -1, done = -1, rc;
+    int64_t t0 = pc_mono_ms();
+
+    if (idle && s->ckpt_truncate_ms > 0 && t0 - s->ckpt_truncated_ms >= s->ckpt_truncate_ms) {
+        mode = SQLITE_CHECKPOINT_TRUNCATE;
+        s->ckpt_truncated_ms = t0;
+        sqlite3_busy_timeout(s->wdb, 0); /* a reader in the way: PASSIVE's work only */
+    }
+    rc = sqlite3_wal_checkpoint_v2(s->wdb, NULL, mode, &log, &done);
+    if (mode == SQLITE_CHECKPOINT_TRUNCATE) sqlite3_busy_timeout(s->wdb, (int)s->busy_ms);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        ss_wlog(s, "checkpointing the WAL", rc);
+    } else {
+        s->api->log(s->ctx, CHATD_LOG_DEBUG, "%s checkpoint: %d of %d WAL frames in %lld ms",
+                    mode == SQLITE_CHECKPOINT_TRUNCATE ? "truncate" : "passive", done, log,
+                    (long long)(pc_mono_ms() - t0));
+    }
+    /* Frames a reader still needs stay: count the threshold from them. */
+    s->wal_base = log > done && done >= 0 ? log : 0;
+    if (rc == SQLITE_OK && log >= 0 && done == log) s->wal_pages = 0;
+}
+
+/* Wait for work (s->mu held); 0 when the idle wait ended with none. */
+static int ss_writer_wait(ss *s)
+{
+    while (!s->wq_head && !s->quit) {
+        struct timespec ts;
+        if (s->wal_pages == 0) {
+            pthread_cond_wait(&s->cv, &s->mu);
+            continue;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(s->ckpt_idle_ms / 1000);
+        ts.tv_nsec += (long)(s->ckpt_idle_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) != 0 && !s->wq_head && !s->quit) return 0;
+    }
+    return 1;
+}
+
 void *ss_writer_main(void *arg)
 {
     ss *s = arg;
@@ -390,8 +453,11 @@ void *ss_writer_main(void *arg)
         int64_t t0;
 
         pthread_mutex_lock(&s->mu);
-        while (!s->wq_head && !s->quit)
-            pthread_cond_wait(&s->cv, &s->mu);
+        if (!ss_writer_wait(s)) {
+            pthread_mutex_unlock(&s->mu);
+            ss_checkpoint(s, 1); /* idle */
+            continue;
+        }
         if (!s->wq_head) {
             pthread_mutex_unlock(&s->mu);
             break; /* quit, and nothing left */
@@ -435,6 +501,8 @@ void *ss_writer_main(void *arg)
             s->orphans = b;
             pthread_mutex_unlock(&s->mu);
         }
+        /* after the answer is on its way, never inside the commit */
+        if (s->wal_pages - s->wal_base >= s->ckpt_pages) ss_checkpoint(s, 0);
     }
     return NULL;
 }

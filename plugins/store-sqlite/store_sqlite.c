@@ -12,12 +12,13 @@
  * Threads and connections: writes go through the writer thread with its own
  * connection (ss_writer.c: group commit, WAL, synchronous=FULL, so a
  * completed persist survives a crash and the fsync never runs on the loop);
- * reads run on the loop thread with a second, query-only connection
- * (ss_reads.c). All SQL is prepared once with bound parameters.
+ * reads go through the reader thread with a second, query-only connection
+ * (ss_reader.c, ss_reads.c), so no query and no busy wait runs on the loop.
+ * All SQL is prepared once with bound parameters.
  *
  * Bounds: `max_pending` staged or uncommitted writes (then CHATD_ERR_BUSY),
- * history pages of at most PC_HISTORY_MAX, room lists of SS_ROOMS_MAX rows,
- * member lists of SS_MEMBERS_MAX rows.
+ * `max_pending_reads` reads handed to the reader thread, history pages of at most PC_HISTORY_MAX,
+ * room lists of SS_ROOMS_MAX rows, member lists of SS_MEMBERS_MAX rows.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -122,13 +123,40 @@ static const chatd_cfg_key ss_cfg_keys[] = {
      .default_value = "5000",
      .min = 0,
      .max = 600000,
-     .help = "how long the writer waits for a lock held by another process"},
+     .help = "how long the writer and reader threads wait for a lock held by another "
+             "process"},
     {.name = "max_pending",
      .type = CHATD_CFG_INT,
      .default_value = "100000",
      .min = 1,
      .max = 100000000,
      .help = "writes accepted but not yet committed before persist refuses with busy"},
+    {.name = "checkpoint_pages",
+     .type = CHATD_CFG_INT,
+     .default_value = "1000",
+     .min = 1,
+     .max = 10000000,
+     .help = "new WAL pages after which the writer thread checkpoints (PASSIVE), between "
+             "batches"},
+    {.name = "checkpoint_idle_ms",
+     .type = CHATD_CFG_INT,
+     .default_value = "1000",
+     .min = 1,
+     .max = 3600000,
+     .help = "the writer thread checkpoints the WAL after this long without a write"},
+    {.name = "checkpoint_truncate_s",
+     .type = CHATD_CFG_INT,
+     .default_value = "300",
+     .min = 0,
+     .max = 86400,
+     .help = "at most this often an idle checkpoint truncates the WAL file (0: never)"},
+    {.name = "max_pending_reads",
+     .type = CHATD_CFG_INT,
+     .default_value = "10000",
+     .min = 1,
+     .max = 100000000,
+     .help = "reads waiting for or running on the reader thread before a read is refused "
+             "with busy"},
     {.name = NULL},
 };
 
@@ -170,6 +198,10 @@ static chatd_status ss_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->batch_max = pc_cfg_int(api, ctx, "batch_max");
     s->busy_ms = pc_cfg_int(api, ctx, "busy_timeout_ms");
     s->max_pending = pc_cfg_int(api, ctx, "max_pending");
+    s->max_pending_reads = pc_cfg_int(api, ctx, "max_pending_reads");
+    s->ckpt_pages = pc_cfg_int(api, ctx, "checkpoint_pages");
+    s->ckpt_idle_ms = pc_cfg_int(api, ctx, "checkpoint_idle_ms");
+    s->ckpt_truncate_ms = pc_cfg_int(api, ctx, "checkpoint_truncate_s") * 1000;
     s->idem_window_ms = api->core_limit(ctx, "idempotency_window") * 1000;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s->path);
@@ -177,6 +209,13 @@ static chatd_status ss_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
         return CHATD_ERR_NOMEM;
     }
     if (pthread_cond_init(&s->cv, NULL) != 0) {
+        pthread_mutex_destroy(&s->mu);
+        free(s->path);
+        free(s);
+        return CHATD_ERR_NOMEM;
+    }
+    if (pthread_mutex_init(&s->rmu, NULL) != 0 || pthread_cond_init(&s->rcv, NULL) != 0) {
+        pthread_cond_destroy(&s->cv);
         pthread_mutex_destroy(&s->mu);
         free(s->path);
         free(s);
@@ -340,15 +379,20 @@ static chatd_status ss_start(void *inst)
         goto fail;
     }
     if (!ss_exec(s, s->wdb, "PRAGMA synchronous=FULL", "setting synchronous=FULL") ||
+        !ss_exec(s, s->wdb, "PRAGMA wal_autocheckpoint=0", "turning automatic checkpoints off") ||
         !ss_migrate(s))
         goto fail;
+    /* the writer thread checkpoints (ss_writer.c); the hook tells it when */
+    sqlite3_wal_hook(s->wdb, ss_wal_hook, s);
+    s->ckpt_truncated_ms = pc_mono_ms();
 
     s->rdb = ss_open(s, "read");
     if (!s->rdb) goto fail;
-    rc = (int)(s->busy_ms < SS_READER_BUSY_MAX_MS ? s->busy_ms : SS_READER_BUSY_MAX_MS);
-    sqlite3_busy_timeout(s->rdb, rc);
+    sqlite3_busy_timeout(s->rdb, (int)s->busy_ms); /* sleeps on the reader thread only */
     snprintf(sql, sizeof(sql), "PRAGMA query_only=ON");
-    if (!ss_exec(s, s->rdb, sql, "making the read connection query-only")) goto fail;
+    if (!ss_exec(s, s->rdb, sql, "making the read connection query-only") ||
+        !ss_exec(s, s->rdb, "PRAGMA wal_autocheckpoint=0", "turning automatic checkpoints off"))
+        goto fail;
     if (!ss_prepare_all(s, s->wdb, ss_wsql, s->w, W_COUNT) ||
         !ss_prepare_all(s, s->rdb, ss_rsql, s->r, R_COUNT))
         goto fail;
@@ -360,11 +404,19 @@ static chatd_status ss_start(void *inst)
         goto fail;
     }
     s->thread_running = 1;
+    s->rquit = 0;
+    rc = pthread_create(&s->reader, NULL, ss_reader_main, s);
+    if (rc != 0) {
+        s->api->log(s->ctx, CHATD_LOG_ERROR, "cannot start the reader thread: %s", strerror(rc));
+        return CHATD_ERR_IO; /* destroy joins the writer and closes */
+    }
+    s->reader_running = 1;
     s->started = 1;
     s->api->log(s->ctx, CHATD_LOG_INFO,
                 "opened %s (schema %d, WAL, synchronous=FULL, batch_max %lld, max_pending "
-                "%lld)",
-                s->path, SS_SCHEMA_VERSION, (long long)s->batch_max, (long long)s->max_pending);
+                "%lld, checkpoints by the writer every %lld pages or %lld ms idle)",
+                s->path, SS_SCHEMA_VERSION, (long long)s->batch_max, (long long)s->max_pending,
+                (long long)s->ckpt_pages, (long long)s->ckpt_idle_ms);
     return CHATD_OK;
 fail:
     ss_close_all(s);
@@ -410,6 +462,7 @@ static void ss_destroy(void *inst)
         free(b);
     }
     s->orphans = NULL;
+    ss_reader_join(s);
     /* Only when start failed or never ran can jobs remain queued. */
     for (j = s->wq_head; j; j = nj) {
         nj = j->next;
@@ -419,6 +472,8 @@ static void ss_destroy(void *inst)
     ss_close_all(s);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->rcv);
+    pthread_mutex_destroy(&s->rmu);
     free(s->path);
     free(s);
 }

@@ -58,33 +58,32 @@ static void t_complete(chatd_completion *c, chatd_status status, const char *rea
     completion_complete(c, status, reason);
 }
 
+/* msg_new and msg_from_json: any thread (plugin.h), so the count is atomic */
 static chatd_msg *t_msg_new(chatd_ctx *ctx, const chatd_msg_fields *f)
 {
-    loop_only("msg_new");
     chatd_msg *m = api_table()->msg_new(ctx, f);
-    if (m) T.msgs_live++;
+    if (m) __atomic_add_fetch(&T.msgs_live, 1, __ATOMIC_RELAXED);
     return m;
 }
 
 static chatd_status t_msg_from_json(chatd_ctx *ctx, const char *json, size_t len, chatd_msg **out)
 {
-    loop_only("msg_from_json");
     chatd_status st = api_table()->msg_from_json(ctx, json, len, out);
-    if (st == CHATD_OK) T.msgs_live++;
+    if (st == CHATD_OK) __atomic_add_fetch(&T.msgs_live, 1, __ATOMIC_RELAXED);
     return st;
 }
 
 static chatd_msg *t_msg_ref(chatd_msg *m)
 {
     loop_only("msg_ref");
-    if (m) T.msgs_live++;
+    if (m) __atomic_add_fetch(&T.msgs_live, 1, __ATOMIC_RELAXED);
     return msg_ref(m);
 }
 
 static void t_msg_unref(chatd_msg *m)
 {
     loop_only("msg_unref");
-    if (m) T.msgs_live--;
+    if (m) __atomic_sub_fetch(&T.msgs_live, 1, __ATOMIC_RELAXED);
     msg_unref(m);
 }
 
@@ -370,7 +369,7 @@ uint64_t testcore_counter(const char *name)
 
 long testcore_msgs_live(void)
 {
-    return T.msgs_live;
+    return __atomic_load_n(&T.msgs_live, __ATOMIC_RELAXED);
 }
 
 long testcore_completions_live(void)
