@@ -102,8 +102,8 @@ static const char *const ss_migrations[] = {
     " high_water_ms INTEGER NOT NULL);",
     /* 5 -> 6: member_page's q= (a prefix of login_id or name, ASCII letters
      * without case) searches these instead of every member */
-    "CREATE INDEX members_login_nocase ON members(login_id COLLATE NOCASE);"
-    "CREATE INDEX members_name_nocase ON members(name COLLATE NOCASE);",
+    ("CREATE INDEX members_login_nocase ON members(login_id COLLATE NOCASE);"
+     "CREATE INDEX members_name_nocase ON members(name COLLATE NOCASE);"),
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
