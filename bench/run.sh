@@ -124,15 +124,16 @@ proc_tree() {
               s = root; for (p in t) if (p != root) s = s " " p; print s }'
 }
 
-# cool_down PID...: wait (at most 20 s) until the server uses < 5% of a core
+# cool_down PID...: wait (at most COOL_MAX seconds, default 20) until the
+# server uses < 5% of a core
 cool_down() {
     local a b i hz
     hz=$(getconf CLK_TCK)
-    for ((i = 0; i < 40; i++)); do
+    for ((i = 0; i < ${COOL_MAX:-20} * 2; i++)); do
         a=$(proc_cpu "$@"); sleep 0.5; b=$(proc_cpu "$@")
         [ $(((b - a) * 100 * 2)) -lt $((5 * hz)) ] && return 0
     done
-    log "server $* still busy after 20 s; going on"
+    log "server $* still busy after ${COOL_MAX:-20} s; going on"
 }
 
 # ------------------------------------------------------------------ cleanup
@@ -171,7 +172,7 @@ if [[ " $TARGETS " == *" chatd"* ]]; then
     log "building chatd in $BUILD (frame pointers kept for the profile)"
     [ -x "$TOP/configure" ] || autoreconf -fi >/dev/null 2>&1
     mkdir -p "$BUILD"
-    if { [ -f "$BUILD/Makefile" ] || (cd "$BUILD" && "$TOP/configure" -q CFLAGS="-O2 -g -fno-omit-frame-pointer"); } &&
+    if { [ -f "$BUILD/Makefile" ] || (cd "$BUILD" && "$TOP/configure" -q CFLAGS="-O2 -g -fno-omit-frame-pointer" >"$OUT/logs/configure.log" 2>&1); } &&
         make -s -C "$BUILD" -j"$(nproc)" >"$OUT/logs/build-chatd.log" 2>&1 &&
         [ -x "$BUILD/core/chatd" ]; then
         CHATD_OK=1
@@ -372,6 +373,9 @@ for t in chatd rabbitmq; do
     lg "$t" 4-idle --subs "$IDLE_CONNS" --pubs 0 --rooms "$IDLE_ROOMS" --duration 3 --settle 2 \
         --connect-conc 500 --drain 0 --setup-timeout 300
 done
+# RabbitMQ takes a while to tear down 10,000 connections and their queues
+# shellcheck disable=SC2046
+active rabbitmq && COOL_MAX=240 cool_down $(proc_tree "${PID[rabbitmq]}")
 # (1) 1:1 rooms, 2 members each, 1 msg/s per member
 for t in chatd chatd-kafka-pg rabbitmq; do
     lg "$t" 1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0 \
