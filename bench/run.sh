@@ -412,16 +412,23 @@ done
 # perf record -g of the embedded chatd during extra runs (not in the figures)
 # of fan-out at in-flight 1 and of 1:1 chat
 profile_run() { # SCENARIO LOADGEN-ARGS...
-    local s=$1 perf_pid; shift
+    local s=$1 lg_pid i; shift
     cool_down "${PID[chatd]}"
     log "profiling chatd with perf record -g during $s (extra run, not in the figures)"
-    perf record -F 999 -g -p "${PID[chatd]}" -o "$OUT/perf-$s.data" -- sleep $((D + 3)) \
-        >"$OUT/logs/perf-record-$s.log" 2>&1 &
-    perf_pid=$!
-    sleep 1
     "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" --size "$SIZE" \
-        --server-pid "${PID[chatd]}" --duration "$D" "$@" >"$OUT/logs/profile-$s.txt" 2>&1 || true
-    wait "$perf_pid" || true
+        --server-pid "${PID[chatd]}" --duration "$D" --settle 2 "$@" \
+        >"$OUT/logs/profile-$s.txt" 2>"$OUT/logs/profile-$s.err" &
+    lg_pid=$!
+    # only the publishing phase: perf starts once the connections are up
+    for ((i = 0; i < 600; i++)); do
+        grep -q 'connections ready' "$OUT/logs/profile-$s.err" 2>/dev/null && break
+        kill -0 "$lg_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 2
+    perf record -F 999 -g -p "${PID[chatd]}" -o "$OUT/perf-$s.data" -- sleep $((D - 1)) \
+        >"$OUT/logs/perf-record-$s.log" 2>&1 || log "perf record failed (see $OUT/logs/perf-record-$s.log)"
+    wait "$lg_pid" || true
     perf report -i "$OUT/perf-$s.data" --stdio --no-children --sort dso,symbol --percent-limit 0.8 \
         -g none 2>/dev/null | grep -v -e '^$' -e '^# *$' -e Tip >"$OUT/perf-$s-flat.txt" || true
     perf report -i "$OUT/perf-$s.data" --stdio --children --sort symbol --percent-limit 1.5 \
