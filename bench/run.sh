@@ -331,14 +331,19 @@ lg() {
     fi
     # shellcheck disable=SC2086
     cool_down $pids
+    scrape "$t" "$OUT/logs/$s-$t.metrics0"
     log "$s on $t (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     if ! "$LG" "${args[@]}" "$@" >"$OUT/logs/$s-$t.txt" 2>"$OUT/logs/$s-$t.err"; then
         log "$s on $t: loadgen failed: $(tail -3 "$OUT/logs/$s-$t.err" | tr '\n' ' ')"
     fi
     sed 's/^/    /' "$OUT/logs/$s-$t.txt" >&2
-    # chatd's own view of its loop (chatd_loop_lag_seconds, when it has it)
-    [ -n "${METRICS[$t]:-}" ] && curl -s -m 5 "http://127.0.0.1:${METRICS[$t]}/metrics" \
-        >"$OUT/logs/$s-$t.metrics" 2>/dev/null || true
+    scrape "$t" "$OUT/logs/$s-$t.metrics"
+}
+
+# scrape TARGET FILE: chatd's /metrics (its loop lag histogram, before and after a run)
+scrape() {
+    [ -n "${METRICS[$1]:-}" ] || return 0
+    curl -s -m 5 "http://127.0.0.1:${METRICS[$1]}/metrics" >"$2" 2>/dev/null || rm -f "$2"
 }
 
 col_of() { # TARGET SCENARIO COLUMN: a value of the last CSV row of that run
