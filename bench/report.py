@@ -264,7 +264,7 @@ def main():
         L += [f"![{caption}]({rel}/{name})", ""]
 
     # ------------------------------------------------------------ profiles
-    for scen in ("2-fanout", "1-chat1to1"):
+    for scen in ("2-fanout", "1-chat1to1", "3-flatout"):
         flat = os.path.join(out, f"perf-{scen}-flat.txt")
         if not (os.path.exists(flat) and os.path.getsize(flat) > 0):
             continue

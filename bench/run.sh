@@ -415,7 +415,7 @@ done
 
 # ------------------------------------------------------------------ profile
 # perf record -g of the embedded chatd during extra runs (not in the figures)
-# of fan-out at in-flight 1 and of 1:1 chat
+# of fan-out at in-flight 1, of 1:1 chat and of the persisted flat-out run
 profile_run() { # SCENARIO LOADGEN-ARGS...
     local s=$1 lg_pid i; shift
     cool_down "${PID[chatd]}"
@@ -446,6 +446,7 @@ if [ "$PROFILE" = 1 ] && active chatd; then
     if command -v perf >/dev/null && perf record -o /dev/null -- true >/dev/null 2>&1; then
         profile_run 2-fanout --subs "$FAN_SUBS" --pubs 1 --rooms 1 --rate 0 --inflight 1 --window 16
         profile_run 1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0
+        profile_run 3-flatout --pubsub "$FLAT_CONNS" --rooms "$FLAT_ROOMS" --rate 0 --window "$FLAT_WINDOW"
     else
         log "perf is not usable here (perf_event_paranoid or a container); no profile"
     fi
