@@ -20,6 +20,7 @@
 #include <sanitizer/common_interface_defs.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -152,6 +153,21 @@ static void t_member_list_now(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
     cb(arg, CHATD_OK, world, NWORLD);
 }
 
+/* One page of the fixed world: ids above after_id whose login id or name
+ * starts with prefix (ASCII case folded), at most limit rows. */
+static void t_member_page_now(chatd_ctx *ctx, int64_t after_id, const char *prefix, unsigned limit,
+                              chatd_member_cb cb, void *arg)
+{
+    (void)ctx;
+    chatd_member rows[NWORLD];
+    size_t n = 0, pl = prefix ? strlen(prefix) : 0;
+    for (size_t i = 0; i < NWORLD && n < limit; i++)
+        if (world[i].id > after_id && (pl == 0 || strncasecmp(world[i].login_id, prefix, pl) == 0 ||
+                                       strncasecmp(world[i].name, prefix, pl) == 0))
+            rows[n++] = world[i];
+    cb(arg, CHATD_OK, n ? rows : NULL, n);
+}
+
 /* The real parser of room ids, then membership in the fixed world. */
 static chatd_status room_of(int64_t member, const char *room, char *canon, int64_t *peer)
 {
@@ -268,7 +284,19 @@ static void t_publish_now(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publi
 
 /* ---- answers through post() (fz_set_async) --------------------------------- */
 
-enum { L_AUTH, L_REGISTER, L_LOGIN, L_LOGOUT, L_MGET, L_MLIST, L_RCHECK, L_RLIST, L_HIST, L_PUB };
+enum {
+    L_AUTH,
+    L_REGISTER,
+    L_LOGIN,
+    L_LOGOUT,
+    L_MGET,
+    L_MLIST,
+    L_MPAGE,
+    L_RCHECK,
+    L_RLIST,
+    L_HIST,
+    L_PUB
+};
 
 typedef struct later {
     struct later *next;
@@ -320,6 +348,9 @@ static void run_later(void *arg)
         break;
     case L_MLIST:
         t_member_list_now(c, (chatd_member_cb)l->cb, l->arg);
+        break;
+    case L_MPAGE:
+        t_member_page_now(c, l->i, l->s[0], l->n, (chatd_member_cb)l->cb, l->arg);
         break;
     case L_RCHECK:
         t_room_check_now(c, l->i, l->s[0], (chatd_room_cb)l->cb, l->arg);
@@ -441,6 +472,19 @@ static void t_member_list(chatd_ctx *ctx, chatd_member_cb cb, void *arg)
         return;
     }
     post_later(later_new(L_MLIST, CB(cb), arg, NULL, NULL, NULL));
+}
+
+static void t_member_page(chatd_ctx *ctx, int64_t after_id, const char *prefix, unsigned limit,
+                          chatd_member_cb cb, void *arg)
+{
+    if (!fz.async) {
+        t_member_page_now(ctx, after_id, prefix, limit, cb, arg);
+        return;
+    }
+    later *l = later_new(L_MPAGE, CB(cb), arg, prefix, NULL, NULL);
+    l->i = after_id;
+    l->n = limit;
+    post_later(l);
 }
 
 static void t_room_check(chatd_ctx *ctx, int64_t member, const char *room, chatd_room_cb cb,
@@ -618,6 +662,7 @@ void fz_start(const char *const *extra)
     fz.api.authenticate = t_authenticate;
     fz.api.member_get = t_member_get;
     fz.api.member_list = t_member_list;
+    fz.api.member_page = t_member_page;
     fz.api.room_check = t_room_check;
     fz.api.room_list = t_room_list;
     fz.api.history = t_history;
