@@ -488,11 +488,15 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     tw_conn_close(c);
 }
 
-/* Bytes the peer sent that wait in the kernel (our reads paused) are life. */
+/* Bytes the peer sent that wait in the kernel (our reads paused) are life:
+ * those that arrived since the last look (more waiting than then), so that
+ * bytes left unread long ago do not keep a silent peer alive. */
 void tw_conn_note_unread(tw_conn *c, int64_t now)
 {
     int n = 0;
-    if (!c->closed && c->fd >= 0 && ioctl(c->fd, FIONREAD, &n) == 0 && n > 0) c->last_rx_ms = now;
+    if (c->closed || c->fd < 0 || ioctl(c->fd, FIONREAD, &n) != 0) return;
+    if (n > c->unread_seen) c->last_rx_ms = now;
+    c->unread_seen = n;
 }
 
 /* ---- accept --------------------------------------------------------------- */

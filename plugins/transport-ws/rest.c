@@ -260,6 +260,13 @@ static void register_cb(void *arg, chatd_status st, const chatd_member *rows, si
     op_finish(op);
 }
 
+/* The cookie attribute "; Secure" on a TLS connection or with cookie_secure
+ * (behind a TLS-terminating proxy), else "". */
+static const char *cookie_secure(const tw_conn *c)
+{
+    return c->tls || c->srv->cookie_secure ? "; Secure" : "";
+}
+
 static void login_cb(void *arg, chatd_status st, const char *token, const chatd_member *m)
 {
     struct rest_op *op = arg;
@@ -272,7 +279,7 @@ static void login_cb(void *arg, chatd_status st, const char *token, const chatd_
             char cookie[256];
             snprintf(cookie, sizeof(cookie),
                      "Set-Cookie: chatd_session=%s; HttpOnly; SameSite=Strict; Path=/%s\r\n", token,
-                     c->tls ? "; Secure" : "");
+                     cookie_secure(c));
             respond_json(c, 200, o, cookie);
             json_object_put(o);
         } else if (st == CHATD_ERR_AUTH || st == CHATD_ERR_NOTFOUND) {
@@ -291,11 +298,14 @@ static void logout_cb(void *arg, chatd_status st)
     (void)st;
     struct rest_op *op = arg;
     tw_conn *c = op->c;
-    if (!c->closed)
-        tw_http_respond(c, 204, NULL,
-                        "Cache-Control: no-store\r\nSet-Cookie: chatd_session=; HttpOnly; "
-                        "SameSite=Strict; Path=/; Max-Age=0\r\n",
-                        NULL, 0);
+    if (!c->closed) {
+        char cookie[160];
+        snprintf(cookie, sizeof(cookie),
+                 "Cache-Control: no-store\r\nSet-Cookie: chatd_session=; HttpOnly; "
+                 "SameSite=Strict; Path=/; Max-Age=0%s\r\n",
+                 cookie_secure(c));
+        tw_http_respond(c, 204, NULL, cookie, NULL, 0);
+    }
     op_finish(op);
 }
 

@@ -47,6 +47,9 @@ static const chatd_cfg_key tw_cfg_keys[] = {
      "Origins (space separated) whose chatd_session cookie is accepted on /ws"},
     {"tls_cert", CHATD_CFG_STRING, NULL, 0, 0, "PEM certificate chain; enables TLS"},
     {"tls_key", CHATD_CFG_STRING, NULL, 0, 0, "PEM private key of tls_cert"},
+    {"cookie_secure", CHATD_CFG_BOOL, "false", 0, 0,
+     "the chatd_session cookie says Secure on a plain listener too (behind a TLS proxy); "
+     "with tls_cert it always does"},
     {"max_connections", CHATD_CFG_INT, "10000", 1, 1000000, "open connections at most"},
     {"max_frame", CHATD_CFG_SIZE, "64k", 1024, 64 << 20,
      "largest WebSocket message and STOMP frame"},
@@ -290,6 +293,7 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->max_tx_bytes = cfg_int(api, ctx, "max_tx_bytes");
     s->max_tx_age = cfg_int(api, ctx, "max_tx_age");
     s->rate_grace = cfg_int(api, ctx, "rate_grace");
+    s->cookie_secure = api->cfg_bool(ctx, "cookie_secure", 0);
     s->page_limit = cfg_int(api, ctx, "page_limit");
     s->page_limit_max = cfg_int(api, ctx, "page_limit_max");
     if (s->max_request_line > s->max_header_bytes) s->max_request_line = s->max_header_bytes;

@@ -49,6 +49,7 @@ struct tw_server {
     char **origins;
     size_t norigins;
     SSL_CTX *ssl;
+    int cookie_secure; /* the session cookie says Secure without TLS here */
     int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line, max_body,
         max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout, connect_timeout, hb_send,
         hb_recv, hb_min, hb_max, static_max, send_timeout, request_timeout, tls_timeout,
@@ -130,6 +131,7 @@ struct tw_conn {
     char *login;
     int64_t hb_out_ms, hb_in_ms;
     int64_t opened_ms, last_rx_ms, last_tx_ms, ping_ms;
+    int unread_seen; /* bytes waiting in the kernel at the last tick (FIONREAD) */
     struct event *tick;
     tw_sub *subs;
     int64_t nsubs;

@@ -7,6 +7,8 @@
 # a plain listener and a TLS listener (a throw-away certificate made here
 # by openssl), and with the limits of transport-ws set low enough that each
 # deadline is reached in seconds; the tests read those values from env.
+# tls.test.mjs drives the page over https in chromium (CHATD_CHROMIUM), which
+# trusts the test certificate's key through its SPKI hash (CHATD_TLS_SPKI).
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
@@ -29,8 +31,11 @@ trap cleanup EXIT
 
 # the plain build, not the sanitized one: the RSS bounds are of chatd itself
 command -v openssl >/dev/null || fail "openssl is not installed"
+command -v python3 >/dev/null || fail "python3 is not installed (paused.test.mjs locks SQLite with it)"
 [ -x "$CHATD_BIN" ] || fail "no chatd binary at $CHATD_BIN (build first)"
 node_modules_ready || fail "the npm packages of tests/ are missing"
+chromium=${CHATD_CHROMIUM:-/usr/bin/chromium}
+[ -x "$chromium" ] || fail "no chromium at $chromium (apt-get install chromium)"
 
 # a test CA and a server certificate for 127.0.0.1
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=chatd test CA" \
@@ -40,6 +45,10 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
 printf 'subjectAltName=IP:127.0.0.1\n' >"$tmp/ext.cnf"
 openssl x509 -req -in "$tmp/server.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" \
     -CAcreateserial -days 2 -extfile "$tmp/ext.cnf" -out "$tmp/server.pem" 2>/dev/null
+# the base64 SHA-256 of its public key, for chromium's --ignore-certificate-errors-spki-list
+spki=$(openssl x509 -in "$tmp/server.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+    openssl dgst -sha256 -binary | base64)
+[ -n "$spki" ] || fail "cannot compute the SPKI hash of the test certificate"
 
 # a web root with the page and one larger file for the pipelining attack
 mkdir -p "$tmp/web"
@@ -49,6 +58,7 @@ printf 'secret\n' >"$tmp/web/.env"
 
 port=$(free_port)
 tport=$(free_port)
+pport=$(free_port) # a plain listener as behind a TLS proxy for https://chat.example.org
 url=http://127.0.0.1:$port
 
 # the limits under test (the tests read them back from env)
@@ -88,12 +98,22 @@ tls_key = $tmp/server.key
 tls_handshake_timeout = $CHATD_ATTACK_TLS_TIMEOUT
 max_connections_per_ip = $CHATD_ATTACK_PER_IP
 
+[proxied]
+plugin = transport-ws
+listen = 127.0.0.1:$pport
+web_root = $tmp/web
+metrics_listen =
+allowed_origins = https://chat.example.org
+cookie_secure = true
+
 [queue]
 plugin = queue-local
 
 [store]
 plugin = store-sqlite
 path = $tmp/chatd.db
+# paused.test.mjs holds the write lock from another process: the writer waits
+busy_timeout_ms = 60000
 CONF
 
 cd "$CHATD_TOP"
@@ -104,6 +124,7 @@ say "chatd (pid $pid) on $url and https://127.0.0.1:$tport"
 
 rc=0
 CHATD_URL=$url CHATD_PID=$pid CHATD_TLS_PORT=$tport CHATD_TLS_CA=$tmp/ca.pem \
+    CHATD_TLS_SPKI=$spki CHATD_CHROMIUM=$chromium CHATD_PROXIED_PORT=$pport CHATD_ATTACK_DB=$tmp/chatd.db \
     timeout --kill-after=10 600 node --test --test-concurrency=1 --test-reporter=spec \
     "$CHATD_TOP"/tests/attack/*.test.mjs || rc=$?
 kill -0 "$pid" 2>/dev/null || fail "chatd died during the attacks (see $CHATD_OUT/attack.log)"
