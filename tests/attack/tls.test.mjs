@@ -21,8 +21,8 @@ import fs from 'node:fs';
 import https from 'node:https';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
-import { chromium } from 'playwright-core';
-import { makeMember, roomOf, collectSynced, publish, settle, http, uid, PROTOCOLS } from './lib.mjs';
+import { launchChromium, signUp } from '../browser/lib.mjs';
+import { makeMember, roomOf, stomp, collectSynced, publish, settle, uid, PROTOCOLS } from './lib.mjs';
 
 const TLS_PORT = Number(process.env.CHATD_TLS_PORT);
 const CA = process.env.CHATD_TLS_CA ? fs.readFileSync(process.env.CHATD_TLS_CA) : null;
@@ -66,33 +66,7 @@ function req(method, path, { body, cookie, token, ca = CA } = {}) {
 
 /* a @stomp/stompjs client over wss:// that trusts the test CA */
 async function wssStomp(member) {
-    const client = new Client({
-        webSocketFactory: () => new WebSocket(`wss://127.0.0.1:${TLS_PORT}/ws`, PROTOCOLS, { ca: CA }),
-        connectHeaders: { login: member.loginId, passcode: member.token },
-        reconnectDelay: 0,
-        heartbeatIncoming: 10000,
-        heartbeatOutgoing: 10000,
-        debug: () => {},
-    });
-    client.errors = [];
-    await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`wss CONNECT of ${member.loginId} timed out`)), 15000);
-        client.onConnect = (frame) => {
-            clearTimeout(timer);
-            client.connectedFrame = frame;
-            resolve();
-        };
-        client.onStompError = (f) => {
-            clearTimeout(timer);
-            reject(new Error(`STOMP ERROR on connect: ${f.headers.message}`));
-        };
-        client.onWebSocketClose = (ev) => {
-            clearTimeout(timer);
-            reject(new Error(`wss closed during CONNECT: ${ev.code}`));
-        };
-        client.activate();
-    });
-    client.onStompError = (f) => client.errors.push(f);
+    const client = await stomp(member, { url: `wss://127.0.0.1:${TLS_PORT}/ws`, ws: { ca: CA } });
     open.add(client);
     return client;
 }
@@ -202,13 +176,7 @@ test('two members chat over wss:// with @stomp/stompjs: every message once, in o
 
 test('the page over https in chromium: sign up, Secure cookie, wss://, chat with a node client', async () => {
     assert.ok(SPKI, 'CHATD_TLS_SPKI (35-attack.sh)');
-    const browser = await chromium.launch({
-        executablePath: process.env.CHATD_CHROMIUM || '/usr/bin/chromium',
-        headless: true,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-            '--disable-sync', '--no-first-run', '--disable-quic', '--disable-dev-shm-usage',
-            `--ignore-certificate-errors-spki-list=${SPKI}`],
-    });
+    const browser = await launchChromium([`--ignore-certificate-errors-spki-list=${SPKI}`]);
     open.add(browser);
     const ctx = await browser.newContext({ locale: 'en-US', timezoneId: 'UTC' });
     const page = await ctx.newPage();
@@ -219,24 +187,13 @@ test('the page over https in chromium: sign up, Secure cookie, wss://, chat with
 
     const peer = await makeMember('tlspeer');
     const who = { loginId: uid('tlspage'), name: 'Tessa', password: 'tls-page-password-1' };
-    await page.goto(`${TLS_BASE}/`);
-    await page.locator('#auth-view').waitFor({ state: 'visible' });
-    await page.click('#tab-register');
-    await page.fill('#auth-login-id', who.loginId);
-    await page.fill('#auth-name', who.name);
-    await page.fill('#auth-password', who.password);
-    await page.click('#auth-submit');
-    await page.locator('#chat-view').waitFor({ state: 'visible', timeout: 20000 });
-    await page.locator('#conn-status[data-state="connected"]').waitFor({ timeout: 20000 });
+    await signUp(page, TLS_BASE, who);
     assert.ok(wsUrls.some((u) => u.startsWith(`wss://127.0.0.1:${TLS_PORT}/`)), `the page speaks wss://: ${wsUrls}`);
     const cookies = await ctx.cookies(TLS_BASE);
     const sess = cookies.find((c) => c.name === 'chatd_session');
     assert.ok(sess, 'the page holds the session cookie');
     assert.equal(sess.secure, true, 'Secure');
     assert.equal(sess.httpOnly, true, 'HttpOnly');
-    const me = await page.evaluate(() => fetch('/api/me').then((r) => r.json()));
-    who.id = Number(me.id);
-    assert.ok(who.id > 0);
 
     // the peer, a node client over wss://, writes; the page shows it live
     const room = roomOf(who, peer);

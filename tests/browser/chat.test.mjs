@@ -14,7 +14,7 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { Client } from '@stomp/stompjs';
 import WebSocket from 'ws';
-import { BASE, OUT, uid, launchChromium } from './lib.mjs';
+import { BASE, OUT, uid, launchChromium, signUp } from './lib.mjs';
 
 const alice = { loginId: uid('alice'), name: 'Alice', password: 'alice-password-1' };
 const bob = { loginId: uid('bob'), name: '최원익', password: 'bob-password-1' };
@@ -61,17 +61,7 @@ async function shot(page, name) {
 }
 
 async function register(page, who) {
-    await page.goto(BASE + '/');
-    await page.locator('#auth-view').waitFor({ state: 'visible' });
-    await page.click('#tab-register');
-    await page.fill('#auth-login-id', who.loginId);
-    await page.fill('#auth-name', who.name);
-    await page.fill('#auth-password', who.password);
-    await page.click('#auth-submit');
-    await page.locator('#chat-view').waitFor({ state: 'visible' });
-    await page.locator('#conn-status[data-state="connected"]').waitFor();
-    const me = await page.evaluate(() => fetch('/api/me').then((r) => r.json()));
-    who.id = Number((me.member ?? me).id);
+    await signUp(page, BASE, who);
     assert.ok(who.id > 0);
 }
 

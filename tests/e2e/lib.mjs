@@ -105,18 +105,20 @@ export function roomOf(a, b) {
  * suites assert it stays empty in normal chat. */
 export const wsErrors = [];
 
-function trackedSocket(protocols = PROTOCOLS, options = {}) {
-    const ws = new WebSocket(WS_URL, protocols, options);
+function trackedSocket(protocols = PROTOCOLS, options = {}, url = WS_URL) {
+    const ws = new WebSocket(url, protocols, options);
     ws.on('error', (err) => wsErrors.push(err));
     return ws;
 }
 
 /* stomp(member, opts) -> connected @stomp/stompjs Client.
- * opts.auth: 'passcode' (default) | 'bearer' | 'cookie' */
+ * opts.auth: 'passcode' (default) | 'bearer' | 'cookie'; opts.url: another
+ * WebSocket URL (e.g. wss://...), opts.ws: more options of the ws socket
+ * (e.g. { ca }) */
 export async function stomp(member, opts = {}) {
     const auth = opts.auth || 'passcode';
     const connectHeaders = {};
-    const wsOptions = {};
+    const wsOptions = { ...(opts.ws || {}) };
     if (auth === 'passcode') {
         connectHeaders.login = member.loginId;
         connectHeaders.passcode = member.token;
@@ -127,7 +129,7 @@ export async function stomp(member, opts = {}) {
         wsOptions.origin = ORIGIN;
     }
     const client = new Client({
-        webSocketFactory: () => trackedSocket(PROTOCOLS, wsOptions),
+        webSocketFactory: () => trackedSocket(PROTOCOLS, wsOptions, opts.url),
         connectHeaders,
         reconnectDelay: 0,
         heartbeatIncoming: opts.heartbeatIncoming ?? 10000,
