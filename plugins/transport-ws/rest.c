@@ -516,7 +516,7 @@ static void rest_auth_cb(void *arg, chatd_status st, const chatd_member *rows, s
         return;
     }
     case OP_MEMBERS:
-        if (CHATD_HAS(chatd_api, api, member_page)) /* the store pages (ABI 1.4) */
+        if (CHATD_HAS(chatd_api, api, member_page) && api->member_page) /* ABI 1.4 */
             api->member_page(ctx, op->page.after_id, op->page.q, op->page.limit + 1, member_page_cb,
                              op);
         else
