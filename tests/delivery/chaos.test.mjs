@@ -6,16 +6,15 @@
 // every cut. At the end the listener has exactly the 1,000, in send order,
 // each once, and the store holds each once (REST history, not proxied).
 //
-// Real @stomp/stompjs over ws, against the chatd of CHATD_URL (or the
+// The clients are those of ./chaos-lib.mjs, against the chatd of CHATD_URL (or the
 // comma-separated base URLs of CHATD_CHAOS_TARGETS, one per node).
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import WebSocket from 'ws';
-import { Client } from '@stomp/stompjs';
-import { makeMember, roomOf, http, uid, PROTOCOLS } from '../e2e/lib.mjs';
+import { makeMember, roomOf, http, uid } from '../e2e/lib.mjs';
 import { CuttingProxy } from './proxy.mjs';
+import { listen, sendEach } from './chaos-lib.mjs';
 
 const N = Number(process.env.CHATD_CHAOS_MESSAGES || 1000);
 const PACE_MS = 3; // between messages, so that a run spans many cuts
@@ -23,39 +22,6 @@ const targets = (process.env.CHATD_CHAOS_TARGETS || process.env.CHATD_URL).split
     const x = new URL(u);
     return { host: x.hostname, port: Number(x.port) };
 });
-
-/* One STOMP session through the proxy; resolves when CONNECTED, or null if
- * the connection was cut first. onClose is called once when it ends. */
-function connect(proxy, member, onClose) {
-    return new Promise((resolve) => {
-        let done = false;
-        const client = new Client({
-            webSocketFactory: () => {
-                const ws = new WebSocket(proxy.url.replace(/^http/, 'ws') + '/ws', PROTOCOLS);
-                ws.on('error', () => {});
-                return ws;
-            },
-            connectHeaders: { login: member.loginId, passcode: member.token },
-            reconnectDelay: 0,
-            heartbeatIncoming: 0,
-            heartbeatOutgoing: 0,
-            debug: () => {},
-        });
-        const end = () => {
-            if (done) return;
-            done = true;
-            client.deactivate().catch(() => {});
-            onClose();
-        };
-        client.onConnect = () => resolve(client);
-        client.onWebSocketClose = () => {
-            resolve(null);
-            end();
-        };
-        client.onStompError = () => {};
-        client.activate();
-    });
-}
 
 test(`chaos: ${N} messages through connections cut at random, each delivered and stored once, in order`, { timeout: 600000 }, async () => {
     const a = await makeMember('xa');
@@ -68,97 +34,24 @@ test(`chaos: ${N} messages through connections cut at random, each delivered and
     const run = crypto.randomUUID();
     const texts = Array.from({ length: N }, (_, i) => `c${i}`);
     const marker = uid('end-');
-    const got = []; // the listener's messages, in arrival order
-    let cursor = null;
-    let sessions = 0, attempts = 0;
-    let stop = false;
-    let listening = null;
+    const room0 = { dest, cursor: null, got: [] }; // the listener's messages, in arrival order
+    const got = room0.got;
+    let listener = null;
 
     try {
         // listener: (re)subscribe after every cut, resuming after its last cursor
-        let firstSub;
-        const subscribed = new Promise((r) => (firstSub = r));
-        const listen = async () => {
-            while (!stop) {
-                let closed;
-                const gone = new Promise((r) => (closed = r));
-                const c = await connect(lp, b, closed);
-                if (!c) {
-                    await gone;
-                    continue;
-                }
-                sessions++;
-                const headers = cursor ? { 'resume-after': cursor } : { receipt: 'first' };
-                try {
-                    if (!cursor) c.watchForReceipt('first', () => firstSub());
-                    c.subscribe(dest, (f) => {
-                        got.push(JSON.parse(f.body));
-                        cursor = f.headers.cursor;
-                    }, headers);
-                } catch {
-                    // cut between CONNECTED and SUBSCRIBE: the next session resumes
-                }
-                await gone;
-            }
-        };
-        listening = listen();
-        await subscribed;
-
+        listener = listen(lp, b, [room0]);
+        await listener.ready;
         // sender: one message at a time, same key until a RECEIPT names it
-        const ids = [];
-        const newSession = async () => {
-            for (;;) {
-                attempts++;
-                let closed;
-                const gone = new Promise((r) => (closed = r));
-                const c = await connect(sp, a, closed);
-                if (!c) {
-                    await gone;
-                    continue;
-                }
-                // keep this session for as many messages as it survives
-                return { c, gone };
-            }
-        };
-        let session = null;
-        for (let i = 0; i <= N; i++) {
-            const text = i < N ? texts[i] : marker;
-            const key = `${run}-${i}`;
-            for (;;) {
-                if (!session) session = await newSession();
-                const { c, gone } = session;
-                const receipt = `r${i}-${attempts}`;
-                let named;
-                const got1 = new Promise((resolve) => (named = resolve));
-                try {
-                    c.watchForReceipt(receipt, (f) => named(f.headers['message-id']));
-                    c.publish({
-                        destination: '/pub/chat/message',
-                        body: JSON.stringify({ roomId: room, message: text }),
-                        headers: { 'content-type': 'application/json', receipt, 'idempotency-key': key },
-                    });
-                } catch {
-                    session = null; // cut before the frame could go
-                    await gone;
-                    continue;
-                }
-                const id = await Promise.race([got1, gone.then(() => null)]);
-                if (id) {
-                    ids.push(id);
-                    await new Promise((r) => setTimeout(r, PACE_MS));
-                    break;
-                }
-                session = null; // cut: retry the same key on a new connection
-                attempts++;
-            }
-        }
+        const items = [...texts, marker].map((text, i) => ({ roomId: room, text, key: `${run}-${i}` }));
+        const { ids, attempts } = await sendEach(sp, a, items, { paceMs: PACE_MS });
         // the listener has everything once it has the marker
         const deadline = Date.now() + 60000;
         while (!got.some((m) => m.message === marker)) {
             assert.ok(Date.now() < deadline, `the listener never got the marker (has ${got.length})`);
             await new Promise((r) => setTimeout(r, 20));
         }
-        stop = true;
+        await listener.stop();
         const before = got.slice(0, got.findIndex((m) => m.message === marker));
         assert.equal(before.length, N, `the listener has exactly ${N} messages before the marker`);
         assert.deepEqual(before.map((m) => m.message), texts, 'in send order, each once');
@@ -175,11 +68,10 @@ test(`chaos: ${N} messages through connections cut at random, each delivered and
         }
         assert.deepEqual(hist.map((m) => m.message), [...texts, marker], 'the store holds each message once, in order');
         assert.ok(sp.cuts >= 10 && lp.cuts >= 10, `connections were cut (sender ${sp.cuts}, listener ${lp.cuts})`);
-        console.log(`# chaos: ${sp.cuts} sender cuts, ${lp.cuts} listener cuts, ${sessions} listener sessions, ${attempts} send attempts`);
+        console.log(`# chaos: ${sp.cuts} sender cuts, ${lp.cuts} listener cuts, ${listener.sessions()} listener sessions, ${attempts} send attempts`);
     } finally {
-        stop = true;
+        if (listener) await listener.stop();
         await sp.close();
         await lp.close();
-        await listening;
     }
 });

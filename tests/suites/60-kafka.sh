@@ -10,7 +10,10 @@
 #   3. faults: kill -9 of a node mid-stream and its restart; every broker
 #      down and back up (tests/plugins/queue-kafka/faults.mjs);
 #   4. a topic with too little replication is refused at start
-#      (tests/plugins/queue-kafka/topic-check.sh).
+#      (tests/plugins/queue-kafka/topic-check.sh);
+#   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
+#      0, -3 and +4 s off, connections cut at random, a node killed and
+#      restarted (tests/plugins/queue-kafka/chaos.sh).
 # The nodes are the ASan/UBSan chatd under ./quickstart.sh test (a report in a
 # node's log fails the suite).
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
@@ -214,6 +217,14 @@ if timeout --kill-after=10 180 bash "$CHATD_TOP/tests/plugins/queue-kafka/topic-
 else
     fails+=("topic-check")
     say "4. FAILED"
+fi
+
+say "chaos: 1,000 messages through cut connections, three nodes with skewed clocks, one killed"
+if bash "$CHATD_TOP/tests/plugins/queue-kafka/chaos.sh" "${kafka_sets[@]}"; then
+    say "chaos: ok"
+else
+    fails+=("chaos")
+    say "chaos: FAILED (logs: $CHATD_OUT/kafka-chaos-node*.log, what the listener got: $CHATD_OUT/kafka-chaos.json)"
 fi
 
 if [ ${#fails[@]} -gt 0 ]; then
