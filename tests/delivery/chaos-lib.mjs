@@ -63,7 +63,8 @@ async function session(proxy, member, onError, onAttempt = () => {}) {
 /* listen(proxy, member, subs): subs is a list of {dest, cursor, got}: cursor
  * null subscribes with a receipt (the first time), a cursor resumes after
  * it. Every MESSAGE is pushed to its sub's got (parsed body) and its cursor
- * kept. Returns {ready, stop, sessions, errors}: ready resolves once every
+ * kept; s.seams lists [where in got, proxy target] of each session. Returns {ready,
+ * stop, sessions, errors}: ready resolves once every
  * sub without a cursor had its RECEIPT; stop() ends the loop. */
 export function listen(proxy, member, subs) {
     const st = { sessions: 0, errors: [], stopped: false };
@@ -74,13 +75,14 @@ export function listen(proxy, member, subs) {
     let current = null;
     const loop = (async () => {
         while (!st.stopped) {
-            const { c, gone } = await session(proxy, member, (f) => st.errors.push(f.headers.message || 'ERROR'));
+            const { c, gone, target } = await session(proxy, member, (f) => st.errors.push(f.headers.message || 'ERROR'));
             if (st.stopped) {
                 c.deactivate().catch(() => {});
                 break;
             }
             current = c;
             st.sessions++;
+            for (const s of subs) (s.seams ||= []).push([s.got.length, target]); // where each session began, on which target
             try {
                 subs.forEach((s, k) => {
                     const headers = s.cursor ? { 'resume-after': s.cursor } : { receipt: `first-${k}-${st.sessions}` };

@@ -233,7 +233,7 @@ try {
 
     if (process.env.KAFKA_CHAOS_DUMP) {
         fs.writeFileSync(process.env.KAFKA_CHAOS_DUMP, JSON.stringify({ start: start.json, ids: sent.ids,
-            subs: subs.map((s) => ({ dest: s.dest, got: s.got.map((m) => [m.message, m.id, m.cursor]) })) }, null, 1));
+            subs: subs.map((s) => ({ dest: s.dest, seams: s.seams, got: s.got.map((m) => [m.message, m.id, m.cursor]) })) }, null, 1));
     }
     // the store: each message exactly once
     const rows = sql(`SELECT message, count(*) FROM messages WHERE room_id = '${room}' GROUP BY message`);
