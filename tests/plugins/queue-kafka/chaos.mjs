@@ -235,10 +235,18 @@ try {
         fs.writeFileSync(process.env.KAFKA_CHAOS_DUMP, JSON.stringify({ start: start.json, ids: sent.ids,
             subs: subs.map((s) => ({ dest: s.dest, seams: s.seams, got: s.got.map((m) => [m.message, m.id, m.cursor]) })) }, null, 1));
     }
-    // the store: each message exactly once
-    const rows = sql(`SELECT message, count(*) FROM messages WHERE room_id = '${room}' GROUP BY message`);
-    const stored = new Map(rows.map(([m, c]) => [m, Number(c)]));
+    // the store: each message exactly once, once the partition's owner
+    // persisted them all (a RECEIPT on a node that does not persist the
+    // room's partition follows the broker's acknowledgement)
     const want = ['start', ...texts, marker];
+    const storedNow = () => new Map(sql(`SELECT message, count(*) FROM messages WHERE room_id = '${room}' GROUP BY message`)
+        .map(([m, c]) => [m, Number(c)]));
+    try {
+        await until(() => storedNow().size >= want.length, 60000, 'every message in the messages table');
+    } catch (e) {
+        check(false, e.message, failures);
+    }
+    const stored = storedNow();
     const twice = want.filter((t) => (stored.get(t) || 0) > 1).length;
     const missing = want.filter((t) => !stored.has(t)).length;
     check(twice === 0 && missing === 0 && stored.size === want.length,
