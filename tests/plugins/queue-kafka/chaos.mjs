@@ -148,6 +148,11 @@ try {
     await nodes[0].start();
     await Promise.all([nodes[1].start(), nodes[2].start()]);
     for (const n of nodes) checkClock(n, await n.offset(), 'at start');
+    // what the store commits is durable: the checks below count on it
+    for (const k of ['fsync', 'synchronous_commit']) {
+        const v = sql(`SHOW ${k}`)[0][0];
+        check(v === 'on', `PostgreSQL ${k} is ${v}, not on`, failures);
+    }
     console.log(`chaos: three nodes up (${elapsed()}), clocks ${skews.map((s) => `${s >= 0 ? '+' : ''}${s} s`).join(', ')}`);
 
     const a = await makeMember(urls[0], 'c3a');
