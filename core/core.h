@@ -243,6 +243,8 @@ typedef struct post_queue {
     pthread_mutex_t mu;
     post_task *head, *tail;
     bool closed;
+    bool signalled; /* a byte is in the pipe for the tasks queued */
+    int fds[2];     /* the wake-up pipe: read end on the loop, write end for posters */
     struct event *ev;
 } post_queue;
 
