@@ -26,9 +26,11 @@
 #define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256
-#define PG_CHAT_PARAMS 8        /* bound parameters per CHAT message of a batch */
-#define PG_READ_PARAMS 6        /* bound parameters per READ event of a batch */
-#define PG_BATCH_MAX_LIMIT 8190 /* PG_CHAT_PARAMS per message stays under 65535 */
+#define PG_CHAT_PARAMS 8        /* arrays bound per run of CHAT messages of a batch (+ window) */
+#define PG_READ_PARAMS 6        /* arrays bound per run of READ events of a batch */
+#define PG_BATCH_MAX_LIMIT 8190 /* most messages of one batch */
+#define PG_STMTS_MAX 32         /* statements prepared on one connection */
+#define PG_REQ_PREPS_MAX 4      /* prepares sent ahead of one request's queries */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
 #define PG_SCHEMA_VERSION 7     /* the last entry of the migrations in pg_sql.c */
@@ -73,7 +75,8 @@ typedef enum pg_req_kind {
     REQ_DEAD_LETTER,
     REQ_SESSION_PURGE,
     REQ_NODE_CLAIM,
-    REQ_MEMBER_PAGE
+    REQ_MEMBER_PAGE,
+    REQ_IDEM_PURGE /* internal: expired idempotency keys, a bounded batch */
 } pg_req_kind;
 typedef void (*pg_purge_cb)(void *arg, chatd_status status, uint64_t n);
 
@@ -94,7 +97,18 @@ typedef struct pg_req {
     int64_t i[3];    /* integer arguments */
     size_t nbatch;   /* REQ_BATCH: number of pending messages it covers */
     int64_t sent_ms; /* when it was put on the connection */
+    /* statements prepared ahead of this request's queries (pg_sql.c): the
+     * position of each prepare's result among all of its results, its slot */
+    int nsent, npos, nprep, nprep_seen;
+    int prep_at[PG_REQ_PREPS_MAX], prep_slot[PG_REQ_PREPS_MAX];
 } pg_req;
+
+/* A statement prepared on the current connection, by its SQL text. */
+typedef struct pg_stmt {
+    const char *sql; /* static text: compared by address, then by content */
+    char name[16];
+    int ready; /* prepared (or its prepare is on its way) */
+} pg_stmt;
 
 typedef struct pg_store {
     const chatd_api *api;
@@ -115,14 +129,23 @@ typedef struct pg_store {
     int ever_ready; /* the first connection succeeded once */
     int64_t backoff_ms;
     PGconn *conn;
-    struct event *ev_conn;  /* connecting: one-shot read/write */
-    struct event *ev_read;  /* ready: persistent read */
-    struct event *ev_write; /* ready: one-shot write while PQflush has more */
-    struct event *ev_timer; /* reconnect backoff / connect timeout */
-    struct event *ev_kick;  /* deferred pump (never send from inside a callback) */
-    struct event *ev_stop;  /* stop timeout */
-    struct event *ev_watch; /* every second: is the oldest request answered in time? */
-    int schema_version;     /* read by REQ_MIGRATE_CHECK */
+    struct event *ev_conn;               /* connecting: one-shot read/write */
+    struct event *ev_read;               /* ready: persistent read */
+    struct event *ev_write;              /* ready: one-shot write while PQflush has more */
+    struct event *ev_timer;              /* reconnect backoff / connect timeout */
+    struct event *ev_kick;               /* deferred pump (never send from inside a callback) */
+    struct event *ev_stop;               /* stop timeout */
+    struct event *ev_watch;              /* every second: is the oldest request answered in time? */
+    int schema_version;                  /* read by REQ_MIGRATE_CHECK */
+    struct event *ev_purge;              /* the next purge of expired idempotency keys */
+    int64_t purge_every_ms, purge_batch; /* idem_purge_interval_s, idem_purge_batch */
+    int purge_inflight;
+
+    /* prepared statements of the connection (cleared when it closes) */
+    pg_stmt stmts[PG_STMTS_MAX];
+    size_t nstmts;
+    unsigned stmt_seq; /* names are never reused on a connection */
+    pg_req *sending;   /* the request req_send is putting on the connection */
 
     /* requests */
     pg_req *q_head, *q_tail; /* not sent yet */
@@ -170,6 +193,8 @@ void on_kick(evutil_socket_t fd, short what, void *arg);
 
 /* pg_sql.c: put the queries of r on the connection, then a sync. 0 on failure. */
 int req_send(pg_store *st, pg_req *r);
+/* r failed: the statements it prepared may not exist; prepare them again. */
+void stmts_forget(pg_store *st, pg_req *r);
 
 /* pg_batch.c */
 chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *done);
@@ -179,6 +204,10 @@ void pump(pg_store *st);
 void batch_done(pg_store *st, pg_req *r);
 /* Complete every pending message with `status` (stop timeout, destroy). */
 void fail_pending(pg_store *st, chatd_status status, const char *reason);
+/* The purge timer: delete a batch of expired idempotency keys. */
+void on_purge(evutil_socket_t fd, short what, void *arg);
+/* A purge finished (deleted: rows, -1 on failure): arm the next one. */
+void purge_done(pg_store *st, int64_t deleted);
 
 /* pg_results.c */
 int64_t parse_i64(const char *s);

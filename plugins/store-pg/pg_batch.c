@@ -8,6 +8,12 @@
  * with nothing left open on the connection. Completions are completed only
  * once the sync reports the commit. A batch that fails on an SQL error is
  * retried one message per transaction so that only the bad message fails.
+ *
+ * Expired idempotency keys are deleted in the background: every
+ * idem_purge_interval_s a request on the same pipeline deletes at most
+ * idem_purge_batch keys older than the window, and the next batch follows at
+ * once while a batch comes back full (a bounded statement, so the reads and
+ * batches queued behind it wait little; never a blocking call).
  */
 #include "pg.h"
 
@@ -155,4 +161,42 @@ chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *done)
         st->api->gauge_set(st->ctx, "chatd_store_pending", (int64_t)st->npending);
     if (st->state == PG_READY) kick(st);
     return CHATD_ASYNC;
+}
+
+/* Arm the purge timer for `ms` from now. */
+static void purge_arm(pg_store *st, int64_t ms)
+{
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (st->purge_every_ms > 0 && !st->stopping && evtimer_add(st->ev_purge, &tv) != 0)
+        LOG(st, CHATD_LOG_WARN, "could not arm the idempotency purge timer (libevent)");
+}
+
+void on_purge(evutil_socket_t fd, short what, void *arg)
+{
+    pg_store *st = arg;
+    pg_req *r;
+    (void)fd;
+    (void)what;
+    if (st->purge_inflight || st->stopping) return;
+    if (st->state != PG_READY || !(r = req_new(REQ_IDEM_PURGE, NULL, NULL))) {
+        purge_arm(st, st->purge_every_ms); /* down (or no memory): next time */
+        return;
+    }
+    r->i[0] = st->api->now_ms() - st->idem_window_ms;
+    r->i[1] = st->purge_batch;
+    st->purge_inflight = 1;
+    list_push(&st->q_head, &st->q_tail, r);
+    st->nqueued++;
+    kick(st);
+}
+
+void purge_done(pg_store *st, int64_t deleted)
+{
+    st->purge_inflight = 0;
+    if (deleted > 0) {
+        st->api->counter_add(st->ctx, "chatd_store_idem_purged_total", (uint64_t)deleted);
+        LOG(st, CHATD_LOG_DEBUG, "deleted %lld expired idempotency keys", (long long)deleted);
+    }
+    /* a full batch: more are expired, go on soon (still one at a time) */
+    purge_arm(st, deleted >= st->purge_batch ? 10 : st->purge_every_ms);
 }

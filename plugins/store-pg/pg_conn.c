@@ -3,7 +3,9 @@
  * non-blocking pipeline mode, driven by libevent events on PQsocket().
  *   - connecting: PQconnectStart + PQconnectPoll on socket readiness, with a
  *     connect timeout; then the schema check and migration (pg_sql.c);
- *   - requests are sent with PQsendQueryParams followed by PQpipelineSync;
+ *   - requests are sent as prepared statements (pg_sql.c prepares each one
+ *     once per connection, in the pipeline ahead of its first use) followed
+ *     by PQpipelineSync;
  *     results are read with PQconsumeInput/PQisBusy/PQgetResult when the
  *     socket is readable, in the order sent, and each request is finished at
  *     its sync; PQflush runs when the socket is writable;
@@ -96,6 +98,7 @@ void conn_close(pg_store *st)
         PQfinish(st->conn);
         st->conn = NULL;
     }
+    st->nstmts = 0; /* prepared statements die with their connection */
 }
 
 /* Fail every request not yet answered (sent or not) with `status`; the
@@ -248,6 +251,14 @@ static void go_ready(pg_store *st)
 
 static void req_finish(pg_store *st, pg_req *r)
 {
+    if (r->failed) stmts_forget(st, r);
+    if (r->kind == REQ_IDEM_PURGE) {
+        if (r->failed)
+            LOG(st, CHATD_LOG_WARN, "deleting expired idempotency keys failed: %s%s%s", r->err,
+                r->sqlstate[0] ? ", SQLSTATE " : "", r->sqlstate);
+        purge_done(st, r->failed || !r->res ? -1 : parse_i64(PQcmdTuples(r->res)));
+        return;
+    }
     if (r->kind == REQ_BATCH) {
         batch_done(st, r);
         return;
@@ -320,8 +331,12 @@ static int read_results(pg_store *st)
             continue;
         }
         r->expect_null = 1;
+        /* the result of a prepare sent ahead of a query, or of a query */
+        int prep = r->nprep_seen < r->nprep && r->prep_at[r->nprep_seen] == r->npos;
+        r->npos++;
+        if (prep) r->nprep_seen++;
         if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
-            if (r->nres == r->main_q && !r->res) {
+            if (!prep && r->nres == r->main_q && !r->res) {
                 r->res = res; /* kept for req_finish */
                 res = NULL;
             }
@@ -336,7 +351,7 @@ static int read_results(pg_store *st)
             if (code) snprintf(r->sqlstate, sizeof(r->sqlstate), "%s", code);
         }
         if (res) PQclear(res);
-        r->nres++;
+        if (!prep) r->nres++;
     }
     if (st->conn && PQstatus(st->conn) == CONNECTION_BAD) {
         char buf[PG_ERR_LEN];

@@ -55,12 +55,14 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_NODE_CLAIM:
         ((chatd_node_cb)r->cb)(r->arg, status, 0, 0, NULL);
         break;
+    case REQ_IDEM_PURGE:
+        purge_done(st, -1);
+        break;
     case REQ_MIGRATE_CHECK:
     case REQ_MIGRATE_APPLY:
     case REQ_BATCH:
         break;
     }
-    (void)st;
 }
 
 static void deliver_members(pg_store *st, pg_req *r, int with_hash)

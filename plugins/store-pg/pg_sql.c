@@ -3,11 +3,18 @@
  * inside one transaction holding pg_advisory_xact_lock, so several nodes may
  * start at once) and every statement sent, with bound parameters only.
  *
- * A write batch is one multi-row statement per run of CHAT messages
- * (INSERT ... ON CONFLICT DO NOTHING RETURNING feeding the room summary
- * upserts, so only rows really inserted touch the summaries) and one per run
- * of READ events; pg_conn.c adds the sync that commits them as one implicit
- * transaction.
+ * A write batch is one statement per run of CHAT messages (the run's
+ * columns bound as arrays, unnest()ed into rows: INSERT ... ON CONFLICT DO
+ * NOTHING RETURNING feeding the room summary upserts, so only rows really
+ * inserted touch the summaries) and one per run of READ events; pg_conn.c
+ * adds the sync that commits them as one implicit transaction.
+ *
+ * Every statement but the migrations' is prepared once per connection
+ * (PQsendPrepare in the pipeline, just ahead of its first execution; a new
+ * connection prepares again) and executed with PQsendQueryPrepared: the
+ * server parses and plans it once, and a batch's text does not depend on
+ * its size. Parameters: text, except the message text, bytea and the
+ * batch's arrays (binary).
  */
 #include "pg.h"
 
@@ -152,22 +159,22 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
  * batch, last_read_id moves up to their newest message and unread is recounted
  * (the peer's messages after it, stored before or in this batch; the subqueries
  * on `messages` do not see this statement's own inserts, hence the two terms),
- * else unread grows by the peer's new messages after last_read_id. */
-static const char sql_chat_head[] = "WITH input (id, room_id, writer_id, writer, message,"
-                                    " created_ms, peer_id, idem_key) AS (VALUES ";
-/* Idempotency keys (printf: the window in ms): the first message of a
+ * else unread grows by the peer's new messages after last_read_id.
+ * Idempotency keys ($9: the window in ms): the first message of a
  * (writer, key) owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
  * it is written). */
-static const char sql_chat_claim[] =
+static const char sql_chat[] =
+    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key) AS ("
+    " SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
+    "  $6::bigint[], $7::bigint[], $8::text[])"
     "), claim AS ("
     " INSERT INTO idempotency AS d (member_id, idem_key, msg_id, created_ms)"
     " SELECT DISTINCT ON (writer_id, idem_key) writer_id, idem_key, id, created_ms FROM input"
     " WHERE idem_key IS NOT NULL ORDER BY writer_id, idem_key, id"
     " ON CONFLICT (member_id, idem_key) DO UPDATE SET msg_id = EXCLUDED.msg_id,"
-    "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - %lld"
-    " RETURNING msg_id)";
-static const char sql_chat_tail[] =
+    "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - $9::bigint"
+    " RETURNING msg_id)"
     ", ins AS ("
     " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms)"
     " SELECT id, room_id, writer_id, writer, message, created_ms FROM input"
@@ -212,9 +219,10 @@ static const char sql_chat_tail[] =
 /* A run of READ events: last_read_id = GREATEST(old, up_to), unread recounted
  * as the peer's messages after it. Like store-sqlite, a read mark only updates
  * an existing summary (a room appears with its first message). */
-static const char sql_read_head[] =
-    "WITH input (room_id, member_id, up_to, id, writer, created_ms) AS (VALUES ";
-static const char sql_read_tail[] =
+static const char sql_read[] =
+    "WITH input (room_id, member_id, up_to, id, writer, created_ms) AS ("
+    " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],"
+    "  $6::bigint[])"
     "), kept AS ("
     " INSERT INTO reads (id, member_id, writer, room_id, up_to, created_ms)"
     " SELECT id, member_id, writer, room_id, up_to, created_ms FROM input"
@@ -229,49 +237,221 @@ static const char sql_read_tail[] =
 
 #define MEMBER_COLS "id, login_id, name, pw_hash, created_ms"
 
-/* Growable SQL text (bounded by batch_max times a constant). */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
+/* ------------------------------------------------------------------------ */
+/* Prepared statements                                                      */
+/* ------------------------------------------------------------------------ */
 
-static void sb_add(sbuf *b, const char *fmt, ...) CHATD_PRINTF(2, 3);
-static void sb_add(sbuf *b, const char *fmt, ...)
+/* A statement as sent once (the migrations: DDL, BEGIN, COMMIT). */
+static int send_raw(pg_store *st, const char *sql, int n, const char *const *values)
 {
-    va_list ap;
-    int n;
-    if (b->oom) return;
-    for (;;) {
-        size_t room = b->cap - b->len;
-        va_start(ap, fmt);
-        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? room : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->p && (size_t)n < room) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t ncap = b->cap ? b->cap * 2 : 4096;
-        while (ncap < b->len + (size_t)n + 1)
-            ncap *= 2;
-        char *np = realloc(b->p, ncap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = ncap;
-    }
+    st->sending->nsent++;
+    return PQsendQueryParams(st->conn, sql, n, NULL, values, NULL, NULL, 0);
 }
 
+/* The slot of sql among the connection's statements; -1 when full. */
+static int stmt_slot(pg_store *st, const char *sql)
+{
+    for (size_t k = 0; k < st->nstmts; k++)
+        if (st->stmts[k].sql == sql) return (int)k;
+    for (size_t k = 0; k < st->nstmts; k++)
+        if (strcmp(st->stmts[k].sql, sql) == 0) return (int)k;
+    if (st->nstmts == PG_STMTS_MAX) return -1;
+    st->stmts[st->nstmts].sql = sql;
+    st->stmts[st->nstmts].ready = 0;
+    return (int)st->nstmts++;
+}
+
+void stmts_forget(pg_store *st, pg_req *r)
+{
+    for (int k = 0; k < r->nprep; k++)
+        if (r->prep_slot[k] < (int)st->nstmts) st->stmts[r->prep_slot[k]].ready = 0;
+}
+
+/* Execute sql (static text) as a prepared statement of this connection:
+ * prepared first, in the pipeline, when this connection has not yet. */
 static int send_q(pg_store *st, const char *sql, int n, const char *const *values,
                   const int *lengths, const int *formats)
 {
-    return PQsendQueryParams(st->conn, sql, n, NULL, values, lengths, formats, 0);
+    pg_req *r = st->sending;
+    int slot = stmt_slot(st, sql);
+
+    if (slot < 0 || (!st->stmts[slot].ready && r->nprep == PG_REQ_PREPS_MAX)) {
+        LOG(st, CHATD_LOG_DEBUG, "statement not prepared (%zu prepared already)", st->nstmts);
+        r->nsent++;
+        return PQsendQueryParams(st->conn, sql, n, NULL, values, lengths, formats, 0);
+    }
+    pg_stmt *ps = &st->stmts[slot];
+    if (!ps->ready) {
+        snprintf(ps->name, sizeof(ps->name), "chatd_%u", st->stmt_seq++);
+        if (!PQsendPrepare(st->conn, ps->name, sql, 0, NULL)) return 0;
+        ps->ready = 1;
+        r->prep_at[r->nprep] = r->nsent++;
+        r->prep_slot[r->nprep++] = slot;
+    }
+    r->nsent++;
+    return PQsendQueryPrepared(st->conn, ps->name, n, values, lengths, formats, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Batches                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* An array parameter. Text arrays go in PostgreSQL's binary format (as
+ * array_recv reads it: ndim, has-nulls, element type, length, lower bound,
+ * then each element as its length, -1 for NULL, and its bytes, big-endian),
+ * so that no text needs quoting; integer arrays as text ("{1,2,3}"), so that
+ * a value PostgreSQL's bigint cannot hold is refused by the server, as a
+ * scalar parameter would be. */
+typedef struct parr {
+    char *p;
+    size_t len, cap;
+    size_t n; /* elements so far */
+    int oom;
+} parr;
+
+#define PG_OID_TEXT 25
+
+static void pa_put(parr *a, const void *bytes, size_t n)
+{
+    if (a->oom) return;
+    if (a->len + n > a->cap) {
+        size_t ncap = a->cap ? a->cap * 2 : 256;
+        while (ncap < a->len + n)
+            ncap *= 2;
+        char *np = realloc(a->p, ncap);
+        if (!np) {
+            a->oom = 1;
+            return;
+        }
+        a->p = np;
+        a->cap = ncap;
+    }
+    memcpy(a->p + a->len, bytes, n);
+    a->len += n;
+}
+
+static void pa_u32(parr *a, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    pa_put(a, b, 4);
+}
+
+/* A binary text[] of n elements. */
+static void pa_text_begin(parr *a, size_t n, int has_nulls)
+{
+    pa_u32(a, 1);
+    pa_u32(a, has_nulls ? 1 : 0);
+    pa_u32(a, PG_OID_TEXT);
+    pa_u32(a, (uint32_t)n);
+    pa_u32(a, 1);
+}
+
+/* an element of a binary text[] (exact bytes; NULL: SQL NULL) */
+static void pa_text(parr *a, const char *t, size_t len)
+{
+    if (!t) {
+        pa_u32(a, 0xffffffffu);
+        return;
+    }
+    pa_u32(a, (uint32_t)len);
+    pa_put(a, t, len);
+}
+
+/* an element of a text-form bigint[] ("-" for a signed value below 0) */
+static void pa_num(parr *a, uint64_t magnitude, int negative)
+{
+    char buf[24];
+    int k = snprintf(buf, sizeof(buf), "%s%s%" PRIu64, a->n ? "," : "{", negative ? "-" : "",
+                     magnitude);
+    a->n++;
+    pa_put(a, buf, (size_t)k);
+}
+
+static void pa_i64(parr *a, int64_t v)
+{
+    pa_num(a, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
+/* close a text-form bigint[] */
+static void pa_num_end(parr *a)
+{
+    pa_put(a, a->n ? "}" : "{}", a->n ? 2 : 3); /* with its NUL */
+}
+
+/* Send one run of `run` messages of `kind` from p, as the arrays of its
+ * statement. *next: the message after the run. */
+static int send_run(pg_store *st, pg_pending *p, size_t run, chatd_msg_kind kind, pg_pending **next)
+{
+    /* which parameters are text[] (binary), the others bigint[] (text) */
+    static const int chat_text[PG_CHAT_PARAMS] = {0, 1, 0, 1, 1, 0, 0, 1};
+    static const int read_text[PG_READ_PARAMS] = {1, 0, 0, 0, 1, 0};
+    const chatd_api *api = st->api;
+    int chat = kind == CHATD_MSG_CHAT, np = chat ? PG_CHAT_PARAMS : PG_READ_PARAMS, ok = 0;
+    const int *is_text = chat ? chat_text : read_text;
+    parr a[PG_CHAT_PARAMS];
+    const char *vals[PG_CHAT_PARAMS + 1];
+    int lens[PG_CHAT_PARAMS + 1], fmts[PG_CHAT_PARAMS + 1];
+    char window[24];
+    int nulls = 0, oom = 0;
+
+    memset(a, 0, sizeof(a));
+    if (chat) {
+        size_t k = 0;
+        for (pg_pending *q = p; k < run && !nulls; q = q->next, k++)
+            nulls = api->msg_idem_key(q->msg) == NULL;
+    }
+    for (int k = 0; k < np; k++)
+        if (is_text[k]) pa_text_begin(&a[k], run, chat && k == 7 && nulls);
+    for (size_t k = 0; k < run; k++, p = p->next) {
+        const char *room = api->msg_room(p->msg), *writer = api->msg_writer(p->msg);
+        uint64_t id = api->msg_id(p->msg);
+        int64_t writer_id = api->msg_writer_id(p->msg);
+        if (!writer) writer = "";
+        if (chat) {
+            size_t tlen = 0;
+            const char *text = api->msg_text(p->msg, &tlen);
+            const char *key = api->msg_idem_key(p->msg);
+            int64_t low, high;
+            api->msg_room_members(p->msg, &low, &high);
+            pa_num(&a[0], id, 0);
+            pa_text(&a[1], room, strlen(room));
+            pa_i64(&a[2], writer_id);
+            pa_text(&a[3], writer, strlen(writer));
+            pa_text(&a[4], text ? text : "", text ? tlen : 0);
+            pa_i64(&a[5], api->msg_time_ms(p->msg));
+            pa_i64(&a[6], writer_id == low ? high : low);
+            pa_text(&a[7], key, key ? strlen(key) : 0);
+        } else {
+            pa_text(&a[0], room, strlen(room));
+            pa_i64(&a[1], writer_id);
+            pa_num(&a[2], api->msg_up_to(p->msg), 0);
+            pa_num(&a[3], id, 0);
+            pa_text(&a[4], writer, strlen(writer));
+            pa_i64(&a[5], api->msg_time_ms(p->msg));
+        }
+    }
+    *next = p;
+    for (int k = 0; k < np; k++) {
+        if (!is_text[k]) pa_num_end(&a[k]);
+        oom |= a[k].oom || a[k].len > INT32_MAX;
+        vals[k] = a[k].p;
+        lens[k] = (int)a[k].len;
+        fmts[k] = is_text[k];
+    }
+    if (chat) { /* $9: the idempotency window */
+        snprintf(window, sizeof(window), "%lld", (long long)st->idem_window_ms);
+        vals[np] = window;
+        lens[np] = 0;
+        fmts[np] = 0;
+    }
+    if (oom)
+        LOG(st, CHATD_LOG_ERROR, "out of memory encoding a batch of %zu messages", run);
+    else
+        ok = send_q(st, chat ? sql_chat : sql_read, chat ? np + 1 : np, vals, lens, fmts);
+    for (int k = 0; k < np; k++)
+        free(a[k].p);
+    return ok;
 }
 
 /* Send a write batch of `n` pending messages from the head of the list: one
@@ -279,80 +459,15 @@ static int send_q(pg_store *st, const char *sql, int n, const char *const *value
  * commits them as one implicit transaction. */
 static int send_batch(pg_store *st, size_t n)
 {
-    const chatd_api *api = st->api;
     pg_pending *p = st->p_head;
     int ok = 1;
 
     while (n > 0 && ok) {
-        chatd_msg_kind kind = api->msg_kind(p->msg);
+        chatd_msg_kind kind = st->api->msg_kind(p->msg);
         size_t run = 0;
-        for (pg_pending *q = p; q && run < n && api->msg_kind(q->msg) == kind; q = q->next)
+        for (pg_pending *q = p; q && run < n && st->api->msg_kind(q->msg) == kind; q = q->next)
             run++;
-        int per = kind == CHATD_MSG_CHAT ? PG_CHAT_PARAMS : PG_READ_PARAMS;
-        size_t np = run * (size_t)per;
-        const char **vals = calloc(np, sizeof(*vals));
-        int *lens = calloc(np, sizeof(*lens));
-        int *fmts = calloc(np, sizeof(*fmts));
-        char(*nums)[24] = calloc(run * 4, sizeof(*nums));
-        sbuf sql = {0};
-        if (!vals || !lens || !fmts || !nums) {
-            ok = 0;
-        } else {
-            sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_head : sql_read_head);
-            for (size_t k = 0; k < run; k++, p = p->next) {
-                size_t b = k * (size_t)per;
-                char *n0 = nums[k * 4], *n1 = nums[k * 4 + 1], *n2 = nums[k * 4 + 2];
-                char *n3 = nums[k * 4 + 3];
-                snprintf(n0, 24, "%" PRIu64, api->msg_id(p->msg));
-                snprintf(n1, 24, "%" PRId64, api->msg_writer_id(p->msg));
-                if (kind == CHATD_MSG_CHAT) {
-                    size_t tlen = 0;
-                    const char *text = api->msg_text(p->msg, &tlen);
-                    int64_t low, high, writer = api->msg_writer_id(p->msg);
-                    api->msg_room_members(p->msg, &low, &high);
-                    snprintf(n2, 24, "%" PRId64, api->msg_time_ms(p->msg));
-                    snprintf(n3, 24, "%" PRId64, writer == low ? high : low);
-                    vals[b] = n0;
-                    vals[b + 1] = api->msg_room(p->msg);
-                    vals[b + 2] = n1;
-                    vals[b + 3] = api->msg_writer(p->msg);
-                    vals[b + 4] = text ? text : "";
-                    lens[b + 4] = (int)tlen; /* binary text: exact bytes, no NUL needed */
-                    fmts[b + 4] = 1;
-                    vals[b + 5] = n2;
-                    vals[b + 6] = n3;
-                    vals[b + 7] = api->msg_idem_key(p->msg); /* NULL: SQL NULL */
-                    sb_add(&sql,
-                           "%s($%zu::bigint,$%zu::text,$%zu::bigint,$%zu::text,$%zu::text,"
-                           "$%zu::bigint,$%zu::bigint,$%zu::text)",
-                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8);
-                } else {
-                    snprintf(n2, 24, "%" PRIu64, api->msg_up_to(p->msg));
-                    snprintf(n3, 24, "%" PRId64, api->msg_time_ms(p->msg));
-                    vals[b] = api->msg_room(p->msg);
-                    vals[b + 1] = n1;
-                    vals[b + 2] = n2;
-                    vals[b + 3] = n0;
-                    vals[b + 4] = api->msg_writer(p->msg);
-                    vals[b + 5] = n3;
-                    sb_add(&sql,
-                           "%s($%zu::text,$%zu::bigint,$%zu::bigint,$%zu::bigint,$%zu::text,"
-                           "$%zu::bigint)",
-                           k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
-                }
-            }
-            if (kind == CHATD_MSG_CHAT) sb_add(&sql, sql_chat_claim, (long long)st->idem_window_ms);
-            sb_add(&sql, "%s", kind == CHATD_MSG_CHAT ? sql_chat_tail : sql_read_tail);
-            if (sql.oom)
-                ok = 0;
-            else
-                ok = send_q(st, sql.p, (int)np, vals, lens, fmts);
-        }
-        free(sql.p);
-        free(vals);
-        free(lens);
-        free(fmts);
-        free(nums);
+        ok = send_run(st, p, run, kind, &p);
         n -= run;
     }
     return ok;
@@ -365,13 +480,13 @@ static int send_migrate_apply(pg_store *st)
     for (size_t m = 0; m < sizeof(migrations) / sizeof(migrations[0]); m++) {
         if (migrations[m].version <= st->schema_version) continue;
         for (const char *const *s = migrations[m].stmts; *s; s++)
-            if (!send_q(st, *s, 0, NULL, NULL, NULL)) return 0;
+            if (!send_raw(st, *s, 0, NULL)) return 0;
         snprintf(ver, sizeof(ver), "%d", migrations[m].version);
-        if (!send_q(st, "INSERT INTO chatd_schema (version, applied_at) VALUES ($1, now())", 1,
-                    vals, NULL, NULL))
+        if (!send_raw(st, "INSERT INTO chatd_schema (version, applied_at) VALUES ($1, now())", 1,
+                      vals))
             return 0;
     }
-    return send_q(st, "COMMIT", 0, NULL, NULL, NULL);
+    return send_raw(st, "COMMIT", 0, NULL);
 }
 
 /* Put the queries of r on the connection, then a sync. 0 on failure. */
@@ -381,18 +496,30 @@ int req_send(pg_store *st, pg_req *r)
     const char *v[5];
     int ok = 0;
 
+    st->sending = r;
     switch (r->kind) {
+    case REQ_IDEM_PURGE: /* a bounded batch of the keys older than the window */
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        v[0] = n0;
+        v[1] = n1;
+        ok = send_q(st,
+                    "DELETE FROM idempotency WHERE (member_id, idem_key) IN (SELECT member_id,"
+                    " idem_key FROM idempotency WHERE created_ms < $1::bigint LIMIT $2::bigint)",
+                    2, v, NULL, NULL);
+        r->main_q = 0;
+        break;
     case REQ_MIGRATE_CHECK: {
         const char *key[1] = {PG_ADVISORY_KEY};
-        ok =
-            send_q(st, "BEGIN", 0, NULL, NULL, NULL) &&
-            send_q(st, "SELECT pg_advisory_xact_lock($1::bigint)", 1, key, NULL, NULL) &&
-            send_q(st,
-                   "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
-                   " applied_at timestamptz NOT NULL DEFAULT now())",
-                   0, NULL, NULL, NULL) &&
-            send_q(st, "SELECT coalesce(max(version), 0), " PG_DURABILITY_COLS " FROM chatd_schema",
-                   0, NULL, NULL, NULL);
+        ok = send_raw(st, "BEGIN", 0, NULL) &&
+             send_raw(st, "SELECT pg_advisory_xact_lock($1::bigint)", 1, key) &&
+             send_raw(st,
+                      "CREATE TABLE IF NOT EXISTS chatd_schema (version integer PRIMARY KEY,"
+                      " applied_at timestamptz NOT NULL DEFAULT now())",
+                      0, NULL) &&
+             send_raw(st,
+                      "SELECT coalesce(max(version), 0), " PG_DURABILITY_COLS " FROM chatd_schema",
+                      0, NULL);
         r->main_q = 3;
         break;
     }

@@ -469,6 +469,18 @@ static const chatd_cfg_key pg_cfg_keys[] = {
      .min = 0,
      .max = 3600000,
      .help = "drop and reopen the connection when a query waits longer than this (0: never)"},
+    {.name = "idem_purge_interval_s",
+     .type = CHATD_CFG_INT,
+     .default_value = "60",
+     .min = 0,
+     .max = 86400,
+     .help = "how often expired idempotency keys are deleted, in the background (0: never)"},
+    {.name = "idem_purge_batch",
+     .type = CHATD_CFG_INT,
+     .default_value = "1000",
+     .min = 1,
+     .max = 1000000,
+     .help = "most expired idempotency keys one background delete removes"},
     {.name = "allow_unsafe_durability",
      .type = CHATD_CFG_BOOL,
      .default_value = "false",
@@ -517,6 +529,8 @@ static chatd_status pg_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     st->stop_timeout_ms = pc_cfg_int(api, ctx, "stop_timeout_ms");
     st->query_timeout_ms = pc_cfg_int(api, ctx, "query_timeout_ms");
     st->allow_unsafe = pc_cfg_bool(api, ctx, "allow_unsafe_durability");
+    st->purge_every_ms = pc_cfg_int(api, ctx, "idem_purge_interval_s") * 1000;
+    st->purge_batch = pc_cfg_int(api, ctx, "idem_purge_batch");
     if (st->reconnect_max_ms < st->reconnect_min_ms) st->reconnect_max_ms = st->reconnect_min_ms;
     st->backoff_ms = st->reconnect_min_ms;
     if (!st->base) {
@@ -528,11 +542,13 @@ static chatd_status pg_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     st->ev_kick = event_new(st->base, -1, 0, on_kick, st);
     st->ev_stop = evtimer_new(st->base, on_stop_timeout, st);
     st->ev_watch = event_new(st->base, -1, EV_PERSIST, on_watch, st);
-    if (!st->ev_timer || !st->ev_kick || !st->ev_stop || !st->ev_watch) {
+    st->ev_purge = evtimer_new(st->base, on_purge, st);
+    if (!st->ev_timer || !st->ev_kick || !st->ev_stop || !st->ev_watch || !st->ev_purge) {
         if (st->ev_timer) event_free(st->ev_timer);
         if (st->ev_kick) event_free(st->ev_kick);
         if (st->ev_stop) event_free(st->ev_stop);
         if (st->ev_watch) event_free(st->ev_watch);
+        if (st->ev_purge) event_free(st->ev_purge);
         free(st);
         return CHATD_ERR_NOMEM;
     }
@@ -615,6 +631,11 @@ static chatd_status pg_start(void *inst)
         LOG(st, CHATD_LOG_WARN,
             "could not arm the query watchdog (libevent); a server that"
             " stops answering will not be noticed");
+    if (st->purge_every_ms > 0) {
+        struct timeval first = {.tv_sec = (time_t)(st->purge_every_ms / 1000)};
+        if (evtimer_add(st->ev_purge, &first) != 0)
+            LOG(st, CHATD_LOG_WARN, "could not arm the idempotency purge timer (libevent)");
+    }
     pg_connect(st); /* asynchronous; failures are retried with backoff */
     return CHATD_OK;
 }
@@ -625,6 +646,7 @@ static chatd_status pg_stop(void *inst, chatd_completion *done)
     struct timeval tv;
     if (st->stopping) return CHATD_OK;
     st->stopping = 1;
+    evtimer_del(st->ev_purge);
     if (st->npending == 0 && !st->f_head && !st->q_head) {
         evtimer_del(st->ev_timer);
         event_del(st->ev_watch);
@@ -659,6 +681,7 @@ static void pg_destroy(void *inst)
     event_free(st->ev_kick);
     event_free(st->ev_stop);
     event_free(st->ev_watch);
+    event_free(st->ev_purge);
     free(st);
 }
 

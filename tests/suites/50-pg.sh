@@ -12,6 +12,8 @@
 #      and with PostgreSQL down, publishes beyond store.max_pending are refused
 #      with a STOMP ERROR (tests/plugins/store-pg/busy.mjs); a server with fsync
 #      or synchronous_commit off is refused at start (tests/plugins/store-pg/unsafe.sh);
+#      expired idempotency keys are deleted in the background
+#      (tests/plugins/store-pg/idem-purge.mjs);
 #   5. the end-to-end chat suites (tests/e2e/) against chatd on PostgreSQL.
 # Steps 4 and 5 run the ASan/UBSan chatd when CHATD_BUILD_ASAN is set
 # (./quickstart.sh test); steps 1 and 3 run in both builds then.
@@ -139,6 +141,16 @@ busy_e2e() {
         { echo "50-pg: no max_pending refusal logged in $log" >&2; return 1; }
 }
 step busy-e2e busy_e2e
+
+# 4b'. expired idempotency keys are deleted in the background, in batches
+idem_purge_e2e() {
+    PURGE_WINDOW_S=3 CHATD_E2E_NAME=pg-idem-purge CHATD_E2E_TIMEOUT=180 \
+        "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd-postgres.conf" \
+        --set "store.conninfo=$PGTEST_CONNINFO" --set chatd.idempotency_window=3 \
+        --set store.idem_purge_interval_s=1 --set store.idem_purge_batch=3 \
+        -- node --test --test-reporter=spec "$CHATD_TOP/tests/plugins/store-pg/idem-purge.mjs"
+}
+step idem-purge idem_purge_e2e
 
 # 4c. a server on which a RECEIPT could precede durability (fsync or
 # synchronous_commit off) is refused at start, unless allowed explicitly
