@@ -11,26 +11,15 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { exec, execFile } from 'node:child_process';
+import { exec } from 'node:child_process';
 import { promisify } from 'node:util';
 import { makeMember, stomp, publish, roomOf, uid, sleep, logLine } from '../../e2e/lib.mjs';
+import { psql } from './psql.mjs';
 
 const run = promisify(exec);
 const { PGTEST_CONNINFO, PGTEST_STOP_CMD, PGTEST_START_CMD } = process.env;
 const MAX_PENDING = Number(process.env.BUSY_MAX_PENDING || 10);
 
-// psql with the SQL on stdin; psql variables keep the values out of the SQL text
-function psql(sql, ...params) {
-    const args = [PGTEST_CONNINFO, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1'];
-    params.forEach((p, i) => args.push('-v', `v${i + 1}=${p}`));
-    return new Promise((resolve, reject) => {
-        const child = execFile('psql', args, { timeout: 30000 }, (err, stdout, stderr) => {
-            if (err) reject(new Error(`psql failed: ${stderr || err.message}`));
-            else resolve(stdout.trim());
-        });
-        child.stdin.end(sql);
-    });
-}
 
 test('publishes beyond max_pending are refused while PostgreSQL is down', { timeout: 120000 }, async () => {
     assert.ok(PGTEST_CONNINFO && PGTEST_STOP_CMD && PGTEST_START_CMD, 'PGTEST_* must be set');

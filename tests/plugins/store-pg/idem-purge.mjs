@@ -12,25 +12,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { makeMember, stomp, publish, roomOf, uid, sleep, closeAll } from '../../e2e/lib.mjs';
+import { psql } from './psql.mjs';
 
 const { PGTEST_CONNINFO } = process.env;
 const WINDOW_MS = Number(process.env.PURGE_WINDOW_S || 3) * 1000;
 const KEYS = 10;
 
-// psql with the SQL on stdin; psql variables keep the values out of the SQL text
-function psql(sql, ...params) {
-    const args = [PGTEST_CONNINFO, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1'];
-    params.forEach((p, i) => args.push('-v', `v${i + 1}=${p}`));
-    return new Promise((resolve, reject) => {
-        const child = execFile('psql', args, { timeout: 30000 }, (err, stdout, stderr) => {
-            if (err) reject(new Error(`psql failed: ${stderr || err.message}`));
-            else resolve(stdout.trim());
-        });
-        child.stdin.end(sql);
-    });
-}
 
 const keysOf = (memberId) =>
     psql("SELECT count(*) FROM idempotency WHERE member_id = :'v1'", memberId).then(Number);

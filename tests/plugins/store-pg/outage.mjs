@@ -11,9 +11,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { exec, execFile } from 'node:child_process';
+import { exec } from 'node:child_process';
 import { promisify } from 'node:util';
 import { makeMember, stomp, publish, roomOf, uid, sleep, closeAll } from '../../e2e/lib.mjs';
+import { psql } from './psql.mjs';
 
 const run = promisify(exec);
 const { PGTEST_CONNINFO, PGTEST_STOP_CMD, PGTEST_START_CMD } = process.env;
@@ -21,19 +22,6 @@ const COUNT = Number(process.env.OUTAGE_COUNT || 600);
 const DOWN_MS = Number(process.env.OUTAGE_DOWN_MS || 2500);
 const EVERY_MS = 8; // one publish every 8 ms: about 5 s of traffic
 
-// psql with the SQL on stdin; psql variables (:'v1' ...) keep the values out
-// of the SQL text.
-async function psql(sql, ...params) {
-    const args = [PGTEST_CONNINFO, '-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1'];
-    params.forEach((p, i) => args.push('-v', `v${i + 1}=${p}`));
-    return new Promise((resolve, reject) => {
-        const child = execFile('psql', args, { timeout: 30000 }, (err, stdout, stderr) => {
-            if (err) reject(new Error(`psql failed: ${stderr || err.message}`));
-            else resolve(stdout.trim());
-        });
-        child.stdin.end(sql);
-    });
-}
 
 test('every acknowledged message is stored exactly once across a PostgreSQL outage', { timeout: 180000 }, async () => {
     assert.ok(PGTEST_CONNINFO && PGTEST_STOP_CMD && PGTEST_START_CMD,
