@@ -186,9 +186,15 @@ static int start_one(chatd_ctx *ctx)
     return 0;
 }
 
+static int signals_install(core *c);
+
 int core_start(core *c)
 {
     c->loop_thread = pthread_self();
+    /* before anything starts: a SIGTERM right after the "running" line (or
+     * during start-up) must be a graceful stop, never the default action */
+    if (signals_install(c) != 0) return -1;
+    c->starting = true;
     c->auth = auth_new(c, (unsigned)c->cfg->auth_threads);
     if (!c->auth) {
         log_msg(CHATD_LOG_ERROR, NULL, "cannot start the password hashing threads");
@@ -219,10 +225,12 @@ int core_start(core *c)
         goto fail;
     }
     if (metrics_lag_start(c->metrics, c->base) != 0) goto fail; /* after start-up work */
+    c->starting = false;
     log_msg(CHATD_LOG_INFO, NULL, "chatd %s running: node %lld, %zu plugin instances",
             PACKAGE_VERSION, (long long)c->cfg->node_id, c->ninst);
     return 0;
 fail:
+    c->starting = false;
     core_stop(c);
     while (c->state != CORE_STOPPED)
         event_base_loop(c->base, EVLOOP_ONCE);
@@ -404,6 +412,12 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     core *c = arg;
+    if (c->starting) { /* core_run stops once everything is started */
+        log_msg(CHATD_LOG_INFO, NULL, "signal %d during start-up: graceful stop once started",
+                (int)sig);
+        c->stop_pending = true;
+        return;
+    }
     if (c->state == CORE_STOPPING) {
         log_msg(CHATD_LOG_WARN, NULL, "signal %d again: stopping now without waiting", (int)sig);
         c->exit_code = 1;
@@ -412,6 +426,23 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     }
     log_msg(CHATD_LOG_INFO, NULL, "signal %d: graceful stop", (int)sig);
     core_stop(c);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg);
+
+/* SIGINT/SIGTERM: graceful stop; SIGHUP: reload; SIGPIPE ignored */
+static int signals_install(core *c)
+{
+    signal(SIGPIPE, SIG_IGN);
+    c->sig_int = evsignal_new(c->base, SIGINT, on_stop_signal, c);
+    c->sig_term = evsignal_new(c->base, SIGTERM, on_stop_signal, c);
+    c->sig_hup = evsignal_new(c->base, SIGHUP, on_hup, c);
+    if (!c->sig_int || !c->sig_term || !c->sig_hup || evsignal_add(c->sig_int, NULL) != 0 ||
+        evsignal_add(c->sig_term, NULL) != 0 || evsignal_add(c->sig_hup, NULL) != 0) {
+        log_msg(CHATD_LOG_ERROR, NULL, "cannot install signal handlers (out of memory?)");
+        return -1;
+    }
+    return 0;
 }
 
 static void on_hup(evutil_socket_t sig, short what, void *arg)
@@ -428,16 +459,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 
 int core_run(core *c)
 {
-    signal(SIGPIPE, SIG_IGN);
-    c->sig_int = evsignal_new(c->base, SIGINT, on_stop_signal, c);
-    c->sig_term = evsignal_new(c->base, SIGTERM, on_stop_signal, c);
-    c->sig_hup = evsignal_new(c->base, SIGHUP, on_hup, c);
-    if (!c->sig_int || !c->sig_term || !c->sig_hup || evsignal_add(c->sig_int, NULL) != 0 ||
-        evsignal_add(c->sig_term, NULL) != 0 || evsignal_add(c->sig_hup, NULL) != 0) {
-        log_msg(CHATD_LOG_ERROR, NULL, "cannot install signal handlers");
-        core_stop(c);
-        c->exit_code = 1;
-    }
+    if (c->stop_pending) core_stop(c); /* SIGINT/SIGTERM came while starting */
     if (event_base_dispatch(c->base) < 0) {
         log_msg(CHATD_LOG_ERROR, NULL, "the event loop failed");
         c->exit_code = 1;

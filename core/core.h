@@ -492,8 +492,10 @@ struct core {
     void *completions; /**< completion.c state */
 
     struct event *sig_int, *sig_term, *sig_hup;
-    void *stopper; /**< core.c stop state while stopping */
-    lease *lease;  /**< nodes.c: the claim on node_id; NULL without one */
+    bool starting;     /**< core_start under way: a stop signal waits for its end */
+    bool stop_pending; /**< SIGINT/SIGTERM came while starting */
+    void *stopper;     /**< core.c stop state while stopping */
+    lease *lease;      /**< nodes.c: the claim on node_id; NULL without one */
 };
 
 /* ---------------------------------------------------------------- nodes.c */
