@@ -255,6 +255,7 @@ struct stopper {
     stop_wait *waits; /* one per instance of the current phase */
     size_t nwaits;
     struct event *timer;
+    bool released; /* nodes_release asked, before the store phase */
 };
 
 static const chatd_plugin_kind stop_order[] = {CHATD_KIND_TRANSPORT, CHATD_KIND_FILTER,
@@ -328,6 +329,11 @@ static void stop_finish(stopper *s)
     event_base_loopexit(c->base, NULL);
 }
 
+static void stop_released(void *arg)
+{
+    stop_phase(arg);
+}
+
 static void stop_phase(stopper *s)
 {
     core *c = s->c;
@@ -335,6 +341,10 @@ static void stop_phase(stopper *s)
         chatd_plugin_kind kind = stop_order[s->phase];
         if (kind == CHATD_KIND_FILTER && c->auth) /* transports are down: no more logins */
             auth_shutdown(c->auth);
+        if (kind == CHATD_KIND_STORE && !s->released) { /* the queue is down: no more ids */
+            s->released = true;
+            if (nodes_release(c, stop_released, s)) return; /* stop_released continues */
+        }
         s->waits = calloc(c->ninst ? c->ninst : 1, sizeof(*s->waits));
         if (!s->waits) {
             stop_now(c, "phase");

@@ -505,6 +505,10 @@ struct core {
 int nodes_start(core *c);
 /** Stop renewing (stopping). */
 void nodes_stop(core *c);
+/** Release the lease (stopping, once no more ids can be made, the store
+ *  still running): 1 when done(arg) will be called once the store answered
+ *  (or after node_lease ms), 0 when there is nothing to wait for. */
+int nodes_release(core *c, void (*done)(void *arg), void *arg);
 /** Free the lease; after the store is destroyed. */
 void nodes_free(core *c);
 

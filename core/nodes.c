@@ -7,6 +7,10 @@
  * the clock set back. A restarted node takes over the lease of its own
  * dead process (same host, pid gone). A lease lost at run time (another holder took it, or
  * no renewal succeeded for a whole lease) stops the daemon with exit code 1.
+ * A graceful stop releases the lease once no more ids can be made (after the
+ * queue stopped, before the store does): a claim of 1 ms keeping the
+ * high-water mark, so the node_id is free again at once; a killed node's
+ * lease runs out instead (or is taken over by its restart on the same host).
  */
 #include "config.h"
 
@@ -28,11 +32,17 @@ struct lease {
     uint32_t node_id;
     int64_t lease_ms;
     int64_t last_ok_ms; /* monotonic time of the last successful claim */
-    bool answered, busy;
+    bool answered, busy, failing;
     chatd_status st;
     int64_t high_water_ms;
     char other[160];
     struct event *timer;
+    struct event *retry; /* a failed renewal is tried again soon, not a third later */
+    /* nodes_release: called back once the release is answered or gave up */
+    void (*release_done)(void *arg);
+    void *release_arg;
+    bool release_wanted, release_sent, release_over;
+    struct event *release_timer;
 };
 
 static void lease_cb(void *arg, chatd_status st, uint32_t node_id, int64_t high_water_ms,
@@ -78,21 +88,37 @@ static void lease_lost(lease *L, const char *why)
     core_stop(c);
 }
 
+static void lease_release_send(lease *L);
+
 static void lease_renewed(void *arg, chatd_status st, uint32_t node_id, int64_t high_water_ms,
                           const char *holder)
 {
     lease *L = arg;
     lease_cb(L, st, node_id, high_water_ms, holder);
+    if (L->release_wanted) {
+        lease_release_send(L); /* a renewal was in flight when the stop came */
+        return;
+    }
     if (L->c->state != CORE_RUNNING) return;
     if (st == CHATD_ERR_EXISTS) {
         char why[220];
         snprintf(why, sizeof(why), "held by %s", L->other[0] ? L->other : "another node");
         lease_lost(L, why);
     } else if (st != CHATD_OK) {
-        log_msg(CHATD_LOG_WARN, NULL, "node %u: renewing the lease failed: %s; retrying",
-                (unsigned)L->node_id, api_status_str(st));
+        int64_t soon = L->lease_ms / 20 < 200 ? L->lease_ms / 20 : 200;
+        struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t)soon * 1000};
+        if (!L->failing)
+            log_msg(CHATD_LOG_WARN, NULL,
+                    "node %u: renewing the lease failed: %s; retrying every %lld ms",
+                    (unsigned)L->node_id, api_status_str(st), (long long)soon);
+        L->failing = true;
         if ((int64_t)clock_mono_ms() - L->last_ok_ms > L->lease_ms)
             lease_lost(L, "no renewal succeeded for a whole node_lease");
+        else if (L->retry)
+            evtimer_add(L->retry, &tv);
+    } else if (L->failing) {
+        L->failing = false;
+        log_msg(CHATD_LOG_INFO, NULL, "node %u: lease renewed again", (unsigned)L->node_id);
     }
 }
 
@@ -220,10 +246,11 @@ int nodes_start(core *c)
         return -1;
     }
     L->timer = event_new(c->base, -1, EV_PERSIST, lease_tick, L);
+    L->retry = evtimer_new(c->base, lease_tick, L);
     int64_t every = L->lease_ms / 3;
     struct timeval tv = {.tv_sec = (time_t)(every / 1000),
                          .tv_usec = (suseconds_t)(every % 1000) * 1000};
-    if (!L->timer || evtimer_add(L->timer, &tv) != 0) {
+    if (!L->timer || !L->retry || evtimer_add(L->timer, &tv) != 0) {
         log_msg(CHATD_LOG_ERROR, NULL, "cannot start the node lease timer");
         return -1;
     }
@@ -232,9 +259,83 @@ int nodes_start(core *c)
     return 0;
 }
 
+static void lease_release_end(lease *L)
+{
+    void (*done)(void *) = L->release_done;
+    L->release_done = NULL;
+    L->release_over = true;
+    if (L->release_timer) evtimer_del(L->release_timer);
+    if (done) done(L->release_arg);
+}
+
+static void lease_released(void *arg, chatd_status st, uint32_t node_id, int64_t high_water_ms,
+                           const char *holder)
+{
+    (void)node_id;
+    (void)high_water_ms;
+    lease *L = arg;
+    if (st == CHATD_OK)
+        log_msg(CHATD_LOG_INFO, NULL, "node %u: lease released", (unsigned)L->node_id);
+    else
+        log_msg(CHATD_LOG_WARN, NULL,
+                "node %u: releasing the lease failed: %s%s%s; a restart with this node_id waits "
+                "up to node_lease ms",
+                (unsigned)L->node_id, api_status_str(st), holder ? ", held by " : "",
+                holder ? holder : "");
+    lease_release_end(L);
+}
+
+static void lease_release_late(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    lease *L = arg;
+    log_msg(CHATD_LOG_WARN, NULL,
+            "node %u: the store did not answer the lease release within %lld ms; stopping "
+            "without it (a restart with this node_id waits up to node_lease ms)",
+            (unsigned)L->node_id, (long long)L->lease_ms);
+    lease_release_end(L);
+}
+
+/* The last claim: 1 ms from now, the high-water mark where the ids ended. */
+static void lease_release_send(lease *L)
+{
+    const chatd_store_ops *ops = core_store(L->c);
+    int64_t now = clock_wall_ms(), last = ids_last_ms(&L->c->ids);
+    L->release_wanted = false;
+    L->release_sent = true;
+    L->busy = true;
+    ops->node_claim(L->c->store->inst, L->node_id, L->holder, 1, last > now ? last : now,
+                    lease_released, L);
+}
+
+int nodes_release(core *c, void (*done)(void *arg), void *arg)
+{
+    lease *L = c->lease;
+    if (!L || !L->timer || L->release_sent || L->release_wanted || !core_store(c)) return 0;
+    L->release_timer = evtimer_new(c->base, lease_release_late, L);
+    struct timeval tv = {.tv_sec = (time_t)(L->lease_ms / 1000),
+                         .tv_usec = (suseconds_t)(L->lease_ms % 1000) * 1000};
+    if (!L->release_timer || evtimer_add(L->release_timer, &tv) != 0) {
+        log_msg(CHATD_LOG_WARN, NULL,
+                "node %u: no timer for the lease release (out of memory?); not released",
+                (unsigned)L->node_id);
+        return 0;
+    }
+    if (L->busy)
+        L->release_wanted = true; /* lease_renewed sends it */
+    else
+        lease_release_send(L);
+    if (L->release_over) return 0; /* answered at once: nothing to wait for */
+    L->release_done = done;
+    L->release_arg = arg;
+    return 1;
+}
+
 void nodes_stop(core *c)
 {
     if (c->lease && c->lease->timer) evtimer_del(c->lease->timer);
+    if (c->lease && c->lease->retry) evtimer_del(c->lease->retry);
 }
 
 void nodes_free(core *c)
@@ -242,6 +343,8 @@ void nodes_free(core *c)
     lease *L = c->lease;
     if (!L) return;
     if (L->timer) event_free(L->timer);
+    if (L->release_timer) event_free(L->release_timer);
+    if (L->retry) event_free(L->retry);
     free(L);
     c->lease = NULL;
 }

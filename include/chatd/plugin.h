@@ -268,7 +268,8 @@ typedef struct chatd_store_ops {
      * free id in 1..1023) for `holder` (borrowed; unique per process) until
      * now + lease_ms, durably, in one transaction. The id is free when no
      * row holds it, its lease expired, or `holder` holds it (a renewal: the
-     * core calls again every lease_ms / 3 with the same holder and id). The
+     * core calls again every lease_ms / 3 with the same holder and id; at a
+     * graceful stop it releases the id with a last claim of lease_ms = 1). The
      * row keeps high_water_ms = max(stored, high_water_ms): the largest
      * message id time (Unix ms) the node may have used; the first claim
      * passes 0 and learns the stored mark.

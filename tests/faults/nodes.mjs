@@ -4,7 +4,11 @@
 //   2. node_id = auto on a second chatd takes another id (its log says which);
 //   3. the first node stopped and restarted with its clock set back an hour
 //      (faketime): new message ids are larger than every id before, history
-//      keeps sending order, and every receipted message is there exactly once.
+//      keeps sending order, and every receipted message is there exactly once;
+//   4. a graceful stop releases the lease: right after node 1's SIGTERM,
+//      node_id = auto takes id 1 (the lowest free); a SIGKILLed node's lease
+//      is not released: auto takes another id until the killed node's
+//      node_lease (LEASE_MS here) ran out, then 1.
 // Run by tests/suites/55-faults.sh: node nodes.mjs -- CHATD ARGS... (with
 // ws.listen among them; other nodes get their own port).
 import fs from 'node:fs';
@@ -35,6 +39,21 @@ function second(args, ms, ready = null) {
         const timer = setTimeout(() => resolve({ code: null, out, p }), ms);
         p.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, p: null }); });
     });
+}
+
+/* node_id = auto on another port: the id it took (it is stopped again with
+ * SIGTERM, which must end it with exit 0) */
+async function autoId(port, extra = []) {
+    const r = await second(otherPort(argv, port, ['--set', 'chatd.node_id=auto', ...extra]), 20000,
+        /running: node \d+/);
+    const id = /running: node (\d+)/.exec(r.out);
+    if (!r.p) {
+        failures.push(`node_id = auto exited: ${r.out.slice(-400)}`);
+        return null;
+    }
+    const x = await stopped(r.p, 20000);
+    if (!x || x.code !== 0) failures.push(`node_id = auto on ${port}: SIGTERM ended it with ${JSON.stringify(x)}`);
+    return id ? Number(id[1]) : null;
 }
 
 /* SIGTERM p and wait (at most ms) for it to exit; {code, signal}, or null
@@ -114,7 +133,31 @@ const below = newIds.filter((id) => id <= maxBefore).length;
 if (newIds.length !== after.length + 1 || below !== 0)
     failures.push(`${below} of ${newIds.length} new ids are not above ${maxBefore}`);
 const skew = Number((newIds[0] >> 22n) + 1704067200000n) - Date.now();
-await back.stop('SIGTERM');
-if (fs.existsSync(log) && !/ids above \d+/.test(fs.readFileSync(log, 'utf8'))) failures.push('no lease line in the log');
-await sleep(10);
-report('nodes', failures, { before: before.length, after: after.length, stored: h2.length, dupExit: dup.code, autoNode: m && m[1], maxBefore: String(maxBefore), firstNewIdSkewMs: skew });
+const bst = await back.stop('SIGTERM');
+if (bst.code !== 0) failures.push(`graceful stop (clock back) exited ${JSON.stringify(bst)}`);
+const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
+if (!/ids above \d+/.test(text)) failures.push('no lease line in the log');
+if ((text.match(/node 1: lease released/g) || []).length !== 2)
+    failures.push('the log does not say "node 1: lease released" for both graceful stops of node 1');
+
+// 4. released at a graceful stop, not at a SIGKILL
+const LEASE_MS = 12000;
+const lease = ['--set', `chatd.node_lease=${LEASE_MS}`];
+const n1 = new Daemon([...argv, ...lease]);
+await n1.up();
+const s1 = await n1.stop('SIGTERM');
+if (s1.code !== 0) failures.push(`graceful stop (lease test) exited ${JSON.stringify(s1)}`);
+const afterStop = await autoId(port2 + 2);
+if (afterStop !== 1) failures.push(`after node 1's graceful stop, node_id = auto took ${afterStop}, not the released 1`);
+await n1.up();
+await n1.stop('SIGKILL');
+const killedAt = Date.now();
+const afterKill = await autoId(port2 + 3);
+const within = Date.now() - killedAt < LEASE_MS; // else inconclusive: the machine is too slow
+if (within && (afterKill === 1 || afterKill === null))
+    failures.push(`after node 1's SIGKILL, node_id = auto took ${afterKill}: the killed node's lease was not kept`);
+if (!within) failures.push(`starting node_id = auto took over ${LEASE_MS} ms after the SIGKILL: cannot tell whether the lease was kept`);
+await sleep(Math.max(0, killedAt + LEASE_MS + 500 - Date.now())); // the killed lease runs out
+const expired = await autoId(port2 + 4);
+if (expired !== 1) failures.push(`${LEASE_MS} ms after node 1's SIGKILL, node_id = auto took ${expired}, not 1`);
+report('nodes', failures, { before: before.length, after: after.length, stored: h2.length, dupExit: dup.code, autoNode: m && m[1], maxBefore: String(maxBefore), firstNewIdSkewMs: skew, afterStop, afterKill, expired });

@@ -8,6 +8,8 @@
 //   - every message that got a RECEIPT is stored exactly once, nothing
 //     unreceipted twice, room lists agree (lib.mjs checkStored);
 //   - chatd logged each loss of the connection and each return.
+// Each outage starts once the node lease was renewed after the one before:
+// outages that add up to a whole node_lease stop the node (core/nodes.c).
 // Environment (besides lib.mjs's): PGTEST_DIR, PGTEST_START_CMD,
 // PGTEST_STOP_CMD (tests/plugins/store-pg/pg-start.sh).
 //   node tests/faults/pgkill.mjs -- CHATD ARGS...
@@ -55,6 +57,10 @@ try {
     for (let i = 0; i < outages; i++) {
         const base = s.receipts;
         await until(() => s.receipts >= base + 100, 30000, `100 receipts before outage ${i + 1}`);
+        // the node lease renewed since the last outage (else back-to-back
+        // outages add up to a whole node_lease, and the node stops by design)
+        await until(() => lines(/renewing the lease failed/) <= lines(/lease renewed again/), 30000,
+            `the node lease renewed before outage ${i + 1}`);
         if (i % 2 === 0) {
             modes.push('pg_ctl -m immediate');
             pgDown();

@@ -11,8 +11,11 @@
 #   3. fsync.mjs: chatd under strace: for every receipted SEND, the WAL write
 #      holding the message, then a sync of the WAL, then the RECEIPT bytes;
 #   3b. nodes.mjs: a second node with the same node_id refuses to start,
-#      node_id = auto takes another id, and a node restarted with its clock
-#      an hour back (faketime) still makes larger ids, losing nothing;
+#      node_id = auto takes another id (and exits 0 on SIGTERM right after
+#      start), a node restarted with its clock an hour back (faketime) still
+#      makes larger ids, losing nothing; a graceful stop releases the lease
+#      (auto takes the id at once), a SIGKILL does not (until node_lease ran
+#      out); on SQLite here, and again on PostgreSQL (3c, nodes-pg);
 #   4. kill9.mjs again on a Kafka + PostgreSQL node (etc/chatd-kafka.conf,
 #      librdkafka's mock cluster of tests/plugins/queue-kafka/mock-cluster, a
 #      throw-away PostgreSQL with fsync=on), killed 10 times;
@@ -103,6 +106,13 @@ make_db() {
 }
 conninfo() { printf 'host=127.0.0.1 port=%s dbname=%s user=chatd' "${2:-$PGTEST_PORT}" "$1"; }
 
+# 3c. nodes.mjs on PostgreSQL: the node leases of store-pg
+nodes_pg() {
+    make_db faults_nodes || return 1
+    run nodes-pg nodes.mjs -c "$CHATD_TOP/etc/chatd-postgres.conf" \
+        --set "store.conninfo=$(conninfo faults_nodes)"
+}
+
 # 4. a Kafka + PostgreSQL node: the mock cluster (3 brokers, a topic of 6
 # partitions) for this run only
 kafka_pg() {
@@ -150,6 +160,7 @@ pg_hang() {
 if ! pg_up; then
     fails+=("postgresql")
 else
+    nodes_pg || fails+=("nodes-pg (set-up)")
     kafka_pg || fails+=("kill9-kafka-pg (set-up)")
     pg_kill || fails+=("pgkill (set-up)")
     pg_hang || fails+=("pghang (set-up)")
