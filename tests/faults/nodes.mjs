@@ -12,12 +12,25 @@
 // Run by tests/suites/55-faults.sh: node nodes.mjs -- CHATD ARGS... (with
 // ws.listen among them; other nodes get their own port).
 import fs from 'node:fs';
+import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { Daemon, daemonArgv, URL_, connect, publish, makeMember, roomOf, history, report, sleep } from './lib.mjs';
 
 const failures = [];
 const argv = daemonArgv();
 const log = process.env.FAULTS_LOG;
+
+/* a port nobody listens on (the kernel's pick; a random one could be in use) */
+function freePort() {
+    return new Promise((resolve, reject) => {
+        const srv = net.createServer();
+        srv.on('error', reject);
+        srv.listen(0, '127.0.0.1', () => {
+            const { port } = srv.address();
+            srv.close(() => resolve(port));
+        });
+    });
+}
 
 function otherPort(args, port, extra = []) {
     const a = args.map((x) => x.replace(/127\.0\.0\.1:\d+/, `127.0.0.1:${port}`));
@@ -43,7 +56,8 @@ function second(args, ms, ready = null) {
 
 /* node_id = auto on another port: the id it took (it is stopped again with
  * SIGTERM, which must end it with exit 0) */
-async function autoId(port, extra = []) {
+async function autoId(extra = []) {
+    const port = await freePort();
     const r = await second(otherPort(argv, port, ['--set', 'chatd.node_id=auto', ...extra]), 20000,
         /running: node \d+/);
     const id = /running: node (\d+)/.exec(r.out);
@@ -89,15 +103,14 @@ const h1 = await history(a, roomId);
 const maxBefore = h1.reduce((m, x) => (BigInt(x.id) > m ? BigInt(x.id) : m), 0n);
 
 // 1. same node_id: refused, naming the holder
-const port2 = 20000 + Math.floor(Math.random() * 20000);
-const dup = await second(otherPort(argv, port2), 20000);
+const dup = await second(otherPort(argv, await freePort()), 20000);
 if (dup.p) { dup.p.kill('SIGKILL'); failures.push('a second node with the same node_id kept running'); }
 else if (dup.code === 0) failures.push('a second node with the same node_id exited 0');
 if (!/node_id 1 is held by another live node \(.+ pid \d+ started \d+\)/.test(dup.out))
     failures.push(`the refusal does not name the holder: ${dup.out.slice(-400)}`);
 
 // 2. node_id = auto: another id
-const auto = await second(otherPort(argv, port2 + 1, ['--set', 'chatd.node_id=auto']), 20000,
+const auto = await second(otherPort(argv, await freePort(), ['--set', 'chatd.node_id=auto']), 20000,
     /running: node \d+/);
 const m = /running: node (\d+)/.exec(auto.out);
 if (!auto.p) failures.push(`node_id = auto exited: ${auto.out.slice(-400)}`);
@@ -147,17 +160,17 @@ const n1 = new Daemon([...argv, ...lease]);
 await n1.up();
 const s1 = await n1.stop('SIGTERM');
 if (s1.code !== 0) failures.push(`graceful stop (lease test) exited ${JSON.stringify(s1)}`);
-const afterStop = await autoId(port2 + 2);
+const afterStop = await autoId();
 if (afterStop !== 1) failures.push(`after node 1's graceful stop, node_id = auto took ${afterStop}, not the released 1`);
 await n1.up();
 await n1.stop('SIGKILL');
 const killedAt = Date.now();
-const afterKill = await autoId(port2 + 3);
+const afterKill = await autoId();
 const within = Date.now() - killedAt < LEASE_MS; // else inconclusive: the machine is too slow
 if (within && (afterKill === 1 || afterKill === null))
     failures.push(`after node 1's SIGKILL, node_id = auto took ${afterKill}: the killed node's lease was not kept`);
 if (!within) failures.push(`starting node_id = auto took over ${LEASE_MS} ms after the SIGKILL: cannot tell whether the lease was kept`);
 await sleep(Math.max(0, killedAt + LEASE_MS + 500 - Date.now())); // the killed lease runs out
-const expired = await autoId(port2 + 4);
+const expired = await autoId();
 if (expired !== 1) failures.push(`${LEASE_MS} ms after node 1's SIGKILL, node_id = auto took ${expired}, not 1`);
 report('nodes', failures, { before: before.length, after: after.length, stored: h2.length, dupExit: dup.code, autoNode: m && m[1], maxBefore: String(maxBefore), firstNewIdSkewMs: skew, afterStop, afterKill, expired });

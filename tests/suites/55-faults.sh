@@ -138,11 +138,15 @@ kafka_pg() {
         --set queue.min_insync_replicas=1
 }
 
-# 5. PostgreSQL killed under load (pg_ctl -m immediate, SIGKILL of the postmaster)
+# 5. PostgreSQL killed under load (pg_ctl -m immediate, SIGKILL of the postmaster).
+# A restart of the server can take over 15 s on a loaded machine, and a node
+# that cannot renew its lease for a whole node_lease (default 15 s) stops by
+# design: a lease of 60 s here, so that the outages are what is tested.
 pg_kill() {
     make_db faults_pgkill || return 1
     run pgkill pgkill.mjs -c "$CHATD_TOP/etc/chatd-postgres.conf" \
-        --set "store.conninfo=$(conninfo faults_pgkill)" --set store.reconnect_max_ms=500
+        --set "store.conninfo=$(conninfo faults_pgkill)" --set store.reconnect_max_ms=500 \
+        --set chatd.node_lease=60000
 }
 
 # 6. a PostgreSQL connection that hangs silently (tests/faults/pghang.mjs's
