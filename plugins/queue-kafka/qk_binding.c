@@ -114,7 +114,10 @@ static void qk_keepalive_cb(evutil_socket_t fd, short what, void *arg)
     struct qk_client *c = arg;
     (void)fd;
     (void)what;
-    if (c->polling && c->ev) event_active(c->ev, EV_READ, 0);
+    if (c->polling && c->ev) {
+        c->qk->api->counter_add(c->qk->ctx, "chatd_kafka_keepalive_polls_total", 1);
+        event_active(c->ev, EV_READ, 0);
+    }
 }
 
 static int qk_client_bind(struct qk *qk, struct qk_client *c)

@@ -59,6 +59,7 @@ static int early_fanout, early_receipt; /* before the message was persisted */
 static int fail_next_persist;           /* answer this many persists with ERR_IO */
 static int hold_persists;               /* keep done callbacks instead of answering */
 static int paused_logged;               /* the plugin said it paused (any thread) */
+static int brokers_down_logged;         /* the producer saw every broker down */
 static uint64_t poison_id;              /* this message's persist always fails */
 static int poison_attempts;             /* its persists */
 static int dead_letters;                /* records handed to dead_letter */
@@ -90,6 +91,8 @@ static void watch_log(chatd_ctx *ctx, chatd_log_level level, const char *line)
     (void)level;
     if (strstr(line, "pausing the persist consumer"))
         __atomic_store_n(&paused_logged, 1, __ATOMIC_SEQ_CST);
+    if (strstr(line, "producer: Kafka error") && strstr(line, "ALL_BROKERS_DOWN"))
+        __atomic_store_n(&brokers_down_logged, 1, __ATOMIC_SEQ_CST);
 }
 
 static void on_enqueued(void *arg, chatd_status st, const char *reason)
@@ -232,6 +235,36 @@ static int paused(void *arg)
 {
     (void)arg;
     return __atomic_load_n(&paused_logged, __ATOMIC_SEQ_CST);
+}
+
+/* the keepalive polls counted: (long) chatd_kafka_keepalive_polls_total */
+static long polls;
+
+static int polls_reach(void *arg)
+{
+    polls = (long)testcore_counter("chatd_kafka_keepalive_polls_total");
+    return polls >= *(long *)arg;
+}
+
+static int brokers_down(void *arg)
+{
+    (void)arg;
+    return __atomic_load_n(&brokers_down_logged, __ATOMIC_SEQ_CST);
+}
+
+/* the partitions (of 6) the rooms of ids [from, to) are produced to
+ * (queue-kafka's partitioner: murmur2_random on the room id), as a bit set */
+static unsigned rooms_partitions(int from, int to)
+{
+    unsigned set = 0;
+    char room[32];
+    for (int id = from; id < to; id++) {
+        snprintf(room, sizeof room, "%d&%d", id % NROOMS + 1, id % NROOMS + 100);
+        int32_t p =
+            rd_kafka_msg_partitioner_murmur2_random(NULL, room, strlen(room), 6, NULL, NULL);
+        if (p >= 0 && p < 6) set |= 1u << p;
+    }
+    return set;
 }
 
 static int all_completed(void *arg)
@@ -436,11 +469,15 @@ int main(int argc, char **argv)
     conf_init(&b, "b", "grp-test");
     conf_set(&b, "fanout", "false");
     if (instance_start(&inst, &b) != 0) return 1;
-    testcore_run_for(4000); /* old messages, if any, arrive again */
-    CHECK(count_range(persisted, 1, 311, 1) == 0, "messages persisted again after restart");
+    /* the new messages reach every partition: an old message fetched again
+     * would come before them on its partition */
+    CHECK((rooms_partitions(1, 311) & ~rooms_partitions(311, 361)) == 0,
+          "the new messages miss partitions of the old ones (%#x, %#x)", rooms_partitions(1, 311),
+          rooms_partitions(311, 361));
     enqueue_range(inst.inst, &B, 311, 361);
     pc.from = 311, pc.to = 361;
     CHECK(run_until(all_seen, &pc, 30000), "new member did not persist new messages");
+    CHECK(count_range(persisted, 1, 311, 1) == 0, "messages persisted again after restart");
     instance_stop(&inst);
     CHECK(count_range(persisted, 1, 361, 1) == 0, "duplicates after restart");
     CHECK(persisted[365] == 0 && dead_letters == 1, "the dead letter came back after restart");
@@ -462,7 +499,11 @@ int main(int argc, char **argv)
     __atomic_store_n(&paused_logged, 0, __ATOMIC_SEQ_CST);
     if (instance_start(&inst, &c) != 0) return 1;
     CHECK(run_until(paused, NULL, 30000), "consumer never paused with persists held");
-    testcore_run_for(1500); /* more persists, if any, arrive while paused */
+    /* two keepalive polls of the paused consumer (each drains its queue):
+     * a persist handed out past the pause would have come by then */
+    long want = (long)testcore_counter("chatd_kafka_keepalive_polls_total") + 2;
+    CHECK(run_until(polls_reach, &want, 30000), "the paused consumer was not polled (%ld of %ld)",
+          polls, want);
     CHECK(max_held <= MAX_INFLIGHT, "held %d persists: more than max_inflight %d", max_held,
           MAX_INFLIGHT);
     CHECK(max_held == MAX_INFLIGHT, "paused with %d persists held, not at max_inflight %d",
@@ -492,7 +533,9 @@ int main(int argc, char **argv)
     CHECK(run_until(all_completed, &B, 15000), "warm-up publish did not complete");
     rd_kafka_mock_broker_set_down(mcluster, -1);
     enqueue_range(inst.inst, &B, 401, 421);
-    testcore_run_for(3000); /* an answer, if any, arrives while they are down */
+    /* the producer has found every broker down: an answer, if any, would
+     * have come before */
+    CHECK(run_until(brokers_down, NULL, 30000), "the producer never reported all brokers down");
     int early = 0;
     for (int i = 401; i < 421; i++)
         early += B.e[i].completed;
