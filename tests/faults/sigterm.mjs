@@ -8,11 +8,42 @@
 //   - every message that got a RECEIPT is in the history exactly once;
 //   - no message that got an ERROR is stored (an ERROR means "not taken");
 //   - room lists agree with the history (lib.mjs checkStored);
-//   - every SIGTERM was sent while clients had publishes in flight.
+//   - every SIGTERM was sent while clients had publishes in flight;
+//   - on Kafka (FAULTS_OFFSETS and FAULTS_STORED set), after each stop,
+//     the node down: on every partition, each chat record below the group's
+//     committed offset is in the store and none at or past it is (offsets
+//     committed for exactly what was persisted: nothing lost, nothing
+//     persisted twice by the next start), and the commit covers every
+//     record that got a RECEIPT.
 //   node tests/faults/sigterm.mjs -- CHATD ARGS...   (see lib.mjs for the env)
+// FAULTS_OFFSETS: a command printing tests/plugins/queue-kafka/kafka-offsets
+// lines; FAULTS_STORED: a command printing the stored message ids, one a line.
+import { execSync } from 'node:child_process';
 import {
     underLoad, checkStored, finalMarkers, until, report, sleep,
 } from './lib.mjs';
+
+/* on Kafka: the committed offsets against the store, the node stopped */
+function checkCommitted(i, failures) {
+    const run = (cmd) => execSync(cmd, { encoding: 'utf8', shell: '/bin/bash', timeout: 60000 });
+    const committed = new Map(), records = [];
+    for (const l of run(process.env.FAULTS_OFFSETS).split('\n')) {
+        let m = /^partition (\d+) committed (-?\d+) high (\d+)$/.exec(l);
+        if (m) committed.set(Number(m[1]), Number(m[2]));
+        m = /^record (\d+) (\d+) (\S+) (\S+)$/.exec(l);
+        if (m) records.push({ p: Number(m[1]), off: Number(m[2]), id: m[3], type: m[4] });
+    }
+    const stored = new Set(run(process.env.FAULTS_STORED).split('\n').map((x) => x.trim()).filter(Boolean));
+    const chat = records.filter((r) => r.type === 'chat');
+    const below = chat.filter((r) => r.off < (committed.get(r.p) ?? -1));
+    const past = chat.filter((r) => r.off >= (committed.get(r.p) ?? -1));
+    const lost = below.filter((r) => !stored.has(r.id));
+    const uncommitted = past.filter((r) => stored.has(r.id));
+    if (!committed.size || !chat.length) failures.push(`stop ${i}: no partitions or no chat records read from Kafka`);
+    if (lost.length) failures.push(`stop ${i}: ${lost.length} records below the committed offset are not stored, e.g. ${JSON.stringify(lost.slice(0, 3))}`);
+    if (uncommitted.length) failures.push(`stop ${i}: ${uncommitted.length} stored records are past the committed offset (persisted, not committed), e.g. ${JSON.stringify(uncommitted.slice(0, 3))}`);
+    return { records: chat.length, committed: below.length, pending: past.length };
+}
 
 const stops = Number(process.env.FAULTS_STOPS || 4);
 const nrooms = Number(process.env.FAULTS_ROOMS || 3);
@@ -20,7 +51,7 @@ const failures = [];
 const { d, rooms, tag, s } = await underLoad(nrooms, 'st');
 
 let loaded = 0;
-const stopMs = [], inflightAtStop = [];
+const stopMs = [], inflightAtStop = [], commits = [];
 for (let i = 0; i < stops; i++) {
     const base = s.receipts;
     await until(() => s.receipts >= base + 100, 30000, `100 receipts after start ${d.starts}`);
@@ -32,6 +63,12 @@ for (let i = 0; i < stops; i++) {
     const x = await d.stop('SIGTERM', 30000);
     stopMs.push(Date.now() - t0);
     if (x.code !== 0) failures.push(`stop ${i + 1}: chatd exited ${JSON.stringify(x)} on SIGTERM (want 0)`);
+    if (process.env.FAULTS_OFFSETS) {
+        const r = checkCommitted(i + 1, failures);
+        commits.push(r);
+        // every receipted message so far is stored: its record is committed
+        if (r.records < s.receipts) failures.push(`stop ${i + 1}: ${r.records} chat records for ${s.receipts} receipts`);
+    }
     await d.up();
     if (inflight > 0) loaded++;
     inflightAtStop.push(inflight);
@@ -52,5 +89,5 @@ if (erroredStored.length) failures.push(`${erroredStored.length} messages that g
 const x = await d.stop('SIGTERM', 30000);
 if (x.code !== 0) failures.push(`final SIGTERM: chatd exited ${JSON.stringify(x)}`);
 report('sigterm', failures, {
-    stops, inflightAtStop, stopMs, outcomes: tally, receipted: c.receipted, stored: c.stored,
+    stops, inflightAtStop, stopMs, outcomes: tally, receipted: c.receipted, stored: c.stored, commits,
 });

@@ -19,6 +19,10 @@
 #   4. kill9.mjs again on a Kafka + PostgreSQL node (etc/chatd-kafka.conf,
 #      librdkafka's mock cluster of tests/plugins/queue-kafka/mock-cluster, a
 #      throw-away PostgreSQL with fsync=on), killed 10 times;
+#   4b. sigterm.mjs again on a Kafka + PostgreSQL node (a mock cluster of
+#      its own): after each SIGTERM, on every partition the chat records below
+#      the group's committed offset (read by kafka-offsets) are stored and
+#      none past it is: offsets committed for exactly what was persisted;
 #   5. pgkill.mjs: chatd on PostgreSQL while the server is killed under load
 #      (pg_ctl -m immediate, SIGKILL of the postmaster) and started again:
 #      every publish answered, what got a RECEIPT stored once;
@@ -47,10 +51,11 @@ command -v node >/dev/null || { say "node is not installed (apt-get install node
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatd-faults.XXXXXX")
 export FAULTS_PIDFILE=$work/chatd.pid
-mock_pid="" pg_dir=""
+mock_pid="" mock2_pid="" pg_dir=""
 cleanup() {
     [ -f "$FAULTS_PIDFILE" ] && kill -KILL "$(cat "$FAULTS_PIDFILE")" 2>/dev/null || true
     [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null || true
+    [ -n "$mock2_pid" ] && kill -TERM "$mock2_pid" 2>/dev/null || true
     [ -n "$pg_dir" ] && "$CHATD_TOP/tests/plugins/store-pg/pg-stop.sh" "$pg_dir" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -138,6 +143,35 @@ kafka_pg() {
         --set queue.min_insync_replicas=1
 }
 
+# 4b. sigterm.mjs on a Kafka + PostgreSQL node, with a mock cluster of its
+# own: after each graceful stop the group's committed offsets are read
+# (kafka-offsets) and compared with the store: committed = persisted
+sigterm_kafka() {
+    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster
+    local offsets=$CHATD_BUILD/tests/plugins/queue-kafka/kafka-offsets boot="" group=faults-st-$$
+    [ -x "$offsets" ] || make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/kafka-offsets >&2 || return 1
+    "$mock" -b 3 -p 6 -t kstop >"$work/mock2.out" 2>"$CHATD_OUT/faults-kafka-mock2.log" &
+    mock2_pid=$!
+    for _ in $(seq 1 100); do
+        boot=$(awk '/^bootstrap /{print $2; exit}' "$work/mock2.out" 2>/dev/null || true)
+        [ -n "$boot" ] && break
+        sleep 0.1
+    done
+    [ -n "$boot" ] || { say "mock-cluster printed no bootstrap address"; return 1; }
+    make_db faults_kstop || return 1
+    FAULTS_OFFSETS="$offsets $boot kstop $group" \
+        FAULTS_STORED="psql -X -At -h 127.0.0.1 -p $PGTEST_PORT -U chatd -d faults_kstop -c 'SELECT id FROM messages'" \
+        run sigterm-kafka-pg sigterm.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
+        --set "store.conninfo=$(conninfo faults_kstop)" --set "queue.kafka.bootstrap.servers=$boot" \
+        --set queue.topic=kstop --set "queue.group=$group" \
+        --set queue.kafka.consumer.session.timeout.ms=6000 \
+        --set queue.kafka.consumer.heartbeat.interval.ms=500 \
+        --set queue.kafka.consumer.fetch.wait.max.ms=10 \
+        --set queue.min_insync_replicas=1
+    kill -TERM "$mock2_pid" 2>/dev/null || true
+    mock2_pid=""
+}
+
 # 5. PostgreSQL killed under load (pg_ctl -m immediate, SIGKILL of the postmaster).
 # A restart of the server can take over 15 s on a loaded machine, and a node
 # that cannot renew its lease for a whole node_lease (default 15 s) stops by
@@ -166,6 +200,7 @@ if ! pg_up; then
 else
     nodes_pg || fails+=("nodes-pg (set-up)")
     kafka_pg || fails+=("kill9-kafka-pg (set-up)")
+    sigterm_kafka || fails+=("sigterm-kafka-pg (set-up)")
     pg_kill || fails+=("pgkill (set-up)")
     pg_hang || fails+=("pghang (set-up)")
 fi
