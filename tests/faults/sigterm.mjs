@@ -30,7 +30,7 @@ function checkCommitted(i, failures) {
     for (const l of run(process.env.FAULTS_OFFSETS).split('\n')) {
         let m = /^partition (\d+) committed (-?\d+) high (\d+)$/.exec(l);
         if (m) committed.set(Number(m[1]), Number(m[2]));
-        m = /^record (\d+) (\d+) (\S+) (\S+)$/.exec(l);
+        m = /^record (\d+) (\d+) (\S+) (\S+)(?: \S+)?$/.exec(l);
         if (m) records.push({ p: Number(m[1]), off: Number(m[2]), id: m[3], type: m[4] });
     }
     const stored = new Set(run(process.env.FAULTS_STORED).split('\n').map((x) => x.trim()).filter(Boolean));

@@ -23,6 +23,11 @@
 #      its own): after each SIGTERM, on every partition the chat records below
 #      the group's committed offset (read by kafka-offsets) are stored and
 #      none past it is: offsets committed for exactly what was persisted;
+#   4c. poison.mjs on a Kafka + PostgreSQL node: a record the store refuses
+#      (its id stored with another text), produced by the test: dead-lettered
+#      after max_persist_attempts (row, reason, metrics) while every other
+#      room of its partition keeps flowing (RECEIPTs within 5 s, delivered
+#      live and stored once);
 #   5. pgkill.mjs: chatd on PostgreSQL while the server is killed under load
 #      (pg_ctl -m immediate, SIGKILL of the postmaster) and started again:
 #      every publish answered, what got a RECEIPT stored once;
@@ -51,11 +56,10 @@ command -v node >/dev/null || { say "node is not installed (apt-get install node
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatd-faults.XXXXXX")
 export FAULTS_PIDFILE=$work/chatd.pid
-mock_pid="" mock2_pid="" pg_dir=""
+pg_dir=""
 cleanup() {
     [ -f "$FAULTS_PIDFILE" ] && kill -KILL "$(cat "$FAULTS_PIDFILE")" 2>/dev/null || true
-    [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null || true
-    [ -n "$mock2_pid" ] && kill -TERM "$mock2_pid" 2>/dev/null || true
+    declare -F mock_down >/dev/null && mock_down
     [ -n "$pg_dir" ] && "$CHATD_TOP/tests/plugins/store-pg/pg-stop.sh" "$pg_dir" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -118,58 +122,77 @@ nodes_pg() {
         --set "store.conninfo=$(conninfo faults_nodes)"
 }
 
-# 4. a Kafka + PostgreSQL node: the mock cluster (3 brokers, a topic of 6
-# partitions) for this run only
-kafka_pg() {
-    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster boot=""
+# mock_up TOPIC: a mock cluster of its own (3 brokers, TOPIC of 6 partitions)
+# for the next run; sets boot (its bootstrap list), kafka_args (the node's
+# queue settings, group faults-TOPIC-PID) and kafka_tools (the helpers' dir)
+mock_pids=()
+mock_up() {
+    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster tool
+    kafka_tools=$CHATD_BUILD/tests/plugins/queue-kafka boot=""
     [ -f "$CHATD_BUILD/plugins/queue-kafka/.libs/queue-kafka.so" ] ||
         { say "queue-kafka is not built (librdkafka-dev)"; return 1; }
-    [ -x "$mock" ] || make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/mock-cluster >&2 || return 1
-    "$mock" -b 3 -p 6 -t kfaults >"$work/mock.out" 2>"$CHATD_OUT/faults-kafka-mock.log" &
-    mock_pid=$!
+    for tool in mock-cluster kafka-offsets kafka-produce; do
+        [ -x "$kafka_tools/$tool" ] || make -C "$CHATD_BUILD/tests" -s "plugins/queue-kafka/$tool" >&2 || return 1
+    done
+    "$mock" -b 3 -p 6 -t "$1" >"$work/mock-$1.out" 2>"$CHATD_OUT/faults-kafka-mock-$1.log" &
+    mock_pids+=($!)
     for _ in $(seq 1 100); do
-        boot=$(awk '/^bootstrap /{print $2; exit}' "$work/mock.out" 2>/dev/null || true)
+        boot=$(awk '/^bootstrap /{print $2; exit}' "$work/mock-$1.out" 2>/dev/null || true)
         [ -n "$boot" ] && break
         sleep 0.1
     done
     [ -n "$boot" ] || { say "mock-cluster printed no bootstrap address"; return 1; }
-    make_db faults_kafka || return 1
-    FAULTS_KILLS=10 run kill9-kafka-pg kill9.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
-        --set "store.conninfo=$(conninfo faults_kafka)" --set "queue.kafka.bootstrap.servers=$boot" \
-        --set queue.topic=kfaults --set "queue.group=faults-$$" \
-        --set queue.kafka.consumer.session.timeout.ms=6000 \
-        --set queue.kafka.consumer.heartbeat.interval.ms=500 \
-        --set queue.kafka.consumer.fetch.wait.max.ms=10 \
-        --set queue.min_insync_replicas=1
+    kafka_args=(--set "queue.kafka.bootstrap.servers=$boot" --set "queue.topic=$1"
+        --set "queue.group=faults-$1-$$"
+        --set queue.kafka.consumer.session.timeout.ms=6000
+        --set queue.kafka.consumer.heartbeat.interval.ms=500
+        --set queue.kafka.consumer.fetch.wait.max.ms=10
+        --set queue.min_insync_replicas=1)
+}
+mock_down() {
+    local p
+    for p in "${mock_pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    mock_pids=()
 }
 
-# 4b. sigterm.mjs on a Kafka + PostgreSQL node, with a mock cluster of its
-# own: after each graceful stop the group's committed offsets are read
-# (kafka-offsets) and compared with the store: committed = persisted
+# 4. a Kafka + PostgreSQL node, killed 10 times
+kafka_pg() {
+    mock_up kfaults || return 1
+    make_db faults_kafka || return 1
+    FAULTS_KILLS=10 run kill9-kafka-pg kill9.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
+        --set "store.conninfo=$(conninfo faults_kafka)" "${kafka_args[@]}"
+    mock_down
+}
+
+# 4b. sigterm.mjs on a Kafka + PostgreSQL node: after each graceful stop the
+# group's committed offsets are read (kafka-offsets) and compared with the
+# store: committed = persisted
 sigterm_kafka() {
-    local mock=$CHATD_BUILD/tests/plugins/queue-kafka/mock-cluster
-    local offsets=$CHATD_BUILD/tests/plugins/queue-kafka/kafka-offsets boot="" group=faults-st-$$
-    [ -x "$offsets" ] || make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/kafka-offsets >&2 || return 1
-    "$mock" -b 3 -p 6 -t kstop >"$work/mock2.out" 2>"$CHATD_OUT/faults-kafka-mock2.log" &
-    mock2_pid=$!
-    for _ in $(seq 1 100); do
-        boot=$(awk '/^bootstrap /{print $2; exit}' "$work/mock2.out" 2>/dev/null || true)
-        [ -n "$boot" ] && break
-        sleep 0.1
-    done
-    [ -n "$boot" ] || { say "mock-cluster printed no bootstrap address"; return 1; }
+    mock_up kstop || return 1
     make_db faults_kstop || return 1
-    FAULTS_OFFSETS="$offsets $boot kstop $group" \
+    FAULTS_OFFSETS="$kafka_tools/kafka-offsets $boot kstop faults-kstop-$$" \
         FAULTS_STORED="psql -X -At -h 127.0.0.1 -p $PGTEST_PORT -U chatd -d faults_kstop -c 'SELECT id FROM messages'" \
         run sigterm-kafka-pg sigterm.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
-        --set "store.conninfo=$(conninfo faults_kstop)" --set "queue.kafka.bootstrap.servers=$boot" \
-        --set queue.topic=kstop --set "queue.group=$group" \
-        --set queue.kafka.consumer.session.timeout.ms=6000 \
-        --set queue.kafka.consumer.heartbeat.interval.ms=500 \
-        --set queue.kafka.consumer.fetch.wait.max.ms=10 \
-        --set queue.min_insync_replicas=1
-    kill -TERM "$mock2_pid" 2>/dev/null || true
-    mock2_pid=""
+        --set "store.conninfo=$(conninfo faults_kstop)" "${kafka_args[@]}"
+    mock_down
+}
+
+# 4c. poison.mjs: a record the store refuses (an id already stored with
+# another text), produced to the topic by kafka-produce: dead-lettered after
+# max_persist_attempts (3 here), the other rooms of its partition flowing
+poison_kafka() {
+    local mport
+    mock_up kpoison || return 1
+    make_db faults_kpoison || return 1
+    mport=$(free_port)
+    FAULTS_OFFSETS="$kafka_tools/kafka-offsets $boot kpoison faults-kpoison-$$" \
+        FAULTS_PRODUCE="$kafka_tools/kafka-produce $boot kpoison" \
+        FAULTS_SQL="psql -X -At -h 127.0.0.1 -p $PGTEST_PORT -U chatd -d faults_kpoison -c" \
+        FAULTS_METRICS="http://127.0.0.1:$mport/metrics" FAULTS_ATTEMPTS=3 \
+        run poison-kafka-pg poison.mjs -c "$CHATD_TOP/etc/chatd-kafka.conf" \
+        --set "store.conninfo=$(conninfo faults_kpoison)" "${kafka_args[@]}" \
+        --set queue.max_persist_attempts=3 --set "ws.metrics_listen=127.0.0.1:$mport"
+    mock_down
 }
 
 # 5. PostgreSQL killed under load (pg_ctl -m immediate, SIGKILL of the postmaster).
@@ -201,6 +224,7 @@ else
     nodes_pg || fails+=("nodes-pg (set-up)")
     kafka_pg || fails+=("kill9-kafka-pg (set-up)")
     sigterm_kafka || fails+=("sigterm-kafka-pg (set-up)")
+    poison_kafka || fails+=("poison-kafka-pg (set-up)")
     pg_kill || fails+=("pgkill (set-up)")
     pg_hang || fails+=("pghang (set-up)")
 fi

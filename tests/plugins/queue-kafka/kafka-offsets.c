@@ -8,9 +8,10 @@
  * Prints, for each partition of TOPIC:
  *   partition P committed C high H     (C = -1: nothing committed)
  * then one line per record of the partition, oldest first:
- *   record P OFFSET ID TYPE            (ID: the chatd message id of the
+ *   record P OFFSET ID TYPE ROOM       (ID: the chatd message id of the
  *                                       record's JSON, or - if it has none;
- *                                       TYPE: its "type", chat or read, or -)
+ *                                       TYPE: its "type", chat or read, or -;
+ *                                       ROOM: its "roomId", or -)
  * The group is only read (its committed offsets are fetched, never changed:
  * the records are read by a consumer without a group). Exit 0, or 1 with the
  * reason on stderr.
@@ -43,7 +44,7 @@ static rd_kafka_t *client(const char *bootstrap, const char *group)
 }
 
 /* the value of a top-level key of a chatd wire message: digits (a number or
- * a string of digits) or letters; 0, or -1 when absent */
+ * a string of digits), letters or '&' (room ids); 0, or -1 when absent */
 static int record_field(const rd_kafka_message_t *m, const char *key, char *out, size_t n)
 {
     char buf[4096], pat[32];
@@ -57,7 +58,8 @@ static int record_field(const rd_kafka_message_t *m, const char *key, char *out,
     while (*p == ' ' || *p == '"')
         p++;
     size_t k = 0;
-    while (((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'a' && p[k] <= 'z')) && k + 1 < n) {
+    while (((p[k] >= '0' && p[k] <= '9') || (p[k] >= 'a' && p[k] <= 'z') || p[k] == '&') &&
+           k + 1 < n) {
         out[k] = p[k];
         k++;
     }
@@ -130,11 +132,12 @@ int main(int argc, char **argv)
         }
         idle = 0;
         if (!m->err && m->partition >= 0 && m->partition < nparts) {
-            char id[32], type[16];
+            char id[32], type[16], room[64];
             int p = m->partition;
-            printf("record %d %" PRId64 " %s %s\n", p, m->offset,
+            printf("record %d %" PRId64 " %s %s %s\n", p, m->offset,
                    record_field(m, "id", id, sizeof id) == 0 ? id : "-",
-                   record_field(m, "type", type, sizeof type) == 0 ? type : "-");
+                   record_field(m, "type", type, sizeof type) == 0 ? type : "-",
+                   record_field(m, "roomId", room, sizeof room) == 0 ? room : "-");
             next[p] = m->offset + 1;
             if (next[p] == high[p]) left--;
         }
