@@ -12,25 +12,13 @@
 // Run by tests/suites/55-faults.sh: node nodes.mjs -- CHATD ARGS... (with
 // ws.listen among them; other nodes get their own port).
 import fs from 'node:fs';
-import net from 'node:net';
 import { spawn } from 'node:child_process';
+import { freePort } from '../delivery/daemon.mjs';
 import { Daemon, daemonArgv, URL_, connect, publish, makeMember, roomOf, history, report, sleep } from './lib.mjs';
 
 const failures = [];
 const argv = daemonArgv();
 const log = process.env.FAULTS_LOG;
-
-/* a port nobody listens on (the kernel's pick; a random one could be in use) */
-function freePort() {
-    return new Promise((resolve, reject) => {
-        const srv = net.createServer();
-        srv.on('error', reject);
-        srv.listen(0, '127.0.0.1', () => {
-            const { port } = srv.address();
-            srv.close(() => resolve(port));
-        });
-    });
-}
 
 function otherPort(args, port, extra = []) {
     const a = args.map((x) => x.replace(/127\.0\.0\.1:\d+/, `127.0.0.1:${port}`));
@@ -50,8 +38,18 @@ function second(args, ms, ready = null) {
         p.stdout.on('data', seen);
         p.stderr.on('data', seen);
         const timer = setTimeout(() => resolve({ code: null, out, p }), ms);
-        p.on('exit', (code) => { clearTimeout(timer); resolve({ code, out, p: null }); });
+        p.on('exit', (code) => {
+            clearTimeout(timer);
+            sanitized(out);
+            resolve({ code, out, p: null });
+        });
     });
+}
+
+/* a sanitizer report in a second node's output (the ASan build) */
+function sanitized(out) {
+    const m = /ERROR: (Address|Leak)Sanitizer|runtime error:/.exec(out);
+    if (m) failures.push(`a second node's output has a sanitizer report: ${out.slice(m.index, m.index + 600)}`);
 }
 
 /* node_id = auto on another port: the id it took (it is stopped again with
@@ -79,7 +77,14 @@ function stopped(p, ms) {
             return;
         }
         const timer = setTimeout(() => { p.kill('SIGKILL'); resolve(null); }, ms);
-        p.on('exit', (code, signal) => { clearTimeout(timer); resolve({ code, signal }); });
+        let out = '';
+        p.stdout.on('data', (x) => { out += x; });
+        p.stderr.on('data', (x) => { out += x; });
+        p.on('exit', (code, signal) => {
+            clearTimeout(timer);
+            sanitized(out);
+            resolve({ code, signal });
+        });
         p.kill('SIGTERM');
     });
 }
@@ -131,7 +136,9 @@ if (st.code !== 0) failures.push(`graceful stop exited ${JSON.stringify(st)}`);
 const fakeLib = ['x86_64-linux-gnu', 'aarch64-linux-gnu', '.']
     .map((d) => `/usr/lib/${d}/faketime/libfaketime.so.1`).find((f) => fs.existsSync(f));
 if (!fakeLib) throw new Error('libfaketime.so.1 not found (apt-get install faketime)');
-const back = new Daemon(['env', `LD_PRELOAD=${fakeLib}`, 'FAKETIME=-3600s', ...argv]);
+// (under ASan, whose runtime then is not the first library: allowed)
+const asan = process.env.ASAN_OPTIONS ? [`ASAN_OPTIONS=${process.env.ASAN_OPTIONS}:verify_asan_link_order=0`] : [];
+const back = new Daemon(['env', `LD_PRELOAD=${fakeLib}`, 'FAKETIME=-3600s', ...asan, ...argv]);
 await back.up();
 const after = Array.from({ length: 30 }, (_, i) => `after-${i}`);
 await send(a, roomId, after);
