@@ -12,8 +12,17 @@ set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
 source "$CHATD_TOP/tests/lib.sh"
+# The ASan/UBSan chatd under ./quickstart.sh test: the suite's chatd (run.sh
+# fails on a report in its log) and the ones the tests start themselves
+# (tests/delivery/daemon.mjs: their logs are checked below). Except
+# gap.test.mjs, on the plain build: its bound is chatd's own RSS, which
+# ASan's shadow memory and quarantine make meaningless.
+plain_build=$CHATD_BUILD plain_bin=$CHATD_BIN
+use_sanitized_chatd
 export CHATD_BUILD CHATD_OUT CHATD_BIN
 tmp=$(mktemp -d)
+stamp=$tmp/started
+: >"$stamp"
 pg_dir=
 cleanup() {
     [ -n "$pg_dir" ] && "$CHATD_TOP/tests/plugins/store-pg/pg-stop.sh" "$pg_dir" || true
@@ -21,9 +30,15 @@ cleanup() {
 }
 trap cleanup EXIT
 rc=0
+files=()
+for f in "$CHATD_TOP"/tests/delivery/*.test.mjs; do
+    [ "$(basename "$f")" = gap.test.mjs ] || files+=("$f")
+done
 CHATD_E2E_NAME=delivery-sqlite "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \
     --set "store.path=$tmp/chatd.db" --set chatd.publish_rate=0 \
-    -- timeout 900 node --test --test-reporter=spec "$CHATD_TOP"/tests/delivery/*.test.mjs || rc=1
+    -- timeout 900 node --test --test-reporter=spec "${files[@]}" || rc=1
+CHATD_BUILD=$plain_build CHATD_BIN=$plain_bin timeout 300 \
+    node --test --test-reporter=spec "$CHATD_TOP/tests/delivery/gap.test.mjs" || rc=1
 
 if [ -f "$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so" ]; then
     pg_env=$("$CHATD_TOP/tests/plugins/store-pg/pg-start.sh")
@@ -39,4 +54,8 @@ if [ -f "$CHATD_BUILD/plugins/store-pg/.libs/store-pg.so" ]; then
 else
     echo "35-delivery: store-pg is not built: the PostgreSQL pass is skipped" >&2
 fi
+# a sanitizer report in the log of any chatd started during the suite
+for f in "$CHATD_OUT"/*.log; do
+    [ "$f" -nt "$stamp" ] && sanitizer_report "$f" && rc=1
+done
 exit $rc
