@@ -226,7 +226,15 @@ try {
         if (k1 < 0) k1 = s.got.length;
         const mine = s.got.slice(k0 + 1, k1);
         const d = diff(mine.map((m) => m.message), texts);
-        check(d === 'equal', `${s.dest}: the listener's messages are not the ${N} in send order, each once: ${d}`, failures);
+        // where the stream skipped or went back: at a resume, or live
+        const starts = new Set(s.seams.map(([k]) => k));
+        let atResume = 0, live = 0;
+        for (let k = k0 + 2; k < k1; k++) {
+            const [p, q] = [s.got[k - 1].message, s.got[k].message].map((t) => Number(t.slice(3)));
+            if (q !== p + 1) (starts.has(k) ? atResume++ : live++);
+        }
+        check(d === 'equal', `${s.dest}: the listener's messages are not the ${N} in send order, each once: ${d}; ` +
+            `the stream jumped ${atResume} times at a resume and ${live} times within a session`, failures);
         check(k0 === 0 && s.got.slice(0, k1).every((m) => m.roomId === room),
             `${s.dest}: something else came before the marker`, failures);
         if (d === 'equal') {
