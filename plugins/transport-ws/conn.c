@@ -42,7 +42,8 @@ void tw_conn_unref(tw_conn *c)
 
 static void tw_conn_free(tw_conn *c)
 {
-    http_parser_free(&c->hp);
+    if (c->hp) http_parser_free(c->hp);
+    free(c->hp);
     ws_decoder_free(&c->wd);
     stomp_parser_free(&c->sp);
     free(c->cookie_token);
@@ -294,8 +295,13 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     tw_conn *c = arg;
     tw_server *s = c->srv;
     int q = 0;
-    if (c->closed || c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &q) != 0 || q == 0) return;
-    if (evbuffer_get_length(tw_conn_out(c)) > 0) return; /* the write timeout runs */
+    if (c->closed) return;
+    if (c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &q) != 0 || q == 0 ||
+        evbuffer_get_length(tw_conn_out(c)) > 0) { /* drained, or the write timeout runs */
+        event_free(c->drain_ev);                   /* an idle connection keeps no timer */
+        c->drain_ev = NULL;
+        return;
+    }
     int64_t now = s->api->now_ms();
     uint64_t mark = drain_mark(c, q);
     if (mark != c->drain_q) {
@@ -400,11 +406,11 @@ static void http_process(tw_conn *c)
             }
         }
         size_t used = 0;
-        int rc = http_parser_feed(&c->hp, v.iov_base, v.iov_len, &used);
+        int rc = http_parser_feed(c->hp, v.iov_base, v.iov_len, &used);
         evbuffer_drain(in, used);
-        if (c->hp.expect_continue) {
+        if (c->hp->expect_continue) {
             /* the head is fine: ask for the body (RFC 9110 10.1.1) */
-            c->hp.expect_continue = 0;
+            c->hp->expect_continue = 0;
             if (rc == HTTP_PARSE_MORE)
                 evbuffer_add_printf(tw_conn_out(c), "HTTP/1.1 100 Continue\r\n\r\n");
         }
@@ -412,7 +418,7 @@ static void http_process(tw_conn *c)
             c->req_keep = 0;
             c->req_head = 0;
             c->http_busy = 1;
-            tw_http_error(c, c->hp.status, c->hp.error);
+            tw_http_error(c, c->hp->status, c->hp->error);
             tw_http_done(c);
             return;
         }
@@ -420,7 +426,7 @@ static void http_process(tw_conn *c)
             c->req_reading = 0;
             evtimer_del(c->deadline);
             bufferevent_disable(c->bev, EV_READ);
-            http_request_cb(c, &c->hp.req);
+            http_request_cb(c, &c->hp->req);
         }
     }
     if (!c->closed && !c->closing && c->mode == TW_MODE_HTTP) {
@@ -488,6 +494,24 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     tw_conn_close(c);
 }
 
+void tw_conn_http_release(tw_conn *c)
+{
+    if (c->hp) http_parser_free(c->hp);
+    free(c->hp);
+    c->hp = NULL;
+    free(c->resp_end);
+    c->resp_end = NULL;
+    c->resp_n = 0;
+    if (c->deadline) {
+        event_free(c->deadline);
+        c->deadline = NULL;
+    }
+    if (c->out_cb) {
+        evbuffer_remove_cb_entry(tw_conn_out(c), c->out_cb);
+        c->out_cb = NULL;
+    }
+}
+
 /* Bytes the peer sent that wait in the kernel (our reads paused) are life:
  * those that arrived since the last look (more waiting than then), so that
  * bytes left unread long ago do not keep a silent peer alive. */
@@ -549,7 +573,7 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa,
     }
     http_limits hl = {(size_t)s->max_request_line, (size_t)s->max_header_bytes,
                       (size_t)s->max_headers, (size_t)s->max_body};
-    if (http_parser_init(&c->hp, &hl) != 0 ||
+    if (!(c->hp = malloc(sizeof(*c->hp))) || http_parser_init(c->hp, &hl) != 0 ||
         !(c->resp_end = calloc((size_t)s->max_pipeline, sizeof(*c->resp_end)))) {
         s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: out of memory for a new connection", c->peer);
         evutil_closesocket(fd);
@@ -590,7 +614,7 @@ void tw_conn_accept(tw_server *s, evutil_socket_t fd, const struct sockaddr *sa,
     bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, (size_t)(s->max_outbuf / 4), 0);
     tw_conn_timeouts(c, s->idle_timeout);
-    if (!evbuffer_add_cb(tw_conn_out(c), out_count_cb, c) ||
+    if (!(c->out_cb = evbuffer_add_cb(tw_conn_out(c), out_count_cb, c)) ||
         (c->tls && deadline_arm(c, s->tls_timeout) != 0)) {
         s->api->log(s->ctx, CHATD_LOG_ERROR, "%s: out of memory for a new connection", c->peer);
         tw_conn_close(c);

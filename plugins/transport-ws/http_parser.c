@@ -36,12 +36,6 @@ int http_parser_init(http_parser *p, const http_limits *lim)
     memset(p, 0, sizeof(*p));
     p->lim = *lim;
     if (p->lim.max_headers == 0 || p->lim.max_header_bytes < 16) return -1;
-    p->head = malloc(p->lim.max_header_bytes + 1);
-    p->req.headers = calloc(p->lim.max_headers, sizeof(http_header));
-    if (!p->head || !p->req.headers) {
-        http_parser_free(p);
-        return -1;
-    }
     return 0;
 }
 
@@ -53,15 +47,17 @@ void http_parser_free(http_parser *p)
     p->head = NULL;
     p->body = NULL;
     p->req.headers = NULL;
+    p->head_cap = 0;
 }
 
 void http_parser_reset(http_parser *p)
 {
-    http_header *h = p->req.headers;
-    free(p->body);
-    p->body = NULL;
+    http_parser_free(p);
     p->state = ST_HEAD;
     p->head_len = 0;
+    p->eol = 0;
+    p->head_lf = 0;
+    p->head_lines = 0;
     p->body_need = 0;
     p->chunked = 0;
     p->line_len = 0;
@@ -70,7 +66,6 @@ void http_parser_reset(http_parser *p)
     p->status = 0;
     p->error = NULL;
     memset(&p->req, 0, sizeof(p->req));
-    p->req.headers = h;
 }
 
 static int is_tchar(unsigned char c)
@@ -174,7 +169,11 @@ static int parse_head(http_parser *p)
         if (strcmp(s, known[i]) == 0) ok = 1;
     if (!ok) return fail(p, 501, "method not implemented");
 
-    /* header fields */
+    /* header fields: at most one per line between the request line and the
+     * empty line (head_lines counts both) */
+    size_t nh = p->head_lines - 2 < p->lim.max_headers ? p->head_lines - 2 : p->lim.max_headers;
+    r->headers = malloc((nh ? nh : 1) * sizeof(http_header));
+    if (!r->headers) return fail(p, 503, "out of memory");
     s = next;
     r->nheaders = 0;
     for (;;) {
@@ -256,6 +255,24 @@ static int parse_head(http_parser *p)
     return HTTP_PARSE_MORE;
 }
 
+/* Room for n more head bytes and the NUL: the buffer grows by doubling from
+ * 256 bytes to max_header_bytes + 1 at most. */
+static int head_room(http_parser *p, size_t n)
+{
+    size_t need = p->head_len + n + 1, cap = p->head_cap ? p->head_cap : 256;
+    if (need <= p->head_cap) return 0;
+    while (cap < need)
+        cap *= 2;
+    if (cap > p->lim.max_header_bytes + 1) cap = p->lim.max_header_bytes + 1;
+    char *h = realloc(p->head, cap);
+    if (!h) return -1;
+    p->head = h;
+    p->head_cap = cap;
+    return 0;
+}
+
+/* Scan the new bytes once (the state of the last call carries on), copy them
+ * up to the end of the head, and parse the head when it is complete. */
 static int feed_head(http_parser *p, const char *data, size_t len, size_t *used)
 {
     size_t u = 0;
@@ -263,36 +280,41 @@ static int feed_head(http_parser *p, const char *data, size_t len, size_t *used)
     while (p->head_len == 0 && u < len && (data[u] == '\r' || data[u] == '\n'))
         u++;
     size_t room = p->lim.max_header_bytes - p->head_len;
-    size_t take = len - u < room ? len - u : room;
-    size_t old = p->head_len;
-    memcpy(p->head + p->head_len, data + u, take);
-    p->head_len += take;
-    p->head[p->head_len] = '\0';
-    size_t end = 0;
-    for (size_t i = old; i < p->head_len; i++) {
-        if (p->head[i] != '\n') continue;
-        /* the line ending here is empty: the head ends */
-        if ((i >= 1 && p->head[i - 1] == '\n') ||
-            (i >= 2 && p->head[i - 1] == '\r' && p->head[i - 2] == '\n')) {
-            end = i + 1;
-            break;
+    size_t avail = len - u < room ? len - u : room, take = 0;
+    int end = 0;
+    while (take < avail && !end) {
+        char ch = data[u + take++];
+        if (ch == '\n') {
+            end = p->eol != 0; /* the line ending here is empty: the head ends */
+            p->eol = 1;
+            p->head_lf = 1;
+            p->head_lines++;
+        } else if (ch == '\r') {
+            p->eol = p->eol == 1 ? 2 : 0;
+        } else {
+            p->eol = 0;
+            if (ch == '\0') {
+                *used = u + take;
+                return fail(p, 400, "NUL byte in the request head");
+            }
         }
     }
+    if (take && head_room(p, take) != 0) {
+        *used = u;
+        return fail(p, 503, "out of memory");
+    }
+    if (take) memcpy(p->head + p->head_len, data + u, take);
+    p->head_len += take;
+    if (p->head) p->head[p->head_len] = '\0';
+    *used = u + take;
     if (!end) {
-        *used = u + take;
-        if (memchr(p->head, '\0', p->head_len)) return fail(p, 400, "NUL byte in the request head");
-        char *lf = memchr(p->head, '\n', p->head_len);
-        if (!lf && p->head_len > p->lim.max_request_line + 1)
+        if (!p->head_lf && p->head_len > p->lim.max_request_line + 1)
             return fail(p, 414, "request line too long");
         if (p->head_len >= p->lim.max_header_bytes)
-            return fail(p, lf ? 431 : 414,
-                        lf ? "request header fields too large" : "request line too long");
+            return fail(p, p->head_lf ? 431 : 414,
+                        p->head_lf ? "request header fields too large" : "request line too long");
         return HTTP_PARSE_MORE;
     }
-    *used = u + take - (p->head_len - end);
-    p->head_len = end;
-    p->head[end] = '\0';
-    if (memchr(p->head, '\0', end)) return fail(p, 400, "NUL byte in the request head");
     if (parse_head(p) == HTTP_PARSE_ERROR) return HTTP_PARSE_ERROR;
     p->state = p->chunked ? ST_CHUNK_SIZE : ST_BODY;
     return HTTP_PARSE_MORE;

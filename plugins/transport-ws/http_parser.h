@@ -4,13 +4,14 @@
  * Pure C, no libevent: fed with whatever bytes arrived, it copies one request
  * into its own bounded buffer and reports how many input bytes it used, so the
  * rest (a pipelined request, or WebSocket frames after an upgrade) stays with
- * the caller. Bodies come with Content-Length or Transfer-Encoding: chunked (trailers
- * are dropped). Violations yield the HTTP status to answer with:
- *   400 malformed (also Content-Length together with Transfer-Encoding),
- *   413 body or chunk too large, 414 request line too long, 417 an Expect
- *   other than 100-continue, 431 too many or too large headers, 501 unknown
- *   method or a transfer coding other than chunked, 503 no memory for the
- *   body, 505 version.
+ * the caller. Its buffers are allocated as bytes arrive (growing to the limits
+ * at most) and freed by http_parser_reset, so an idle parser holds none; the
+ * head is scanned once, each call going on where the last one stopped. Bodies come with
+ * Content-Length or Transfer-Encoding: chunked (trailers are dropped). Violations yield the HTTP
+ * status to answer with: 400 malformed (also Content-Length together with Transfer-Encoding), 413
+ * body or chunk too large, 414 request line too long, 417 an Expect other than 100-continue, 431
+ * too many or too large headers, 501 unknown method or a transfer coding other than chunked, 503 no
+ * memory for the body, 505 version.
  */
 #ifndef TW_HTTP_PARSER_H
 #define TW_HTTP_PARSER_H
@@ -46,8 +47,13 @@ enum { HTTP_PARSE_MORE = 0, HTTP_PARSE_DONE = 1, HTTP_PARSE_ERROR = -1 };
 typedef struct http_parser {
     http_limits lim;
     int state;  /* internal */
-    char *head; /* request line + headers, max_header_bytes + 1 */
-    size_t head_len;
+    char *head; /* request line + headers so far + NUL; NULL until a byte */
+    size_t head_len, head_cap;
+    /* the scan of the head so far (it resumes there): the state of the line
+     * end (0 in a line, 1 after LF, 2 after LF CR), an LF seen, lines ended */
+    int eol;
+    int head_lf;
+    size_t head_lines;
     char *body;       /* the body so far + NUL */
     size_t body_need; /* bytes still due (Content-Length or current chunk) */
     int chunked;
@@ -62,10 +68,10 @@ typedef struct http_parser {
     const char *error; /* static reason after HTTP_PARSE_ERROR */
 } http_parser;
 
-/* Allocate buffers. Returns 0, or -1 on out of memory. */
+/* Set up (nothing is allocated yet). Returns 0, or -1 on unusable limits. */
 int http_parser_init(http_parser *p, const http_limits *lim);
 void http_parser_free(http_parser *p);
-/* Forget the current request; ready for the next one. */
+/* Forget the current request and free its buffers; ready for the next one. */
 void http_parser_reset(http_parser *p);
 
 /* Feed bytes; *consumed says how many were used (the rest belongs to what

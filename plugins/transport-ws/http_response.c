@@ -140,7 +140,7 @@ void tw_http_done(tw_conn *c)
 {
     c->http_busy = 0;
     if (c->closed) return;
-    http_parser_reset(&c->hp);
+    if (c->hp) http_parser_reset(c->hp);
     tw_conn_response_queued(c);
     if (!c->req_keep || c->srv->stopping) {
         tw_conn_close_flush(c);

@@ -7,41 +7,49 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void scan_reset(stomp_parser *p)
+{
+    p->scan_pos = p->scan_lines = p->body_at = p->body_scan = 0;
+    p->scan_len = -1;
+}
+
 int stomp_parser_init(stomp_parser *p, const stomp_limits *lim)
 {
     memset(p, 0, sizeof(*p));
     p->lim = *lim;
     p->version = STOMP_V12;
-    /* the buffer grows on demand up to the limit (2 frames + NUL): an idle or
-     * unauthenticated connection does not pay for max_frame */
-    p->cap = 2 * lim->max_frame + 1 < 4096 ? 2 * lim->max_frame + 1 : 4096;
-    p->buf = malloc(p->cap);
-    p->hdrs = calloc(lim->max_headers ? lim->max_headers : 1, sizeof(stomp_header));
-    if (!p->buf || !p->hdrs) {
-        stomp_parser_free(p);
-        return -1;
-    }
+    scan_reset(p);
     return 0;
+}
+
+/* Nothing buffered: give the memory back (an idle connection holds none). */
+static void release(stomp_parser *p)
+{
+    free(p->buf);
+    p->buf = NULL;
+    p->start = p->len = p->cap = 0;
 }
 
 void stomp_parser_free(stomp_parser *p)
 {
-    free(p->buf);
+    release(p);
     free(p->hdrs);
-    p->buf = NULL;
     p->hdrs = NULL;
 }
 
 static void drop_last(stomp_parser *p)
 {
+    free(p->hdrs);
+    p->hdrs = NULL;
     p->start += p->last;
     p->last = 0;
-    if (p->start >= p->len) p->start = p->len = 0;
+    if (p->start >= p->len) release(p);
 }
 
 int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
 {
     drop_last(p);
+    if (len == 0) return 0;
     if (p->start > 0 && p->len + len > p->cap - 1) {
         memmove(p->buf, p->buf + p->start, p->len - p->start);
         p->len -= p->start;
@@ -52,8 +60,10 @@ int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
         p->error = "frame too large";
         return -1;
     }
-    if (p->len + len > p->cap - 1) {
-        size_t ncap = p->cap * 2 > p->len + len + 1 ? p->cap * 2 : p->len + len + 1;
+    if (p->len + len + 1 > p->cap) { /* grow by doubling from 256 bytes */
+        size_t ncap = p->cap ? p->cap * 2 : 256;
+        while (ncap < p->len + len + 1)
+            ncap *= 2;
         if (ncap > limit) ncap = limit;
         char *nb = realloc(p->buf, ncap);
         if (!nb) {
@@ -108,41 +118,20 @@ static int unescape(char *s, int version)
     return 0;
 }
 
-int stomp_parser_next(stomp_parser *p, stomp_frame *f)
+/* Pass 1 over the header block of the frame at b (avail bytes), going on
+ * from where the last call stopped: 1 when it is complete (p->body_at set), 0
+ * when more is needed, -1 on an error. Nothing is modified. */
+static int scan_headers(stomp_parser *p, const char *b, size_t avail)
 {
-    drop_last(p);
-    /* heart-beats: EOLs between frames */
-    while (p->start < p->len) {
-        if (p->buf[p->start] == '\n') {
-            p->start++;
-            p->heartbeats++;
-        } else if (p->buf[p->start] == '\r') {
-            if (p->start + 1 == p->len) return 0;
-            if (p->buf[p->start + 1] != '\n')
-                return perr(p, "stray carriage return between frames");
-            p->start += 2;
-            p->heartbeats++;
-        } else {
-            break;
-        }
-    }
-    if (p->start >= p->len) {
-        p->start = p->len = 0;
-        return 0;
-    }
-
-    /* pass 1: find the end of the header block without modifying anything */
-    char *b = p->buf + p->start;
-    size_t avail = p->len - p->start;
-    size_t pos = 0, lines = 0;
-    long long clen = -1;
-    size_t body_at = 0;
+    size_t pos = p->scan_pos, lines = p->scan_lines;
+    long long clen = p->scan_len;
+    int rc = 0;
     for (;;) {
-        char *nl = memchr(b + pos, '\n', avail - pos);
+        const char *nl = memchr(b + pos, '\n', avail - pos);
         if (!nl) {
             if (avail - pos > p->lim.max_header_line) return perr(p, "header line too long");
             if (avail >= p->lim.max_frame) return perr(p, "frame too large");
-            return 0;
+            break;
         }
         size_t ll = (size_t)(nl - (b + pos));
         if (ll > p->lim.max_header_line) return perr(p, "header line too long");
@@ -150,7 +139,9 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
         size_t content = ll > 0 && b[pos + ll - 1] == '\r' ? ll - 1 : ll;
         if (content == 0) {
             if (lines == 0) return perr(p, "missing command");
-            body_at = pos + ll + 1;
+            if (lines - 1 > p->lim.max_headers) return perr(p, "too many headers");
+            p->body_at = pos + ll + 1;
+            rc = 1;
             break;
         }
         if (lines > 0) {
@@ -170,18 +161,57 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
         lines++;
         pos += ll + 1;
     }
-    if (lines - 1 > p->lim.max_headers) return perr(p, "too many headers");
+    p->scan_pos = pos;
+    p->scan_lines = lines;
+    p->scan_len = clen;
+    return rc;
+}
+
+int stomp_parser_next(stomp_parser *p, stomp_frame *f)
+{
+    drop_last(p);
+    /* heart-beats: EOLs between frames */
+    while (p->start < p->len) {
+        if (p->buf[p->start] == '\n') {
+            p->start++;
+            p->heartbeats++;
+        } else if (p->buf[p->start] == '\r') {
+            if (p->start + 1 == p->len) return 0;
+            if (p->buf[p->start + 1] != '\n')
+                return perr(p, "stray carriage return between frames");
+            p->start += 2;
+            p->heartbeats++;
+        } else {
+            break;
+        }
+    }
+    if (p->start >= p->len) {
+        release(p);
+        return 0;
+    }
+
+    /* pass 1: find the end of the header block without modifying anything */
+    char *b = p->buf + p->start;
+    size_t avail = p->len - p->start;
+    if (!p->body_at) {
+        int rc = scan_headers(p, b, avail);
+        if (rc <= 0) return rc;
+    }
+    size_t body_at = p->body_at;
 
     /* the body must be complete too before anything is modified */
     size_t body_len, frame_len;
-    if (clen >= 0) {
-        if (body_at + (size_t)clen + 1 > p->lim.max_frame) return perr(p, "frame too large");
-        if (avail < body_at + (size_t)clen + 1) return 0;
+    if (p->scan_len >= 0) {
+        size_t clen = (size_t)p->scan_len;
+        if (body_at + clen + 1 > p->lim.max_frame) return perr(p, "frame too large");
+        if (avail < body_at + clen + 1) return 0;
         if (b[body_at + clen] != '\0') return perr(p, "body not followed by NUL");
-        body_len = (size_t)clen;
+        body_len = clen;
     } else {
-        char *nul = memchr(b + body_at, '\0', avail - body_at);
+        size_t from = body_at + p->body_scan;
+        char *nul = memchr(b + from, '\0', avail - from);
         if (!nul) {
+            p->body_scan = avail - body_at;
             if (avail - body_at > p->lim.max_body) return perr(p, "body too large");
             if (avail >= p->lim.max_frame) return perr(p, "frame too large");
             return 0;
@@ -190,8 +220,12 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
         if (body_len > p->lim.max_body) return perr(p, "body too large");
     }
     frame_len = body_at + body_len + 1;
+    size_t nh = p->scan_lines - 1;
+    scan_reset(p);
 
     /* pass 2: split lines in place */
+    p->hdrs = malloc((nh ? nh : 1) * sizeof(stomp_header));
+    if (!p->hdrs) return perr(p, "out of memory");
     char *line = b;
     char *nl = strchr(line, '\n'); /* no NUL before the blank line */
     *nl = '\0';

@@ -37,16 +37,24 @@ typedef struct stomp_frame {
 typedef struct stomp_parser {
     stomp_limits lim;
     int version; /* escaping rules for frames other than CONNECT/CONNECTED */
-    char *buf;
+    char *buf;   /* NULL while nothing is buffered (freed when emptied) */
     size_t start, len, cap;
-    size_t last; /* size of the frame handed out last; dropped on the next call */
-    stomp_header *hdrs;
+    size_t last;        /* size of the frame handed out last; dropped on the next call */
+    stomp_header *hdrs; /* headers of the frame handed out last */
+    /* the scan of the frame at `start` so far, in offsets from start: the
+     * next call goes on from there instead of from the frame's first byte */
+    size_t scan_pos;          /* first header line not yet seen whole */
+    size_t scan_lines;        /* lines seen whole (the command and headers) */
+    long long scan_len;       /* content-length, or -1 */
+    size_t body_at;           /* where the body starts; 0 while the headers are not all in */
+    size_t body_scan;         /* body bytes already searched for the NUL */
     unsigned long heartbeats; /* EOLs seen between frames */
     const char *error;        /* static reason after an error */
 } stomp_parser;
 
-/* Returns 0, or -1 on out of memory. version starts as STOMP_V12 for escaping
- * purposes; the session sets p->version after negotiation. */
+/* Returns 0 (nothing is allocated until bytes arrive). version starts as
+ * STOMP_V12 for escaping purposes; the session sets p->version after
+ * negotiation. */
 int stomp_parser_init(stomp_parser *p, const stomp_limits *lim);
 void stomp_parser_free(stomp_parser *p);
 

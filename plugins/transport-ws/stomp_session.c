@@ -216,6 +216,7 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
     a->token = NULL;
     token_hash(c->session_token, c->session_hash);
     c->st = TW_ST_CONNECTED;
+    tw_ws_limits(c); /* max_frame from now on */
     srv->nsessions++;
     srv->api->gauge_set(srv->ctx, "chatd_ws_sessions", srv->nsessions);
     char hb[48] = "", sess[48];

@@ -53,6 +53,8 @@ static const chatd_cfg_key tw_cfg_keys[] = {
     {"max_connections", CHATD_CFG_INT, "10000", 1, 1000000, "open connections at most"},
     {"max_frame", CHATD_CFG_SIZE, "64k", 1024, 64 << 20,
      "largest WebSocket message and STOMP frame"},
+    {"max_frame_preauth", CHATD_CFG_SIZE, "8k", 1024, 64 << 20,
+     "largest WebSocket message and STOMP frame before CONNECT succeeds (at most max_frame)"},
     {"max_headers", CHATD_CFG_INT, "64", 4, 1000, "header fields per HTTP request / STOMP frame"},
     {"max_header_bytes", CHATD_CFG_SIZE, "16k", 1024, 1 << 20,
      "bytes of an HTTP request head; also of one STOMP header line"},
@@ -270,6 +272,8 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->metrics_listen = api->cfg_str(ctx, "metrics_listen");
     s->max_connections = cfg_int(api, ctx, "max_connections");
     s->max_frame = cfg_int(api, ctx, "max_frame");
+    s->max_frame_preauth = cfg_int(api, ctx, "max_frame_preauth");
+    if (s->max_frame_preauth > s->max_frame) s->max_frame_preauth = s->max_frame;
     s->max_headers = cfg_int(api, ctx, "max_headers");
     s->max_header_bytes = cfg_int(api, ctx, "max_header_bytes");
     s->max_request_line = cfg_int(api, ctx, "max_request_line");

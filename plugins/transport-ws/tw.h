@@ -19,6 +19,7 @@ struct bufferevent;
 struct event;
 struct lh_table;
 struct evbuffer;
+struct evbuffer_cb_entry;
 typedef struct ssl_ctx_st SSL_CTX;
 struct sockaddr;
 struct json_object;
@@ -50,11 +51,11 @@ struct tw_server {
     size_t norigins;
     SSL_CTX *ssl;
     int cookie_secure; /* the session cookie says Secure without TLS here */
-    int64_t max_connections, max_frame, max_headers, max_header_bytes, max_request_line, max_body,
-        max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout, connect_timeout, hb_send,
-        hb_recv, hb_min, hb_max, static_max, send_timeout, request_timeout, tls_timeout,
-        max_pipeline, max_per_member, max_per_ip, max_tx_bytes, max_tx_age, rate_grace, page_limit,
-        page_limit_max;
+    int64_t max_connections, max_frame, max_frame_preauth, max_headers, max_header_bytes,
+        max_request_line, max_body, max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout,
+        connect_timeout, hb_send, hb_recv, hb_min, hb_max, static_max, send_timeout,
+        request_timeout, tls_timeout, max_pipeline, max_per_member, max_per_ip, max_tx_bytes,
+        max_tx_age, rate_grace, page_limit, page_limit_max;
     /* state */
     struct evconnlistener *lis;
     struct evconnlistener *mlis; /* metrics_listen, NULL when not bound */
@@ -90,20 +91,21 @@ struct tw_conn {
     uint64_t serial;
     int mode;
     /* HTTP */
-    http_parser hp;
-    int http_busy;                /* an async REST call is pending */
-    int req_keep;                 /* keep-alive after the current response */
-    int req_head;                 /* current request is HEAD */
-    int req_reading;              /* bytes of a request arrived: request_timeout runs */
-    int pipe_paused;              /* reading stopped: max_pipeline responses unwritten */
-    uint64_t *resp_end;           /* ring of max_pipeline output offsets, one per */
-    size_t resp_head, resp_n;     /* response not yet written to the socket */
-    uint64_t out_added, out_gone; /* bytes ever queued / written (or dropped) */
-    int tls_done;                 /* TLS handshake finished */
-    struct event *deadline;       /* TLS handshake or HTTP request deadline */
-    struct event *drain_ev;       /* send_timeout on the kernel send queue */
-    uint64_t drain_q;             /* bytes acknowledged at the last check */
-    int64_t drain_ms;             /* when the peer last took any */
+    http_parser *hp;                  /* NULL once upgraded */
+    int http_busy;                    /* an async REST call is pending */
+    int req_keep;                     /* keep-alive after the current response */
+    int req_head;                     /* current request is HEAD */
+    int req_reading;                  /* bytes of a request arrived: request_timeout runs */
+    int pipe_paused;                  /* reading stopped: max_pipeline responses unwritten */
+    uint64_t *resp_end;               /* ring of max_pipeline output offsets, one per */
+    size_t resp_head, resp_n;         /* response not yet written to the socket */
+    uint64_t out_added, out_gone;     /* bytes ever queued / written (or dropped) */
+    struct evbuffer_cb_entry *out_cb; /* counts them; removed at the upgrade */
+    int tls_done;                     /* TLS handshake finished */
+    struct event *deadline;           /* TLS handshake or HTTP request deadline */
+    struct event *drain_ev;           /* send_timeout on the kernel send queue */
+    uint64_t drain_q;                 /* bytes acknowledged at the last check */
+    int64_t drain_ms;                 /* when the peer last took any */
     /* WebSocket + STOMP */
     ws_decoder wd;
     stomp_parser sp;
@@ -185,6 +187,8 @@ void tw_update_gauges(tw_server *s);
 void tw_conn_timeouts(tw_conn *c, int64_t read_sec);
 void tw_conn_response_queued(tw_conn *c);
 void tw_conn_note_unread(tw_conn *c, int64_t now);
+/* The connection leaves HTTP (upgraded): free what only HTTP needs. */
+void tw_conn_http_release(tw_conn *c);
 
 /* websocket.c: upgrade, framing, per-connection timer, input loop */
 void tw_ws_upgrade(tw_conn *c, const http_request *req);
@@ -193,6 +197,9 @@ void tw_ws_send(tw_conn *c, int opcode, const void *data, size_t len);
 void tw_ws_send_buffer(tw_conn *c, int opcode, struct evbuffer *payload);
 void tw_ws_close(tw_conn *c, int code, const char *reason);
 void tw_schedule_tick(tw_conn *c);
+/* The frame limits of c: max_frame_preauth until CONNECT succeeds, then
+ * max_frame. */
+void tw_ws_limits(tw_conn *c);
 
 /* http_response.c. extra: "Name: value\r\n" lines or NULL. */
 void tw_http_respond(tw_conn *c, int status, const char *ctype, const char *extra, const void *body,

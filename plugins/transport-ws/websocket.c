@@ -116,6 +116,15 @@ void tw_schedule_tick(tw_conn *c)
     event_add(c->tick, &tv);
 }
 
+void tw_ws_limits(tw_conn *c)
+{
+    tw_server *s = c->srv;
+    int64_t frame = c->st == TW_ST_CONNECTED ? s->max_frame : s->max_frame_preauth;
+    int64_t line = s->max_header_bytes < frame ? s->max_header_bytes : frame;
+    c->wd.max_message = (size_t)frame;
+    c->sp.lim = (stomp_limits){(size_t)s->max_headers, (size_t)line, (size_t)frame, (size_t)frame};
+}
+
 void tw_ws_upgrade(tw_conn *c, const http_request *req)
 {
     tw_server *s = c->srv;
@@ -182,11 +191,10 @@ void tw_ws_upgrade(tw_conn *c, const http_request *req)
             tok = NULL;
         }
     }
-    /* both buffers grow only as bytes arrive (to max_frame at most): an
-     * unauthenticated connection costs what it sent, not max_frame */
-    ws_decoder_init(&c->wd, (size_t)s->max_frame, 1);
-    stomp_limits sl = {(size_t)s->max_headers, (size_t)s->max_header_bytes, (size_t)s->max_frame,
-                       (size_t)s->max_frame};
+    /* both buffers are allocated as bytes arrive and freed once consumed;
+     * until CONNECT succeeds they are bounded by max_frame_preauth */
+    ws_decoder_init(&c->wd, (size_t)s->max_frame_preauth, 1);
+    stomp_limits sl = {0};
     if (stomp_parser_init(&c->sp, &sl) != 0) {
         free(tok);
         c->req_keep = 0;
@@ -194,6 +202,7 @@ void tw_ws_upgrade(tw_conn *c, const http_request *req)
         tw_http_done(c);
         return;
     }
+    tw_ws_limits(c);
     c->cookie_token = tok;
     const char *sub = ws_choose_subprotocol(
         http_request_join(req, "Sec-WebSocket-Protocol", protos, sizeof(protos)), c->subproto,
@@ -217,6 +226,7 @@ void tw_ws_upgrade(tw_conn *c, const http_request *req)
      * and re-arms it after the next read. So replace it with one far beyond
      * any idle rule (30 days). */
     tw_conn_timeouts(c, 30 * 86400);
+    tw_conn_http_release(c); /* req is not used after this */
     bufferevent_enable(c->bev, EV_READ);
     tw_schedule_tick(c);
     s->api->counter_add(s->ctx, "chatd_ws_upgrades_total", 1);
@@ -249,6 +259,14 @@ void tw_ws_process(tw_conn *c)
         ws_event ev;
         int rc = ws_decoder_feed(&c->wd, v.iov_base, v.iov_len, &used, &ev);
         evbuffer_drain(in, used);
+        if (rc == -WS_CLOSE_TOO_BIG && c->st != TW_ST_DONE) { /* say so in STOMP too */
+            char msg[128];
+            snprintf(msg, sizeof(msg), "frame too large: over %s = %zu bytes",
+                     c->st == TW_ST_CONNECTED ? "max_frame" : "max_frame_preauth",
+                     c->wd.max_message);
+            tw_stomp_error(c, msg, NULL, WS_CLOSE_TOO_BIG);
+            return;
+        }
         if (rc < 0) {
             s->api->log(s->ctx, CHATD_LOG_INFO, "%s: WebSocket error %d: %s", c->peer, -rc,
                         c->wd.error);
@@ -264,6 +282,7 @@ void tw_ws_process(tw_conn *c)
                 tw_stomp_error(c, c->sp.error, NULL, WS_CLOSE_TOO_BIG);
                 return;
             }
+            ws_decoder_free(&c->wd); /* copied: an idle connection holds no buffer */
             break;
         case WS_EV_PING:
             tw_ws_send(c, WS_OP_PONG, ev.data, ev.len);

@@ -76,6 +76,8 @@ void ws_decoder_init(ws_decoder *d, size_t max_message, int require_mask)
 void ws_decoder_free(ws_decoder *d)
 {
     free(d->msg);
+    free(d->ctl);
+    d->ctl = NULL;
     d->msg = NULL;
     d->msg_cap = d->msg_len = 0;
 }
@@ -139,6 +141,7 @@ static int start_frame(ws_decoder *d)
         if (!d->fin) return derr(d, WS_CLOSE_PROTOCOL, "fragmented control frame");
         if (len > 125) return derr(d, WS_CLOSE_PROTOCOL, "control frame payload over 125 bytes");
         d->ctl_len = 0;
+        if (!d->ctl && !(d->ctl = malloc(125))) return derr(d, WS_CLOSE_INTERNAL, "out of memory");
         break;
     case WS_OP_CONT:
         if (!d->msg_opcode)
@@ -223,9 +226,13 @@ int ws_decoder_feed(ws_decoder *d, const uint8_t *buf, size_t len, size_t *consu
     size_t i = 0;
     int rc;
 
-    if (d->reset_msg) {
-        d->msg_len = 0;
+    if (d->reset_msg) { /* the message handed out is done with: free it */
+        ws_decoder_free(d);
         d->reset_msg = 0;
+    }
+    if (d->ctl && !d->in_payload) { /* the control frame handed out too */
+        free(d->ctl);
+        d->ctl = NULL;
     }
     for (;;) {
         if (!d->in_payload) {

@@ -73,13 +73,15 @@ typedef struct ws_decoder {
     uint8_t *msg;
     size_t msg_len, msg_cap;
     ws_utf8 utf8;
-    int reset_msg; /* the last event handed out msg: restart it */
-    uint8_t ctl[125];
+    int reset_msg; /* the last event handed out msg: free it on the next feed */
+    uint8_t *ctl;  /* control frame payload (125 bytes); only while one is read */
     size_t ctl_len;
     const char *error; /* static reason after an error */
 } ws_decoder;
 
 void ws_decoder_init(ws_decoder *d, size_t max_message, int require_mask);
+/* Free the message buffer; the decoder stays usable (between messages, or
+ * after an error). */
 void ws_decoder_free(ws_decoder *d);
 
 /* Feed bytes. Returns 1 with *ev filled (event data valid until the next
