@@ -9,6 +9,8 @@
 # deadline is reached in seconds; the tests read those values from env.
 # tls.test.mjs drives the page over https in chromium (CHATD_CHROMIUM), which
 # trusts the test certificate's key through its SPKI hash (CHATD_TLS_SPKI).
+# Then, on a chatd of its own, what idle connections cost and the pre-auth
+# frame limit (tests/attack/idle-memory.mjs).
 set -euo pipefail
 : "${CHATD_TOP:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 export CHATD_TOP
@@ -132,4 +134,45 @@ stop_rc=0
 stop_chatd "$pid" || stop_rc=$?
 [ $stop_rc -eq 0 ] || fail "chatd exited with $stop_rc on SIGTERM (want 0)"
 [ $rc -eq 0 ] || fail "attack tests failed"
+
+# Idle memory and the pre-auth frame limit, on a chatd of their own: one
+# member holds every session (no per-member limit), 2,000 connections each
+# side need descriptors beyond the usual 1,024.
+export CHATD_IDLE_N=2000 CHATD_IDLE_PREAUTH=8192
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -ge 8192 ]; then ulimit -n 8192; else ulimit -n "$hard"; fi
+[ "$(ulimit -n)" -ge $((2 * CHATD_IDLE_N + 500)) ] ||
+    fail "the open-file limit $(ulimit -n) is below $((2 * CHATD_IDLE_N + 500)) (raise ulimit -Hn)"
+iport=$(free_port)
+cat >"$tmp/idle.conf" <<CONF
+[chatd]
+node_id = 1
+log_level = warn
+
+[ws]
+plugin = transport-ws
+listen = 127.0.0.1:$iport
+metrics_listen =
+web_root = $tmp/web
+max_connections_per_member = 0
+max_frame_preauth = $CHATD_IDLE_PREAUTH
+
+[queue]
+plugin = queue-local
+
+[store]
+plugin = store-sqlite
+path = $tmp/idle.db
+CONF
+start_chatd attack-idle "$tmp/idle.conf"
+ipid=$CHATD_PID
+wait_healthz "http://127.0.0.1:$iport" "$ipid" 30 || fail "the idle-memory chatd is not ready"
+rc=0
+CHATD_URL=http://127.0.0.1:$iport CHATD_PID=$ipid timeout --kill-after=10 420 \
+    node --test --test-reporter=spec "$CHATD_TOP/tests/attack/idle-memory.mjs" || rc=$?
+kill -0 "$ipid" 2>/dev/null || fail "chatd died during the idle-memory test (see $CHATD_OUT/attack-idle.log)"
+stop_rc=0
+stop_chatd "$ipid" || stop_rc=$?
+[ $stop_rc -eq 0 ] || fail "the idle-memory chatd exited with $stop_rc on SIGTERM (want 0)"
+[ $rc -eq 0 ] || fail "idle-memory test failed"
 say "all attacks bounded"
