@@ -277,13 +277,18 @@ test('WS frames: ping gets a pong with the same payload (0, 1 and 125 bytes) (RF
 });
 
 test('WS frames: 16- and 64-bit payload lengths are read (a 64 KiB message is within the default limit)', async () => {
-    // a CONNECT padded by heart-beat EOLs in front to exactly 65536 bytes:
-    // the smallest message that needs the 64-bit length
+    // after CONNECT (before it, max_frame_preauth holds messages to 8 KiB): a
+    // BEGIN padded by heart-beat EOLs in front to exactly 65536 bytes, the
+    // smallest message that needs the 64-bit length
     const c = await wsRaw();
-    const frame = stompEncode('CONNECT', { 'accept-version': '1.2', host: HOST, login: a.loginId, passcode: a.token, 'heart-beat': '0,0' });
-    c.send(OP.text, Buffer.concat([Buffer.alloc(65536 - frame.length, 0x0a), frame]));
+    c.send(OP.text, stompEncode('CONNECT', { 'accept-version': '1.2', host: HOST, login: a.loginId, passcode: a.token, 'heart-beat': '0,0' }));
     const f = await c.nextStomp((x) => x.command === 'CONNECTED' || x.command === 'ERROR');
     assert.equal(f.command, 'CONNECTED');
+    const frame = stompEncode('BEGIN', { transaction: 'len64', receipt: 'len64' });
+    c.send(OP.text, Buffer.concat([Buffer.alloc(65536 - frame.length, 0x0a), frame]));
+    const r64 = await c.nextStomp((x) => x.command === 'RECEIPT' || x.command === 'ERROR');
+    assert.equal(r64.command, 'RECEIPT');
+    assert.equal(r64.headers['receipt-id'], 'len64');
     c.send(OP.text, Buffer.alloc(1000, 0x0a));
     c.send(OP.ping, 'still');
     await c.waitFrame((x) => x.opcode === OP.pong, 3000, 'pong after a 16-bit frame');
