@@ -523,11 +523,14 @@ static void con_persisted(void *arg, chatd_status st, const char *reason)
 
 /* --------------------------------------------------------------- fan-out */
 
-/* CHAT: the room and both members' sides; READ: the reader's side only. */
+/* CHAT: the room and both members' sides; READ: the reader's side only.
+ * The counters are added once per message (a lookup by name each), not once
+ * per destination. */
 static void fan_out(pipeline *p, chatd_msg *msg)
 {
     char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + CHATD_ROOM_ID_MAX];
     int64_t low, high;
+    size_t ndest = 1;
     msg_room_members(msg, &low, &high);
     if (msg_kind(msg) == CHATD_MSG_CHAT) {
         snprintf(dest, sizeof(dest), CHATD_DEST_ROOM_PREFIX "%s", msg_room(msg));
@@ -536,10 +539,12 @@ static void fan_out(pipeline *p, chatd_msg *msg)
         deliver_all(p, dest, msg);
         snprintf(dest, sizeof(dest), CHATD_DEST_SIDE_PREFIX "%" PRId64, high);
         deliver_all(p, dest, msg);
+        ndest = 3;
     } else {
         snprintf(dest, sizeof(dest), CHATD_DEST_SIDE_PREFIX "%" PRId64, msg_writer_id(msg));
         deliver_all(p, dest, msg);
     }
+    metrics_counter_add(p->core->metrics, "chatd_deliveries_total", "core", ndest * p->ntransports);
     metrics_counter_add(p->core->metrics, "chatd_messages_fanned_out_total", "core", 1);
 }
 
@@ -549,7 +554,6 @@ static void deliver_all(pipeline *p, const char *dest, chatd_msg *msg)
         chatd_ctx *t = p->transports[i];
         if (t->started) t->plugin->ops.transport.deliver(t->inst, dest, msg);
     }
-    metrics_counter_add(p->core->metrics, "chatd_deliveries_total", "core", p->ntransports);
 }
 
 /* The queue's done(): CHATD_OK lets it commit the offset. */

@@ -1,9 +1,10 @@
 /*
  * subs.c - STOMP subscriptions of transport-ws and the fan-out: a table of
  * destinations ("/sub/chat/room/1&2", "/sub/chat/side/7") each with its list
- * of subscriptions, and deliver, which encodes a message once and shares the
- * body by reference among every subscriber's output buffer. A subscriber
- * whose output is over max_outbuf is disconnected as a slow reader.
+ * of subscriptions, and deliver, which formats a message's MESSAGE frame once
+ * (all but the subscription and ack headers) and shares it by reference
+ * among every subscriber's output buffer. A subscriber whose output is over
+ * max_outbuf is disconnected as a slow reader.
  */
 #include "config.h"
 
@@ -102,90 +103,104 @@ void tw_subs_drop_conn(tw_conn *c)
     }
 }
 
-/* One encoded body shared by reference by every subscriber's output buffer:
- * the message reference is dropped when the last buffer releases it. */
-struct shared_body {
-    const chatd_api *api;
-    chatd_msg *msg;
+/* What every subscriber's MESSAGE frame of one message shares, formatted
+ * once: every header but `subscription` and `ack`, the blank line, the body
+ * and its NUL. Each subscriber's output refers to it (no copy); it is freed
+ * when the last one has written it. */
+struct shared_frame {
     size_t refs;
+    size_t len;
+    char data[];
 };
 
-static void shared_body_release(struct shared_body *b)
+static void frame_release(struct shared_frame *f)
 {
-    if (--b->refs == 0) {
-        b->api->msg_unref(b->msg);
-        free(b);
-    }
+    if (--f->refs == 0) free(f);
 }
 
-static void body_cleanup(const void *data, size_t len, void *extra)
+static void frame_cleanup(const void *data, size_t len, void *extra)
 {
     (void)data;
     (void)len;
-    shared_body_release(extra);
+    frame_release(extra);
 }
 
-/* Queue one MESSAGE frame of `s` (id, cursor, body shared through b).
- * Returns 0, or -1 when the output is over max_outbuf or out of memory. */
-static int sub_frame(tw_sub *s, uint64_t id, const char *cursor, const char *json, size_t jlen,
-                     struct shared_body *b)
+static struct shared_frame *frame_new(tw_server *srv, const char *dest, chatd_msg *msg, uint64_t id,
+                                      const char *cursor)
+{
+    size_t jlen = 0;
+    const char *json = srv->api->msg_json(msg, &jlen);
+    if (!json) {
+        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "no JSON for message %" PRIu64 " (out of memory)",
+                      id);
+        return NULL;
+    }
+    static const char fmt[] = "destination:%s\nmessage-id:%" PRIu64 "\ncursor:%s\n"
+                              "content-type:application/json\ncontent-length:%zu\n\n";
+    size_t cap = sizeof(fmt) + strlen(dest) + strlen(cursor) + 2 * 20 + jlen + 1;
+    struct shared_frame *f = malloc(sizeof(*f) + cap);
+    int hl = f ? snprintf(f->data, cap, fmt, dest, id, cursor, jlen) : -1;
+    if (hl < 0 || (size_t)hl + jlen + 1 > cap) {
+        free(f);
+        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "out of memory delivering message %" PRIu64, id);
+        return NULL;
+    }
+    memcpy(f->data + hl, json, jlen);
+    f->data[(size_t)hl + jlen] = '\0';
+    f->len = (size_t)hl + jlen + 1;
+    f->refs = 1;
+    return f;
+}
+
+/* Queue the MESSAGE frame of `s`: its WebSocket header, command,
+ * subscription and ack headers (the only bytes of its own), then the shared
+ * part by reference, handed to the output in one piece. Returns 0, or -1
+ * when out of memory. */
+static int sub_queue(tw_sub *s, struct shared_frame *f, uint64_t id, int64_t now)
 {
     tw_conn *c = s->c;
-    char sid[2 * TW_MAX_ID + 1], hbuf[1024], ackh[64] = "";
-    stomp_escape(sid, sizeof(sid), s->id, c->version);
+    static const char cmd[] = "MESSAGE\nsubscription:";
+    char buf[10 + sizeof(cmd) + 2 * TW_MAX_ID + 64], *p = buf + 10;
+    size_t n = sizeof(cmd) - 1;
+    memcpy(p, cmd, n);
+    size_t el = stomp_escape(p + n, 2 * TW_MAX_ID + 1, s->id, c->version);
+    if (el > 2 * TW_MAX_ID) return 0; /* cannot happen: ids are at most TW_MAX_ID */
+    n += el;
+    p[n++] = '\n';
     if (s->ack != TW_ACK_AUTO)
-        snprintf(ackh, sizeof(ackh), "ack:%" PRIu64 "-%" PRIu64 "\n", id, ++c->ack_serial);
-    int hl = snprintf(hbuf, sizeof(hbuf),
-                      "MESSAGE\ndestination:%s\nmessage-id:%" PRIu64 "\nsubscription:%s\n"
-                      "cursor:%s\ncontent-type:application/json\ncontent-length:%zu\n%s\n",
-                      s->d->name, id, sid, cursor, jlen, ackh);
-    if (hl < 0 || (size_t)hl >= sizeof(hbuf)) return 0; /* cannot happen: ids are bounded */
+        n += (size_t)snprintf(p + n, 64, "ack:%" PRIu64 "-%" PRIu64 "\n", id, ++c->ack_serial);
     uint8_t wh[10];
-    size_t whl = ws_frame_header(wh, WS_OP_TEXT, 1, (uint64_t)hl + jlen + 1);
-    struct evbuffer *out = tw_conn_out(c);
-    b->refs++;
-    if (evbuffer_add(out, wh, whl) != 0 || evbuffer_add(out, hbuf, (size_t)hl) != 0 ||
-        evbuffer_add_reference(out, json, jlen, body_cleanup, b) != 0) {
-        b->refs--;
+    size_t whl = ws_frame_header(wh, WS_OP_TEXT, 1, (uint64_t)(n + f->len));
+    memcpy(p - whl, wh, whl);
+    /* assembled aside: the output's callbacks (and the loop's lock they
+     * take) run once per frame, not once per piece */
+    struct evbuffer *tmp = c->srv->scratch;
+    if (!tmp && !(tmp = c->srv->scratch = evbuffer_new())) return -1;
+    if (evbuffer_add(tmp, p - whl, whl + n) != 0) return -1;
+    f->refs++;
+    if (evbuffer_add_reference(tmp, f->data, f->len, frame_cleanup, f) != 0) {
+        f->refs--;
+        evbuffer_drain(tmp, evbuffer_get_length(tmp));
         return -1;
     }
-    if (evbuffer_add(out, "", 1) != 0) return -1;
-    c->last_tx_ms = c->srv->api->now_ms();
+    if (evbuffer_add_buffer(tw_conn_out(c), tmp) != 0) {
+        evbuffer_drain(tmp, evbuffer_get_length(tmp)); /* releases the reference */
+        return -1;
+    }
+    c->last_tx_ms = now;
     return 0;
-}
-
-static struct shared_body *body_new(tw_server *srv, chatd_msg *msg, const char **json, size_t *jlen)
-{
-    *json = srv->api->msg_json(msg, jlen);
-    if (!*json) {
-        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "no JSON for message %" PRIu64 " (out of memory)",
-                      srv->api->msg_id(msg));
-        return NULL;
-    }
-    struct shared_body *b = malloc(sizeof(*b));
-    if (!b) {
-        srv->api->log(srv->ctx, CHATD_LOG_ERROR, "out of memory delivering message %" PRIu64,
-                      srv->api->msg_id(msg));
-        return NULL;
-    }
-    b->api = srv->api;
-    b->msg = srv->api->msg_ref(msg);
-    b->refs = 1;
-    return b;
 }
 
 int tw_sub_write(tw_sub *s, chatd_msg *msg)
 {
     tw_server *srv = s->c->srv;
-    const char *json;
-    size_t jlen;
     char cursor[TW_CURSOR_MAX];
     uint64_t id = srv->api->msg_id(msg);
     if (tw_cursor_make(s->d->name, id, cursor, sizeof(cursor)) != 0) return -1;
-    struct shared_body *b = body_new(srv, msg, &json, &jlen);
-    if (!b) return -1;
-    int rc = sub_frame(s, id, cursor, json, jlen, b);
-    shared_body_release(b);
+    struct shared_frame *f = frame_new(srv, s->d->name, msg, id, cursor);
+    if (!f) return -1;
+    int rc = sub_queue(s, f, id, srv->api->now_ms());
+    frame_release(f);
     if (rc == 0) srv->api->counter_add(srv->ctx, "chatd_ws_replayed_total", 1);
     return rc;
 }
@@ -196,13 +211,12 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
     struct lh_entry *e = lh_table_lookup_entry(srv->dests, destination);
     if (!e) return;
     tw_dest *d = (tw_dest *)lh_entry_v(e);
-    const char *json;
-    size_t jlen = 0;
     uint64_t id = srv->api->msg_id(msg);
     char cursor[TW_CURSOR_MAX];
     if (tw_cursor_make(d->name, id, cursor, sizeof(cursor)) != 0) return;
-    struct shared_body *b = body_new(srv, msg, &json, &jlen);
-    if (!b) return;
+    struct shared_frame *f = frame_new(srv, d->name, msg, id, cursor);
+    if (!f) return;
+    int64_t now = srv->api->now_ms();
     uint64_t sent = 0, nslow = 0;
     for (tw_sub *s = d->head; s; s = s->dnext) {
         tw_conn *c = s->c;
@@ -215,14 +229,14 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
             if (id <= s->last) continue;
             s->last = id;
         }
-        if (sub_frame(s, id, cursor, json, jlen, b) != 0 || tw_conn_over_limit(c)) {
+        if (sub_queue(s, f, id, now) != 0 || tw_conn_over_limit(c)) {
             c->slow = 1;
             nslow++;
             continue;
         }
         sent++;
     }
-    shared_body_release(b);
+    frame_release(f);
     /* close slow readers; closing unlinks their subscriptions (and may free
      * the destination), so look it up again each time */
     while (nslow > 0 && (e = lh_table_lookup_entry(srv->dests, destination)) != NULL) {

@@ -519,6 +519,7 @@ static void tw_destroy(void *inst)
     if (s->accept_timer) event_free(s->accept_timer);
     if (s->dests) lh_table_free(s->dests);
     if (s->ips) lh_table_free(s->ips);
+    if (s->scratch) evbuffer_free(s->scratch);
     if (s->ssl) SSL_CTX_free(s->ssl);
     for (size_t i = 0; i < s->norigins; i++)
         free(s->origins[i]);

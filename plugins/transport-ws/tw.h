@@ -68,6 +68,7 @@ struct tw_server {
     struct event *stop_timer;
     struct event *accept_timer; /* resumes accepting after EMFILE */
     uint64_t serial;
+    struct evbuffer *scratch; /* a MESSAGE frame assembled before it is queued (subs.c) */
 };
 
 enum { TW_MODE_HTTP = 0, TW_MODE_WS = 1 };
