@@ -101,6 +101,7 @@ typedef struct pg_req {
      * position of each prepare's result among all of its results, its slot */
     int nsent, npos, nprep, nprep_seen;
     int prep_at[PG_REQ_PREPS_MAX], prep_slot[PG_REQ_PREPS_MAX];
+    unsigned prep_failed; /* bit k: prepare k did not succeed (its statement may not exist) */
 } pg_req;
 
 /* A statement prepared on the current connection, by its SQL text. */
@@ -193,7 +194,8 @@ void on_kick(evutil_socket_t fd, short what, void *arg);
 
 /* pg_sql.c: put the queries of r on the connection, then a sync. 0 on failure. */
 int req_send(pg_store *st, pg_req *r);
-/* r failed: the statements it prepared may not exist; prepare them again. */
+/* r failed: the statements whose prepare failed do not exist; prepare them again
+ * (a statement prepared fine stays: a failed execution does not drop it). */
 void stmts_forget(pg_store *st, pg_req *r);
 
 /* pg_batch.c */

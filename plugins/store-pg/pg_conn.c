@@ -334,6 +334,7 @@ static int read_results(pg_store *st)
         /* the result of a prepare sent ahead of a query, or of a query */
         int prep = r->nprep_seen < r->nprep && r->prep_at[r->nprep_seen] == r->npos;
         r->npos++;
+        if (prep && s != PGRES_COMMAND_OK) r->prep_failed |= 1u << r->nprep_seen;
         if (prep) r->nprep_seen++;
         if (s == PGRES_TUPLES_OK || s == PGRES_COMMAND_OK) {
             if (!prep && r->nres == r->main_q && !r->res) {

@@ -264,7 +264,8 @@ static int stmt_slot(pg_store *st, const char *sql)
 void stmts_forget(pg_store *st, pg_req *r)
 {
     for (int k = 0; k < r->nprep; k++)
-        if (r->prep_slot[k] < (int)st->nstmts) st->stmts[r->prep_slot[k]].ready = 0;
+        if ((r->prep_failed & (1u << k)) && r->prep_slot[k] < (int)st->nstmts)
+            st->stmts[r->prep_slot[k]].ready = 0;
 }
 
 /* Execute sql (static text) as a prepared statement of this connection:

@@ -121,6 +121,12 @@ void test_member_page(void **state)
         ids[i] = m.id;
         if (i > 0) assert_true(ids[i] > ids[i - 1]);
     }
+    /* first, a prefix that is not UTF-8 (a client's q=%FF), again and
+     * again: no member or refused, and the store still pages afterwards */
+    for (int i = 0; i < 3; i++) {
+        chatd_status st = st_member_page(0, "\xff\xfe", 8, rows, 8, &n);
+        assert_true(st == CHATD_ERR_INVALID || (st == CHATD_OK && n == 0));
+    }
     /* by login id prefix, in upper case, pages of 3 then 2 then none */
     snprintf(q, sizeof(q), "MP%s-", g_run);
     for (char *c = q; *c; c++)
