@@ -491,6 +491,7 @@ void core_free(core *c)
     }
     if (c->stopper) { /* forced stop: the phase never finished */
         stopper *s = c->stopper;
+        nodes_release_cancel(c); /* a release answered by the store's destroy must not resume s */
         for (size_t i = 0; i < s->nwaits; i++)
             if (s->waits[i].comp && !s->waits[i].done) completion_abandon(s->waits[i].comp);
         event_free(s->timer);

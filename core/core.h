@@ -509,6 +509,8 @@ void nodes_stop(core *c);
  *  still running): 1 when done(arg) will be called once the store answered
  *  (or after node_lease ms), 0 when there is nothing to wait for. */
 int nodes_release(core *c, void (*done)(void *arg), void *arg);
+/** A forced stop ends the wait: done will not be called (its arg is freed). */
+void nodes_release_cancel(core *c);
 /** Free the lease; after the store is destroyed. */
 void nodes_free(core *c);
 

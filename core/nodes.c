@@ -305,6 +305,7 @@ static void lease_release_send(lease *L)
     L->release_wanted = false;
     L->release_sent = true;
     L->busy = true;
+    log_msg(CHATD_LOG_DEBUG, NULL, "node %u: releasing the lease", (unsigned)L->node_id);
     ops->node_claim(L->c->store->inst, L->node_id, L->holder, 1, last > now ? last : now,
                     lease_released, L);
 }
@@ -330,6 +331,11 @@ int nodes_release(core *c, void (*done)(void *arg), void *arg)
     L->release_done = done;
     L->release_arg = arg;
     return 1;
+}
+
+void nodes_release_cancel(core *c)
+{
+    if (c->lease) c->lease->release_done = NULL;
 }
 
 void nodes_stop(core *c)

@@ -2,7 +2,8 @@
 # tests/suites/10-core.sh - the daemon as a program: config check (-t) of the
 # shipped config, refusal of a bad config with FILE:LINE, bad --set values,
 # -V/-h, a start with the default config on a free port and a temporary data
-# path, SIGHUP, a graceful stop on SIGTERM with exit 0, and `make distcheck`.
+# path, SIGHUP, a graceful stop on SIGTERM with exit 0, a second SIGTERM while
+# the stop waits for the store (exit 1, no crash), and `make distcheck`.
 # Under ./quickstart.sh test the daemon is the ASan/UBSan build: a leak or any
 # other report (also on a refused config) changes an exit code or fails a check.
 set -euo pipefail
@@ -84,6 +85,42 @@ check "SIGTERM: graceful stop with exit 0" test "$rc" -eq 0
 if sanitizer_report "$CHATD_OUT/core-default.log"; then not_ok "a sanitizer report in the log"; else ok "no sanitizer report in the log"; fi
 check "stop is logged" grep -q "\[core\] stopped" "$CHATD_OUT/core-default.log"
 check "the store file was created" test -s "$tmp/data/chatd.db"
+
+# 4b. a second SIGTERM while the node lease's release waits for the store
+# (another process holds SQLite's write lock): a stop without waiting, exit 1,
+# and nothing left to run on what the forced stop freed
+port=$(free_port)
+start_chatd core-forced etc/chatd.conf --set "ws.listen=127.0.0.1:$port" \
+    --set "store.path=$tmp/forced/chatd.db" --set store.busy_timeout_ms=3000 \
+    --set chatd.log_level=debug
+pid=$CHATD_PID
+flog=$CHATD_OUT/core-forced.log
+if wait_port "$port" 20; then
+    coproc locker { python3 -c 'import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+c.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()' "$tmp/forced/chatd.db"; }
+    lpid=$locker_PID
+    read -r -t 30 line <&"${locker[0]}" || line=
+    check "another process holds the store's write lock" test "$line" = locked
+    kill -TERM "$pid"
+    check "the stop releases the node lease" wait_log "$flog" "releasing the lease" 20
+    kill -TERM "$pid"
+    rc=0
+    (sleep 30; kill -KILL "$pid" 2>/dev/null) &
+    watchdog=$!
+    wait "$pid" || rc=$?
+    kill "$watchdog" 2>/dev/null || true
+    wait "$watchdog" 2>/dev/null || true
+    kill "$lpid" 2>/dev/null || true
+    wait "$lpid" 2>/dev/null || true
+    check "a second SIGTERM: stop without waiting, exit 1 (was $rc)" test "$rc" -eq 1
+    check "the second signal is logged" grep -q "again: stopping now" "$flog"
+    if sanitizer_report "$flog"; then not_ok "a sanitizer report in $flog"; else ok "no sanitizer report after the forced stop"; fi
+else
+    not_ok "chatd did not start (see $flog)"
+fi
 
 # 5. make distcheck in a scratch build directory
 if [ "${CHATD_SKIP_DISTCHECK:-0}" = 1 ]; then
