@@ -292,6 +292,13 @@ CHATD_OFFSET(chatd_api, member_page, 432);
 CHATD_SIZE_AT_LEAST(chatd_store_ops, 128);
 CHATD_OFFSET(chatd_store_ops, member_page, 120);
 
+/* order: one delivery order per room (message positions) */
+CHATD_SIZE_AT_LEAST(chatd_msg_fields, 88);
+CHATD_OFFSET(chatd_msg_fields, pos, 80);
+CHATD_SIZE_AT_LEAST(chatd_api, 456);
+CHATD_OFFSET(chatd_api, msg_pos, 440);
+CHATD_OFFSET(chatd_api, msg_set_pos, 448);
+
 /* ---- append asserts of ABI 1.5 here ------------------------------------ */
 
 int main(void)

@@ -567,6 +567,8 @@ static const chatd_api api = {
     .login2 = a_login2,
     .time_format = time_format_iso,
     .member_page = a_member_page,
+    .msg_pos = msg_pos,
+    .msg_set_pos = msg_set_pos,
 };
 
 const chatd_api *api_table(void)

@@ -204,6 +204,8 @@ const char *msg_writer(const chatd_msg *m);
 const char *msg_text(const chatd_msg *m, size_t *len);
 int64_t msg_time_ms(const chatd_msg *m);
 uint64_t msg_up_to(const chatd_msg *m);
+uint64_t msg_pos(const chatd_msg *m);
+chatd_status msg_set_pos(chatd_msg *m, uint64_t pos);
 /** The sender's idempotency key (CHAT only), NULL when none. */
 const char *msg_idem_key(const chatd_msg *m);
 /** Longest idempotency key, in characters. */

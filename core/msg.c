@@ -25,6 +25,7 @@ struct chatd_msg {
     bool mut; /* msg_set_text allowed (filter stage) */
     chatd_msg_kind kind;
     uint64_t id;
+    uint64_t pos; /* position in the room's order; 0: the id */
     uint64_t up_to;
     int64_t writer_id;
     int64_t time_ms;
@@ -157,6 +158,7 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
     atomic_init(&m->refs, 1);
     m->kind = f->kind;
     m->id = f->id;
+    m->pos = CHATD_HAS(chatd_msg_fields, f, pos) ? f->pos : 0;
     m->up_to = f->kind == CHATD_MSG_READ ? f->up_to : 0;
     m->writer_id = f->writer_id;
     m->time_ms = f->time_ms;
@@ -224,6 +226,16 @@ const char *msg_writer(const chatd_msg *m)
 int64_t msg_time_ms(const chatd_msg *m)
 {
     return m->time_ms;
+}
+uint64_t msg_pos(const chatd_msg *m)
+{
+    return m->pos ? m->pos : m->id;
+}
+chatd_status msg_set_pos(chatd_msg *m, uint64_t pos)
+{
+    if (!m || pos == 0 || atomic_load(&m->refs) != 1) return CHATD_ERR_INVALID;
+    m->pos = pos;
+    return CHATD_OK;
 }
 uint64_t msg_up_to(const chatd_msg *m)
 {

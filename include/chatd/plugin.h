@@ -73,7 +73,8 @@ extern "C" {
  *  .session_purge), node leases (chatd_store_ops.node_claim) and
  *  chatd_api.time_format.
  *  1.4 appended: paged member lists (chatd_store_ops.member_page,
- *  chatd_api.member_page). */
+ *  chatd_api.member_page); message positions, one delivery order per room
+ *  (chatd_msg_fields.pos, chatd_api.msg_pos and msg_set_pos). */
 #define CHATD_ABI_MAJOR 1
 #define CHATD_ABI_MINOR 4
 
@@ -202,7 +203,10 @@ typedef struct chatd_store_ops {
     void (*room_list)(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg);
 
     /** Up to `limit` CHAT messages of `room_id` (canonical, checked by the
-     *  core) with id < before (0: no bound), delivered oldest first;
+     *  core) with id < before (0: no bound), delivered oldest first (1.4:
+     *  by position, below the position of message `before`, and persist()
+     *  keeps chatd_api.msg_pos; the room summary's last message and read
+     *  mark are the ones of highest position);
      *  next_before is the smallest id returned when older messages exist,
      *  else 0. Messages built with msg_new; the callback borrows them (unref
      *  yours after it returns). The core never asks for more than
@@ -243,14 +247,16 @@ typedef struct chatd_store_ops {
     /* --- ABI 1.3: optional; the core checks `size` and NULL --------------- */
 
     /**
-     * Replay: up to `limit` messages with id > after, by id,
-     * oldest first. room_id (canonical, checked by the core) != NULL: the
-     * CHAT messages of that room (member_id 0). room_id NULL: the side stream
-     * of member_id: the CHAT messages of every room member_id has a summary
-     * of, and every READ event member_id published (so persist() of a READ
-     * keeps the event itself, not only the read mark). Messages built with
-     * msg_new (READ ones with up_to); borrowed by cb; next_before 0.
-     * cb: CHATD_OK n messages (n may be 0), or an error. Loop thread.
+     * Replay: up to `limit` messages after `after`, oldest first: for a
+     * room, position > after by position (chatd_api.msg_pos; 1.4: the store
+     * keeps each message's position and passes it back in
+     * chatd_msg_fields.pos; before 1.4 the id); for a side stream, which
+     * spans rooms whose positions need not compare, id > after by id. room_id (canonical, checked
+     * by the core) != NULL: the CHAT messages of that room (member_id 0). room_id NULL: the side
+     * stream of member_id: the CHAT messages of every room member_id has a summary of, and every
+     * READ event member_id published (so persist() of a READ keeps the event itself, not only the
+     * read mark). Messages built with msg_new (READ ones with up_to); borrowed by cb; next_before
+     * 0. cb: CHATD_OK n messages (n may be 0), or an error. Loop thread.
      */
     void (*replay)(void *inst, const char *room_id, int64_t member_id, uint64_t after,
                    unsigned limit, chatd_history_cb cb, void *arg);

@@ -355,8 +355,9 @@ typedef struct chatd_api {
 
     /** The messages of one stream after position `after`, oldest first,
      *  at most `limit` (0: CHATD_HISTORY_DEFAULT; clamped to
-     *  CHATD_HISTORY_MAX), for resume and forward paging. A message's
-     *  position is its id (docs/delivery.md: the order fan-out follows).
+     *  CHATD_HISTORY_MAX), for resume and forward paging: a room's by
+     *  position (msg_pos, 1.4; before 1.4 the id), a side stream's by id
+     *  (docs/delivery.md "Order").
      *  room != NULL: the CHAT messages of that room, which member_id must be
      *  in (statuses as history). room NULL: member_id's side stream, the CHAT
      *  messages of every room of member_id and member_id's own READ events.
@@ -412,6 +413,20 @@ typedef struct chatd_api {
      *  CHATD_ERR_INVALID limit 0 or after_id < 0; those of member_list. */
     void (*member_page)(chatd_ctx *ctx, int64_t after_id, const char *prefix, unsigned limit,
                         chatd_member_cb cb, void *arg);
+
+    /** The message's position: where it sits in its room's one delivery
+     *  order (docs/delivery.md, "Order"), which history, replay, unread
+     *  counts and read marks follow. Positions of one room increase in the
+     *  order its messages are delivered; positions of different rooms need
+     *  not be comparable. The id unless a queue set another (msg_set_pos) or
+     *  a store passed one back (chatd_msg_fields.pos). Any thread. */
+    uint64_t (*msg_pos)(const chatd_msg *msg);
+
+    /** Queues only: set the position of a message the queue made itself
+     *  (msg_from_json) and still holds the only reference to, before handing
+     *  it to consume(). Statuses: CHATD_OK; CHATD_ERR_INVALID pos 0, or the
+     *  message is shared or already published. Loop thread. */
+    chatd_status (*msg_set_pos)(chatd_msg *msg, uint64_t pos);
 } chatd_api;
 
 #endif /* CHATD_PLUGIN_API_H */

@@ -190,6 +190,12 @@ typedef struct chatd_msg_fields {
      *  (0x21-0x7e), or NULL. On publish the core refuses a malformed key
      *  (CHATD_ERR_INVALID); stores pass back the key they kept. Copied. */
     const char *idem_key;
+    /* --- ABI 1.4: read only when `size` covers the field ------------------ */
+    /** The message's position in its room's delivery order (see
+     *  chatd_api.msg_pos): 0 on publish and from queues (the position is
+     *  then the id until a queue sets it); stores pass back the position
+     *  they kept. */
+    uint64_t pos;
 } chatd_msg_fields;
 
 /* ---- Callbacks used by services and store queries -------------------- */

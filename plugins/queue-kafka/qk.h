@@ -37,6 +37,15 @@
 #define QK_CQ_RETRY_MS 1000  /* a failed committed-offsets lookup is asked again after */
 #define QK_FANOUT_TAIL 10000 /* fan-out starts this far before the end */
 
+/* A message's position (chatd_api.msg_pos) is where Kafka put it: bit 62
+ * set (above every id, so rows stored before positions existed, whose
+ * position is their id, stay first), the partition in bits 48-61, the offset
+ * in bits 0-47. A room is always on one partition (key = roomId), so its
+ * positions increase in offset order on every node. */
+#define QK_POS_FLAG (UINT64_C(1) << 62)
+#define QK_POS_PARTITIONS (1 << 14)
+#define QK_POS_OFFSETS (INT64_C(1) << 48)
+
 enum qk_role { QK_PRODUCER = 0, QK_PERSIST = 1, QK_FANOUT = 2, QK_NROLES = 3 };
 extern const char *const qk_role_name[QK_NROLES]; /* for log lines */
 
@@ -204,6 +213,9 @@ void *qk_cq_main(void *arg);
 void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts);
 void qk_cq_stop(struct qk *qk);
 
+/* qk_partitions.c: the position of (partition, offset) set on msg; 0, or -1
+ * when it does not fit (logged once; the message keeps its id as position) */
+int qk_set_pos(struct qk *qk, chatd_msg *msg, int32_t partition, int64_t offset);
 /* qk_partitions.c: the consumers' messages and the rebalance callback */
 void qk_persist_message(struct qk *qk, rd_kafka_message_t *m);
 void qk_fanout_message(struct qk *qk, rd_kafka_message_t *m);

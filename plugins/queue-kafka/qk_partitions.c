@@ -306,6 +306,21 @@ static void qk_refetch(struct qk *qk, int32_t partition, int64_t offset)
     }
 }
 
+int qk_set_pos(struct qk *qk, chatd_msg *msg, int32_t partition, int64_t offset)
+{
+    static int warned;
+    if (partition >= 0 && partition < QK_POS_PARTITIONS && offset >= 0 && offset < QK_POS_OFFSETS &&
+        qk->api->msg_set_pos(msg, QK_POS_FLAG | (uint64_t)partition << 48 | (uint64_t)offset) ==
+            CHATD_OK)
+        return 0;
+    if (!warned++)
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR,
+                     "%s[%" PRId32 "]@%" PRId64 " has no position (partitions beyond %d or "
+                     "offsets beyond 2^48 do not fit one); its room's order falls back to ids",
+                     qk->topic, partition, offset, QK_POS_PARTITIONS);
+    return -1;
+}
+
 void qk_persist_message(struct qk *qk, rd_kafka_message_t *m)
 {
     struct qk_track *t = NULL;
@@ -336,6 +351,7 @@ void qk_persist_message(struct qk *qk, rd_kafka_message_t *m)
         qk_pause_check(qk);
         return;
     }
+    qk_set_pos(qk, msg, m->partition, m->offset);
     e->msg = msg;
     qk->inflight++;
     qk->api->gauge_set(qk->ctx, "chatd_kafka_persist_inflight", qk->inflight);
@@ -378,6 +394,7 @@ void qk_fanout_message(struct qk *qk, rd_kafka_message_t *m)
         qk->api->counter_add(qk->ctx, "chatd_kafka_malformed_total", 1);
         return;
     }
+    qk_set_pos(qk, msg, m->partition, m->offset);
     /* persisted here first (and after what is already held, in order) */
     if ((qk_gated(qk, m->partition, m->offset) ||
          (m->partition < qk->nheld_parts && !TAILQ_EMPTY(&qk->held[m->partition]))) &&

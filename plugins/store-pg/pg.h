@@ -26,14 +26,14 @@
 #define PG_MAX_QUEUED_READS 4096          /* reads waiting for the first connection */
 #define PG_ADVISORY_KEY "109342543180800" /* arbitrary constant: the schema migration lock */
 #define PG_ERR_LEN 256
-#define PG_CHAT_PARAMS 8        /* arrays bound per run of CHAT messages of a batch (+ window) */
-#define PG_READ_PARAMS 6        /* arrays bound per run of READ events of a batch */
+#define PG_CHAT_PARAMS 9        /* arrays bound per run of CHAT messages of a batch (+ window) */
+#define PG_READ_PARAMS 7        /* arrays bound per run of READ events of a batch */
 #define PG_BATCH_MAX_LIMIT 8190 /* most messages of one batch */
 #define PG_STMTS_MAX 32         /* statements prepared on one connection */
 #define PG_REQ_PREPS_MAX 4      /* prepares sent ahead of one request's queries */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 7     /* the last entry of the migrations in pg_sql.c */
+#define PG_SCHEMA_VERSION 8     /* the last entry of the migrations in pg_sql.c */
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 

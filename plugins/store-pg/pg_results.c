@@ -157,6 +157,7 @@ static void deliver_history(pg_store *st, pg_req *r)
         f.text = PQgetvalue(res, row, 4);
         f.text_len = (size_t)PQgetlength(res, row, 4);
         f.time_ms = parse_i64(PQgetvalue(res, row, 5));
+        f.pos = parse_u64(PQgetvalue(res, row, 6));
         msgs[k] = st->api->msg_new(st->ctx, &f);
         if (!msgs[k]) {
             LOG(st, CHATD_LOG_ERROR,
@@ -179,7 +180,7 @@ static void deliver_history(pg_store *st, pg_req *r)
 }
 
 /* A message from row `row` of REQ_IDEM_GET / REQ_REPLAY: id, kind (1 chat,
- * 2 read), room, writer id, writer, text, time, up_to; `key` its key. */
+ * 2 read), room, writer id, writer, text, time, up_to, position; `key` its key. */
 static chatd_msg *stream_msg(pg_store *st, PGresult *res, int row, const char *key)
 {
     chatd_msg_fields f = {.size = sizeof(f), .idem_key = key};
@@ -192,6 +193,7 @@ static chatd_msg *stream_msg(pg_store *st, PGresult *res, int row, const char *k
     f.text_len = (size_t)PQgetlength(res, row, 5);
     f.time_ms = parse_i64(PQgetvalue(res, row, 6));
     f.up_to = parse_u64(PQgetvalue(res, row, 7));
+    f.pos = parse_u64(PQgetvalue(res, row, 8));
     chatd_msg *m = st->api->msg_new(st->ctx, &f);
     if (!m)
         LOG(st, CHATD_LOG_ERROR, "could not rebuild message %" PRIu64 " from the database", f.id);

@@ -141,12 +141,26 @@ static const char *const migration_v7[] = {
     NULL,
 };
 
+/* Version 8: positions, one delivery order per room (chatd_api.msg_pos);
+ * rows stored before keep their order: their position is their id. */
+static const char *const migration_v8[] = {
+    "ALTER TABLE messages ADD COLUMN pos bigint NOT NULL DEFAULT 0",
+    "UPDATE messages SET pos = id",
+    "CREATE INDEX messages_room_pos ON messages (room_id, pos)",
+    "ALTER TABLE reads ADD COLUMN pos bigint NOT NULL DEFAULT 0",
+    "UPDATE reads SET pos = id",
+    ("ALTER TABLE rooms ADD COLUMN last_pos bigint NOT NULL DEFAULT 0,"
+     " ADD COLUMN last_read_pos bigint NOT NULL DEFAULT 0"),
+    "UPDATE rooms SET last_pos = last_msg_id, last_read_pos = last_read_id",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
     {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4},
-    {5, migration_v5}, {6, migration_v6}, {7, migration_v7},
+    {5, migration_v5}, {6, migration_v6}, {7, migration_v7}, {8, migration_v8},
 };
 /* versions are 1..N in order, and the code knows N */
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
@@ -154,85 +168,97 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
 
 /* Room summaries of a run of CHAT messages: `input` rows are inserted
  * idempotently; only rows really inserted (RETURNING) feed the upsert of both
- * members' summaries. Per member and room: the newest inserted message becomes
- * the last one (if newer than the stored one); when the member wrote in the
- * batch, last_read_id moves up to their newest message and unread is recounted
+ * members' summaries. Per member and room: the inserted message of highest
+ * position (chatd_api.msg_pos, $9) becomes the last one (if past the stored
+ * one); when the member wrote in the batch, the read mark moves up to their
+ * newest message and unread is recounted
  * (the peer's messages after it, stored before or in this batch; the subqueries
  * on `messages` do not see this statement's own inserts, hence the two terms),
  * else unread grows by the peer's new messages after last_read_id.
- * Idempotency keys ($9: the window in ms): the first message of a
- * (writer, key) owns it, an owner older than the window is replaced; a
+ * Idempotency keys ($10: the window in ms): the first message of a
+ * (writer, key) in the room's order owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
  * it is written). */
 static const char sql_chat[] =
-    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key) AS ("
+    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key, pos) AS ("
     " SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
-    "  $6::bigint[], $7::bigint[], $8::text[])"
+    "  $6::bigint[], $7::bigint[], $8::text[], $9::bigint[])"
     "), claim AS ("
     " INSERT INTO idempotency AS d (member_id, idem_key, msg_id, created_ms)"
     " SELECT DISTINCT ON (writer_id, idem_key) writer_id, idem_key, id, created_ms FROM input"
-    " WHERE idem_key IS NOT NULL ORDER BY writer_id, idem_key, id"
+    " WHERE idem_key IS NOT NULL ORDER BY writer_id, idem_key, pos"
     " ON CONFLICT (member_id, idem_key) DO UPDATE SET msg_id = EXCLUDED.msg_id,"
-    "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - $9::bigint"
+    "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - $10::bigint"
     " RETURNING msg_id)"
     ", ins AS ("
-    " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms)"
-    " SELECT id, room_id, writer_id, writer, message, created_ms FROM input"
+    " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms, pos)"
+    " SELECT id, room_id, writer_id, writer, message, created_ms, pos FROM input"
     " WHERE (idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
     "  FROM idempotency o WHERE o.member_id = input.writer_id AND o.idem_key = input.idem_key"
     "  AND o.msg_id = input.id))"
     " AND chatd_check_id(id, room_id, writer_id, writer, message, created_ms)"
     " ON CONFLICT (id) DO NOTHING"
-    " RETURNING id, room_id, writer_id, message, created_ms"
+    " RETURNING id, room_id, writer_id, message, created_ms, pos"
     "), pairs AS ("
-    " SELECT i.id, i.room_id, i.writer_id, p.member_id, p.peer_id FROM ins i"
+    " SELECT i.id, i.pos, i.room_id, i.writer_id, p.member_id, p.peer_id FROM ins i"
     " JOIN (SELECT DISTINCT ON (id) id, peer_id FROM input) n ON n.id = i.id"
     " CROSS JOIN LATERAL (VALUES (i.writer_id, n.peer_id), (n.peer_id, i.writer_id))"
     "  AS p (member_id, peer_id)"
     "), agg AS ("
-    " SELECT member_id, room_id, min(peer_id) AS peer_id, max(id) AS last_id,"
-    "  coalesce(max(id) FILTER (WHERE writer_id = member_id), 0) AS mine"
+    " SELECT member_id, room_id, min(peer_id) AS peer_id, max(pos) AS last_pos,"
+    "  coalesce(max(pos) FILTER (WHERE writer_id = member_id), 0) AS mine"
     " FROM pairs GROUP BY member_id, room_id"
     ") INSERT INTO rooms AS r"
-    " (member_id, room_id, peer_id, last_msg_id, last_message, last_ms, unread, last_read_id)"
-    " SELECT a.member_id, a.room_id, a.peer_id, a.last_id, l.message, l.created_ms,"
+    " (member_id, room_id, peer_id, last_msg_id, last_message, last_ms, unread, last_read_id,"
+    "  last_pos, last_read_pos)"
+    " SELECT a.member_id, a.room_id, a.peer_id, l.id, l.message, l.created_ms,"
     "  (SELECT count(*) FROM pairs q WHERE q.member_id = a.member_id"
-    "   AND q.room_id = a.room_id AND q.writer_id <> a.member_id AND q.id > a.mine),"
-    "  a.mine"
-    " FROM agg a JOIN ins l ON l.id = a.last_id"
+    "   AND q.room_id = a.room_id AND q.writer_id <> a.member_id AND q.pos > a.mine),"
+    "  coalesce((SELECT w.id FROM ins w WHERE w.room_id = a.room_id AND w.pos = a.mine), 0),"
+    "  a.last_pos, a.mine"
+    " FROM agg a JOIN ins l ON l.room_id = a.room_id AND l.pos = a.last_pos"
     " ORDER BY a.member_id, a.room_id"
     " ON CONFLICT (member_id, room_id) DO UPDATE SET"
-    "  last_msg_id = GREATEST(r.last_msg_id, EXCLUDED.last_msg_id),"
-    "  last_message = CASE WHEN EXCLUDED.last_msg_id > r.last_msg_id"
+    "  last_msg_id = CASE WHEN EXCLUDED.last_pos > r.last_pos"
+    "   THEN EXCLUDED.last_msg_id ELSE r.last_msg_id END,"
+    "  last_message = CASE WHEN EXCLUDED.last_pos > r.last_pos"
     "   THEN EXCLUDED.last_message ELSE r.last_message END,"
-    "  last_ms = CASE WHEN EXCLUDED.last_msg_id > r.last_msg_id"
+    "  last_ms = CASE WHEN EXCLUDED.last_pos > r.last_pos"
     "   THEN EXCLUDED.last_ms ELSE r.last_ms END,"
-    "  unread = CASE WHEN EXCLUDED.last_read_id > 0 THEN"
+    "  last_pos = GREATEST(r.last_pos, EXCLUDED.last_pos),"
+    "  unread = CASE WHEN EXCLUDED.last_read_pos > 0 THEN"
     "   (SELECT count(*) FROM messages m WHERE m.room_id = r.room_id"
-    "    AND m.writer_id = r.peer_id AND m.id > GREATEST(r.last_read_id, EXCLUDED.last_read_id))"
+    "    AND m.writer_id = r.peer_id AND m.pos > GREATEST(r.last_read_pos, EXCLUDED.last_read_pos))"
     "   + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
-    "    AND q.writer_id = r.peer_id AND q.id > GREATEST(r.last_read_id, EXCLUDED.last_read_id))"
+    "    AND q.writer_id = r.peer_id AND q.pos > GREATEST(r.last_read_pos, EXCLUDED.last_read_pos))"
     "  ELSE r.unread + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
-    "   AND q.writer_id = r.peer_id AND q.id > r.last_read_id) END,"
-    "  last_read_id = GREATEST(r.last_read_id, EXCLUDED.last_read_id)";
+    "   AND q.writer_id = r.peer_id AND q.pos > r.last_read_pos) END,"
+    "  last_read_id = CASE WHEN EXCLUDED.last_read_pos > r.last_read_pos"
+    "   THEN EXCLUDED.last_read_id ELSE r.last_read_id END,"
+    "  last_read_pos = GREATEST(r.last_read_pos, EXCLUDED.last_read_pos)";
 
-/* A run of READ events: last_read_id = GREATEST(old, up_to), unread recounted
- * as the peer's messages after it. Like store-sqlite, a read mark only updates
- * an existing summary (a room appears with its first message). */
+/* A run of READ events: the read mark moves to the message up_to names when
+ * its position is past the stored mark (positions, not ids, decide what is
+ * read), unread recounted as the peer's messages after it; a mark naming a
+ * message not stored changes nothing. Like store-sqlite, a read mark only
+ * updates an existing summary (a room appears with its first message). */
 static const char sql_read[] =
-    "WITH input (room_id, member_id, up_to, id, writer, created_ms) AS ("
+    "WITH input (room_id, member_id, up_to, id, writer, created_ms, pos) AS ("
     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],"
-    "  $6::bigint[])"
+    "  $6::bigint[], $7::bigint[])"
     "), kept AS ("
-    " INSERT INTO reads (id, member_id, writer, room_id, up_to, created_ms)"
-    " SELECT id, member_id, writer, room_id, up_to, created_ms FROM input"
+    " INSERT INTO reads (id, member_id, writer, room_id, up_to, created_ms, pos)"
+    " SELECT id, member_id, writer, room_id, up_to, created_ms, pos FROM input"
     " ON CONFLICT (id) DO NOTHING"
     "), rd AS ("
-    " SELECT room_id, member_id, max(up_to) AS up_to FROM input GROUP BY room_id, member_id"
+    " SELECT DISTINCT ON (i.room_id, i.member_id) i.room_id, i.member_id, m.id AS up_to,"
+    "  m.pos AS up_pos FROM input i JOIN messages m ON m.id = i.up_to AND m.room_id = i.room_id"
+    " ORDER BY i.room_id, i.member_id, m.pos DESC"
     ") UPDATE rooms AS r SET"
-    "  last_read_id = GREATEST(r.last_read_id, rd.up_to),"
+    "  last_read_id = CASE WHEN rd.up_pos > r.last_read_pos THEN rd.up_to ELSE r.last_read_id END,"
+    "  last_read_pos = GREATEST(r.last_read_pos, rd.up_pos),"
     "  unread = (SELECT count(*) FROM messages m WHERE m.room_id = r.room_id"
-    "   AND m.writer_id = r.peer_id AND m.id > GREATEST(r.last_read_id, rd.up_to))"
+    "   AND m.writer_id = r.peer_id AND m.pos > GREATEST(r.last_read_pos, rd.up_pos))"
     " FROM rd WHERE r.member_id = rd.member_id AND r.room_id = rd.room_id";
 
 #define MEMBER_COLS "id, login_id, name, pw_hash, created_ms"
@@ -385,8 +411,8 @@ static void pa_num_end(parr *a)
 static int send_run(pg_store *st, pg_pending *p, size_t run, chatd_msg_kind kind, pg_pending **next)
 {
     /* which parameters are text[] (binary), the others bigint[] (text) */
-    static const int chat_text[PG_CHAT_PARAMS] = {0, 1, 0, 1, 1, 0, 0, 1};
-    static const int read_text[PG_READ_PARAMS] = {1, 0, 0, 0, 1, 0};
+    static const int chat_text[PG_CHAT_PARAMS] = {0, 1, 0, 1, 1, 0, 0, 1, 0};
+    static const int read_text[PG_READ_PARAMS] = {1, 0, 0, 0, 1, 0, 0};
     const chatd_api *api = st->api;
     int chat = kind == CHATD_MSG_CHAT, np = chat ? PG_CHAT_PARAMS : PG_READ_PARAMS, ok = 0;
     const int *is_text = chat ? chat_text : read_text;
@@ -423,6 +449,7 @@ static int send_run(pg_store *st, pg_pending *p, size_t run, chatd_msg_kind kind
             pa_i64(&a[5], api->msg_time_ms(p->msg));
             pa_i64(&a[6], writer_id == low ? high : low);
             pa_text(&a[7], key, key ? strlen(key) : 0);
+            pa_num(&a[8], api->msg_pos(p->msg), 0);
         } else {
             pa_text(&a[0], room, strlen(room));
             pa_i64(&a[1], writer_id);
@@ -430,6 +457,7 @@ static int send_run(pg_store *st, pg_pending *p, size_t run, chatd_msg_kind kind
             pa_num(&a[3], id, 0);
             pa_text(&a[4], writer, strlen(writer));
             pa_i64(&a[5], api->msg_time_ms(p->msg));
+            pa_num(&a[6], api->msg_pos(p->msg), 0);
         }
     }
     *next = p;
@@ -440,7 +468,7 @@ static int send_run(pg_store *st, pg_pending *p, size_t run, chatd_msg_kind kind
         lens[k] = (int)a[k].len;
         fmts[k] = is_text[k];
     }
-    if (chat) { /* $9: the idempotency window */
+    if (chat) { /* $10: the idempotency window */
         snprintf(window, sizeof(window), "%lld", (long long)st->idem_window_ms);
         vals[np] = window;
         lens[np] = 0;
@@ -619,7 +647,7 @@ int req_send(pg_store *st, pg_req *r)
                     " coalesce(m.name, ''), r.last_msg_id, r.last_message, r.last_ms, r.unread,"
                     " r.last_read_id FROM rooms r LEFT JOIN members m ON m.id = r.peer_id"
                     " WHERE r.member_id = $1::bigint"
-                    " ORDER BY r.last_ms DESC, r.last_msg_id DESC, r.room_id LIMIT " PG_ROOMS_MAX,
+                    " ORDER BY r.last_ms DESC, r.last_pos DESC, r.room_id LIMIT " PG_ROOMS_MAX,
                     1, v, NULL, NULL);
         r->main_q = 0;
         break;
@@ -673,14 +701,15 @@ int req_send(pg_store *st, pg_req *r)
         v[1] = n0;
         v[2] = n2;
         ok = send_q(st,
-                    "SELECT id, room_id, writer_id, writer, message, created_ms"
-                    " FROM messages WHERE room_id = $1 AND id < $2::bigint"
-                    " ORDER BY id DESC LIMIT $3::bigint",
+                    "SELECT id, room_id, writer_id, writer, message, created_ms, pos"
+                    " FROM messages WHERE room_id = $1 AND pos < coalesce((SELECT b.pos"
+                    "  FROM messages b WHERE b.id = $2::bigint AND b.room_id = $1), $2::bigint)"
+                    " ORDER BY pos DESC LIMIT $3::bigint",
                     3, v, NULL, NULL);
         r->main_q = 0;
         break;
     case REQ_REPLAY: /* columns: id, kind (1 chat, 2 read), room, writer id, writer, text,
-                      * time, up_to */
+                      * time, up_to, position; a room by position, a side stream by id */
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
         snprintf(n2, sizeof(n2), "%" PRId64, r->i[2]);
@@ -689,26 +718,26 @@ int req_send(pg_store *st, pg_req *r)
             v[1] = n1;
             v[2] = n2;
             ok = send_q(st,
-                        "SELECT id, 1, room_id, writer_id, writer, message, created_ms, 0"
-                        " FROM messages WHERE room_id = $1 AND id > $2::bigint"
-                        " ORDER BY id LIMIT $3::bigint",
+                        "SELECT id, 1, room_id, writer_id, writer, message, created_ms, 0, pos"
+                        " FROM messages WHERE room_id = $1 AND pos > $2::bigint"
+                        " ORDER BY pos LIMIT $3::bigint",
                         3, v, NULL, NULL);
         } else {
             v[0] = n0;
             v[1] = n1;
             v[2] = n2;
-            ok =
-                send_q(st,
-                       "SELECT * FROM ("
-                       " SELECT m.id, 1 AS kind, m.room_id, m.writer_id, m.writer, m.message,"
-                       "  m.created_ms, 0::bigint AS up_to"
-                       " FROM rooms r JOIN messages m ON m.room_id = r.room_id"
-                       " WHERE r.member_id = $1::bigint AND m.id > $2::bigint"
-                       " UNION ALL"
-                       " SELECT id, 2, room_id, member_id, writer, '', created_ms, up_to FROM reads"
-                       " WHERE member_id = $1::bigint AND id > $2::bigint) s"
-                       " ORDER BY 1 LIMIT $3::bigint",
-                       3, v, NULL, NULL);
+            ok = send_q(st,
+                        "SELECT * FROM ("
+                        " SELECT m.id, 1 AS kind, m.room_id, m.writer_id, m.writer, m.message,"
+                        "  m.created_ms, 0::bigint AS up_to, m.pos"
+                        " FROM rooms r JOIN messages m ON m.room_id = r.room_id"
+                        " WHERE r.member_id = $1::bigint AND m.id > $2::bigint"
+                        " UNION ALL"
+                        " SELECT id, 2, room_id, member_id, writer, '', created_ms, up_to, pos"
+                        " FROM reads"
+                        " WHERE member_id = $1::bigint AND id > $2::bigint) s"
+                        " ORDER BY 1 LIMIT $3::bigint",
+                        3, v, NULL, NULL);
         }
         r->main_q = 0;
         break;
@@ -719,8 +748,8 @@ int req_send(pg_store *st, pg_req *r)
         v[1] = r->s[0];
         v[2] = n1;
         ok = send_q(st,
-                    "SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.message, m.created_ms, 0"
-                    " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
+                    "SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.message, m.created_ms, 0,"
+                    " m.pos FROM idempotency i JOIN messages m ON m.id = i.msg_id"
                     " WHERE i.member_id = $1::bigint AND i.idem_key = $2"
                     " AND i.created_ms >= $3::bigint",
                     3, v, NULL, NULL);

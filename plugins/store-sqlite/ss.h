@@ -92,7 +92,7 @@ typedef struct ss_job {
     chatd_msg *msg;
     chatd_completion *done;
     chatd_msg_kind mkind;
-    int64_t id, writer_id, peer_id, time_ms, up_to;
+    int64_t id, writer_id, peer_id, time_ms, up_to, pos;
     const char *room, *writer, *text;
     const char *idem_key; /* the sender's idempotency key, NULL when none */
     size_t text_len;

@@ -24,24 +24,30 @@ const char *const ss_rsql[R_COUNT] = {
     [R_ROOM_LIST] = "SELECT r.room_id, r.peer_id, m.login_id, m.name, r.last_msg_id,"
                     " r.last_message, r.last_ms, r.unread, r.last_read_id"
                     " FROM rooms r LEFT JOIN members m ON m.id = r.peer_id"
-                    " WHERE r.member_id = ?1 ORDER BY r.last_ms DESC, r.last_msg_id DESC"
+                    " WHERE r.member_id = ?1 ORDER BY r.last_ms DESC, r.last_pos DESC"
                     " LIMIT ?2",
-    [R_HISTORY] = "SELECT id, writer_id, writer, text, time_ms FROM messages"
-                  " WHERE room_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
-    [R_IDEM_GET] = "SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0"
+    /* below the position of message ?2 (a message not stored: position ?2) */
+    [R_HISTORY] = "SELECT id, writer_id, writer, text, time_ms, pos FROM messages"
+                  " WHERE room_id = ?1 AND pos < coalesce((SELECT pos FROM messages"
+                  "  WHERE id = ?2 AND room_id = ?1), ?2) ORDER BY pos DESC LIMIT ?3",
+    [R_IDEM_GET] = "SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0, m.pos"
                    " FROM idempotency i JOIN messages m ON m.id = i.msg_id"
                    " WHERE i.member_id = ?1 AND i.idem_key = ?2 AND i.time_ms >= ?3",
-    /* replay: kind 1 chat, 2 read; columns id, kind, room, writer_id, writer, text, time, up_to */
-    [R_REPLAY_ROOM] = "SELECT id, 1, room_id, writer_id, writer, text, time_ms, 0 FROM messages"
-                      " WHERE room_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-    [R_REPLAY_SIDE] = "SELECT * FROM ("
-                      " SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0"
-                      " FROM rooms r JOIN messages m ON m.room_id = r.room_id"
-                      " WHERE r.member_id = ?1 AND m.id > ?2"
-                      " UNION ALL"
-                      " SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to FROM reads"
-                      " WHERE member_id = ?1 AND id > ?2)"
-                      " ORDER BY 1 LIMIT ?3",
+    /* replay: kind 1 chat, 2 read; columns id, kind, room, writer_id, writer, text, time, up_to,
+     * position; a room by position, the side stream (which spans rooms, whose positions need
+     * not compare) by id */
+    [R_REPLAY_ROOM] =
+        "SELECT id, 1, room_id, writer_id, writer, text, time_ms, 0, pos FROM messages"
+        " WHERE room_id = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
+    [R_REPLAY_SIDE] =
+        "SELECT * FROM ("
+        " SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0,"
+        " m.pos FROM rooms r JOIN messages m ON m.room_id = r.room_id"
+        " WHERE r.member_id = ?1 AND m.id > ?2"
+        " UNION ALL"
+        " SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to, pos FROM reads"
+        " WHERE member_id = ?1 AND id > ?2)"
+        " ORDER BY 1 LIMIT ?3",
     /* member_list, member_page: by id (the primary key); q= through the NOCASE indexes of
      * login_id and name (migration 5 -> 6), a LIKE pattern of the prefix */
     [R_MEMBER_PAGE] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
@@ -278,6 +284,7 @@ static void ss_q_history(ss *s, ss_read *r)
         f.text = ss_col(NULL, st, 3);
         f.text_len = (size_t)sqlite3_column_bytes(st, 3);
         f.time_ms = sqlite3_column_int64(st, 4);
+        f.pos = (uint64_t)sqlite3_column_int64(st, 5);
         r->msgs[r->nmsgs] = api->msg_new(s->ctx, &f);
         if (!r->msgs[r->nmsgs]) {
             api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " of room %s",
@@ -316,6 +323,7 @@ static chatd_msg *ss_stream_msg(ss *s, sqlite3_stmt *st, const char *key)
     f.text_len = (size_t)sqlite3_column_bytes(st, 5);
     f.time_ms = sqlite3_column_int64(st, 6);
     f.up_to = (uint64_t)sqlite3_column_int64(st, 7);
+    f.pos = (uint64_t)sqlite3_column_int64(st, 8);
     chatd_msg *m = s->api->msg_new(s->ctx, &f);
     if (!m)
         s->api->log(s->ctx, CHATD_LOG_ERROR, "could not build message %" PRIu64 " (out of memory)",

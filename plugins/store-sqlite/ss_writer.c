@@ -35,41 +35,56 @@ const char *const ss_wsql[W_COUNT] = {
     [W_SAVEPOINT] = "SAVEPOINT job",
     [W_RELEASE] = "RELEASE job",
     [W_ROLLBACK_TO] = "ROLLBACK TO job",
-    [W_MSG_INSERT] = "INSERT OR IGNORE INTO messages(id, room_id, writer_id, writer, text, time_ms)"
-                     " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_MSG_INSERT] = "INSERT OR IGNORE INTO messages(id, room_id, writer_id, writer, text, time_ms,"
+                     " pos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     /* a row when the stored message of that id is this one */
     [W_MSG_SAME] = "SELECT 1 FROM messages WHERE id = ?1 AND room_id = ?2 AND writer_id = ?3"
                    " AND writer = ?4 AND text = ?5 AND time_ms = ?6",
-    /* writer: newest message, everything up to it read, unread recounted */
+    /* writer: newest message (by position), everything up to it read, unread
+     * recounted; ?7 the message's position */
     [W_ROOM_WRITER] =
         "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
-        " unread, last_read_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?4)"
+        " unread, last_read_id, last_pos, last_read_pos)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?4, ?7, ?7)"
         " ON CONFLICT(member_id, room_id) DO UPDATE SET"
-        " last_message = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        " last_message = CASE WHEN excluded.last_pos > rooms.last_pos"
         "   THEN excluded.last_message ELSE rooms.last_message END,"
-        " last_ms = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        " last_ms = CASE WHEN excluded.last_pos > rooms.last_pos"
         "   THEN excluded.last_ms ELSE rooms.last_ms END,"
-        " last_msg_id = max(rooms.last_msg_id, excluded.last_msg_id),"
-        " last_read_id = max(rooms.last_read_id, excluded.last_read_id),"
+        " last_msg_id = CASE WHEN excluded.last_pos > rooms.last_pos"
+        "   THEN excluded.last_msg_id ELSE rooms.last_msg_id END,"
+        " last_pos = max(rooms.last_pos, excluded.last_pos),"
+        " last_read_id = CASE WHEN excluded.last_read_pos > rooms.last_read_pos"
+        "   THEN excluded.last_read_id ELSE rooms.last_read_id END,"
+        " last_read_pos = max(rooms.last_read_pos, excluded.last_read_pos),"
         " unread = (SELECT count(*) FROM messages m WHERE m.room_id = excluded.room_id"
         "   AND m.writer_id = excluded.peer_id"
-        "   AND m.id > max(rooms.last_read_id, excluded.last_read_id))",
+        "   AND m.pos > max(rooms.last_read_pos, excluded.last_read_pos))",
     /* peer: newest message, one more unread unless already read past it */
     [W_ROOM_PEER] =
         "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
-        " unread, last_read_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1, 0)"
+        " unread, last_read_id, last_pos, last_read_pos)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1, 0, ?7, 0)"
         " ON CONFLICT(member_id, room_id) DO UPDATE SET"
-        " last_message = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        " last_message = CASE WHEN excluded.last_pos > rooms.last_pos"
         "   THEN excluded.last_message ELSE rooms.last_message END,"
-        " last_ms = CASE WHEN excluded.last_msg_id > rooms.last_msg_id"
+        " last_ms = CASE WHEN excluded.last_pos > rooms.last_pos"
         "   THEN excluded.last_ms ELSE rooms.last_ms END,"
-        " last_msg_id = max(rooms.last_msg_id, excluded.last_msg_id),"
-        " unread = rooms.unread + (excluded.last_msg_id > rooms.last_read_id)",
-    /* read mark: max semantics, unread recounted from the peer's messages */
-    [W_ROOM_READ] = "UPDATE rooms SET last_read_id = max(last_read_id, ?3),"
-                    " unread = (SELECT count(*) FROM messages m WHERE m.room_id = rooms.room_id"
-                    "   AND m.writer_id = rooms.peer_id AND m.id > max(rooms.last_read_id, ?3))"
-                    " WHERE member_id = ?1 AND room_id = ?2",
+        " last_msg_id = CASE WHEN excluded.last_pos > rooms.last_pos"
+        "   THEN excluded.last_msg_id ELSE rooms.last_msg_id END,"
+        " last_pos = max(rooms.last_pos, excluded.last_pos),"
+        " unread = rooms.unread + (excluded.last_pos > rooms.last_read_pos)",
+    /* read mark: the position of message up_to (?3) in the room, max
+     * semantics, unread recounted from the peer's messages after it; a mark
+     * naming a message the store does not hold changes nothing */
+    [W_ROOM_READ] =
+        "UPDATE rooms SET"
+        " last_read_id = CASE WHEN p.pos > rooms.last_read_pos THEN ?3 ELSE last_read_id END,"
+        " last_read_pos = max(last_read_pos, p.pos),"
+        " unread = (SELECT count(*) FROM messages m WHERE m.room_id = rooms.room_id"
+        "   AND m.writer_id = rooms.peer_id AND m.pos > max(rooms.last_read_pos, p.pos))"
+        " FROM (SELECT pos FROM messages WHERE id = ?3 AND room_id = ?2) AS p"
+        " WHERE member_id = ?1 AND room_id = ?2",
     [W_MEMBER_INSERT] = "INSERT INTO members(login_id, name, pw_hash, created_ms)"
                         " VALUES(?1, ?2, ?3, ?4)",
     [W_SESSION_PUT] = "INSERT OR REPLACE INTO sessions(token_hash, member_id, expires_ms)"
@@ -82,8 +97,8 @@ const char *const ss_wsql[W_COUNT] = {
                      " WHERE idempotency.time_ms < ?5",
     [W_IDEM_OWNER] = "SELECT msg_id FROM idempotency WHERE member_id = ?1 AND idem_key = ?2",
     [W_IDEM_PURGE] = "DELETE FROM idempotency WHERE time_ms < ?1",
-    [W_READ_INSERT] = "INSERT OR IGNORE INTO reads(id, member_id, writer, room_id, up_to, time_ms)"
-                      " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+    [W_READ_INSERT] = "INSERT OR IGNORE INTO reads(id, member_id, writer, room_id, up_to, time_ms,"
+                      " pos) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [W_SESSION_PURGE] = "DELETE FROM sessions WHERE expires_ms <= ?1",
     [W_DEAD_LETTER] = "INSERT INTO dead_letters(source, payload, reason, time_ms)"
                       " VALUES(?1, ?2, ?3, ?4)",
@@ -184,7 +199,7 @@ static chatd_status ss_idem_claim(ss *s, ss_job *j, int *dup)
     return CHATD_OK;
 }
 
-/* Bind ?1..?6 of W_MSG_INSERT / W_MSG_SAME to the message of j. */
+/* Bind ?1..?6 of W_MSG_INSERT / W_MSG_SAME (and the insert's position ?7) to the message of j. */
 static void ss_bind_msg(sqlite3_stmt *st, const ss_job *j)
 {
     sqlite3_bind_int64(st, 1, j->id);
@@ -193,6 +208,7 @@ static void ss_bind_msg(sqlite3_stmt *st, const ss_job *j)
     sqlite3_bind_text(st, 4, j->writer, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, j->time_ms);
+    if (sqlite3_bind_parameter_count(st) >= 7) sqlite3_bind_int64(st, 7, j->pos); /* insert */
 }
 
 /* The id of j is stored already: a redelivery of the same message is fine,
@@ -242,6 +258,7 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
         sqlite3_bind_text(st, 4, j->room, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, j->up_to);
         sqlite3_bind_int64(st, 6, j->time_ms);
+        sqlite3_bind_int64(st, 7, j->pos);
         return ss_wdone(s, W_READ_INSERT, "recording a read event");
     }
 
@@ -270,6 +287,7 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
         sqlite3_bind_int64(st, 4, j->id);
         sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 6, j->time_ms);
+        sqlite3_bind_int64(st, 7, j->pos);
         rc = ss_wstep(s, w);
         if (rc != SQLITE_DONE) {
             ss_wlog(s, "updating a room summary", rc);
@@ -696,6 +714,8 @@ chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done)
     j->idem_key = j->mkind == CHATD_MSG_CHAT ? api->msg_idem_key(msg) : NULL;
     j->up_to = (int64_t)(api->msg_up_to(msg) > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX
                                                                    : api->msg_up_to(msg));
+    j->pos = (int64_t)(api->msg_pos(msg) > (uint64_t)INT64_MAX ? (uint64_t)INT64_MAX
+                                                               : api->msg_pos(msg));
     ss_stage(s, j);
     return CHATD_ASYNC;
 }

@@ -6,8 +6,8 @@
  * Data model (schema version SS_SCHEMA_VERSION, kept in PRAGMA user_version
  * and upgraded at start by the ordered migration list below, in one
  * transaction): members, sessions, messages (idempotent insert by the 64-bit
- * id) and per-member room summaries (last message, its time, unread count,
- * last-read id), and the dead letters queues gave up on.
+ * id, ordered per room by their position) and per-member room summaries (last message, its time,
+ * unread count, last-read id), and the dead letters queues gave up on.
  *
  * Threads and connections: writes go through the writer thread with its own
  * connection (ss_writer.c: group commit, WAL, synchronous=FULL, so a
@@ -104,6 +104,16 @@ static const char *const ss_migrations[] = {
      * without case) searches these instead of every member */
     ("CREATE INDEX members_login_nocase ON members(login_id COLLATE NOCASE);"
      "CREATE INDEX members_name_nocase ON members(name COLLATE NOCASE);"),
+    /* 6 -> 7: positions, one delivery order per room (chatd_api.msg_pos);
+     * rows stored before keep their order: their position is their id */
+    ("ALTER TABLE messages ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE messages SET pos = id;"
+     "CREATE INDEX messages_room_pos ON messages(room_id, pos);"
+     "ALTER TABLE reads ADD COLUMN pos INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE reads SET pos = id;"
+     "ALTER TABLE rooms ADD COLUMN last_pos INTEGER NOT NULL DEFAULT 0;"
+     "ALTER TABLE rooms ADD COLUMN last_read_pos INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE rooms SET last_pos = last_msg_id, last_read_pos = last_read_id;"),
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 

@@ -434,7 +434,8 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
                 size_t jl = 0;
                 const char *j = api->msg_json(msgs[i], &jl);
                 if (!j || jl < 2 ||
-                    tw_cursor_make(dest, api->msg_id(msgs[i]), cur, sizeof(cur)) != 0) {
+                    tw_cursor_make(dest, tw_stream_pos(api, dest, msgs[i]), cur, sizeof(cur)) !=
+                        0) {
                     rc = -1;
                     break;
                 }

@@ -5,9 +5,11 @@
  * A cursor names one message's place in one destination's stream:
  *   /sub/chat/room/A&B  ->  "room.A-B.<position>"
  *   /sub/chat/side/M    ->  "side.M.<position>"
- * where the position is the message's id, the order in which this node's
- * fan-out delivers (queue-local: publish order; see the document for what
- * holds with several nodes). Every MESSAGE frame carries its cursor.
+ * where a room's position is the message's position (chatd_api.msg_pos: the
+ * id with queue-local, the Kafka partition and offset with queue-kafka, the
+ * same on every node) and the side stream's is the message's id (the side
+ * spans rooms, whose positions need not compare; see the document for what
+ * that means with several nodes). Every MESSAGE frame carries its cursor.
  *
  * resume-after: the subscription is registered first, so nothing published
  * from then on is missed; while it replays, live deliveries for it are held
@@ -63,6 +65,14 @@ static int cursor_prefix(const char *dest, char *out, size_t cap)
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
+uint64_t tw_stream_pos(const chatd_api *api, const char *dest, const chatd_msg *msg)
+{
+    if (strncmp(dest, CHATD_DEST_ROOM_PREFIX, sizeof(CHATD_DEST_ROOM_PREFIX) - 1) == 0 &&
+        api->size >= offsetof(chatd_api, msg_pos) + sizeof(api->msg_pos))
+        return api->msg_pos(msg);
+    return api->msg_id(msg);
+}
+
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap)
 {
     char pre[TW_CURSOR_MAX];
@@ -105,7 +115,7 @@ static void replay_free(struct tw_replay *r)
 /* Write msg to s unless its position was written already. */
 static int write_after(tw_sub *s, chatd_msg *msg)
 {
-    uint64_t id = s->c->srv->api->msg_id(msg);
+    uint64_t id = tw_stream_pos(s->c->srv->api, s->d->name, msg);
     if (id <= s->last) return 0;
     s->last = id;
     return tw_sub_write(s, msg);

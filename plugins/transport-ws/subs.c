@@ -196,7 +196,9 @@ int tw_sub_write(tw_sub *s, chatd_msg *msg)
     tw_server *srv = s->c->srv;
     char cursor[TW_CURSOR_MAX];
     uint64_t id = srv->api->msg_id(msg);
-    if (tw_cursor_make(s->d->name, id, cursor, sizeof(cursor)) != 0) return -1;
+    if (tw_cursor_make(s->d->name, tw_stream_pos(srv->api, s->d->name, msg), cursor,
+                       sizeof(cursor)) != 0)
+        return -1;
     struct shared_frame *f = frame_new(srv, s->d->name, msg, id, cursor);
     if (!f) return -1;
     int rc = sub_queue(s, f, id, srv->api->now_ms());
@@ -211,9 +213,9 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
     struct lh_entry *e = lh_table_lookup_entry(srv->dests, destination);
     if (!e) return;
     tw_dest *d = (tw_dest *)lh_entry_v(e);
-    uint64_t id = srv->api->msg_id(msg);
+    uint64_t id = srv->api->msg_id(msg), pos = tw_stream_pos(srv->api, d->name, msg);
     char cursor[TW_CURSOR_MAX];
-    if (tw_cursor_make(d->name, id, cursor, sizeof(cursor)) != 0) return;
+    if (tw_cursor_make(d->name, pos, cursor, sizeof(cursor)) != 0) return;
     struct shared_frame *f = frame_new(srv, d->name, msg, id, cursor);
     if (!f) return;
     int64_t now = srv->api->now_ms();
@@ -226,8 +228,8 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
             continue;
         }
         if (s->resumed) { /* after a replay: each position once, in order */
-            if (id <= s->last) continue;
-            s->last = id;
+            if (pos <= s->last) continue;
+            s->last = pos;
         }
         if (sub_queue(s, f, id, now) != 0 || tw_conn_over_limit(c)) {
             c->slow = 1;

@@ -248,6 +248,9 @@ struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);
 
 /* resume.c: cursors and SUBSCRIBE resume-after (docs/delivery.md) */
 #define TW_CURSOR_MAX 96 /* a cursor with its NUL ("room.<a>-<b>.<id>") */
+/* Where msg sits in the stream of destination `dest`, the value its cursor
+ * names: a room's by position (chatd_api.msg_pos), a side stream's by id. */
+uint64_t tw_stream_pos(const chatd_api *api, const char *dest, const chatd_msg *msg);
 /* The cursor naming position `id` of destination `dest`; 0, or -1. */
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap);
 /* The position a cursor of destination `dest` names; 0, or -1 when it is

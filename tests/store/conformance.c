@@ -263,12 +263,19 @@ void room_of(int64_t a, int64_t b, char *buf, size_t n)
 chatd_msg *new_chat(uint64_t id, const char *room, int64_t writer_id, const char *writer,
                     const char *text, size_t len, int64_t time_ms)
 {
+    return new_chat_at(id, 0, room, writer_id, writer, text, len, time_ms);
+}
+
+chatd_msg *new_chat_at(uint64_t id, uint64_t pos, const char *room, int64_t writer_id,
+                       const char *writer, const char *text, size_t len, int64_t time_ms)
+{
     chatd_msg_fields f;
     chatd_msg *m;
     memset(&f, 0, sizeof(f));
     f.size = sizeof(f);
     f.kind = CHATD_MSG_CHAT;
     f.id = id;
+    f.pos = pos;
     f.room_id = room;
     f.writer_id = writer_id;
     f.writer = writer;
@@ -445,6 +452,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_long_message),      cmocka_unit_test(test_durable_across_restart),
         cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
         cmocka_unit_test(test_dead_letter),       cmocka_unit_test(test_member_page),
+        cmocka_unit_test(test_positions),
     };
 
     g_self = argv[0];
