@@ -81,6 +81,20 @@ static const chatd_cfg_key core_keys[] = {
      .max = INT64_C(31536000),
      .help = "seconds a SEND's idempotency key is remembered (a retry within it is not stored "
              "again)"},
+    {.name = "idem_fanout_memory",
+     .type = CHATD_CFG_INT,
+     .default_value = "4096",
+     .min = 16,
+     .max = 10000000,
+     .help = "idempotency keys fan-out remembers, to drop a second copy of a key published by "
+             "two nodes at once"},
+    {.name = "idem_fanout_wait",
+     .type = CHATD_CFG_INT,
+     .default_value = "5000",
+     .min = 0,
+     .max = 600000,
+     .help = "ms the RECEIPT of a SEND with a key waits for this node's fan-out to see which copy "
+             "of the key came first (0: no wait)"},
     {.name = "login_fail_limit",
      .type = CHATD_CFG_INT,
      .default_value = "10",
@@ -631,6 +645,8 @@ int cfg_check_core(cfg *c)
     c->stop_timeout = core_int(s, "stop_timeout");
     c->auth_threads = core_int(s, "auth_threads");
     c->idempotency_window = core_int(s, "idempotency_window");
+    c->idem_fanout_memory = core_int(s, "idem_fanout_memory");
+    c->idem_fanout_wait = core_int(s, "idem_fanout_wait");
     c->login_fail_limit = core_int(s, "login_fail_limit");
     c->login_fail_window = core_int(s, "login_fail_window");
     c->register_limit = core_int(s, "register_limit");

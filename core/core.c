@@ -133,7 +133,8 @@ core *core_new(cfg *cf)
     c->metrics = metrics_new();
     c->members = members_new(c);
     c->idem = idem_new(c);
-    if (!c->metrics || !c->members || !c->idem || load_all(c) != 0 ||
+    c->idem_fanout = idem_fanout_new(c);
+    if (!c->metrics || !c->members || !c->idem || !c->idem_fanout || load_all(c) != 0 ||
         !(c->pipeline = pipeline_new(c))) {
         core_free(c);
         return NULL;
@@ -518,6 +519,7 @@ void core_free(core *c)
     post_free(&c->post);
     pipeline_free(c->pipeline);
     idem_free(c->idem);
+    idem_fanout_free(c->idem_fanout);
     members_free(c->members);
     metrics_free(c->metrics);
     completion_cleanup(c);

@@ -93,6 +93,8 @@ typedef struct cfg {
     int64_t auth_threads;      /**< password hashing threads */
 
     int64_t idempotency_window;     /**< seconds a SEND's idempotency key is remembered */
+    int64_t idem_fanout_memory;     /**< keys fan-out remembers to drop second copies */
+    int64_t idem_fanout_wait;       /**< ms a keyed RECEIPT waits for the local fan-out */
     int64_t login_fail_limit;       /**< failed logins per login id / address per window; 0 off */
     int64_t login_fail_window;      /**< seconds */
     int64_t register_limit;         /**< registrations per address per window; 0 off */
@@ -345,6 +347,13 @@ size_t pipeline_pending(const pipeline *p);
 
 typedef struct idem idem;
 typedef struct idem_entry idem_entry;
+/** A (member, idempotency key): the first member of the entries idem.c and
+ *  idem_fanout.c keep in their tsearch trees, ordered by idem_who_cmp. */
+typedef struct idem_who {
+    int64_t member_id;
+    char key[IDEM_KEY_MAX + 1];
+} idem_who;
+int idem_who_cmp(const void *a, const void *b);
 /** Reason given with CHATD_ERR_EXISTS to a publish answered by its original. */
 #define IDEM_REPLAY_REASON "already published with this idempotency key"
 
@@ -367,6 +376,23 @@ typedef void (*idem_lookup_cb)(void *arg, chatd_status st, chatd_msg *orig);
  *  idempotency window before now_ms. */
 void idem_lookup(core *c, int64_t member_id, const char *key, int64_t now_ms, idem_lookup_cb cb,
                  void *arg);
+
+/* ---------------------------------------------------------- idem_fanout.c */
+
+typedef struct idem_fanout idem_fanout;
+idem_fanout *idem_fanout_new(core *c);
+/** At shutdown: waiting publishes are dropped. */
+void idem_fanout_free(idem_fanout *f);
+/** Fan-out of msg: false when it is a second copy of its (member, key)
+ *  within the window (do not deliver it), else true (remembered). */
+bool idem_admit(core *c, chatd_msg *msg);
+/** Result of idem_settle: the first copy fanned out (borrowed; msg itself
+ *  when it was first), or NULL when it is not known. */
+typedef void (*idem_settle_cb)(void *arg, chatd_msg *first);
+/** A keyed msg the queue reported durable: cb once this node's fan-out has
+ *  seen the first copy of its key, or after idem_fanout_wait ms with NULL.
+ *  cb may run before idem_settle returns. */
+void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg);
 
 /* ------------------------------------------------------------- throttle.c */
 
@@ -489,6 +515,7 @@ struct core {
     members *members;
     pipeline *pipeline;
     idem *idem;
+    idem_fanout *idem_fanout;
     auth *auth;
     auth_watch *auth_watch;
     void *completions; /**< completion.c state */

@@ -34,8 +34,7 @@ typedef struct idem_wait {
 } idem_wait;
 
 struct idem_entry {
-    int64_t member_id;
-    char key[IDEM_KEY_MAX + 1];
+    idem_who who;
     idem_wait *head, *tail; /* later publishes with the same key, in order */
 };
 
@@ -45,9 +44,9 @@ struct idem {
     bool no_store_logged;
 };
 
-static int by_member_key(const void *a, const void *b)
+int idem_who_cmp(const void *a, const void *b)
 {
-    const idem_entry *x = a, *y = b;
+    const idem_who *x = a, *y = b;
     if (x->member_id != y->member_id) return x->member_id < y->member_id ? -1 : 1;
     return strcmp(x->key, y->key);
 }
@@ -79,9 +78,9 @@ void idem_free(idem *d)
 
 static idem_entry *find(idem *d, int64_t member_id, const char *key)
 {
-    idem_entry probe = {.member_id = member_id};
-    snprintf(probe.key, sizeof(probe.key), "%s", key);
-    idem_entry **found = tfind(&probe, &d->tree, by_member_key);
+    idem_entry probe = {.who.member_id = member_id};
+    snprintf(probe.who.key, sizeof(probe.who.key), "%s", key);
+    idem_entry **found = tfind(&probe, &d->tree, idem_who_cmp);
     return found ? *found : NULL;
 }
 
@@ -109,9 +108,9 @@ idem_entry *idem_begin(core *c, int64_t member_id, const char *key)
 {
     idem_entry *e = calloc(1, sizeof(*e));
     if (!e) return NULL;
-    e->member_id = member_id;
-    snprintf(e->key, sizeof(e->key), "%s", key);
-    if (!tsearch(e, &c->idem->tree, by_member_key)) {
+    e->who.member_id = member_id;
+    snprintf(e->who.key, sizeof(e->who.key), "%s", key);
+    if (!tsearch(e, &c->idem->tree, idem_who_cmp)) {
         free(e);
         return NULL;
     }
@@ -121,7 +120,7 @@ idem_entry *idem_begin(core *c, int64_t member_id, const char *key)
 void idem_end(core *c, idem_entry *e, chatd_status st, const char *reason, chatd_msg *msg)
 {
     if (!e) return;
-    tdelete(e, &c->idem->tree, by_member_key);
+    tdelete(e, &c->idem->tree, idem_who_cmp);
     /* a waiter's publish was the same message: for it the original exists */
     chatd_status wst = st == CHATD_OK && msg ? CHATD_ERR_EXISTS : st;
     const char *why = wst == CHATD_ERR_EXISTS ? IDEM_REPLAY_REASON : reason;

@@ -102,6 +102,7 @@ static void pub_filtered(void *arg, chatd_status st, const char *reason);
 /* enqueue */
 static void pub_enqueue(pub_req *r);
 static void pub_enqueued(void *arg, chatd_status st, const char *reason);
+static void pub_settled(void *arg, chatd_msg *first);
 static void pub_finish(pub_req *r, chatd_status st, const char *reason);
 /* consume, persist */
 static void con_persist(con_req *r);
@@ -397,7 +398,27 @@ static void pub_enqueued(void *arg, chatd_status st, const char *reason)
         log_msg(CHATD_LOG_WARN, r->core->queue->name,
                 "enqueue of message %" PRIu64 " failed: %s%s%s", msg_id(r->msg), api_status_str(st),
                 reason ? ": " : "", reason ? reason : "");
+    if (st == CHATD_OK && msg_idem_key(r->msg)) { /* which copy of the key came first? */
+        idem_settle(r->core, r->msg, pub_settled, r);
+        return;
+    }
     pub_finish(r, st, st == CHATD_OK ? NULL : (reason ? reason : "the queue failed"));
+}
+
+/* A keyed publish, durable: another node's copy of the key came first
+ * (idem_fanout.c), so the store keeps that one and this publish is answered
+ * with it; else with its own message. */
+static void pub_settled(void *arg, chatd_msg *first)
+{
+    pub_req *r = arg;
+    if (first && msg_id(first) != msg_id(r->msg)) {
+        msg_unref(r->msg);
+        r->msg = msg_ref(first);
+        r->replayed = true;
+        pub_finish(r, CHATD_ERR_EXISTS, IDEM_REPLAY_REASON);
+        return;
+    }
+    pub_finish(r, CHATD_OK, NULL);
 }
 
 /* The publisher's callback: the transport's RECEIPT (or ERROR) comes from
@@ -528,6 +549,7 @@ static void con_persisted(void *arg, chatd_status st, const char *reason)
  * per destination. */
 static void fan_out(pipeline *p, chatd_msg *msg)
 {
+    if (!idem_admit(p->core, msg)) return; /* a second copy of its key: never stored */
     char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + CHATD_ROOM_ID_MAX];
     int64_t low, high;
     size_t ndest = 1;

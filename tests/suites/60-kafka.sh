@@ -13,6 +13,8 @@
 #      (tests/plugins/queue-kafka/topic-check.sh);
 #   5. one order per room with two nodes whose clocks differ by 5 s
 #      (tests/plugins/queue-kafka/order.mjs);
+#   6. on those nodes, one idempotency key sent to both at once: one message
+#      (tests/plugins/queue-kafka/idem-race.mjs);
 #   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
 #      0, -3 and +4 s off, connections cut at random, a node killed and
 #      restarted (tests/plugins/queue-kafka/chaos.sh); only with
@@ -272,6 +274,14 @@ else
     else
         fails+=("order")
         say "5. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
+    fi
+    say "6. the same idempotency key sent to both nodes at once"
+    if KAFKA_ORDER_NODES="${order_urls[*]}" KAFKA_PG="$(conninfo kafka_order)" \
+        timeout --kill-after=10 300 node "$CHATD_TOP/tests/plugins/queue-kafka/idem-race.mjs"; then
+        say "6. ok"
+    else
+        fails+=("idem-race")
+        say "6. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
     fi
     for i in 1 2; do
         pid=$(cat "$work/order$i.pid")

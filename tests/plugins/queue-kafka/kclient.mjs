@@ -121,8 +121,9 @@ export async function subscribe(client, destination) {
     return box;
 }
 
-/* publish a chat line; resolves {status: 'receipt'|'error'|'closed'|'timeout'} */
-export function publish(client, roomId, message, timeoutMs = 60000) {
+/* publish a chat line (with extra SEND headers); resolves {status:
+ * 'receipt'|'error'|'closed'|'timeout', frame} */
+export function publish(client, roomId, message, timeoutMs = 60000, headers = {}) {
     return new Promise((resolve) => {
         if (client.closed || !client.connected) {
             resolve({ status: 'closed' });
@@ -144,7 +145,7 @@ export function publish(client, roomId, message, timeoutMs = 60000) {
             client.publish({
                 destination: '/pub/chat/message',
                 body: JSON.stringify({ roomId, message }),
-                headers: { 'content-type': 'application/json', receipt },
+                headers: { 'content-type': 'application/json', receipt, ...headers },
             });
         } catch (e) {
             client.pending.delete(receipt);
