@@ -13,9 +13,9 @@
  *
  * resume-after: the subscription is registered first, so nothing published
  * from then on is missed; while it replays, live deliveries for it are held
- * (at most TW_RESUME_HOLD; past that they are dropped and the replay reads
+ * (at most replay_hold; past that they are dropped and the replay reads
  * one more page from the store, which has them: the core persists before it
- * fans out). Pages of TW_RESUME_PAGE come from chatd_api.replay; the next
+ * fans out). Pages of replay_page come from chatd_api.replay; the next
  * page is asked for only when the connection's output has drained to a
  * quarter of max_outbuf (bounded memory, and a resuming client is never
  * disconnected as slow). A short page with nothing dropped ends the replay:
@@ -34,9 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TW_RESUME_PAGE 100  /* messages per store page */
-#define TW_RESUME_HOLD 1024 /* live messages held per replaying subscription */
-
 struct tw_replay {
     tw_sub *s;     /* NULL once the subscription is gone */
     tw_conn *c;    /* referenced until the replay is freed */
@@ -44,8 +41,8 @@ struct tw_replay {
     int scheduled; /* run_cb is scheduled on the loop */
     int waiting;   /* waiting for the output to drain */
     int dropped;   /* held messages were dropped: one more page is needed */
-    chatd_msg *held[TW_RESUME_HOLD];
     size_t nheld;
+    chatd_msg *held[]; /* replay_hold of them */
 };
 
 /* "room.A-B." or "side.M." for a destination; 0, or -1 for another one. */
@@ -157,7 +154,7 @@ static void page_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n
             tw_conn_close(c); /* out of memory */
             return;
         }
-    if (n == TW_RESUME_PAGE || r->dropped) {
+    if (n == (size_t)c->srv->replay_page || r->dropped) {
         r->dropped = 0;
         if ((int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf / 4)
             r->waiting = 1; /* tw_resume_drained goes on */
@@ -192,8 +189,8 @@ static void run_cb(evutil_socket_t fd, short what, void *arg)
     int side = strncmp(s->d->name, CHATD_DEST_SIDE_PREFIX, sizeof(CHATD_DEST_SIDE_PREFIX) - 1) == 0;
     if (!side) snprintf(room, sizeof(room), "%s", s->d->name + sizeof(CHATD_DEST_ROOM_PREFIX) - 1);
     r->fetching = 1;
-    c->srv->api->replay(c->srv->ctx, c->member_id, side ? NULL : room, s->last, TW_RESUME_PAGE,
-                        page_cb, r);
+    c->srv->api->replay(c->srv->ctx, c->member_id, side ? NULL : room, s->last,
+                        (unsigned)c->srv->replay_page, page_cb, r);
 }
 
 static void schedule(struct tw_replay *r)
@@ -212,7 +209,8 @@ static void schedule(struct tw_replay *r)
 
 void tw_resume_begin(tw_sub *s, uint64_t after)
 {
-    struct tw_replay *r = calloc(1, sizeof(*r));
+    struct tw_replay *r =
+        calloc(1, sizeof(*r) + (size_t)s->c->srv->replay_hold * sizeof(r->held[0]));
     s->resumed = 1;
     s->last = after;
     if (!r) {
@@ -231,7 +229,7 @@ void tw_resume_hold(tw_sub *s, chatd_msg *msg)
 {
     struct tw_replay *r = s->replay;
     const chatd_api *api = s->c->srv->api;
-    if (r->nheld == TW_RESUME_HOLD) { /* the store has them: read one more page */
+    if (r->nheld == (size_t)s->c->srv->replay_hold) { /* the store has them: read one more page */
         for (size_t i = 0; i < r->nheld; i++)
             api->msg_unref(r->held[i]);
         r->nheld = 0;

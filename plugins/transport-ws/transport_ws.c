@@ -63,6 +63,10 @@ static const chatd_cfg_key tw_cfg_keys[] = {
     {"max_outbuf", CHATD_CFG_SIZE, "1m", 4096, (int64_t)1 << 32,
      "queued output per connection before a slow reader is disconnected"},
     {"max_subscriptions", CHATD_CFG_INT, "256", 1, 100000, "STOMP subscriptions per connection"},
+    {"replay_page", CHATD_CFG_INT, "100", 1, CHATD_HISTORY_MAX,
+     "messages per store page of a resume-after replay"},
+    {"replay_hold", CHATD_CFG_INT, "1024", 1, 65536,
+     "live messages held per resuming subscription (past that, one more store page is read)"},
     {"idle_timeout", CHATD_CFG_INT, "60", 1, 86400, "seconds an idle HTTP connection is kept"},
     {"ws_idle_timeout", CHATD_CFG_INT, "120", 5, 86400,
      "seconds without input before a WebSocket without heart-beats is closed"},
@@ -280,6 +284,8 @@ static chatd_status tw_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->max_body = cfg_int(api, ctx, "max_body");
     s->max_outbuf = cfg_int(api, ctx, "max_outbuf");
     s->max_subscriptions = cfg_int(api, ctx, "max_subscriptions");
+    s->replay_page = cfg_int(api, ctx, "replay_page");
+    s->replay_hold = cfg_int(api, ctx, "replay_hold");
     s->idle_timeout = cfg_int(api, ctx, "idle_timeout");
     s->ws_idle_timeout = cfg_int(api, ctx, "ws_idle_timeout");
     s->connect_timeout = cfg_int(api, ctx, "connect_timeout");

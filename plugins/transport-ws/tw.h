@@ -52,10 +52,10 @@ struct tw_server {
     SSL_CTX *ssl;
     int cookie_secure; /* the session cookie says Secure without TLS here */
     int64_t max_connections, max_frame, max_frame_preauth, max_headers, max_header_bytes,
-        max_request_line, max_body, max_outbuf, max_subscriptions, idle_timeout, ws_idle_timeout,
-        connect_timeout, hb_send, hb_recv, hb_min, hb_max, static_max, send_timeout,
-        request_timeout, tls_timeout, max_pipeline, max_per_member, max_per_ip, max_tx_bytes,
-        max_tx_age, rate_grace, page_limit, page_limit_max;
+        max_request_line, max_body, max_outbuf, max_subscriptions, replay_page, replay_hold,
+        idle_timeout, ws_idle_timeout, connect_timeout, hb_send, hb_recv, hb_min, hb_max,
+        static_max, send_timeout, request_timeout, tls_timeout, max_pipeline, max_per_member,
+        max_per_ip, max_tx_bytes, max_tx_age, rate_grace, page_limit, page_limit_max;
     /* state */
     struct evconnlistener *lis;
     struct evconnlistener *mlis; /* metrics_listen, NULL when not bound */
