@@ -36,6 +36,8 @@ def num(v):
 def fmt(v, unit=""):
     if v is None:
         return "-"
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}" + unit
     if abs(v) >= 100:
         s = f"{v:,.0f}"
     elif abs(v) >= 10:

@@ -7,7 +7,7 @@
 # of docs/benchmarks.md (plots under docs/img/). Timings are printed, never
 # asserted.
 #
-#   bench/run.sh                 full run (about 15 minutes on 2 cores)
+#   bench/run.sh                 full run (about 6-10 minutes on 2 cores)
 #   bench/run.sh --quick         small sizes, checks the machinery (~2 minutes)
 #   options: --targets "chatd chatd-pg chatd-kafka-pg rabbitmq"   which servers
 #            --no-doc            leave docs/benchmarks.md alone (report in the results dir)
