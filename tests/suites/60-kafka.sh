@@ -225,9 +225,12 @@ else
     say "4. FAILED"
 fi
 
-# The chaos test FAILS until resume is exact on every node of issue 12 (one
-# order per room from the Kafka offsets, and a resume that misses nothing the
-# store has not persisted yet): it runs only with CHATD_CHAOS3=1 until then.
+# The chaos test FAILS today, so it runs only with CHATD_CHAOS3=1: with one
+# order per room from the Kafka offsets (issue 12) the store and the history
+# pass, but a resume on a node that does not persist the room's partition
+# misses the messages its store has not got yet (the stream jumps at the
+# resume), and side cursors still name ids, not positions. Turn it on by
+# default when it passes.
 if [ "${CHATD_CHAOS3:-0}" = 1 ]; then
     say "chaos: 1,000 messages through cut connections, three nodes with skewed clocks, one killed"
     if bash "$CHATD_TOP/tests/plugins/queue-kafka/chaos.sh" "${kafka_sets[@]}"; then
