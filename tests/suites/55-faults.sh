@@ -41,6 +41,12 @@ set -euo pipefail
 export CHATD_TOP
 # shellcheck source=../lib.sh
 source "$CHATD_TOP/tests/lib.sh"
+# The ASan/UBSan chatd (and its plugins) under ./quickstart.sh test, for
+# every run (about as fast as the plain build here: the runs wait on I/O and
+# timers): a sanitizer report in a run's log fails that run. fsync runs
+# without LeakSanitizer (it cannot work under strace), and nodes' faketime
+# restart with verify_asan_link_order=0 (libfaketime is preloaded first).
+use_sanitized_chatd
 export CHATD_OUT CHATD_BUILD
 
 say() { printf '[55-faults] %s\n' "$*" >&2; }
@@ -90,12 +96,18 @@ run() {
     fi
     [ -f "$FAULTS_PIDFILE" ] && kill -KILL "$(cat "$FAULTS_PIDFILE")" 2>/dev/null || true
     rm -f "$FAULTS_PIDFILE"
+    if sanitizer_report "$FAULTS_LOG"; then
+        say "--- $name: FAILED: sanitizer report in $FAULTS_LOG"
+        fails+=("$name (sanitizer)")
+    fi
 }
 
 run kill9 kill9.mjs
 run sigterm sigterm.mjs
 export FAULTS_TRACE=$CHATD_OUT/faults-fsync.trace
-run fsync fsync.mjs
+# LeakSanitizer cannot run under ptrace (strace): this run only checks with
+# ASan and UBSan
+ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0 run fsync fsync.mjs
 command -v faketime >/dev/null || { say "faketime is not installed (apt-get install faketime)"; exit 1; }
 run nodes nodes.mjs
 
