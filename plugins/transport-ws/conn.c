@@ -321,18 +321,16 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
 static void drain_watch(tw_conn *c)
 {
     int q = 0;
+    if (c->drain_ev && evtimer_pending(c->drain_ev, NULL)) return; /* looks once a second */
     if (c->closed || c->fd < 0 || ioctl(c->fd, SIOCOUTQ, &q) != 0 || q == 0) return;
-    if (c->drain_ev && evtimer_pending(c->drain_ev, NULL)) return;
     c->drain_q = drain_mark(c, q);
     c->drain_ms = c->srv->api->now_ms();
     drain_arm(c);
 }
 
-static void write_cb(struct bufferevent *bev, void *arg)
+/* Some output was written: resume what waited for it. */
+static void out_progress(tw_conn *c)
 {
-    tw_conn *c = arg;
-    (void)bev;
-    if (c->closed || c->closing) return;
     if (evbuffer_get_length(tw_conn_out(c)) == 0) drain_watch(c);
     int kick = 0;
     if (c->out_paused && (int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 4) {
@@ -345,6 +343,87 @@ static void write_cb(struct bufferevent *bev, void *arg)
     }
     if (kick) tw_conn_kick(c);
     if (!c->closed && !c->closing) tw_resume_drained(c); /* replays paced by the output */
+}
+
+/* ---- direct writes --------------------------------------------------------
+ * An upgraded plain-TCP connection is not registered for writability while
+ * its output is empty. What is queued for it is written at the end of the
+ * loop round, everything of the round in one write, and only what the
+ * socket does not take waits for writability (and send_timeout) through the
+ * bufferevent. A delivery then costs one system call instead of three
+ * (register, write, unregister). TLS connections always go through the
+ * bufferevent. */
+static int direct_ok(const tw_conn *c)
+{
+    return c->mode == TW_MODE_WS && !c->tls && !c->closing && !c->closed && c->fd >= 0;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_server *s = arg;
+    while (s->flush_head) { /* flushes may queue more (a resumed input loop) */
+        tw_conn *c = s->flush_head;
+        s->flush_head = c->flush_next;
+        c->flush_next = NULL;
+        c->flush_queued = 0;
+        if (direct_ok(c)) {
+            struct evbuffer *out = tw_conn_out(c);
+            /* -1 (EAGAIN, or an error): the bufferevent writes the rest
+             * and reports an error through event_cb. Like it, unfreeze the
+             * start of its output for the write. */
+            evbuffer_unfreeze(out, 1);
+            int n = evbuffer_write(out, c->fd);
+            evbuffer_freeze(out, 1);
+            if (n < 0 || evbuffer_get_length(out) > 0)
+                bufferevent_enable(c->bev, EV_WRITE);
+            else
+                out_progress(c);
+        }
+        tw_conn_unref(c);
+    }
+}
+
+void tw_conn_flush_later(tw_conn *c)
+{
+    tw_server *s = c->srv;
+    if (c->flush_queued || !direct_ok(c) || (bufferevent_get_enabled(c->bev) & EV_WRITE)) return;
+    if (!s->flush_ev && !(s->flush_ev = event_new(s->base, -1, 0, flush_cb, s))) {
+        bufferevent_enable(c->bev, EV_WRITE); /* no memory for the event: the usual way */
+        return;
+    }
+    if (!s->flush_head) event_active(s->flush_ev, EV_TIMEOUT, 1);
+    c->flush_queued = 1;
+    tw_conn_ref(c);
+    c->flush_next = NULL; /* in order: what was queued first is written first */
+    if (s->flush_head)
+        s->flush_tail->flush_next = c;
+    else
+        s->flush_head = c;
+    s->flush_tail = c;
+}
+
+void tw_conn_flush_drop(tw_server *s)
+{
+    while (s->flush_head) {
+        tw_conn *c = s->flush_head;
+        s->flush_head = c->flush_next;
+        c->flush_queued = 0;
+        tw_conn_unref(c);
+    }
+    if (s->flush_ev) event_free(s->flush_ev);
+    s->flush_ev = NULL;
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+    tw_conn *c = arg;
+    if (c->closed || c->closing) return;
+    /* drained: direct writes again (see above) */
+    if (direct_ok(c) && evbuffer_get_length(tw_conn_out(c)) == 0)
+        bufferevent_disable(bev, EV_WRITE);
+    out_progress(c);
 }
 
 /* ---- HTTP request dispatch ------------------------------------------------ */

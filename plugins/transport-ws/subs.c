@@ -188,6 +188,7 @@ static int sub_queue(tw_sub *s, struct shared_frame *f, uint64_t id, int64_t now
         return -1;
     }
     c->last_tx_ms = now;
+    tw_conn_flush_later(c);
     return 0;
 }
 

@@ -68,7 +68,9 @@ struct tw_server {
     struct event *stop_timer;
     struct event *accept_timer; /* resumes accepting after EMFILE */
     uint64_t serial;
-    struct evbuffer *scratch; /* a MESSAGE frame assembled before it is queued (subs.c) */
+    struct evbuffer *scratch;         /* a MESSAGE frame assembled before it is queued (subs.c) */
+    struct event *flush_ev;           /* writes the output queued this loop round (conn.c) */
+    tw_conn *flush_head, *flush_tail; /* ... of these connections, in order */
 };
 
 enum { TW_MODE_HTTP = 0, TW_MODE_WS = 1 };
@@ -91,6 +93,8 @@ struct tw_conn {
     int ip_counted;
     uint64_t serial;
     int mode;
+    int flush_queued; /* in srv->flush_head's list (one reference) */
+    tw_conn *flush_next;
     /* HTTP */
     http_parser *hp;                  /* NULL once upgraded */
     int http_busy;                    /* an async REST call is pending */
@@ -188,6 +192,11 @@ void tw_update_gauges(tw_server *s);
 void tw_conn_timeouts(tw_conn *c, int64_t read_sec);
 void tw_conn_response_queued(tw_conn *c);
 void tw_conn_note_unread(tw_conn *c, int64_t now);
+/* Output was queued on upgraded c: write it at the end of this loop round
+ * (plain TCP; a no-op when the bufferevent writes it). */
+void tw_conn_flush_later(tw_conn *c);
+/* The server goes: forget the connections waiting for that. */
+void tw_conn_flush_drop(tw_server *s);
 /* The connection leaves HTTP (upgraded): free what only HTTP needs. */
 void tw_conn_http_release(tw_conn *c);
 

@@ -39,6 +39,7 @@ static void ws_queue(tw_conn *c, int opcode, const void *data, size_t len, struc
         return;
     }
     c->last_tx_ms = c->srv->api->now_ms();
+    tw_conn_flush_later(c);
 }
 
 void tw_ws_send(tw_conn *c, int opcode, const void *data, size_t len)
