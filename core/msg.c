@@ -25,7 +25,7 @@ struct chatd_msg {
     bool mut; /* msg_set_text allowed (filter stage) */
     chatd_msg_kind kind;
     uint64_t id;
-    uint64_t pos; /* position in the room's order; 0: the id */
+    _Atomic uint64_t pos; /* position in the room's order; 0: the id (set once, msg_set_pos) */
     uint64_t up_to;
     int64_t writer_id;
     int64_t time_ms;
@@ -158,7 +158,7 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
     atomic_init(&m->refs, 1);
     m->kind = f->kind;
     m->id = f->id;
-    m->pos = CHATD_HAS(chatd_msg_fields, f, pos) ? f->pos : 0;
+    atomic_init(&m->pos, CHATD_HAS(chatd_msg_fields, f, pos) ? f->pos : 0);
     m->up_to = f->kind == CHATD_MSG_READ ? f->up_to : 0;
     m->writer_id = f->writer_id;
     m->time_ms = f->time_ms;
@@ -229,13 +229,25 @@ int64_t msg_time_ms(const chatd_msg *m)
 }
 uint64_t msg_pos(const chatd_msg *m)
 {
-    return m->pos ? m->pos : m->id;
+    uint64_t pos = atomic_load_explicit(&m->pos, memory_order_acquire);
+    return pos ? pos : m->id;
 }
+/* Any value while the caller holds the only reference; on a shared message
+ * (one being published) only once, from unset: readers on other threads see
+ * either the id or the final position, never a change after that. */
 chatd_status msg_set_pos(chatd_msg *m, uint64_t pos)
 {
-    if (!m || pos == 0 || atomic_load(&m->refs) != 1) return CHATD_ERR_INVALID;
-    m->pos = pos;
-    return CHATD_OK;
+    uint64_t unset = 0;
+    if (!m || pos == 0) return CHATD_ERR_INVALID;
+    if (atomic_load(&m->refs) == 1) {
+        atomic_store_explicit(&m->pos, pos, memory_order_release);
+        return CHATD_OK;
+    }
+    if (atomic_compare_exchange_strong_explicit(&m->pos, &unset, pos, memory_order_acq_rel,
+                                                memory_order_acquire) ||
+        unset == pos)
+        return CHATD_OK;
+    return CHATD_ERR_INVALID;
 }
 uint64_t msg_up_to(const chatd_msg *m)
 {

@@ -422,10 +422,15 @@ typedef struct chatd_api {
      *  a store passed one back (chatd_msg_fields.pos). Any thread. */
     uint64_t (*msg_pos)(const chatd_msg *msg);
 
-    /** Queues only: set the position of a message the queue made itself
-     *  (msg_from_json) and still holds the only reference to, before handing
-     *  it to consume(). Statuses: CHATD_OK; CHATD_ERR_INVALID pos 0, or the
-     *  message is shared or already published. Loop thread. */
+    /** Queues only: set the position of a message. Either of one the queue
+     *  made itself (msg_from_json) and still holds the only reference to,
+     *  before handing it to consume(); or, once, of a message being
+     *  published (the one enqueue() was given), when the queue learns where
+     *  it was placed, before it completes the enqueue: the publisher's
+     *  answer then names that position (the REST send's cursor). Statuses:
+     *  CHATD_OK (also when a shared message already has this position);
+     *  CHATD_ERR_INVALID pos 0, or a shared message that already has another
+     *  position. Loop thread. */
     chatd_status (*msg_set_pos)(chatd_msg *msg, uint64_t pos);
 } chatd_api;
 

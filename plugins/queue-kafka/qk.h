@@ -120,6 +120,7 @@ struct qk_cq {
 struct qk_send {
     struct qk *qk;
     chatd_completion *done;
+    chatd_msg *msg;      /* a reference: given its position on delivery */
     chatd_status status; /* for a failure reported through post() */
     char reason[160];
 };

@@ -202,11 +202,17 @@ static void qk_cfg_one(void *arg, const char *key, const char *value)
 /* producer: enqueue and delivery reports (loop thread)                     */
 /* ------------------------------------------------------------------------ */
 
+static void qk_send_free(struct qk_send *s)
+{
+    if (s->msg) s->qk->api->msg_unref(s->msg);
+    free(s);
+}
+
 static void qk_send_fail_task(void *arg)
 {
     struct qk_send *s = arg;
     s->qk->api->complete(s->done, s->status, s->reason);
-    free(s);
+    qk_send_free(s);
 }
 
 static void qk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -225,13 +231,14 @@ static void qk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         qk->api->complete(s->done, CHATD_ERR_IO, reason);
     } else {
         qk->api->counter_add(qk->ctx, "chatd_kafka_produced_total", 1);
+        qk_set_pos(qk, s->msg, m->partition, m->offset); /* the publisher's answer names it */
         /* durable now; wait for the local store when it persists this */
         if (!qk_gated(qk, m->partition, m->offset) ||
             qk_hold(qk, m->partition, m->offset, NULL, s->done) != 0)
             qk->api->complete(s->done, CHATD_OK, NULL);
     }
     qk->api->gauge_set(qk->ctx, "chatd_kafka_produce_pending", qk->produce_pending);
-    free(s);
+    qk_send_free(s);
 }
 
 static chatd_status qk_enqueue(void *inst, chatd_msg *msg, chatd_completion *done)
@@ -251,6 +258,7 @@ static chatd_status qk_enqueue(void *inst, chatd_msg *msg, chatd_completion *don
     if (!s) return CHATD_ERR_NOMEM;
     s->qk = qk;
     s->done = done;
+    s->msg = api->msg_ref(msg);
     err = rd_kafka_producev(qk->cl[QK_PRODUCER].rk, RD_KAFKA_V_RKT(qk->rkt),
                             RD_KAFKA_V_KEY(room, strlen(room)), RD_KAFKA_V_VALUE((void *)json, len),
                             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(s),
@@ -265,7 +273,7 @@ static chatd_status qk_enqueue(void *inst, chatd_msg *msg, chatd_completion *don
         api->counter_add(qk->ctx, "chatd_kafka_produce_errors_total", 1);
         if (api->post(qk->ctx, qk_send_fail_task, s) != CHATD_OK) {
             chatd_status st = s->status;
-            free(s);
+            qk_send_free(s);
             return st;
         }
         return CHATD_ASYNC;

@@ -4,7 +4,7 @@
  *
  *   body {"message":"..."}, optional header Idempotency-Key (the STOMP
  *   idempotency-key: 1 to 128 visible ASCII characters)
- *   201  the message JSON, once the queue says durable
+ *   201  the message JSON with its room "cursor", once the queue says durable
  *   200  the same key again (same member, within idempotency_window): the
  *        original message, nothing published
  *   400  bad body, empty text, invalid UTF-8, malformed key
@@ -17,6 +17,8 @@
 #include "config.h"
 
 #include "tw.h"
+
+#include <event2/buffer.h>
 
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -52,13 +54,17 @@ static void send_cb(void *arg, chatd_status st, const char *reason, chatd_msg *m
     if (!c->closed) {
         const chatd_api *api = c->srv->api;
         if (st == CHATD_OK || (st == CHATD_ERR_EXISTS && msg)) {
-            size_t len = 0;
-            const char *json = api->msg_json(msg, &len);
-            if (json)
-                tw_http_respond(c, st == CHATD_OK ? 201 : 200, "application/json",
-                                "Cache-Control: no-store\r\n", json, len);
+            /* the message JSON with its room cursor, as history items have */
+            char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + CHATD_ROOM_ID_MAX];
+            const char *room = api->msg_room(msg);
+            struct evbuffer *b = evbuffer_new();
+            snprintf(dest, sizeof(dest), "%s%s", CHATD_DEST_ROOM_PREFIX, room ? room : "");
+            if (b && room && tw_msg_json_cursor(api, dest, msg, b) == 0)
+                tw_http_respond_buffer(c, st == CHATD_OK ? 201 : 200, "application/json",
+                                       "Cache-Control: no-store\r\n", b);
             else
                 tw_http_error(c, 503, "out of memory");
+            if (b) evbuffer_free(b);
         } else if (st == CHATD_ERR_BUSY) {
             char body[320];
             int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}",

@@ -262,6 +262,10 @@ struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);
 uint64_t tw_stream_pos(const chatd_api *api, const char *dest, const chatd_msg *msg);
 /* The cursor naming position `id` of destination `dest`; 0, or -1. */
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap);
+/* Append msg's JSON wire form with `"cursor":"<its cursor in dest>"` added
+ * before the closing brace (history items, the REST send's answer); 0, or -1
+ * (out of memory, or no cursor fits). */
+int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, struct evbuffer *b);
 /* The position a cursor of destination `dest` names; 0, or -1 when it is
  * malformed or from another destination. */
 int tw_cursor_parse(const char *dest, const char *cursor, uint64_t *id);

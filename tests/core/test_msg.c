@@ -159,7 +159,33 @@ static void json_round_trip(void **state)
     assert_int_equal(msg_set_text(back, "x", 1), CHATD_OK);
     assert_int_equal(msg_set_text(back, "\xff", 1), CHATD_ERR_INVALID);
     msg_unref(back);
+    /* the position: the id until set; the only holder sets it at will, a
+     * shared message (one being published) once, from unset */
+    assert_true(msg_pos(m) == 123456789);
+    assert_int_equal(msg_set_pos(m, 0), CHATD_ERR_INVALID);
+    assert_int_equal(msg_set_pos(m, 7), CHATD_OK);
+    assert_int_equal(msg_set_pos(m, 9), CHATD_OK);
+    assert_true(msg_pos(m) == 9);
     assert_ptr_equal(msg_ref(m), m);
+    assert_int_equal(msg_set_pos(m, 10), CHATD_ERR_INVALID); /* shared and set */
+    assert_int_equal(msg_set_pos(m, 9), CHATD_OK);           /* the same again */
+    assert_true(msg_pos(m) == 9);
+    msg_unref(m);
+    msg_unref(m);
+    chatd_msg_fields f2 = {.size = sizeof(f2),
+                           .kind = CHATD_MSG_CHAT,
+                           .id = 77,
+                           .room_id = "3&4",
+                           .writer_id = 3,
+                           .writer = "alice",
+                           .text = "t",
+                           .text_len = 1,
+                           .time_ms = 1000};
+    assert_int_equal(msg_create(&f2, &m), CHATD_OK);
+    assert_ptr_equal(msg_ref(m), m);
+    assert_int_equal(msg_set_pos(m, 42), CHATD_OK); /* shared, unset: once */
+    assert_true(msg_pos(m) == 42);
+    assert_int_equal(msg_set_pos(m, 43), CHATD_ERR_INVALID);
     msg_unref(m);
     msg_unref(m);
 

@@ -36,14 +36,18 @@ test('REST send: 201 with the message, delivered live once, in history', async (
         assert.equal(r.json.writerId, a.id);
         assert.equal(r.json.message, 'from a bot');
         assert.match(r.json.timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+        assert.match(r.json.cursor ?? '', /^[\x20-\x7e]{1,256}$/, 'the answer carries the room cursor');
         const [live] = await box.waitFor(1);
         assert.equal(live.id, r.json.id);
+        assert.equal(box.frames[0].headers.cursor, r.json.cursor, 'the cursor of the MESSAGE frame');
         // the room in the path may be written either way round
         const r2 = await post(a, `${b.id}&${a.id}`, { message: 'reversed room id' });
         assert.equal(r2.status, 201, r2.text);
         assert.equal(r2.json.roomId, room);
         await box.waitFor(2);
-        assert.deepEqual((await history(a, room)).map((m) => m.id), [r.json.id, r2.json.id]);
+        const hist = await history(a, room);
+        assert.deepEqual(hist.map((m) => m.id), [r.json.id, r2.json.id]);
+        assert.deepEqual(hist.map((m) => m.cursor), [r.json.cursor, r2.json.cursor], 'the history item\'s cursor');
         assert.equal(box.messages.length, 2);
     } finally {
         await closeAll(cb);
@@ -62,6 +66,7 @@ test('REST send with Idempotency-Key: 201, then 200 with the same message, store
         const r2 = await post(a, room, { message: 'exactly once' }, { 'Idempotency-Key': key });
         assert.equal(r2.status, 200, r2.text);
         assert.equal(r2.json.id, r1.json.id);
+        assert.equal(r2.json.cursor, r1.json.cursor, 'the repeat names the same place');
         assert.equal(r2.json.message, 'exactly once');
         // a STOMP SEND with the same key by the same member names the same message
         const rs = await publish(ca, '/pub/chat/message', { roomId: room, message: 'exactly once' }, { 'idempotency-key': key });

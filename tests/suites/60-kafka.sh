@@ -3,7 +3,9 @@
 # mock cluster (tests/plugins/queue-kafka/mock-cluster: 3 brokers on 127.0.0.1) and a
 # throw-away PostgreSQL (tests/plugins/store-pg/pg-start.sh):
 #   1. one node: the end-to-end suites (tests/e2e) pass with queue-kafka
-#      (PostgreSQL as the store, or SQLite when PostgreSQL is not installed);
+#      (PostgreSQL as the store, or SQLite when PostgreSQL is not installed),
+#      and the REST send (tests/delivery/rest-send.test.mjs: its cursor names
+#      the message's Kafka position);
 #   2. three nodes, one cluster, one database: members on different nodes
 #      chat; every message reaches every subscriber once, in order per room,
 #      and is stored once (tests/plugins/queue-kafka/multinode.mjs);
@@ -119,6 +121,15 @@ if CHATD_E2E_NAME=kafka-single CHATD_E2E_TIMEOUT=600 \
 else
     fails+=("single-node e2e")
     say "1. FAILED (log: $CHATD_OUT/kafka-single.log)"
+fi
+# the REST send's answer names the Kafka position (its cursor) of the message
+if CHATD_E2E_NAME=kafka-rest-send CHATD_E2E_TIMEOUT=300 \
+    bash "$CHATD_TOP/tests/e2e/run.sh" "$conf" "${single_sets[@]}" --set chatd.publish_rate=0 \
+    -- node --test --test-reporter=spec "$CHATD_TOP/tests/delivery/rest-send.test.mjs"; then
+    say "1. REST send ok"
+else
+    fails+=("single-node REST send")
+    say "1. REST send FAILED (log: $CHATD_OUT/kafka-rest-send.log)"
 fi
 
 if [ $have_pg -eq 0 ]; then
