@@ -432,15 +432,11 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
             int rc = b ? evbuffer_add(b, "{\"messages\":[", 13) : -1;
             for (size_t i = 0; rc == 0 && i < n; i++) {
                 if (i > 0) rc = evbuffer_add(b, ",", 1);
-                if (rc == 0) rc = tw_msg_json_cursor(api, dest, msgs[i], b);
+                if (rc == 0) rc = tw_msg_json_cursor(api, dest, msgs[i], b, cur);
             }
-            if (rc == 0 && op->after[0]) { /* forward: next is the cursor to go on after */
-                if (n == op->limit && n > 0)
-                    rc = tw_cursor_make(dest, tw_stream_pos(api, dest, msgs[n - 1]), cur,
-                                        sizeof(cur)) != 0 ||
-                                 evbuffer_add_printf(b, "],\"next\":\"%s\"}", cur) < 0
-                             ? -1
-                             : 0;
+            if (rc == 0 && op->after[0]) {   /* forward: next is the cursor to go on after */
+                if (n == op->limit && n > 0) /* cur is the last item's */
+                    rc = evbuffer_add_printf(b, "],\"next\":\"%s\"}", cur) < 0 ? -1 : 0;
                 else
                     rc = evbuffer_add(b, "],\"next\":null}", 14);
             } else if (rc == 0) {

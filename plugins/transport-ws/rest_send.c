@@ -59,7 +59,7 @@ static void send_cb(void *arg, chatd_status st, const char *reason, chatd_msg *m
             const char *room = api->msg_room(msg);
             struct evbuffer *b = evbuffer_new();
             snprintf(dest, sizeof(dest), "%s%s", CHATD_DEST_ROOM_PREFIX, room ? room : "");
-            if (b && room && tw_msg_json_cursor(api, dest, msg, b) == 0)
+            if (b && room && tw_msg_json_cursor(api, dest, msg, b, NULL) == 0)
                 tw_http_respond_buffer(c, st == CHATD_OK ? 201 : 200, "application/json",
                                        "Cache-Control: no-store\r\n", b);
             else

@@ -78,12 +78,15 @@ int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap)
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
-int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, struct evbuffer *b)
+int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, struct evbuffer *b,
+                       char *cur)
 {
-    char cur[TW_CURSOR_MAX];
+    char own[TW_CURSOR_MAX];
     size_t jl = 0;
+    if (!cur) cur = own;
     const char *j = api->msg_json(msg, &jl);
-    if (!j || jl < 2 || tw_cursor_make(dest, tw_stream_pos(api, dest, msg), cur, sizeof(cur)) != 0)
+    if (!j || jl < 2 ||
+        tw_cursor_make(dest, tw_stream_pos(api, dest, msg), cur, TW_CURSOR_MAX) != 0)
         return -1;
     if (evbuffer_add(b, j, jl - 1) != 0) return -1;
     return evbuffer_add_printf(b, ",\"cursor\":\"%s\"}", cur) < 0 ? -1 : 0;

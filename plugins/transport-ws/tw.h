@@ -263,9 +263,11 @@ uint64_t tw_stream_pos(const chatd_api *api, const char *dest, const chatd_msg *
 /* The cursor naming position `id` of destination `dest`; 0, or -1. */
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap);
 /* Append msg's JSON wire form with `"cursor":"<its cursor in dest>"` added
- * before the closing brace (history items, the REST send's answer); 0, or -1
- * (out of memory, or no cursor fits). */
-int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, struct evbuffer *b);
+ * before the closing brace (history items, the REST send's answer); the
+ * cursor is also left in cur (TW_CURSOR_MAX bytes) when cur is not NULL. 0,
+ * or -1 (out of memory, or no cursor fits). */
+int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, struct evbuffer *b,
+                       char *cur);
 /* The position a cursor of destination `dest` names; 0, or -1 when it is
  * malformed or from another destination. */
 int tw_cursor_parse(const char *dest, const char *cursor, uint64_t *id);
