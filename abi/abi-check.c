@@ -31,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 4
+#define CHECKED_MINOR 5
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -299,7 +299,18 @@ CHATD_SIZE_AT_LEAST(chatd_api, 456);
 CHATD_OFFSET(chatd_api, msg_pos, 440);
 CHATD_OFFSET(chatd_api, msg_set_pos, 448);
 
-/* ---- append asserts of ABI 1.5 here ------------------------------------ */
+/* ---- ABI 1.5 ------------------------------------------------------------ */
+
+/* the side stream's replay by position ranges */
+CHATD_SIZE_AT_LEAST(chatd_api, 464);
+CHATD_OFFSET(chatd_api, side_replay, 456);
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 136);
+CHATD_OFFSET(chatd_store_ops, side_replay, 128);
+_Static_assert(CHATD_POS_PARTITIONED == (UINT64_C(1) << 62), "position layout");
+_Static_assert(CHATD_POS_STREAM_SHIFT == 48, "position layout");
+_Static_assert(CHATD_POS_RANGES_MAX == 64u, "side replay ranges");
+
+/* ---- append asserts of ABI 1.6 here ------------------------------------ */
 
 int main(void)
 {

@@ -469,6 +469,27 @@ static void a_replay(chatd_ctx *ctx, int64_t member_id, const char *room, uint64
     members_room_check(ctx->core, member_id, room, hist_checked, r);
 }
 
+static void a_side_replay(chatd_ctx *ctx, int64_t member_id, const uint64_t *after,
+                          const uint64_t *until, size_t n, unsigned limit, chatd_history_cb cb,
+                          void *arg)
+{
+    const chatd_store_ops *so = core_store(ctx->core);
+    bool ok = member_id > 0 && n > 0 && n <= CHATD_POS_RANGES_MAX && after && until;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = after[i] < until[i] && (i + 1 == n || until[i] <= after[i + 1]);
+    if (!ok) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    if (!so || !so->side_replay) {
+        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    if (limit == 0) limit = CHATD_HISTORY_DEFAULT;
+    if (limit > CHATD_HISTORY_MAX) limit = CHATD_HISTORY_MAX;
+    so->side_replay(ctx->core->store->inst, member_id, after, until, n, limit, cb, arg);
+}
+
 /* --- metrics, health --------------------------------------------------- */
 
 static void a_counter_add(chatd_ctx *ctx, const char *name, uint64_t delta)
@@ -569,6 +590,7 @@ static const chatd_api api = {
     .member_page = a_member_page,
     .msg_pos = msg_pos,
     .msg_set_pos = msg_set_pos,
+    .side_replay = a_side_replay,
 };
 
 const chatd_api *api_table(void)

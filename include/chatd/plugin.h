@@ -74,9 +74,13 @@ extern "C" {
  *  chatd_api.time_format.
  *  1.4 appended: paged member lists (chatd_store_ops.member_page,
  *  chatd_api.member_page); message positions, one delivery order per room
- *  (chatd_msg_fields.pos, chatd_api.msg_pos and msg_set_pos). */
+ *  (chatd_msg_fields.pos, chatd_api.msg_pos and msg_set_pos).
+ *  1.5 appended: position streams (CHATD_POS_PARTITIONED,
+ *  CHATD_POS_STREAM_SHIFT, CHATD_POS_RANGES_MAX) and the side stream's
+ *  replay by position ranges (chatd_store_ops.side_replay,
+ *  chatd_api.side_replay). */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 4
+#define CHATD_ABI_MINOR 5
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -301,6 +305,26 @@ typedef struct chatd_store_ops {
      */
     void (*member_page)(void *inst, int64_t after_id, const char *prefix, unsigned limit,
                         chatd_member_cb cb, void *arg);
+
+    /* --- ABI 1.5: optional; the core checks `size` and NULL --------------- */
+
+    /**
+     * The side stream of member_id by position ranges: at most `limit`
+     * (1..CHATD_HISTORY_MAX) of the CHAT messages of every room member_id
+     * has a summary of and of the READ events member_id published, whose
+     * position p lies in one of the n (1..CHATD_POS_RANGES_MAX) ranges
+     * after[i] < p < until[i], ordered by position, oldest first. The
+     * ranges are sorted and disjoint (after[i] < until[i] <= after[i+1]);
+     * both arrays are borrowed for the call only. A READ event's position
+     * is the one its message had when persist() was called with it (kept
+     * with the event, as a CHAT message's is). Messages built with msg_new
+     * with pos set (READ ones with up_to); borrowed by cb; next_before 0.
+     * cb: CHATD_OK n messages (n may be 0), or an error. Loop thread; cb
+     * exactly once. Optional: without it the core answers
+     * chatd_api.side_replay with CHATD_ERR_UNAVAILABLE.
+     */
+    void (*side_replay)(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
+                        size_t n, unsigned limit, chatd_history_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

@@ -432,6 +432,26 @@ typedef struct chatd_api {
      *  CHATD_ERR_INVALID pos 0, or a shared message that already has another
      *  position. Loop thread. */
     chatd_status (*msg_set_pos)(chatd_msg *msg, uint64_t pos);
+
+    /* --- ABI 1.5: check `size` (or abi_minor >= 5) before calling --------- */
+
+    /** member_id's side stream by position ranges, for resuming a side
+     *  subscription exactly when it spans several position streams
+     *  (CHATD_POS_PARTITIONED): at most `limit` (0: CHATD_HISTORY_DEFAULT;
+     *  clamped to CHATD_HISTORY_MAX) of the CHAT messages of every room of
+     *  member_id and member_id's own READ events whose position p lies in one
+     *  of the n ranges after[i] < p < until[i], by position, oldest first.
+     *  The ranges must be sorted and disjoint (after[i] < until[i] <=
+     *  after[i+1]); both arrays are borrowed for the call only. Each message
+     *  carries its position (msg_pos). Loop thread.
+     *  Statuses seen by cb: CHATD_OK n messages (n may be 0, next_before 0);
+     *  CHATD_ERR_INVALID member_id <= 0, n == 0 or over
+     *  CHATD_POS_RANGES_MAX, ranges not sorted and disjoint;
+     *  CHATD_ERR_UNAVAILABLE the store cannot (no side_replay: an older
+     *  store); the store's errors. */
+    void (*side_replay)(chatd_ctx *ctx, int64_t member_id, const uint64_t *after,
+                        const uint64_t *until, size_t n, unsigned limit, chatd_history_cb cb,
+                        void *arg);
 } chatd_api;
 
 #endif /* CHATD_PLUGIN_API_H */

@@ -86,6 +86,20 @@ enum {
 #define CHATD_HISTORY_MAX 200u
 #define CHATD_HISTORY_DEFAULT 50u
 
+/* ABI 1.5: position streams (docs/delivery.md, "Order"). A message's
+ * position (chatd_api.msg_pos) belongs to one stream, and the positions of
+ * one stream increase in the order its messages are delivered, on every
+ * node; all messages of a room are in one stream. A position with
+ * CHATD_POS_PARTITIONED set belongs to stream pos >> CHATD_POS_STREAM_SHIFT
+ * (queue-kafka: the partition in bits 48-61, the offset below), spanning
+ * [stream << SHIFT, (stream + 1) << SHIFT); any other position belongs to
+ * the one unpartitioned stream, spanning [1, CHATD_POS_PARTITIONED).
+ * Positions of different streams do not compare. */
+#define CHATD_POS_PARTITIONED (UINT64_C(1) << 62)
+#define CHATD_POS_STREAM_SHIFT 48
+/** At most this many ranges in one side replay (chatd_api.side_replay). */
+#define CHATD_POS_RANGES_MAX 64u
+
 /** Destination a client SENDs chat lines to (a CHAT message). */
 #define CHATD_DEST_PUBLISH "/pub/chat/message"
 
