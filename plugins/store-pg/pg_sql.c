@@ -155,12 +155,19 @@ static const char *const migration_v8[] = {
     NULL,
 };
 
+/* Version 9: the side stream's replay by position ranges (side_replay)
+ * finds a member's read events by position. */
+static const char *const migration_v9[] = {
+    "CREATE INDEX reads_member_pos ON reads (member_id, pos)",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
-    {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4},
-    {5, migration_v5}, {6, migration_v6}, {7, migration_v7}, {8, migration_v8},
+    {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4}, {5, migration_v5},
+    {6, migration_v6}, {7, migration_v7}, {8, migration_v8}, {9, migration_v9},
 };
 /* versions are 1..N in order, and the code knows N */
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,

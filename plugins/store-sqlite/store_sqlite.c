@@ -114,6 +114,9 @@ static const char *const ss_migrations[] = {
      "ALTER TABLE rooms ADD COLUMN last_pos INTEGER NOT NULL DEFAULT 0;"
      "ALTER TABLE rooms ADD COLUMN last_read_pos INTEGER NOT NULL DEFAULT 0;"
      "UPDATE rooms SET last_pos = last_msg_id, last_read_pos = last_read_id;"),
+    /* 7 -> 8: the side stream's replay by position ranges (side_replay)
+     * finds a member's read events by position */
+    "CREATE INDEX reads_member_pos ON reads(member_id, pos);",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
