@@ -47,6 +47,18 @@ unsigned pc_history_limit(unsigned limit)
     return limit > PC_HISTORY_MAX ? PC_HISTORY_MAX : limit;
 }
 
+int pc_pos_ranges(const uint64_t *after, const uint64_t *until, size_t n, int64_t *bounds)
+{
+    if (!after || !until || n == 0 || n > CHATD_POS_RANGES_MAX) return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (after[i] >= until[i] || (i + 1 < n && until[i] > after[i + 1])) return 0;
+        bounds[2 * i] = after[i] > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)after[i];
+        bounds[2 * i + 1] =
+            until[i] - 1 > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)(until[i] - 1);
+    }
+    return 1;
+}
+
 char *pc_strdup(const char *s)
 {
     return s ? strdup(s) : NULL;

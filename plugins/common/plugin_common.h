@@ -12,6 +12,7 @@
 
 #include <chatd/plugin.h>
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* 1 when the core's service table is of this header's major and at least as
@@ -34,6 +35,13 @@ int64_t pc_mono_ms(void);
 
 /* The history page size a store serves for a requested `limit`. */
 unsigned pc_history_limit(unsigned limit);
+
+/* The n ranges of a side replay (chatd_store_ops.side_replay), after[i] <
+ * p < until[i], as the signed bounds stores keep positions in (below 2^63):
+ * bounds[2i] < p <= bounds[2i+1]; a range beyond INT64_MAX is empty. 1 when
+ * the ranges are as the contract says (n in 1..CHATD_POS_RANGES_MAX, sorted,
+ * disjoint), else 0. */
+int pc_pos_ranges(const uint64_t *after, const uint64_t *until, size_t n, int64_t *bounds);
 
 /* strdup that passes NULL through; NULL also when out of memory. */
 char *pc_strdup(const char *s);

@@ -8,6 +8,7 @@
  *               loss and reconnect with backoff, the query watchdog
  *   pg_sql.c    the schema (migrations) and every statement sent
  *   pg_batch.c  the pending messages and their batched commits
+ *   pg_side.c   the side stream's replay by position ranges (side_replay)
  * Not installed; not part of the ABI.
  */
 #ifndef PG_H
@@ -76,6 +77,7 @@ typedef enum pg_req_kind {
     REQ_SESSION_PURGE,
     REQ_NODE_CLAIM,
     REQ_MEMBER_PAGE,
+    REQ_SIDE_REPLAY,
     REQ_IDEM_PURGE /* internal: expired idempotency keys, a bounded batch */
 } pg_req_kind;
 typedef void (*pg_purge_cb)(void *arg, chatd_status status, uint64_t n);
@@ -225,5 +227,14 @@ void hook_finish(pg_store *st, pg_req *r);
 int pg_durability_refused(pg_store *st, const char *fsync, const char *sync_commit);
 /* Complete a waiting stop once nothing is left. */
 void check_stop_done(pg_store *st);
+/* Queue request r (or fail it at once when the database is down). */
+void req_submit(pg_store *st, pg_req *r);
+
+/* pg_side.c */
+void pg_side_replay(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
+                    size_t n, unsigned limit, chatd_history_cb cb, void *arg);
+/* Its statement: $1 member, $2 and $3 the ranges' (low, high] bounds as
+ * bigint[], $4 the limit; the columns of a replay (pg_results.c). */
+extern const char pg_sql_side_replay[];
 
 #endif /* PG_H */

@@ -50,6 +50,7 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_HISTORY:
     case REQ_IDEM_GET:
     case REQ_REPLAY:
+    case REQ_SIDE_REPLAY:
         ((chatd_history_cb)r->cb)(r->arg, status, NULL, 0, 0);
         break;
     case REQ_NODE_CLAIM:
@@ -291,6 +292,7 @@ void hook_finish(pg_store *st, pg_req *r)
         deliver_idem(st, r);
         break;
     case REQ_REPLAY:
+    case REQ_SIDE_REPLAY:
         deliver_replay(st, r);
         break;
     case REQ_NODE_CLAIM:

@@ -748,6 +748,16 @@ int req_send(pg_store *st, pg_req *r)
         }
         r->main_q = 0;
         break;
+    case REQ_SIDE_REPLAY: /* s[0], s[1]: the ranges' bounds as bigint[] text */
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        v[0] = n0;
+        v[1] = r->s[0];
+        v[2] = r->s[1];
+        v[3] = n1;
+        ok = send_q(st, pg_sql_side_replay, 4, v, NULL, NULL);
+        r->main_q = 0;
+        break;
     case REQ_IDEM_GET:
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);

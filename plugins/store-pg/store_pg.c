@@ -2,7 +2,8 @@
  * store_pg.c - store-pg, the PostgreSQL store plugin of chatd (libpq, never
  * blocking): the store hooks, configuration, start/stop/destroy and the
  * descriptor. The connection is in pg_conn.c, the SQL in pg_sql.c, the
- * message batches in pg_batch.c, the hooks' answers in pg_results.c.
+ * message batches in pg_batch.c, the hooks' answers in pg_results.c, the
+ * side stream's replay by position ranges in pg_side.c.
  *
  * One connection, not two (one for writes, one for reads): reads are
  * pipelined on the same connection and the server answers them in order, so
@@ -70,8 +71,7 @@ static void on_stop_timeout(evutil_socket_t fd, short what, void *arg)
 /* Store hooks                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Queue request r (or fail it at once when the database is down). */
-static void submit(pg_store *st, pg_req *r)
+void req_submit(pg_store *st, pg_req *r)
 {
     if (st->stopping || st->state == PG_STOPPED || st->state == PG_IDLE || st->state == PG_DOWN ||
         (st->ever_ready && st->state != PG_READY) || st->nqueued >= PG_MAX_QUEUED_READS) {
@@ -117,7 +117,7 @@ static void pg_member_create(void *inst, const chatd_member *m, chatd_member_cb 
         cb(arg, CHATD_ERR_NOMEM, NULL, 0);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_member_get(void *inst, int64_t id, const char *login_id, chatd_member_cb cb,
@@ -137,7 +137,7 @@ static void pg_member_get(void *inst, int64_t id, const char *login_id, chatd_me
         cb(arg, CHATD_ERR_NOMEM, NULL, 0);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_member_list(void *inst, chatd_member_cb cb, void *arg)
@@ -148,7 +148,7 @@ static void pg_member_list(void *inst, chatd_member_cb cb, void *arg)
         cb(arg, CHATD_ERR_NOMEM, NULL, 0);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 /* The LIKE pattern (backslash is PostgreSQL's LIKE escape) of the strings
@@ -180,7 +180,7 @@ static void pg_member_page(void *inst, int64_t after_id, const char *prefix, uns
     }
     r->i[0] = after_id;
     r->i[1] = limit;
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_session_put(void *inst, const chatd_session *s, chatd_status_cb cb, void *arg)
@@ -205,7 +205,7 @@ static void pg_session_put(void *inst, const chatd_session *s, chatd_status_cb c
         if (cb) cb(arg, CHATD_ERR_NOMEM);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_session_get(void *inst, const char *token_hash, chatd_session_cb cb, void *arg)
@@ -228,7 +228,7 @@ static void pg_session_get(void *inst, const char *token_hash, chatd_session_cb 
         cb(arg, CHATD_ERR_NOMEM, NULL);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_session_purge(void *inst, int64_t now_ms, pg_purge_cb cb, void *arg)
@@ -239,7 +239,7 @@ static void pg_session_purge(void *inst, int64_t now_ms, pg_purge_cb cb, void *a
         return;
     }
     r->i[0] = now_ms;
-    submit(inst, r);
+    req_submit(inst, r);
 }
 
 static void pg_session_del(void *inst, const char *token_hash, chatd_status_cb cb, void *arg)
@@ -262,7 +262,7 @@ static void pg_session_del(void *inst, const char *token_hash, chatd_status_cb c
         if (cb) cb(arg, CHATD_ERR_NOMEM);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_dead_letter(void *inst, const char *source, const void *payload, size_t len,
@@ -291,7 +291,7 @@ static void pg_dead_letter(void *inst, const char *source, const void *payload, 
         if (cb) cb(arg, CHATD_ERR_NOMEM);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_node_claim(void *inst, uint32_t node_id, const char *holder, int64_t lease_ms,
@@ -322,7 +322,7 @@ static void pg_node_claim(void *inst, uint32_t node_id, const char *holder, int6
         cb(arg, CHATD_ERR_NOMEM, 0, 0, NULL);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void *arg)
@@ -334,7 +334,7 @@ static void pg_room_list(void *inst, int64_t member_id, chatd_rooms_cb cb, void 
         return;
     }
     r->i[0] = member_id;
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_history(void *inst, const char *room_id, uint64_t before, unsigned limit,
@@ -360,7 +360,7 @@ static void pg_history(void *inst, const char *room_id, uint64_t before, unsigne
         cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_ms,
@@ -386,7 +386,7 @@ static void pg_idem_get(void *inst, int64_t member_id, const char *key, int64_t 
         cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 static void pg_replay(void *inst, const char *room_id, int64_t member_id, uint64_t after,
@@ -413,7 +413,7 @@ static void pg_replay(void *inst, const char *room_id, int64_t member_id, uint64
         cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
         return;
     }
-    submit(st, r);
+    req_submit(st, r);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -702,6 +702,7 @@ static const chatd_store_ops pg_ops = {
     .dead_letter = pg_dead_letter,
     .node_claim = pg_node_claim,
     .member_page = pg_member_page,
+    .side_replay = pg_side_replay,
 };
 
 static const chatd_plugin_desc pg_desc = {

@@ -65,6 +65,7 @@ enum {
     R_REPLAY_SIDE,
     R_MEMBER_PAGE,
     R_MEMBER_PAGE_Q,
+    R_SIDE_RANGE,
     R_COUNT
 };
 
@@ -144,7 +145,8 @@ typedef enum ss_read_kind {
     READ_ROOM_LIST,
     READ_HISTORY,
     READ_IDEM_GET,
-    READ_REPLAY
+    READ_REPLAY,
+    READ_SIDE_REPLAY
 } ss_read_kind;
 
 /* One read. The query is fixed on the loop before it is handed to the
@@ -160,6 +162,8 @@ typedef struct ss_read {
     uint64_t pos;     /* history: before; replay: after */
     int64_t since_ms; /* idem_get */
     unsigned limit;
+    int64_t *ranges; /* side_replay: nranges (low, high] pairs (pc_pos_ranges), owned */
+    size_t nranges;
 
     /* the caller: one of these, by kind */
     chatd_member_cb member_cb;
@@ -277,5 +281,7 @@ void ss_idem_get(void *inst, int64_t member_id, const char *key, int64_t since_m
                  chatd_history_cb cb, void *arg);
 void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t after, unsigned limit,
                chatd_history_cb cb, void *arg);
+void ss_side_replay(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
+                    size_t n, unsigned limit, chatd_history_cb cb, void *arg);
 
 #endif /* SS_H */

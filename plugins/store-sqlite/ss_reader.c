@@ -21,6 +21,7 @@ void ss_read_free(ss_read *r)
     free(r->rows.rows);
     free(r->msgs);
     free(r->key);
+    free(r->ranges);
     free(r);
 }
 

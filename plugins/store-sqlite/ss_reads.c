@@ -1,6 +1,7 @@
 /*
  * ss_reads.c - the reads of store-sqlite (member_get, member_list,
- * member_page, session_get, room_list, history, idem_get, replay). A hook (loop thread)
+ * member_page, session_get, room_list, history, idem_get, replay, side_replay). A hook (loop
+ * thread)
  * checks its arguments and hands the read to the reader thread
  * (ss_reader.c), which runs its query here (ss_read_run) on the second,
  * query-only connection: rows are copied out of SQLite and messages built
@@ -48,6 +49,19 @@ const char *const ss_rsql[R_COUNT] = {
         " SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to, pos FROM reads"
         " WHERE member_id = ?1 AND id > ?2)"
         " ORDER BY 1 LIMIT ?3",
+    /* side_replay, one position range (?2, ?3] of member ?1's side stream: the CHAT messages
+     * of the member's rooms (each room's first ?4 through messages_room_pos, so a page never
+     * sorts more than rooms x ?4 rows) and the member's READ events (reads_member_pos) */
+    [R_SIDE_RANGE] =
+        "SELECT * FROM ("
+        " SELECT m.id, 1, m.room_id, m.writer_id, m.writer, m.text, m.time_ms, 0, m.pos"
+        " FROM rooms r JOIN messages m ON m.id IN (SELECT x.id FROM messages x"
+        "  WHERE x.room_id = r.room_id AND x.pos > ?2 AND x.pos <= ?3 ORDER BY x.pos LIMIT ?4)"
+        " WHERE r.member_id = ?1"
+        " UNION ALL"
+        " SELECT * FROM (SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to, pos"
+        "  FROM reads WHERE member_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4))"
+        " ORDER BY 9, 2, 1 LIMIT ?4",
     /* member_list, member_page: by id (the primary key); q= through the NOCASE indexes of
      * login_id and name (migration 5 -> 6), a LIKE pattern of the prefix */
     [R_MEMBER_PAGE] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
@@ -354,20 +368,12 @@ static void ss_q_idem_get(ss *s, ss_read *r)
     sqlite3_reset(st);
 }
 
-static void ss_q_replay(ss *s, ss_read *r)
+/* Append the rows of the bound stream query st (ss_stream_msg's columns) to
+ * r->msgs, up to r->limit in all; r->status tells how it went. */
+static void ss_stream_rows(ss *s, ss_read *r, sqlite3_stmt *st)
 {
-    sqlite3_stmt *st;
     int rc = SQLITE_DONE;
 
-    r->status = CHATD_OK;
-    if (!ss_msgs_alloc(s, r, r->limit)) return;
-    st = ss_rstmt(s, r->key ? R_REPLAY_ROOM : R_REPLAY_SIDE);
-    if (r->key)
-        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_int64(st, 1, r->id);
-    sqlite3_bind_int64(st, 2, (int64_t)r->pos);
-    sqlite3_bind_int64(st, 3, (int64_t)r->limit);
     while (r->nmsgs < r->limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         if (!(r->msgs[r->nmsgs] = ss_stream_msg(s, st, NULL))) {
             r->status = CHATD_ERR_NOMEM;
@@ -380,6 +386,39 @@ static void ss_q_replay(ss *s, ss_read *r)
         r->status = CHATD_ERR_IO;
     }
     sqlite3_reset(st);
+}
+
+static void ss_q_replay(ss *s, ss_read *r)
+{
+    sqlite3_stmt *st;
+
+    r->status = CHATD_OK;
+    if (!ss_msgs_alloc(s, r, r->limit)) return;
+    st = ss_rstmt(s, r->key ? R_REPLAY_ROOM : R_REPLAY_SIDE);
+    if (r->key)
+        sqlite3_bind_text(st, 1, r->key, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(st, 1, r->id);
+    sqlite3_bind_int64(st, 2, (int64_t)r->pos);
+    sqlite3_bind_int64(st, 3, (int64_t)r->limit);
+    ss_stream_rows(s, r, st);
+}
+
+/* The ranges are sorted and disjoint, so every position of range i is below
+ * every position of range i + 1: by position is range by range, each one by
+ * position, and the page is full once `limit` rows came. */
+static void ss_q_side_replay(ss *s, ss_read *r)
+{
+    r->status = CHATD_OK;
+    if (!ss_msgs_alloc(s, r, r->limit)) return;
+    for (size_t i = 0; i < r->nranges && r->nmsgs < r->limit && r->status == CHATD_OK; i++) {
+        sqlite3_stmt *st = ss_rstmt(s, R_SIDE_RANGE);
+        sqlite3_bind_int64(st, 1, r->id);
+        sqlite3_bind_int64(st, 2, r->ranges[2 * i]);
+        sqlite3_bind_int64(st, 3, r->ranges[2 * i + 1]);
+        sqlite3_bind_int64(st, 4, (int64_t)(r->limit - r->nmsgs));
+        ss_stream_rows(s, r, st);
+    }
 }
 
 void ss_read_run(ss *s, ss_read *r)
@@ -406,6 +445,9 @@ void ss_read_run(ss *s, ss_read *r)
         return;
     case READ_REPLAY:
         ss_q_replay(s, r);
+        return;
+    case READ_SIDE_REPLAY:
+        ss_q_side_replay(s, r);
         return;
     }
     r->status = CHATD_ERR_INTERNAL;
@@ -435,6 +477,7 @@ void ss_read_answer(ss_read *r)
     case READ_HISTORY:
     case READ_IDEM_GET:
     case READ_REPLAY:
+    case READ_SIDE_REPLAY:
         r->history_cb(r->arg, r->status, ok ? r->msgs : NULL, ok ? r->nmsgs : 0,
                       ok ? r->next_before : 0);
         for (size_t i = 0; i < r->nmsgs; i++)
@@ -620,6 +663,33 @@ void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t afte
     if (!(r = ss_msgs_read(inst, READ_REPLAY, room_id, cb, arg))) return;
     r->id = member_id;
     r->pos = after;
+    r->limit = pc_history_limit(limit);
+    ss_read_submit(inst, r);
+}
+
+void ss_side_replay(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
+                    size_t n, unsigned limit, chatd_history_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (member_id <= 0 || n == 0 || n > CHATD_POS_RANGES_MAX) {
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    if (!(r = ss_msgs_read(inst, READ_SIDE_REPLAY, NULL, cb, arg))) return;
+    if (!(r->ranges = malloc(2 * n * sizeof(*r->ranges)))) {
+        ss_read_free(r);
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0, 0);
+        return;
+    }
+    if (!pc_pos_ranges(after, until, n, r->ranges)) {
+        ss_read_free(r);
+        cb(arg, CHATD_ERR_INVALID, NULL, 0, 0);
+        return;
+    }
+    r->nranges = n;
+    r->id = member_id;
     r->limit = pc_history_limit(limit);
     ss_read_submit(inst, r);
 }

@@ -508,6 +508,7 @@ static const chatd_store_ops ss_ops = {
     .dead_letter = ss_dead_letter,
     .node_claim = ss_node_claim,
     .member_page = ss_member_page,
+    .side_replay = ss_side_replay,
 };
 
 static const chatd_plugin_desc ss_desc = {

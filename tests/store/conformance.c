@@ -25,7 +25,9 @@
  * message: CHATD_ERR_EXISTS, counted), history paging, room
  * summaries, read marks, batched commits, non-ASCII text, 64 KiB messages,
  * the max_pending bound (when the store has that key; CHATD_ERR_BUSY),
- * dead letters (when the store has the ABI 1.1 hook),
+ * dead letters (when the store has the ABI 1.1 hook), positions (ABI 1.4) and
+ * the side stream's replay by position ranges (ABI 1.5, when the store has
+ * side_replay),
  * durability across a stop/start of the store, and across a crash: a child
  * process (this program with --crash-child) persists messages until it is
  * killed with SIGKILL; every message it saw acknowledged must be stored once.
@@ -33,7 +35,7 @@
  * This file: the store under test, the synchronous wrappers, main.
  * The cases: conformance_data.c (members, sessions, messages, summaries,
  * read marks), conformance_durable.c (batching, text, bounds, restart,
- * crash).
+ * crash), conformance_order.c (positions), conformance_side.c (side_replay).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -290,12 +292,19 @@ chatd_msg *new_chat_at(uint64_t id, uint64_t pos, const char *room, int64_t writ
 chatd_msg *new_read(uint64_t id, const char *room, int64_t reader, const char *login,
                     uint64_t up_to)
 {
+    return new_read_at(id, 0, room, reader, login, up_to);
+}
+
+chatd_msg *new_read_at(uint64_t id, uint64_t pos, const char *room, int64_t reader,
+                       const char *login, uint64_t up_to)
+{
     chatd_msg_fields f;
     chatd_msg *m;
     memset(&f, 0, sizeof(f));
     f.size = sizeof(f);
     f.kind = CHATD_MSG_READ;
     f.id = id;
+    f.pos = pos;
     f.room_id = room;
     f.writer_id = reader;
     f.writer = login;
@@ -452,7 +461,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_long_message),      cmocka_unit_test(test_durable_across_restart),
         cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
         cmocka_unit_test(test_dead_letter),       cmocka_unit_test(test_member_page),
-        cmocka_unit_test(test_positions),
+        cmocka_unit_test(test_positions),         cmocka_unit_test(test_side_replay),
     };
 
     g_self = argv[0];

@@ -118,6 +118,9 @@ chatd_msg *new_chat_at(uint64_t id, uint64_t pos, const char *room, int64_t writ
                        const char *writer, const char *text, size_t len, int64_t time_ms);
 chatd_msg *new_read(uint64_t id, const char *room, int64_t reader, const char *login,
                     uint64_t up_to);
+/* new_read with a position (ABI 1.4; 0: the id) */
+chatd_msg *new_read_at(uint64_t id, uint64_t pos, const char *room, int64_t reader,
+                       const char *login, uint64_t up_to);
 chatd_status st_persist(chatd_msg *m);
 chatd_status st_chat(uint64_t id, const char *room, int64_t writer_id, const char *writer,
                      const char *text, int64_t time_ms);
@@ -146,6 +149,7 @@ void test_max_pending(void **state);
 void test_crash_durability(void **state);
 void test_dead_letter(void **state);
 void test_positions(void **state);
+void test_side_replay(void **state);
 /** The crash child: store_conformance --crash-child ... (conformance_durable.c). */
 int crash_child(int argc, char **argv);
 
