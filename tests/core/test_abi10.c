@@ -295,6 +295,39 @@ static void login_and_publish(void **state)
     assert_int_equal(p.calls, 1);
 }
 
+static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n,
+                       uint64_t next_before)
+{
+    result *r = arg;
+    (void)msgs;
+    (void)next_before;
+    r->st = st;
+    r->n = n;
+    r->calls++;
+    r->done = 1;
+}
+
+/* side_replay (ABI 1.5) of a store without the hook: ranges the contract
+ * refuses are CHATD_ERR_INVALID, valid ones CHATD_ERR_UNAVAILABLE, the
+ * callback once each. */
+static void side_replay_without_hook(void **state)
+{
+    fixture *fx = *state;
+    const uint64_t after[] = {0, CHATD_POS_PARTITIONED}, until[] = {CHATD_POS_PARTITIONED, 0};
+    const uint64_t whole[] = {CHATD_POS_PARTITIONED}; /* the unpartitioned stream */
+    result bad = {0}, none = {0}, ok = {0};
+    fx->api->side_replay(fx->t, fx->ids[0], after, until, 2, 10, history_cb, &bad);
+    WAIT(fx, bad);
+    assert_int_equal(bad.st, CHATD_ERR_INVALID); /* until[1] <= after[1] */
+    fx->api->side_replay(fx->t, fx->ids[0], after, until, 0, 10, history_cb, &none);
+    WAIT(fx, none);
+    assert_int_equal(none.st, CHATD_ERR_INVALID);
+    fx->api->side_replay(fx->t, fx->ids[0], after, whole, 1, 10, history_cb, &ok);
+    WAIT(fx, ok);
+    assert_int_equal(ok.st, CHATD_ERR_UNAVAILABLE);
+    assert_int_equal(bad.calls + none.calls + ok.calls, 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -304,6 +337,8 @@ int main(void)
         {"member rows, short records", member_rows, setup_short, teardown, NULL},
         {"room rows, short records", room_rows, setup_short, teardown, NULL},
         {"login and publish, short records", login_and_publish, setup_short, teardown, NULL},
+        {"side replay without the store hook", side_replay_without_hook, setup_full, teardown,
+         NULL},
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
