@@ -1,11 +1,10 @@
 /*
  * ss_reads.c - the reads of store-sqlite (member_get, member_list,
- * member_page, session_get, room_list, history, idem_get, replay, side_replay). A hook (loop
- * thread)
- * checks its arguments and hands the read to the reader thread
- * (ss_reader.c), which runs its query here (ss_read_run) on the second,
- * query-only connection: rows are copied out of SQLite and messages built
- * with msg_new there. The answer goes back to the loop, where
+ * member_page, session_get, room_list, history, idem_get, replay,
+ * side_replay). A hook (loop thread) checks its arguments and hands the
+ * read to the reader thread (ss_reader.c), which runs its query here
+ * (ss_read_run) on the second, query-only connection: rows are copied out
+ * of SQLite and messages built with msg_new there. The answer goes back to the loop, where
  * ss_read_answer calls the callback, which borrows the rows and messages.
  */
 #define _POSIX_C_SOURCE 200809L
