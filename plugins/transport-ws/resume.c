@@ -4,24 +4,29 @@
  *
  * A cursor names one message's place in one destination's stream:
  *   /sub/chat/room/A&B  ->  "room.A-B.<position>"
- *   /sub/chat/side/M    ->  "side.M.<position>"
+ *   /sub/chat/side/M    ->  "side.M.p<vector>"  (sidecur.c)
  * where a room's position is the message's position (chatd_api.msg_pos: the
  * id with queue-local, the Kafka partition and offset with queue-kafka, the
- * same on every node) and the side stream's is the message's id (the side
- * spans rooms, whose positions need not compare; see the document for what
- * that means with several nodes). Every MESSAGE frame carries its cursor.
+ * same on every node), and a side cursor, since the side stream spans rooms
+ * whose positions lie in streams that do not compare, is a vector: the last
+ * position covered in each stream. Every MESSAGE frame carries its cursor.
  *
  * resume-after: the subscription is registered first, so nothing published
  * from then on is missed; while it replays, live deliveries for it are held
  * (at most replay_hold; past that they are dropped and the replay reads
- * one more page from the store, which has them: the core persists before it
- * fans out). Pages of replay_page come from chatd_api.replay; the next
+ * again, from the store, which has them: the core persists before it fans
+ * out). Pages of replay_page come from chatd_api.replay (a room) or
+ * chatd_api.side_replay (a side: the ranges after each stream's entry, at
+ * most CHATD_POS_RANGES_MAX streams a page, the streams in turn); the next
  * page is asked for only when the connection's output has drained to a
  * quarter of max_outbuf (bounded memory, and a resuming client is never
- * disconnected as slow). A short page with nothing dropped ends the replay:
- * the held messages after the last replayed position are written, and the
- * subscription goes live with a position filter (each position once, in
- * order), which makes the seam exact.
+ * disconnected as slow). A short page (of the last streams) with nothing
+ * dropped ends the replay: the held messages after the last replayed
+ * positions are written, and the subscription goes live with a position
+ * filter (each position once, in order, per stream), which makes the seam
+ * exact. A store without side_replay replays a side stream by id, which is
+ * exact when every position is unpartitioned (queue-local: the id); with
+ * partitioned positions it refuses the resume.
  */
 #include "config.h"
 
@@ -35,12 +40,15 @@
 #include <string.h>
 
 struct tw_replay {
-    tw_sub *s;     /* NULL once the subscription is gone */
-    tw_conn *c;    /* referenced until the replay is freed */
-    int fetching;  /* a page request is outstanding */
-    int scheduled; /* run_cb is scheduled on the loop */
-    int waiting;   /* waiting for the output to drain */
-    int dropped;   /* held messages were dropped: one more page is needed */
+    tw_sub *s;         /* NULL once the subscription is gone */
+    tw_conn *c;        /* referenced until the replay is freed */
+    int fetching;      /* a page request is outstanding */
+    int scheduled;     /* run_cb is scheduled on the loop */
+    int waiting;       /* waiting for the output to drain */
+    int dropped;       /* held messages were dropped: one more page is needed */
+    size_t chunk;      /* side: the first stream (vector entry) of the page */
+    int byid;          /* side, a store without side_replay: replayed by id */
+    uint64_t after_id; /* ... after this id */
     size_t nheld;
     chatd_msg *held[]; /* replay_hold of them */
 };
@@ -62,12 +70,22 @@ static int cursor_prefix(const char *dest, char *out, size_t cap)
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
 
-uint64_t tw_stream_pos(const chatd_api *api, const char *dest, const chatd_msg *msg)
+static int is_side(const char *dest)
 {
-    if (strncmp(dest, CHATD_DEST_ROOM_PREFIX, sizeof(CHATD_DEST_ROOM_PREFIX) - 1) == 0 &&
-        api->size >= offsetof(chatd_api, msg_pos) + sizeof(api->msg_pos))
-        return api->msg_pos(msg);
+    return strncmp(dest, CHATD_DEST_SIDE_PREFIX, sizeof(CHATD_DEST_SIDE_PREFIX) - 1) == 0;
+}
+
+uint64_t tw_stream_pos(const chatd_api *api, const chatd_msg *msg)
+{
+    if (api->size >= offsetof(chatd_api, msg_pos) + sizeof(api->msg_pos)) return api->msg_pos(msg);
     return api->msg_id(msg);
+}
+
+int tw_dest_cursor(tw_server *srv, const tw_sub *s, const char *dest, const chatd_msg *msg,
+                   char *out, size_t cap)
+{
+    if (is_side(dest)) return tw_side_cursor(srv, s, dest, out, cap);
+    return tw_cursor_make(dest, tw_stream_pos(srv->api, msg), out, cap);
 }
 
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap)
@@ -85,8 +103,7 @@ int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, s
     size_t jl = 0;
     if (!cur) cur = own;
     const char *j = api->msg_json(msg, &jl);
-    if (!j || jl < 2 ||
-        tw_cursor_make(dest, tw_stream_pos(api, dest, msg), cur, TW_CURSOR_MAX) != 0)
+    if (!j || jl < 2 || tw_cursor_make(dest, tw_stream_pos(api, msg), cur, TW_CURSOR_MAX) != 0)
         return -1;
     if (evbuffer_add(b, j, jl - 1) != 0) return -1;
     return evbuffer_add_printf(b, ",\"cursor\":\"%s\"}", cur) < 0 ? -1 : 0;
@@ -126,9 +143,14 @@ static void replay_free(struct tw_replay *r)
 /* Write msg to s unless its position was written already. */
 static int write_after(tw_sub *s, chatd_msg *msg)
 {
-    uint64_t id = tw_stream_pos(s->c->srv->api, s->d->name, msg);
-    if (id <= s->last) return 0;
-    s->last = id;
+    uint64_t pos = tw_stream_pos(s->c->srv->api, msg);
+    if (s->vec) {
+        if (s->replay && s->replay->byid && tw_pos_stream(pos) != 0) return 0;
+        if (!tw_side_pass(s, pos)) return 0;
+    } else {
+        if (pos <= s->last) return 0;
+        s->last = pos;
+    }
     return tw_sub_write(s, msg);
 }
 
@@ -142,6 +164,44 @@ static void replay_end(tw_sub *s)
 
 static void schedule(struct tw_replay *r);
 
+/* The store has no side_replay: by id when every stream is the
+ * unpartitioned one (positions are ids there), else refused. 0, or -1. */
+static int side_by_id(struct tw_replay *r)
+{
+    tw_sub *s = r->s;
+    if (s->vec->n != 1 || s->vec->e[0].k != 0) {
+        replay_end(s);
+        tw_stomp_error(r->c,
+                       "resume failed: this store cannot replay the side stream by position "
+                       "(it lacks side_replay); subscribe without resume-after and reload",
+                       NULL, WS_CLOSE_INTERNAL);
+        return -1;
+    }
+    r->byid = 1;
+    r->after_id = s->vec->e[0].v;
+    return 0;
+}
+
+/* Whether another page is needed after one of n messages. */
+static int page_more(struct tw_replay *r, size_t n)
+{
+    tw_sub *s = r->s;
+    size_t full = (size_t)r->c->srv->replay_page;
+    if (!s->vec || r->byid || n == full) {
+        int more = n == full || r->dropped;
+        r->dropped = 0;
+        return more;
+    }
+    /* side by position: the next streams; after the last, again if held
+     * messages were dropped meanwhile */
+    r->chunk += CHATD_POS_RANGES_MAX;
+    if (r->chunk < s->vec->n) return 1;
+    r->chunk = 0;
+    int more = r->dropped;
+    r->dropped = 0;
+    return more;
+}
+
 static void page_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n, uint64_t next)
 {
     (void)next;
@@ -154,6 +214,10 @@ static void page_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n
         return;
     }
     if (c->closed || c->closing) return; /* freed with the subscription */
+    if (st == CHATD_ERR_UNAVAILABLE && s->vec && !r->byid) {
+        if (side_by_id(r) == 0) schedule(r);
+        return;
+    }
     if (st != CHATD_OK) {
         char m[160];
         snprintf(m, sizeof(m), "resume failed: the store could not replay (%s); retry later",
@@ -162,27 +226,32 @@ static void page_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n
         tw_stomp_error(c, m, NULL, WS_CLOSE_INTERNAL);
         return;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (r->byid) r->after_id = c->srv->api->msg_id(msgs[i]);
         if (write_after(s, msgs[i]) != 0) {
             replay_end(s);
             tw_conn_close(c); /* out of memory */
             return;
         }
-    if (n == (size_t)c->srv->replay_page || r->dropped) {
-        r->dropped = 0;
+    }
+    if (page_more(r, n)) {
         if ((int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf / 4)
             r->waiting = 1; /* tw_resume_drained goes on */
         else
             schedule(r);
         return;
     }
-    /* the seam: what was held during the replay, then live */
-    s->replay = NULL;
+    /* the seam: what was held during the replay (with the replay's own
+     * cursors: the table may be past messages still held), then live */
     int failed = 0;
     for (size_t i = 0; i < r->nheld && !failed; i++)
         failed = write_after(s, r->held[i]) != 0;
+    s->replay = NULL;
     replay_free(r);
-    if (failed) tw_conn_close(c);
+    if (failed)
+        tw_conn_close(c);
+    else
+        tw_side_settle(c->srv, s);
 }
 
 /* Ask the store for the next page (on a fresh stack, from the loop). */
@@ -199,12 +268,25 @@ static void run_cb(evutil_socket_t fd, short what, void *arg)
     }
     tw_conn *c = s->c;
     if (c->closed || c->closing) return;
+    const chatd_api *api = c->srv->api;
+    unsigned page = (unsigned)c->srv->replay_page;
+    if (s->vec && !r->byid) {
+        if (api->size < offsetof(chatd_api, side_replay) + sizeof(api->side_replay)) {
+            if (side_by_id(r) == 0) schedule(r); /* a core before ABI 1.5 */
+            return;
+        }
+        uint64_t after[CHATD_POS_RANGES_MAX], until[CHATD_POS_RANGES_MAX];
+        size_t n = tw_side_ranges(s->vec, r->chunk, after, until, CHATD_POS_RANGES_MAX);
+        r->fetching = 1;
+        api->side_replay(c->srv->ctx, c->member_id, after, until, n, page, page_cb, r);
+        return;
+    }
     char room[CHATD_ROOM_ID_MAX] = "";
-    int side = strncmp(s->d->name, CHATD_DEST_SIDE_PREFIX, sizeof(CHATD_DEST_SIDE_PREFIX) - 1) == 0;
-    if (!side) snprintf(room, sizeof(room), "%s", s->d->name + sizeof(CHATD_DEST_ROOM_PREFIX) - 1);
+    if (!s->vec)
+        snprintf(room, sizeof(room), "%s", s->d->name + sizeof(CHATD_DEST_ROOM_PREFIX) - 1);
     r->fetching = 1;
-    c->srv->api->replay(c->srv->ctx, c->member_id, side ? NULL : room, s->last,
-                        (unsigned)c->srv->replay_page, page_cb, r);
+    api->replay(c->srv->ctx, c->member_id, s->vec ? NULL : room, s->vec ? r->after_id : s->last,
+                page, page_cb, r);
 }
 
 static void schedule(struct tw_replay *r)
@@ -221,13 +303,19 @@ static void schedule(struct tw_replay *r)
     }
 }
 
-void tw_resume_begin(tw_sub *s, uint64_t after)
+void tw_resume_begin(tw_sub *s, uint64_t after, tw_sidevec *vec)
 {
     struct tw_replay *r =
         calloc(1, sizeof(*r) + (size_t)s->c->srv->replay_hold * sizeof(r->held[0]));
-    s->resumed = 1;
-    s->last = after;
-    if (!r) {
+    if (vec) { /* side: per stream, the cursor's and the node's for the others */
+        s->vec = tw_side_seed(s->c->srv, vec);
+        free(vec);
+    } else {
+        s->resumed = 1;
+        s->last = after;
+    }
+    if (!r || (vec && !s->vec)) {
+        free(r);
         tw_stomp_error(s->c, "out of memory", NULL, WS_CLOSE_INTERNAL);
         return;
     }

@@ -339,6 +339,10 @@ struct sub_req {
     "resume-after: malformed cursor, or a cursor of another destination (use the cursor header "   \
     "of a MESSAGE of this destination)"
 
+#define TW_SIDE_UNRESUMABLE                                                                        \
+    "resume-after: this side cursor cannot be resumed (the node's position streams did not fit "   \
+    "in a cursor); subscribe without resume-after and reload the room list"
+
 static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t peer_id)
 {
     (void)peer_id;
@@ -367,7 +371,7 @@ static void room_cb(void *arg, chatd_status st, const char *room_id, int64_t pee
         goto out;
     }
     tw_stomp_receipt(c, r->receipt);
-    if (r->resume) tw_resume_begin(c->subs, after); /* the sub just added */
+    if (r->resume) tw_resume_begin(c->subs, after, NULL); /* the sub just added */
     tw_conn_kick(c);
 out:
     free(r->id);
@@ -430,17 +434,23 @@ static void on_subscribe(tw_conn *c, const stomp_frame *f)
             return;
         }
         snprintf(d, sizeof(d), "%s%" PRId64, side, who);
-        uint64_t after = 0;
-        if (resume && tw_cursor_parse(d, resume, &after) != 0) {
-            tw_stomp_error(c, TW_RESUME_REFUSAL, receipt, WS_CLOSE_POLICY);
+        tw_sidevec *vec = NULL;
+        int prc = resume ? tw_side_parse(d, resume, &vec) : 0;
+        if (prc != 0) {
+            tw_stomp_error(c,
+                           prc == -2   ? TW_SIDE_UNRESUMABLE
+                           : prc == -3 ? "out of memory"
+                                       : TW_RESUME_REFUSAL,
+                           receipt, prc == -3 ? WS_CLOSE_INTERNAL : WS_CLOSE_POLICY);
             return;
         }
         if (tw_sub_add(c, d, id, ack) != 0) {
+            free(vec);
             tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
             return;
         }
         tw_stomp_receipt(c, receipt);
-        if (resume) tw_resume_begin(c->subs, after); /* the sub just added */
+        if (vec) tw_resume_begin(c->subs, 0, vec); /* the sub just added */
         return;
     }
     if (strncmp(dest, room, sizeof(room) - 1) != 0) {

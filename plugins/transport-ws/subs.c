@@ -78,6 +78,7 @@ static void sub_free(tw_server *srv, tw_sub *s)
     s->c->nsubs--;
     srv->nsubs--;
     tw_resume_sub_gone(s);
+    free(s->vec);
     free(s->id);
     free(s);
 }
@@ -197,26 +198,36 @@ int tw_sub_write(tw_sub *s, chatd_msg *msg)
     tw_server *srv = s->c->srv;
     char cursor[TW_CURSOR_MAX];
     uint64_t id = srv->api->msg_id(msg);
-    if (tw_cursor_make(s->d->name, tw_stream_pos(srv->api, s->d->name, msg), cursor,
-                       sizeof(cursor)) != 0)
-        return -1;
+    if (tw_dest_cursor(srv, s, s->d->name, msg, cursor, sizeof(cursor)) != 0) return -1;
     struct shared_frame *f = frame_new(srv, s->d->name, msg, id, cursor);
     if (!f) return -1;
     int rc = sub_queue(s, f, id, srv->api->now_ms());
     frame_release(f);
-    if (rc == 0) srv->api->counter_add(srv->ctx, "chatd_ws_replayed_total", 1);
+    if (rc == 0 && s->replay) srv->api->counter_add(srv->ctx, "chatd_ws_replayed_total", 1);
     return rc;
+}
+
+/* A resumed side subscription, live, with its own vector: each position
+ * once, and its own cursor (the table's once the table has caught up). */
+static int side_write(tw_sub *s, struct shared_frame *f, chatd_msg *msg, uint64_t pos, int64_t now)
+{
+    if (!tw_side_pass(s, pos)) return 0;
+    tw_side_settle(s->c->srv, s);
+    if (s->vec) return tw_sub_write(s, msg);
+    return sub_queue(s, f, s->c->srv->api->msg_id(msg), now);
 }
 
 void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
 {
     tw_server *srv = inst;
+    uint64_t pos = tw_stream_pos(srv->api, msg);
+    tw_side_note(srv, pos); /* before any cursor is made */
     struct lh_entry *e = lh_table_lookup_entry(srv->dests, destination);
     if (!e) return;
     tw_dest *d = (tw_dest *)lh_entry_v(e);
-    uint64_t id = srv->api->msg_id(msg), pos = tw_stream_pos(srv->api, d->name, msg);
+    uint64_t id = srv->api->msg_id(msg);
     char cursor[TW_CURSOR_MAX];
-    if (tw_cursor_make(d->name, pos, cursor, sizeof(cursor)) != 0) return;
+    if (tw_dest_cursor(srv, NULL, d->name, msg, cursor, sizeof(cursor)) != 0) return;
     struct shared_frame *f = frame_new(srv, d->name, msg, id, cursor);
     if (!f) return;
     int64_t now = srv->api->now_ms();
@@ -232,7 +243,8 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
             if (pos <= s->last) continue;
             s->last = pos;
         }
-        if (sub_queue(s, f, id, now) != 0 || tw_conn_over_limit(c)) {
+        if ((s->vec ? side_write(s, f, msg, pos, now) : sub_queue(s, f, id, now)) != 0 ||
+            tw_conn_over_limit(c)) {
             c->slow = 1;
             nslow++;
             continue;

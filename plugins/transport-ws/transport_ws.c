@@ -526,6 +526,7 @@ static void tw_destroy(void *inst)
     if (s->dests) lh_table_free(s->dests);
     if (s->ips) lh_table_free(s->ips);
     if (s->scratch) evbuffer_free(s->scratch);
+    tw_side_table_free(s);
     tw_conn_flush_drop(s);
     if (s->ssl) SSL_CTX_free(s->ssl);
     for (size_t i = 0; i < s->norigins; i++)

@@ -39,6 +39,23 @@ struct tw_retry;
 /* Longest subscription id / transaction name / receipt we keep. */
 #define TW_MAX_ID 256
 
+/* sidecur.c: the node table, for each position stream (index k: 0 the
+ * unpartitioned one, 1 + partition) the highest position fanned out here */
+typedef struct tw_sidetable {
+    uint64_t *pos; /* pos[k], 0 when none yet */
+    size_t cap;
+    int broken; /* out of memory growing it: side cursors are not resumable */
+} tw_sidetable;
+
+/* a side cursor's vector: for each stream (ascending k), the last position covered */
+typedef struct tw_sidevec {
+    size_t n;
+    struct tw_sidepos {
+        uint32_t k;
+        uint64_t v;
+    } e[];
+} tw_sidevec;
+
 struct tw_server {
     const chatd_api *api;
     chatd_ctx *ctx;
@@ -71,6 +88,7 @@ struct tw_server {
     struct evbuffer *scratch;         /* a MESSAGE frame assembled before it is queued (subs.c) */
     struct event *flush_ev;           /* writes the output queued this loop round (conn.c) */
     tw_conn *flush_head, *flush_tail; /* ... of these connections, in order */
+    tw_sidetable side;                /* side cursors (sidecur.c) */
 };
 
 enum { TW_MODE_HTTP = 0, TW_MODE_WS = 1 };
@@ -162,7 +180,8 @@ struct tw_sub {
     int ack;
     /* resume-after (resume.c) */
     int resumed;              /* positions are filtered: each once, in order */
-    uint64_t last;            /* position of the last message written to it */
+    uint64_t last;            /* position of the last message written to it (rooms) */
+    tw_sidevec *vec;          /* side: per stream (sidecur.c); NULL when the table's */
     struct tw_replay *replay; /* the replay in progress; NULL once live */
 };
 
@@ -256,10 +275,14 @@ void tw_page_link(const tw_page *p, const char *base, const char *last, char *ou
 struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);
 
 /* resume.c: cursors and SUBSCRIBE resume-after (docs/delivery.md) */
-#define TW_CURSOR_MAX 96 /* a cursor with its NUL ("room.<a>-<b>.<id>") */
-/* Where msg sits in the stream of destination `dest`, the value its cursor
- * names: a room's by position (chatd_api.msg_pos), a side stream's by id. */
-uint64_t tw_stream_pos(const chatd_api *api, const char *dest, const chatd_msg *msg);
+#define TW_CURSOR_MAX 257 /* a cursor with its NUL (issue 12: at most 256 bytes) */
+/* The position of msg (chatd_api.msg_pos; the id before ABI 1.4). */
+uint64_t tw_stream_pos(const chatd_api *api, const chatd_msg *msg);
+/* The cursor of msg on destination `dest` (a room's or a side's), written
+ * to subscription s (NULL: a subscription that follows the node table); 0,
+ * or -1. */
+int tw_dest_cursor(tw_server *srv, const tw_sub *s, const char *dest, const chatd_msg *msg,
+                   char *out, size_t cap);
 /* The cursor naming position `id` of destination `dest`; 0, or -1. */
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap);
 /* Append msg's JSON wire form with `"cursor":"<its cursor in dest>"` added
@@ -271,14 +294,41 @@ int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, s
 /* The position a cursor of destination `dest` names; 0, or -1 when it is
  * malformed or from another destination. */
 int tw_cursor_parse(const char *dest, const char *cursor, uint64_t *id);
-/* Replay the messages of s after position `after`, then go live. */
-void tw_resume_begin(tw_sub *s, uint64_t after);
+/* Replay the messages of s after position `after` (a room), or after the
+ * side cursor's vector `vec` (taken over, freed here), then go live. */
+void tw_resume_begin(tw_sub *s, uint64_t after, tw_sidevec *vec);
 /* A live message for s while it replays: held, delivered at the seam. */
 void tw_resume_hold(tw_sub *s, chatd_msg *msg);
 /* The output of c drained: replays waiting for it go on. */
 void tw_resume_drained(tw_conn *c);
 /* s is being freed: its replay, if any, is abandoned. */
 void tw_resume_sub_gone(tw_sub *s);
+/* sidecur.c: side cursors (position vectors) and the node table */
+/* The stream index of a position: 0 unpartitioned, 1 + partition. */
+uint32_t tw_pos_stream(uint64_t pos);
+/* A message at `pos` is being fanned out: the table's entry follows it. */
+void tw_side_note(tw_server *srv, uint64_t pos);
+void tw_side_table_free(tw_server *srv);
+/* The side cursor of subscription s (NULL: the table's) on side destination
+ * dest: its vector while it replays, the larger of its vector and the table
+ * once live; side.<m>.x when it does not fit. 0, or -1. */
+int tw_side_cursor(tw_server *srv, const tw_sub *s, const char *dest, char *out, size_t cap);
+/* Parse a side cursor of side destination dest into a new vector: 0; -1
+ * malformed or another destination's; -2 the form that cannot be resumed
+ * (side.<m>.x); -3 out of memory. */
+int tw_side_parse(const char *dest, const char *cursor, tw_sidevec **out);
+/* A resumed side subscription's vector: the cursor's entries, and the
+ * table's for the streams the cursor lacks. NULL when out of memory. */
+tw_sidevec *tw_side_seed(tw_server *srv, const tw_sidevec *cur);
+/* Whether a message at pos is written to resumed side subscription s (each
+ * position once, in order per stream); its vector follows it. */
+int tw_side_pass(tw_sub *s, uint64_t pos);
+/* Drop the vector of live s once the table has reached every entry of it. */
+void tw_side_settle(tw_server *srv, tw_sub *s);
+/* The replay ranges (entry, end of its stream) of v's entries from `from`,
+ * at most max; how many. */
+size_t tw_side_ranges(const tw_sidevec *v, size_t from, uint64_t *after, uint64_t *until,
+                      size_t max);
 /* subs.c: queue one MESSAGE frame of msg for s (with its cursor); 0 or -1 */
 int tw_sub_write(tw_sub *s, chatd_msg *msg);
 

@@ -1,12 +1,14 @@
 // tests/delivery/resume.test.mjs - cursors and SUBSCRIBE resume-after
 // (docs/delivery.md) against the running chatd of CHATD_URL: every MESSAGE
-// and history item carries its cursor, after= pages forward, a resumed
-// subscription gets every message after its cursor once, in order, then
-// live, and every refusal is an ERROR with a message header, then close.
+// and history item carries its cursor (side cursors: a position vector,
+// tests/delivery/sidecursor.mjs), after= pages forward, a resumed room or
+// side subscription gets every message after its cursor once, in order,
+// then live, and every refusal is an ERROR with a message header, then close.
 
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { makeMember, roomOf, stomp, collect, collectSynced, publish, closeAll, http, uid, rawConnected } from '../e2e/lib.mjs';
+import { decodeSide, encodeSide, rawSide, streamOf } from './sidecursor.mjs';
 
 const MSG = '/pub/chat/message';
 const roomDest = (room) => `/sub/chat/room/${room}`;
@@ -46,7 +48,21 @@ test('MESSAGE frames and history items carry cursors; after= pages forward', asy
             assert.equal(f.headers.cursor, `room.${lo}-${hi}.${rbox.messages[i].id}`);
             assert.ok(f.headers.cursor.length <= 256 && /^[\x21-\x7e]+$/.test(f.headers.cursor));
         }
-        for (const [i, f] of sbox.frames.entries()) assert.equal(f.headers.cursor, `side.${b.id}.${sbox.messages[i].id}`);
+        // side cursors: vectors whose entry for each message's stream covers
+        // its position (the room cursor's), never moving back
+        const posOf = new Map(rbox.messages.map((m, i) => [m.id, BigInt(rbox.frames[i].headers.cursor.split('.').at(-1))]));
+        let prev = new Map();
+        for (const [i, f] of sbox.frames.entries()) {
+            const cur = f.headers.cursor;
+            assert.ok(cur.length <= 256 && /^[\x21-\x7e]+$/.test(cur), cur);
+            const { member, entries } = decodeSide(cur);
+            assert.equal(member, String(b.id));
+            assert.equal(encodeSide(b.id, [...entries]), cur, 'canonical');
+            const pos = posOf.get(sbox.messages[i].id);
+            assert.ok(entries.get(streamOf(pos)) >= pos, `${cur} covers ${pos}`);
+            for (const [k, v] of prev) assert.ok(entries.get(k) >= v, `${cur} keeps stream ${k}`);
+            prev = entries;
+        }
         // forward paging: 100, 100, 50, each item with the live cursor
         const seen = [];
         let after = rbox.frames[0].headers.cursor;
@@ -68,7 +84,7 @@ test('MESSAGE frames and history items carry cursors; after= pages forward', asy
         const h = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=10`, { token: b.token });
         assert.deepEqual(h.json.messages.map((m) => m.cursor), rbox.frames.slice(-10).map((f) => f.headers.cursor));
         // refusals of after=
-        for (const bad of ['nonsense', `side.${b.id}.${rbox.messages[0].id}`, `room.${lo}-${Number(hi) + 1}.5`, `room.${lo}-${hi}.01`]) {
+        for (const bad of ['nonsense', `side.${b.id}.${rbox.messages[0].id}`, sbox.frames[0].headers.cursor, `room.${lo}-${Number(hi) + 1}.5`, `room.${lo}-${hi}.01`]) {
             const r = await http('GET', `/api/rooms/${encodeURIComponent(room)}/messages?after=${encodeURIComponent(bad)}`, { token: a.token });
             assert.equal(r.status, 400, `${bad}: ${r.text}`);
         }
@@ -108,20 +124,23 @@ test('resume-after a room cursor: the gap once each in order, then live', async 
     }
 });
 
-test('resume while the other member keeps sending: no gap and no duplicate at the seam', async () => {
+/* b follows dest (of b) while a sends `count` messages, cut and resumed
+ * `cuts` times meanwhile: what b kept plus the final resume is the send
+ * order, each once */
+async function resumeWhileSending(dest, count, cuts) {
     const { a, b, room } = await pair();
     const ca = await stomp(a);
-    const texts = Array.from({ length: 600 }, (_, i) => `s${i}`);
+    const texts = Array.from({ length: count }, (_, i) => `s${i}`);
+    const lastText = texts.at(-1);
     let cb = await stomp(b);
     try {
-        const first = await collectSynced(cb, roomDest(room));
+        const first = await collectSynced(cb, dest(room, b));
         const sending = sendAll(ca, room, texts, 10); // keeps going during the cuts
         const got = []; // what the client keeps: each message it saw, in order
         let cursor = null; // the cursor of the last message it kept
-        // cut and resume five times while a is sending
-        for (let cut = 0; cut < 5; cut++) {
-            const box = cut === 0 ? first : collect(cb, roomDest(room), { 'resume-after': cursor });
-            await box.waitFor((m) => m.length >= 20 || m.some((x) => x.message === 's599'), 20000);
+        for (let cut = 0; cut < cuts; cut++) {
+            const box = cut === 0 ? first : collect(cb, dest(room, b), { 'resume-after': cursor });
+            await box.waitFor((m) => m.length >= 20 || m.some((x) => x.message === lastText), 20000);
             const n = box.frames.length; // messages after this are lost with the connection
             got.push(...box.messages.slice(0, n));
             if (n) cursor = box.frames[n - 1].headers.cursor;
@@ -129,12 +148,15 @@ test('resume while the other member keeps sending: no gap and no duplicate at th
             cb = await stomp(b);
         }
         await sending;
-        const rest = await resumeUntil(cb, roomDest(room), cursor, 's599', 30000);
+        const rest = await resumeUntil(cb, dest(room, b), cursor, lastText, 30000);
         assert.deepEqual([...got, ...rest.messages].map((m) => m.message), texts);
     } finally {
         await closeAll(ca, cb);
     }
-});
+}
+
+test('resume while the other member keeps sending: no gap and no duplicate at the seam', () =>
+    resumeWhileSending((room) => roomDest(room), 600, 5));
 
 test('side resume includes the member\'s own read events from another connection', async () => {
     const { a, b, room } = await pair();
@@ -154,31 +176,58 @@ test('side resume includes the member\'s own read events from another connection
         await publish(ca, MSG, { roomId: room, message: 'a answers from the laptop' });
         phone = await stomp(a);
         const box = await resumeUntil(phone, sideDest(a), cursor, 'a answers from the laptop');
-        assert.deepEqual(box.messages.map((m) => `${m.type}:${m.message ?? m.upTo}`),
-            ['chat:while away 1', `read:${r1.headers['message-id']}`, 'chat:while away 2', 'chat:a answers from the laptop']);
+        const want = ['chat:while away 1', `read:${r1.headers['message-id']}`, 'chat:while away 2', 'chat:a answers from the laptop'];
+        const shown = (bx) => bx.messages.map((m) => `${m.type}:${m.message ?? m.upTo}`);
+        assert.deepEqual(shown(box), want);
         assert.equal(box.messages[1].memberId, a.id);
-        assert.deepEqual(box.frames.map((f) => f.headers.cursor), box.messages.map((m) => `side.${a.id}.${m.id}`));
         assert.ok(BigInt(r0.headers['message-id']) < BigInt(box.messages[0].id) && r2.headers['message-id'] === box.messages[2].id);
+        for (const f of box.frames) assert.equal(decodeSide(f.headers.cursor).member, String(a.id));
+        // resumed after each replayed cursor (the read event's too): exactly the rest, then live
+        const replayed = box.frames.slice(0, want.length); // box keeps getting the live ones
+        for (let i = 0; i < replayed.length; i++) {
+            const c2 = await stomp(a);
+            const live = uid('live-');
+            const rest = collect(c2, sideDest(a), { 'resume-after': replayed[i].headers.cursor });
+            await rest.waitFor((m) => m.length >= want.length - 1 - i, 20000);
+            await publish(cb, MSG, { roomId: room, message: live });
+            await rest.waitFor((m) => m.some((x) => x.message === live), 20000);
+            assert.deepEqual(shown(rest), [...want.slice(i + 1), `chat:${live}`], `after frame ${i}`);
+            await closeAll(c2);
+            want.push(`chat:${live}`);
+        }
+        // the cursor form of earlier releases (side.<memberId>.<id>) still resumes
+        const old = await stomp(a);
+        const obox = await resumeUntil(old, sideDest(a), `side.${a.id}.${r0.headers['message-id']}`, want.at(-1).slice(5));
+        assert.deepEqual(shown(obox), want);
+        await closeAll(old);
     } finally {
         await closeAll(ca, cb, phone);
     }
 });
+
+test('side resume while the other member keeps sending: no gap and no duplicate at the seam', () =>
+    resumeWhileSending((room, b) => sideDest(b), 300, 4));
 
 test('resume refusals: ERROR with a message header, then close', async () => {
     const { a, b, room } = await pair();
     const c = await makeMember('cc');
     const other = roomOf(a, c);
     const ca = await stomp(a);
-    let cursor;
+    let cursor, sideCursor;
     try {
         const box = await collectSynced(ca, roomDest(room));
+        const sbox = await collectSynced(ca, sideDest(a));
         await publish(ca, MSG, { roomId: room, message: 'x' });
         await box.waitFor(1);
+        await sbox.waitFor(1);
         cursor = box.frames[0].headers.cursor;
+        sideCursor = sbox.frames[0].headers.cursor;
     } finally {
         await closeAll(ca);
     }
     const [lo, hi] = room.split('&');
+    const bad = (bytes) => rawSide(a.id, bytes);
+    const big = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x40]; // 2^48 as a varint
     const cases = [
         [a, roomDest(room), 'garbage', /resume-after/],
         [a, roomDest(room), `room.${lo}-${hi}.`, /resume-after/],
@@ -187,6 +236,22 @@ test('resume refusals: ERROR with a message header, then close', async () => {
         [a, roomDest(other), cursor, /resume-after/], // a cursor of another room
         [a, sideDest(a), cursor, /resume-after/], // a room cursor on the side destination
         [b, sideDest(b), `side.${a.id}.1`, /resume-after/], // another member's side cursor
+        [b, sideDest(b), sideCursor, /resume-after/], // ... in the vector form
+        [a, roomDest(room), sideCursor, /resume-after/], // a side cursor on a room
+        // malformed side vectors
+        [a, sideDest(a), `side.${a.id}.p`, /resume-after/], // no entries
+        [a, sideDest(a), `side.${a.id}.pA`, /resume-after/], // not base64url
+        [a, sideDest(a), `side.${a.id}.pAB`, /resume-after/], // unused bits set
+        [a, sideDest(a), `${sideCursor}=`, /resume-after/], // padding
+        [a, sideDest(a), bad([0x00, 0x00]), /resume-after/], // position 0
+        [a, sideDest(a), bad([0x00, 0x81]), /resume-after/], // a truncated varint
+        [a, sideDest(a), bad([0x00, 0x81, 0x00]), /resume-after/], // not the shortest varint
+        [a, sideDest(a), bad([0x00, 0x05, 0x00]), /resume-after/], // an entry without its position
+        [a, sideDest(a), bad([0x81, 0x80, 0x01, 0x05]), /resume-after/], // stream 16385: no such partition
+        [a, sideDest(a), bad([0x01, ...big]), /resume-after/], // an offset of 2^48
+        [a, sideDest(a), `side.${a.id}.01`, /resume-after/], // the old form with a leading zero
+        [a, sideDest(a), `side.${a.id}.x`, /cannot be resumed/], // a cursor that did not fit
+        [a, sideDest(a), `side.0${a.id}.${sideCursor.split('.').at(-1)}`, /resume-after/],
         [c, roomDest(room), cursor, /not a member|forbidden/], // a room the member is not in
     ];
     for (const [who, dest, cur, why] of cases) {
