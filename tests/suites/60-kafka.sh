@@ -17,6 +17,9 @@
 #      (tests/plugins/queue-kafka/order.mjs);
 #   6. on those nodes, one idempotency key sent to both at once: one message
 #      (tests/plugins/queue-kafka/idem-race.mjs);
+#   7. on those nodes, the side stream of a member with rooms on two
+#      partitions: a node 1 side cursor resumed on node 2 exactly
+#      (tests/plugins/queue-kafka/side.mjs);
 #   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
 #      0, -3 and +4 s off, connections cut at random, a node killed and
 #      restarted (tests/plugins/queue-kafka/chaos.sh); only with
@@ -296,6 +299,14 @@ else
     else
         fails+=("idem-race")
         say "6. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
+    fi
+    say "7. the side stream across partitions: a node 1 side cursor resumed on node 2"
+    if KAFKA_ORDER_NODES="${order_urls[*]}" timeout --kill-after=10 300 \
+        node "$CHATD_TOP/tests/plugins/queue-kafka/side.mjs"; then
+        say "7. ok"
+    else
+        fails+=("side")
+        say "7. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
     fi
     for i in 1 2; do
         pid=$(cat "$work/order$i.pid")

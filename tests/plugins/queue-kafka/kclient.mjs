@@ -107,16 +107,20 @@ export async function connect(base, member) {
     return client;
 }
 
-/* subscribe and collect parsed bodies; with a receipt so that nothing
- * published after this resolves can be missed */
-export async function subscribe(client, destination) {
-    const box = { messages: [], destination };
+/* subscribe (with extra SUBSCRIBE headers) and collect parsed bodies and
+ * their cursors, in arrival order; with a receipt so that nothing published
+ * after this resolves can be missed */
+export async function subscribe(client, destination, headers = {}) {
+    const box = { messages: [], cursors: [], destination };
     const receipt = uid('sub-');
     const got = new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no RECEIPT for SUBSCRIBE ${destination}`)), 10000);
+        const timer = setTimeout(() => reject(new Error(`no RECEIPT for SUBSCRIBE ${destination}`)), 15000);
         client.watchForReceipt(receipt, () => { clearTimeout(timer); resolve(); });
     });
-    client.subscribe(destination, (frame) => box.messages.push(JSON.parse(frame.body)), { receipt });
+    client.subscribe(destination, (frame) => {
+        box.messages.push(JSON.parse(frame.body));
+        box.cursors.push(frame.headers.cursor);
+    }, { receipt, ...headers });
     await got;
     return box;
 }

@@ -9,29 +9,13 @@
 //     message after it, each once, in order, up to a final marker.
 //   KAFKA_ORDER_NODES="http://127.0.0.1:P1 http://127.0.0.1:P2"  node order.mjs
 import {
-    makeMember, connect, publish, roomOf, closeAll, until, check, http, uid,
+    makeMember, connect, publish, roomOf, closeAll, until, check, http, uid, subscribe,
 } from './kclient.mjs';
 
 const N = Number(process.env.KAFKA_ORDER_PER_WRITER || 15);
 const nodes = (process.env.KAFKA_ORDER_NODES || '').split(/\s+/).filter(Boolean);
 if (nodes.length !== 2) throw new Error('KAFKA_ORDER_NODES must list two node URLs');
 const failures = [];
-
-/* subscribe with extra headers; bodies and cursors kept in arrival order */
-async function sub(client, destination, headers = {}) {
-    const box = { messages: [], cursors: [], destination };
-    const receipt = uid('sub-');
-    const got = new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no RECEIPT for SUBSCRIBE ${destination}`)), 15000);
-        client.watchForReceipt(receipt, () => { clearTimeout(timer); resolve(); });
-    });
-    client.subscribe(destination, (frame) => {
-        box.messages.push(JSON.parse(frame.body));
-        box.cursors.push(frame.headers.cursor);
-    }, { receipt, ...headers });
-    await got;
-    return box;
-}
 
 async function send(client, room, text) {
     const res = await publish(client, room, text, 30000);
@@ -47,8 +31,8 @@ const b = await makeMember(nodes[1], 'ord-b-');
 const room = roomOf(a, b);
 const ca = await connect(nodes[0], a);
 const cb = await connect(nodes[1], b);
-const boxA = await sub(ca, `/sub/chat/room/${room}`);
-const boxB = await sub(cb, `/sub/chat/room/${room}`);
+const boxA = await subscribe(ca, `/sub/chat/room/${room}`);
+const boxB = await subscribe(cb, `/sub/chat/room/${room}`);
 
 // alternately, each waiting for its RECEIPT: the order is the sending order
 const sent = [];
@@ -104,7 +88,7 @@ for (const [i, base] of [[1, nodes[0]], [2, nodes[1]]]) {
 // one once, in order, then live (one more message and a final marker)
 const k = N; // the middle of the stream
 const cb2 = await connect(nodes[1], b);
-const resumed = await sub(cb2, `/sub/chat/room/${room}`, { 'resume-after': boxA.cursors[k] });
+const resumed = await subscribe(cb2, `/sub/chat/room/${room}`, { 'resume-after': boxA.cursors[k] });
 const more = `order more ${uid()}`;
 await send(ca, room, more);
 const marker2 = `order marker2 ${uid()}`;
