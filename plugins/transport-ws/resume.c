@@ -307,14 +307,16 @@ void tw_resume_begin(tw_sub *s, uint64_t after, tw_sidevec *vec)
 {
     struct tw_replay *r =
         calloc(1, sizeof(*r) + (size_t)s->c->srv->replay_hold * sizeof(r->held[0]));
+    int nomem = !r;
     if (vec) { /* side: per stream, the cursor's and the node's for the others */
         s->vec = tw_side_seed(s->c->srv, vec);
+        nomem |= !s->vec;
         free(vec);
     } else {
         s->resumed = 1;
         s->last = after;
     }
-    if (!r || (vec && !s->vec)) {
+    if (nomem) {
         free(r);
         tw_stomp_error(s->c, "out of memory", NULL, WS_CLOSE_INTERNAL);
         return;
