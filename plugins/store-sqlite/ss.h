@@ -5,6 +5,7 @@
  *   store_sqlite.c  schema migrations, open/start/stop/destroy, descriptor
  *   ss_writer.c     writes: staging on the loop, the writer thread's group
  *                   commit, results back on the loop
+ *   ss_rooms.c      the room summaries of a batch, once per member and room
  *   ss_reads.c      the read hooks (loop) and their queries (reader thread)
  *   ss_reader.c     the reader thread: its queue, and answers back on the loop
  *   ss_nodes.c      node leases (node_claim)
@@ -35,8 +36,8 @@ enum {
     W_ROLLBACK_TO,
     W_MSG_INSERT,
     W_MSG_SAME,
-    W_ROOM_WRITER,
-    W_ROOM_PEER,
+    W_ROOM_SUM,
+    W_ROOM_MARK,
     W_ROOM_READ,
     W_MEMBER_INSERT,
     W_SESSION_PUT,
@@ -97,6 +98,8 @@ typedef struct ss_job {
     const char *room, *writer, *text;
     const char *idem_key; /* the sender's idempotency key, NULL when none */
     size_t text_len;
+    int inserted; /* writer thread: the message was new (not a redelivery) */
+    int in_rooms; /* writer thread: gathered into the batch's room summaries */
 
     /* member_create / session_* */
     chatd_member_cb member_cb;
@@ -116,6 +119,31 @@ typedef struct ss_job {
     int64_t lease_ms, high_water_ms;
     char *holder, *other;
 } ss_job;
+
+/* ss_rooms.c: one member of a room in the batch being written */
+typedef struct ss_room_side {
+    int64_t member;
+    const ss_job *mine; /* their inserted message of highest position, NULL: none */
+    int64_t n;          /* their messages inserted by the batch */
+    int64_t min_pos;    /* the lowest position among those */
+} ss_room_side;
+
+/* ss_rooms.c: what the batch inserted into one room */
+typedef struct ss_room_acc {
+    const char *room; /* borrowed from a job of the batch */
+    uint64_t hash;
+    const ss_job *last; /* the inserted message of highest position */
+    ss_room_side side[2];
+} ss_room_acc;
+
+/* ss_rooms.c: the rooms of a batch, by room id (open addressing) */
+typedef struct ss_rooms {
+    ss_room_acc *v;
+    size_t n, cap;
+    uint32_t *slots; /* index + 1 into v, 0: free; 2 * cap of them */
+    size_t nslots;
+    const ss_job *first; /* the first job gathered since the last flush */
+} ss_rooms;
 
 typedef struct ss_batch {
     struct ss_batch *next;
@@ -227,6 +255,7 @@ typedef struct ss {
     int wal_pages;             /* frames in the WAL after the last commit (wal hook) */
     int wal_base;              /* frames a checkpoint could not copy (readers held them) */
     int64_t ckpt_truncated_ms; /* last TRUNCATE checkpoint (monotonic) */
+    ss_rooms rooms;            /* the room summaries of the batch being written */
 } ss;
 
 /* ss_writer.c: write hooks, the writer thread, and the loop side of results */
@@ -245,6 +274,18 @@ int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 void ss_handoff(ss *s);
 /* Report one finished job to its caller and free it (loop thread). */
 void ss_finish_job(ss *s, ss_job *j);
+
+/* Log a failed write statement (writer thread). */
+void ss_wlog(ss *s, const char *what, int rc);
+
+/* ss_rooms.c (writer thread): gather the inserted CHAT message j into the
+ * batch's room summaries (0: out of memory, nothing gathered); write them
+ * (0: a statement failed, logged; the batch must fail); forget them (a
+ * failed batch); free the storage (destroy). */
+int ss_rooms_add(ss *s, ss_job *j);
+int ss_rooms_flush(ss *s);
+void ss_rooms_drop(ss *s);
+void ss_rooms_free(ss_rooms *r);
 
 /* Admission against max_pending, and staging of an admitted job (loop). */
 chatd_status ss_admit(ss *s);

@@ -5,8 +5,10 @@
  * A write is checked and staged on the loop thread (ss_admit, ss_stage); a
  * task posted once per loop turn hands the whole stage to the writer thread
  * (ss_handoff), which commits up to `batch_max` jobs in ONE transaction
- * (group commit, a savepoint per job so that a refused job leaves the rest
- * intact) on its own connection with WAL and synchronous=FULL: a completed
+ * (group commit: a CHAT message is one INSERT, any other job gets a
+ * savepoint so that a refused job leaves the rest intact; the room
+ * summaries are written once per room and batch, ss_rooms.c) on its own
+ * connection with WAL and synchronous=FULL: a completed
  * persist survives a crash and the fsync never runs on the loop. The
  * finished batch is posted back to the loop (ss_finish_batch), where the
  * completions and callbacks run, in job order.
@@ -40,12 +42,15 @@ const char *const ss_wsql[W_COUNT] = {
     /* a row when the stored message of that id is this one */
     [W_MSG_SAME] = "SELECT 1 FROM messages WHERE id = ?1 AND room_id = ?2 AND writer_id = ?3"
                    " AND writer = ?4 AND text = ?5 AND time_ms = ?6",
-    /* writer: newest message (by position), everything up to it read, unread
-     * recounted; ?7 the message's position */
-    [W_ROOM_WRITER] =
+    /* one member's summary of a room after a batch (ss_rooms.c): ?4-?7 the
+     * batch's newest message in the room; ?8, ?9 the member's own newest
+     * (0, 0: they wrote none), after which everything is read and unread is
+     * recounted; else ?10 more unread */
+    [W_ROOM_SUM] =
         "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
         " unread, last_read_id, last_pos, last_read_pos)"
-        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 0, ?4, ?7, ?7)"
+        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, CASE WHEN ?9 > 0 THEN (SELECT count(*) FROM messages m"
+        "   WHERE m.room_id = ?2 AND m.writer_id = ?3 AND m.pos > ?9) ELSE ?10 END, ?8, ?7, ?9)"
         " ON CONFLICT(member_id, room_id) DO UPDATE SET"
         " last_message = CASE WHEN excluded.last_pos > rooms.last_pos"
         "   THEN excluded.last_message ELSE rooms.last_message END,"
@@ -57,23 +62,11 @@ const char *const ss_wsql[W_COUNT] = {
         " last_read_id = CASE WHEN excluded.last_read_pos > rooms.last_read_pos"
         "   THEN excluded.last_read_id ELSE rooms.last_read_id END,"
         " last_read_pos = max(rooms.last_read_pos, excluded.last_read_pos),"
-        " unread = (SELECT count(*) FROM messages m WHERE m.room_id = excluded.room_id"
-        "   AND m.writer_id = excluded.peer_id"
-        "   AND m.pos > max(rooms.last_read_pos, excluded.last_read_pos))",
-    /* peer: newest message, one more unread unless already read past it */
-    [W_ROOM_PEER] =
-        "INSERT INTO rooms(member_id, room_id, peer_id, last_msg_id, last_message, last_ms,"
-        " unread, last_read_id, last_pos, last_read_pos)"
-        " VALUES(?1, ?2, ?3, ?4, ?5, ?6, 1, 0, ?7, 0)"
-        " ON CONFLICT(member_id, room_id) DO UPDATE SET"
-        " last_message = CASE WHEN excluded.last_pos > rooms.last_pos"
-        "   THEN excluded.last_message ELSE rooms.last_message END,"
-        " last_ms = CASE WHEN excluded.last_pos > rooms.last_pos"
-        "   THEN excluded.last_ms ELSE rooms.last_ms END,"
-        " last_msg_id = CASE WHEN excluded.last_pos > rooms.last_pos"
-        "   THEN excluded.last_msg_id ELSE rooms.last_msg_id END,"
-        " last_pos = max(rooms.last_pos, excluded.last_pos),"
-        " unread = rooms.unread + (excluded.last_pos > rooms.last_read_pos)",
+        " unread = CASE WHEN excluded.last_read_pos > 0 THEN (SELECT count(*) FROM messages m"
+        "   WHERE m.room_id = excluded.room_id AND m.writer_id = excluded.peer_id"
+        "   AND m.pos > max(rooms.last_read_pos, excluded.last_read_pos))"
+        "   ELSE rooms.unread + ?10 END",
+    [W_ROOM_MARK] = "SELECT last_read_pos FROM rooms WHERE member_id = ?1 AND room_id = ?2",
     /* read mark: the position of message up_to (?3) in the room, max
      * semantics, unread recounted from the peer's messages after it; a mark
      * naming a message the store does not hold changes nothing */
@@ -141,7 +134,7 @@ static int ss_wstep(ss *s, int which)
     return rc;
 }
 
-static void ss_wlog(ss *s, const char *what, int rc)
+void ss_wlog(ss *s, const char *what, int rc)
 {
     s->api->log(s->ctx, CHATD_LOG_ERROR,
                 "%s failed on %s: %s (sqlite %d); check free disk space, permissions and "
@@ -276,24 +269,7 @@ static chatd_status ss_run_persist(ss *s, ss_job *j)
         return CHATD_ERR_IO;
     }
     if (sqlite3_changes(s->wdb) == 0) return ss_check_same(s, j); /* a redelivery changes nothing */
-
-    for (int w = W_ROOM_WRITER; w <= W_ROOM_PEER; w++) {
-        int64_t member = w == W_ROOM_WRITER ? j->writer_id : j->peer_id;
-        int64_t peer = w == W_ROOM_WRITER ? j->peer_id : j->writer_id;
-        st = s->w[w];
-        sqlite3_bind_int64(st, 1, member);
-        sqlite3_bind_text(st, 2, j->room, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, peer);
-        sqlite3_bind_int64(st, 4, j->id);
-        sqlite3_bind_text(st, 5, j->text, (int)j->text_len, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 6, j->time_ms);
-        sqlite3_bind_int64(st, 7, j->pos);
-        rc = ss_wstep(s, w);
-        if (rc != SQLITE_DONE) {
-            ss_wlog(s, "updating a room summary", rc);
-            return CHATD_ERR_IO;
-        }
-    }
+    j->inserted = 1; /* its room summaries: once per room, with the batch (ss_rooms.c) */
     return CHATD_OK;
 }
 
@@ -354,6 +330,38 @@ static chatd_status ss_run_job(ss *s, ss_job *j)
     return CHATD_ERR_INTERNAL;
 }
 
+/* The batch failed as a whole: undo it, every job gets CHATD_ERR_IO. */
+static int ss_fail_batch(ss *s, ss_job *head)
+{
+    if (!sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_ROLLBACK);
+    ss_rooms_drop(s);
+    for (ss_job *j = head; j; j = j->next)
+        j->status = CHATD_ERR_IO;
+    return 0;
+}
+
+/* Run job j inside the batch's transaction. A CHAT message without an
+ * idempotency key is one statement, atomic by itself; any other job gets a
+ * savepoint, so that a refused job (e.g. login id taken) leaves the rest of
+ * the batch intact and itself fully undone. */
+static void ss_run_in_batch(ss *s, ss_job *j)
+{
+    j->inserted = j->in_rooms = 0;
+    if (j->kind == JOB_PERSIST && j->mkind == CHATD_MSG_CHAT && !j->idem_key) {
+        j->status = ss_run_persist(s, j);
+        return;
+    }
+    int rc = ss_wstep(s, W_SAVEPOINT);
+    if (rc != SQLITE_DONE) {
+        ss_wlog(s, "opening a savepoint", rc);
+        j->status = CHATD_ERR_IO;
+        return;
+    }
+    j->status = ss_run_job(s, j);
+    if (j->status != CHATD_OK && !sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_ROLLBACK_TO);
+    if (!sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_RELEASE);
+}
+
 /* Commit a list of jobs in one transaction; each job gets its status. */
 static int ss_commit_batch(ss *s, ss_job *head)
 {
@@ -363,22 +371,19 @@ static int ss_commit_batch(ss *s, ss_job *head)
     rc = ss_wstep(s, W_BEGIN);
     if (rc != SQLITE_DONE) {
         ss_wlog(s, "starting a transaction", rc);
-        for (j = head; j; j = j->next)
-            j->status = CHATD_ERR_IO;
-        return 0;
+        return ss_fail_batch(s, head);
     }
     for (j = head; j; j = j->next) {
-        /* A savepoint per job: a refused job (e.g. login id taken) leaves
-         * the rest of the batch intact and itself fully undone. */
-        rc = ss_wstep(s, W_SAVEPOINT);
-        if (rc != SQLITE_DONE) {
-            ss_wlog(s, "opening a savepoint", rc);
-            j->status = CHATD_ERR_IO;
-        } else {
-            j->status = ss_run_job(s, j);
-            if (j->status != CHATD_OK && !sqlite3_get_autocommit(s->wdb))
-                ss_wstep(s, W_ROLLBACK_TO);
-            if (!sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_RELEASE);
+        /* a read mark recounts from the summaries of the messages before it */
+        if (j->kind == JOB_PERSIST && j->mkind == CHATD_MSG_READ && !ss_rooms_flush(s))
+            return ss_fail_batch(s, head);
+        ss_run_in_batch(s, j);
+        if (j->status == CHATD_OK && j->inserted && !ss_rooms_add(s, j) &&
+            (!ss_rooms_flush(s) || !ss_rooms_add(s, j))) {
+            s->api->log(s->ctx, CHATD_LOG_ERROR,
+                        "out of memory gathering the room summaries of a batch; the batch is "
+                        "failed and will be retried by its senders");
+            return ss_fail_batch(s, head);
         }
         if (sqlite3_get_autocommit(s->wdb)) {
             /* SQLite rolled the whole transaction back (disk full, I/O). */
@@ -386,18 +391,14 @@ static int ss_commit_batch(ss *s, ss_job *head)
                         "transaction on %s was rolled back: %s; the batch is failed and "
                         "will be retried by its senders",
                         s->path, sqlite3_errmsg(s->wdb));
-            for (j = head; j; j = j->next)
-                j->status = CHATD_ERR_IO;
-            return 0;
+            return ss_fail_batch(s, head);
         }
     }
+    if (!ss_rooms_flush(s)) return ss_fail_batch(s, head);
     rc = ss_wstep(s, W_COMMIT);
     if (rc != SQLITE_DONE) {
         ss_wlog(s, "committing a batch", rc);
-        if (!sqlite3_get_autocommit(s->wdb)) ss_wstep(s, W_ROLLBACK);
-        for (j = head; j; j = j->next)
-            j->status = CHATD_ERR_IO;
-        return 0;
+        return ss_fail_batch(s, head);
     }
     return 1;
 }
@@ -522,6 +523,7 @@ void *ss_writer_main(void *arg)
         /* after the answer is on its way, never inside the commit */
         if (s->wal_pages - s->wal_base >= s->ckpt_pages) ss_checkpoint(s, 0);
     }
+    ss_rooms_free(&s->rooms);
     return NULL;
 }
 
