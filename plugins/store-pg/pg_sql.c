@@ -182,6 +182,10 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
  * (the peer's messages after it, stored before or in this batch; the subqueries
  * on `messages` do not see this statement's own inserts, hence the two terms),
  * else unread grows by the peer's new messages after last_read_id.
+ * The batch's own terms are joins and aggregates (`tally`: the peer's new
+ * messages after the member's newest, the proposed row's unread), linear in
+ * the batch; only a read mark already past the member's newest message (or a
+ * member who did not write) scans the batch's rows once per summary.
  * Idempotency keys ($10: the window in ms): the first message of a
  * (writer, key) in the room's order owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
@@ -215,15 +219,18 @@ static const char sql_chat[] =
     " SELECT member_id, room_id, min(peer_id) AS peer_id, max(pos) AS last_pos,"
     "  coalesce(max(pos) FILTER (WHERE writer_id = member_id), 0) AS mine"
     " FROM pairs GROUP BY member_id, room_id"
+    "), tally AS ("
+    " SELECT a.member_id, a.room_id, count(*) AS unread FROM agg a JOIN pairs q"
+    "  ON q.member_id = a.member_id AND q.room_id = a.room_id AND q.writer_id <> a.member_id"
+    "  AND q.pos > a.mine GROUP BY a.member_id, a.room_id"
     ") INSERT INTO rooms AS r"
     " (member_id, room_id, peer_id, last_msg_id, last_message, last_ms, unread, last_read_id,"
     "  last_pos, last_read_pos)"
     " SELECT a.member_id, a.room_id, a.peer_id, l.id, l.message, l.created_ms,"
-    "  (SELECT count(*) FROM pairs q WHERE q.member_id = a.member_id"
-    "   AND q.room_id = a.room_id AND q.writer_id <> a.member_id AND q.pos > a.mine),"
-    "  coalesce((SELECT w.id FROM ins w WHERE w.room_id = a.room_id AND w.pos = a.mine), 0),"
-    "  a.last_pos, a.mine"
+    "  coalesce(t.unread, 0), coalesce(w.id, 0), a.last_pos, a.mine"
     " FROM agg a JOIN ins l ON l.room_id = a.room_id AND l.pos = a.last_pos"
+    " LEFT JOIN tally t ON t.member_id = a.member_id AND t.room_id = a.room_id"
+    " LEFT JOIN ins w ON w.room_id = a.room_id AND w.pos = a.mine"
     " ORDER BY a.member_id, a.room_id"
     " ON CONFLICT (member_id, room_id) DO UPDATE SET"
     "  last_msg_id = CASE WHEN EXCLUDED.last_pos > r.last_pos"
@@ -236,8 +243,9 @@ static const char sql_chat[] =
     "  unread = CASE WHEN EXCLUDED.last_read_pos > 0 THEN"
     "   (SELECT count(*) FROM messages m WHERE m.room_id = r.room_id"
     "    AND m.writer_id = r.peer_id AND m.pos > GREATEST(r.last_read_pos, EXCLUDED.last_read_pos))"
-    "   + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
-    "    AND q.writer_id = r.peer_id AND q.pos > GREATEST(r.last_read_pos, EXCLUDED.last_read_pos))"
+    "   + CASE WHEN EXCLUDED.last_read_pos >= r.last_read_pos THEN EXCLUDED.unread"
+    "    ELSE (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
+    "     AND q.writer_id = r.peer_id AND q.pos > r.last_read_pos) END"
     "  ELSE r.unread + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
     "   AND q.writer_id = r.peer_id AND q.pos > r.last_read_pos) END,"
     "  last_read_id = CASE WHEN EXCLUDED.last_read_pos > r.last_read_pos"
