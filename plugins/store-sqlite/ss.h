@@ -3,8 +3,9 @@
  * plugin: the instance, the write jobs and batches, the prepared statement
  * indexes, and what each file offers the others:
  *   store_sqlite.c  schema migrations, open/start/stop/destroy, descriptor
- *   ss_writer.c     writes: staging on the loop, the writer thread's group
- *                   commit, results back on the loop
+ *   ss_writer.c     writes on the loop: the hooks, staging, results back
+ *   ss_commit.c     the writer thread: its statements, the group commit of a
+ *                   batch, checkpoints
  *   ss_rooms.c      the room summaries of a batch, once per member and room
  *   ss_reads.c      the read hooks (loop) and their queries (reader thread)
  *   ss_reader.c     the reader thread: its queue, and answers back on the loop
@@ -26,7 +27,7 @@
 #define SS_ROOMS_MAX 10000u    /* most room summaries one room_list returns */
 #define SS_MEMBERS_MAX 100000u /* most members one member_list returns */
 
-/* Writer-thread statements (ss_wsql in ss_writer.c). */
+/* Writer-thread statements (ss_wsql in ss_commit.c). */
 enum {
     W_BEGIN,
     W_COMMIT,
@@ -258,7 +259,7 @@ typedef struct ss {
     ss_rooms rooms;            /* the room summaries of the batch being written */
 } ss;
 
-/* ss_writer.c: write hooks, the writer thread, and the loop side of results */
+/* ss_writer.c: write hooks, and the loop side of results */
 chatd_status ss_persist(void *inst, chatd_msg *msg, chatd_completion *done);
 void ss_member_create(void *inst, const chatd_member *m, chatd_member_cb cb, void *arg);
 void ss_session_put(void *inst, const chatd_session *sess, chatd_status_cb cb, void *arg);
@@ -267,14 +268,18 @@ void ss_session_purge(void *inst, int64_t now_ms,
                       void (*cb)(void *arg, chatd_status status, uint64_t n), void *arg);
 void ss_dead_letter(void *inst, const char *source, const void *payload, size_t len,
                     const char *reason, chatd_status_cb cb, void *arg);
-void *ss_writer_main(void *arg);
-/* sqlite3_wal_hook of the write connection: record the WAL's size. */
-int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 /* Hand everything staged so far to the writer thread (loop thread). */
 void ss_handoff(ss *s);
 /* Report one finished job to its caller and free it (loop thread). */
 void ss_finish_job(ss *s, ss_job *j);
 
+/* Posted by the writer thread: report a finished batch (loop thread). */
+void ss_finish_batch(void *arg);
+
+/* ss_commit.c: the writer thread */
+void *ss_writer_main(void *arg);
+/* sqlite3_wal_hook of the write connection: record the WAL's size. */
+int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 /* Log a failed write statement (writer thread). */
 void ss_wlog(ss *s, const char *what, int rc);
 

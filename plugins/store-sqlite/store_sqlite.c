@@ -10,7 +10,7 @@
  * unread count, last-read id), and the dead letters queues gave up on.
  *
  * Threads and connections: writes go through the writer thread with its own
- * connection (ss_writer.c: group commit, WAL, synchronous=FULL, so a
+ * connection (ss_commit.c: group commit, WAL, synchronous=FULL, so a
  * completed persist survives a crash and the fsync never runs on the loop);
  * reads go through the reader thread with a second, query-only connection
  * (ss_reader.c, ss_reads.c), so no query and no busy wait runs on the loop.
@@ -395,7 +395,7 @@ static chatd_status ss_start(void *inst)
         !ss_exec(s, s->wdb, "PRAGMA wal_autocheckpoint=0", "turning automatic checkpoints off") ||
         !ss_migrate(s))
         goto fail;
-    /* the writer thread checkpoints (ss_writer.c); the hook tells it when */
+    /* the writer thread checkpoints (ss_commit.c); the hook tells it when */
     sqlite3_wal_hook(s->wdb, ss_wal_hook, s);
     s->ckpt_truncated_ms = pc_mono_ms();
 
