@@ -162,12 +162,19 @@ static const char *const migration_v9[] = {
     NULL,
 };
 
+/* Version 10: every read of a room's messages goes by position
+ * (messages_room_pos): the (room, id) index only cost each insert. */
+static const char *const migration_v10[] = {
+    "DROP INDEX messages_room_id",
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
     {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4}, {5, migration_v5},
-    {6, migration_v6}, {7, migration_v7}, {8, migration_v8}, {9, migration_v9},
+    {6, migration_v6}, {7, migration_v7}, {8, migration_v8}, {9, migration_v9}, {10, migration_v10},
 };
 /* versions are 1..N in order, and the code knows N */
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,

@@ -117,6 +117,9 @@ static const char *const ss_migrations[] = {
     /* 7 -> 8: the side stream's replay by position ranges (side_replay)
      * finds a member's read events by position */
     "CREATE INDEX reads_member_pos ON reads(member_id, pos);",
+    /* 8 -> 9: every read of a room's messages goes by position
+     * (messages_room_pos): the (room, id) index only cost each insert */
+    "DROP INDEX messages_room_id;",
 };
 #define SS_SCHEMA_VERSION ((int)(sizeof(ss_migrations) / sizeof(ss_migrations[0])))
 
