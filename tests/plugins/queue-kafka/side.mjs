@@ -94,13 +94,13 @@ async function round(tag, events) {
 const perRoom = (list, room) => list.filter((e) => e.split(' ')[1] === room);
 const has = (b, want) => { const got = new Set(b.messages.map(key)); return want.every((e) => got.has(e)); };
 
-// phase 1, live on node 1; the last message is node 1's (the cursor's)
+// phase 1, live on node 1; the last message is m's own through node 1 (its
+// id from node 1's clock, ahead of node 2's)
 const phase1 = [];
 await round('one', phase1);
 const last1 = `one last ${uid()}`;
-const r0 = rooms.find((r) => r.node === nodes[0]) || rooms[0];
-await send(r0.client, r0.room, last1);
-phase1.push(`chat ${r0.room} ${last1}`);
+await send(listener, rooms[0].room, last1);
+phase1.push(`chat ${rooms[0].room} ${last1}`);
 await until(() => has(box, phase1), 30000, 'the listener on node 1 to get phase 1');
 check(box.messages.length === phase1.length, `phase 1: ${box.messages.length} messages, want ${phase1.length}`, failures);
 for (const r of rooms)
