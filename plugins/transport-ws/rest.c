@@ -11,6 +11,7 @@
 #include <event2/buffer.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,31 +187,75 @@ static struct rest_op *op_new(tw_conn *c, int kind)
     return op;
 }
 
-/* parse the JSON object body of a POST; responds and returns NULL on error */
-json_object *tw_rest_body_json(tw_conn *c, const http_request *req)
+/* RFC 8259 where json-c's strict mode is lenient: no raw control character
+ * (U+0000..U+001F) inside a string (section 7), and outside strings only
+ * structure, numbers and the literals true, false, null (json-c takes NaN). */
+static int json_text_plain(const char *s, size_t len)
 {
-    const char *ct = http_request_header(req, "Content-Type");
-    if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
-        tw_http_error(c, 415, "send the body as Content-Type: application/json");
-        return NULL;
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (in_str) {
+            if (ch < 0x20) return 0;
+            if (ch == '\\')
+                i++; /* the escaped character; json-c checks the escape */
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '\0' || !strchr(" \t\r\n{}[],:-+.0123456789eEtrufalsn", ch)) {
+            return 0;
+        }
     }
+    return 1;
+}
+
+json_object *tw_json_parse_object(const char *s, size_t len, int *oom)
+{
+    *oom = 0;
+    if (len > INT_MAX || !json_text_plain(s, len)) return NULL;
     json_tokener *tok = json_tokener_new();
     if (!tok) {
-        tw_http_error(c, 503, "out of memory");
+        *oom = 1;
         return NULL;
     }
-    json_object *o = json_tokener_parse_ex(tok, req->body, (int)req->body_len);
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    json_object *o = json_tokener_parse_ex(tok, s, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
-    while (end < req->body_len && strchr(" \t\r\n", req->body[end]) && req->body[end])
+    while (end < len && s[end] && strchr(" \t\r\n", s[end]))
         end++;
-    if (!o || e != json_tokener_success || end != req->body_len ||
+    if (!o || e != json_tokener_success || end != len ||
         !json_object_is_type(o, json_type_object)) {
         json_object_put(o);
-        tw_http_error(c, 400, "the body must be a JSON object");
         return NULL;
     }
+    return o;
+}
+
+/* Content-Type application/json, with or without parameters (RFC 9110
+ * 8.3.1: type and subtype without case, then ";" or the end). */
+static int content_type_json(const char *ct)
+{
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0) return 0;
+    ct += 16;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* parse the JSON object body of a POST; responds and returns NULL on error */
+json_object *tw_rest_body_json(tw_conn *c, const http_request *req)
+{
+    if (!content_type_json(http_request_header(req, "Content-Type"))) {
+        tw_http_error(c, 415, "send the body as Content-Type: application/json");
+        return NULL;
+    }
+    int oom;
+    json_object *o = tw_json_parse_object(req->body, req->body_len, &oom);
+    if (!o)
+        tw_http_error(c, oom ? 503 : 400, oom ? "out of memory" : "the body must be a JSON object");
     return o;
 }
 
@@ -717,7 +762,8 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         int known = strcmp(path, "/api/members") == 0 || strcmp(path, "/api/login") == 0 ||
                     strcmp(path, "/api/logout") == 0;
         if (known) {
-            tw_http_method_not_allowed(c, strcmp(path, "/api/members") == 0 ? "GET, POST" : "POST");
+            tw_http_method_not_allowed(c, strcmp(path, "/api/members") == 0 ? "GET, HEAD, POST"
+                                                                            : "POST");
         } else {
             reply_error(c, 404, "no such API endpoint");
         }
@@ -728,8 +774,8 @@ int tw_rest_handle(tw_conn *c, const http_request *req, const char *path, const 
         return 1;
     }
     if (!get) {
-        tw_http_method_not_allowed(c,
-                                   kind == OP_MEMBERS || kind == OP_HISTORY ? "GET, POST" : "GET");
+        tw_http_method_not_allowed(c, kind == OP_MEMBERS || kind == OP_HISTORY ? "GET, HEAD, POST"
+                                                                               : "GET, HEAD");
         return 1;
     }
     struct rest_op *op = op_new(c, kind);

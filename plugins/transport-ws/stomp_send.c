@@ -190,21 +190,11 @@ static int publish_now(tw_conn *c, const char *dest, const char *body, size_t le
                        receipt, WS_CLOSE_POLICY);
         return -1;
     }
-    json_tokener *tok = json_tokener_new();
-    if (!tok) {
-        tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
-        return -1;
-    }
-    json_object *o = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    while (end < len && body[end] && strchr(" \t\r\n", body[end]))
-        end++;
-    if (!o || jerr != json_tokener_success || end != len ||
-        !json_object_is_type(o, json_type_object)) {
-        json_object_put(o);
-        tw_stomp_error(c, "the body must be a JSON object", receipt, WS_CLOSE_POLICY);
+    int oom;
+    json_object *o = tw_json_parse_object(body, len, &oom);
+    if (!o) {
+        tw_stomp_error(c, oom ? "out of memory" : "the body must be a JSON object", receipt,
+                       oom ? WS_CLOSE_INTERNAL : WS_CLOSE_POLICY);
         return -1;
     }
     const char *rid = tw_json_str(o, "roomId", NULL);

@@ -273,6 +273,10 @@ void tw_page_link(const tw_page *p, const char *base, const char *last, char *ou
 /* The JSON object body of a POST; answers the error (not done) and returns
  * NULL when it is not one. The caller puts the object. */
 struct json_object *tw_rest_body_json(tw_conn *c, const http_request *req);
+/* A JSON text (RFC 8259, strict: UTF-8, no trailing comma, comment, NaN or
+ * raw control character) that is one object, then only whitespace; NULL
+ * when not, *oom set when out of memory. The caller puts the object. */
+struct json_object *tw_json_parse_object(const char *s, size_t len, int *oom);
 
 /* resume.c: cursors and SUBSCRIBE resume-after (docs/delivery.md) */
 #define TW_CURSOR_MAX 257 /* a cursor with its NUL (issue 12: at most 256 bytes) */

@@ -124,6 +124,6 @@ test('REST send refusals: 401, 403, 400, 413, 415, 405 and nothing stored', asyn
     assert.equal(ct.status, 415);
     const put = await http('PUT', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: a.token, body: { message: 'x' } });
     assert.equal(put.status, 405);
-    assert.equal(put.headers.get('allow'), 'GET, POST');
+    assert.equal(put.headers.get('allow'), 'GET, HEAD, POST');
     assert.deepEqual((await history(b, room)).map((m) => m.message.length), [4096]);
 });

@@ -188,6 +188,20 @@ test('HTTP: unknown method 501, known but not allowed 405 with Allow', async () 
     }
 });
 
+test('HTTP: a 405 Allow lists every method the resource answers, HEAD wherever GET is (RFC 9110 9.3.2, 10.2.1)', async () => {
+    const room = encodeURIComponent(roomOf(a, b));
+    for (const p of ['/api/me', '/api/members', '/api/rooms', `/api/rooms/${room}/messages`, '/healthz', '/']) {
+        const x = await rawHttp(req(`PUT ${p} HTTP/1.1`, [`Authorization: Bearer ${a.token}`, 'Content-Length: 0']));
+        assertJsonError(x.responses[0], 405, `PUT ${p}`);
+        const allow = (x.responses[0].headers.allow || '').split(',').map((m) => m.trim()).filter(Boolean);
+        assert.ok(allow.includes('GET') && allow.includes('HEAD'), `PUT ${p}: Allow: ${allow.join(', ')} (GET and HEAD)`);
+        for (const m of ['GET', 'HEAD']) {
+            const y = await rawHttp(req(`${m} ${p} HTTP/1.1`, [`Authorization: Bearer ${a.token}`]), { head: [m === 'HEAD'] });
+            assert.notEqual(y.responses[0].status, 405, `${m} ${p} is allowed`);
+        }
+    }
+});
+
 test('HTTP: no path traversal, whatever the encoding', async () => {
     const paths = ['/../etc/passwd', '/%2e%2e/%2e%2e/etc/passwd', '/..%2f..%2fetc%2fpasswd', '/.%2e/.%2e/etc/passwd',
         '/%2E%2E/%2E%2E/etc/passwd', '/..%5c..%5cetc%5cpasswd', '/%252e%252e/etc/passwd', '//etc/passwd', '/%2fetc%2fpasswd',
@@ -277,6 +291,48 @@ test('REST: a body with JSON followed by garbage is invalid input: 400 (RFC 8259
     assert.equal(x.status, 400, `${x.status} ${x.text}`);
     const y = await http('POST', '/api/login', { raw: `${JSON.stringify({ loginId: a.loginId, password: a.password })}}}` });
     assert.equal(y.status, 400, `login: ${y.status}`);
+});
+
+/* bodies that are not JSON texts (RFC 8259), each naming a text of its own;
+ * the last item of each is valid, so the endpoint is shown to take JSON */
+const NOT_JSON = [
+    ['a trailing comma (RFC 8259 4)', (t) => `{"message":"${t}",}`],
+    ['single quotes (RFC 8259 7)', (t) => `{'message':'${t}'}`],
+    ['a comment', (t) => `{"message":"${t}"/* c */}`],
+    ['NaN (RFC 8259 6)', (t) => `{"message":"${t}","n":NaN}`],
+    ['a leading zero (RFC 8259 6)', (t) => `{"message":"${t}","n":01}`],
+    ['True (RFC 8259 3: lowercase literals)', (t) => `{"message":"${t}","t":True}`],
+    ['a raw tab in a string (RFC 8259 7: control characters MUST be escaped)', (t) => `{"message":"${t}\tx"}`],
+    ['a byte that is not UTF-8 (RFC 8259 8.1)', (t) => Buffer.concat([Buffer.from(`{"message":"${t}`), Buffer.from([0xff]), Buffer.from('"}')])],
+];
+
+test('REST send: a body that is not a JSON text (RFC 8259) is 400 and nothing is stored', async () => {
+    const room = roomOf(a, b);
+    const path = `/api/rooms/${encodeURIComponent(room)}/messages`;
+    const texts = [];
+    for (const [what, body] of NOT_JSON) {
+        const t = uid('nj-');
+        texts.push(t);
+        const r = await rawHttp(req(`POST ${path} HTTP/1.1`, [`Authorization: Bearer ${a.token}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body(t))}`], body(t)));
+        assertJsonError(r.responses[0], 400, what);
+    }
+    const ok = await http('POST', path, { token: a.token, raw: ' {"message" : "strict ok", "n": [1, -0.5e3, true, false, null]}\r\n' });
+    assert.equal(ok.status, 201, `a valid JSON text: ${ok.status} ${ok.text}`);
+    const h = await http('GET', `${path}?limit=200`, { token: a.token });
+    assert.equal(h.status, 200);
+    const stored = h.json.messages.map((m) => m.message);
+    for (const t of texts) assert.ok(!stored.some((x) => x.startsWith(t)), `${t} is not stored`);
+    assert.ok(stored.includes('strict ok'));
+});
+
+test('REST: the media type is application/json itself: a longer subtype is 415, parameters and case are fine (RFC 9110 8.3.1)', async () => {
+    const path = `/api/rooms/${encodeURIComponent(roomOf(a, b))}/messages`;
+    const body = JSON.stringify({ message: 'media type' });
+    for (const [ct, want] of [['application/jsonx', 415], ['application/json-seq', 415], ['application/json5', 415],
+        ['application/json; charset=utf-8', 201], ['Application/JSON', 201], ['application/json ;charset=UTF-8', 201]]) {
+        const r = await http('POST', path, { token: a.token, raw: body, headers: { 'Content-Type': ct } });
+        assert.equal(r.status, want, `Content-Type: ${ct}: ${r.status} ${r.text}`);
+    }
 });
 
 test('REST: a name with U+0000 is refused or kept whole, never silently cut', async () => {

@@ -14,7 +14,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Client } from '@stomp/stompjs';
-import { http, makeMember, roomOf, sleep, BASE, WS_URL } from './lib.mjs';
+import { http, makeMember, roomOf, sleep, uid, BASE, WS_URL } from './lib.mjs';
 import { a, b, c3, fixtures, OP, ISO_UTC, wsRaw, stompEncode, stompSession, subscribe, expectStompError, chatBody, settled, chats } from './conformance-lib.mjs';
 
 fixtures();
@@ -220,6 +220,29 @@ test('STOMP: message text survives the round trip: lone surrogate escapes never 
     }
     void f;
     s.destroy();
+});
+
+test('STOMP: a SEND body that is not a JSON text (RFC 8259) gets ERROR with receipt-id, and is not delivered', async () => {
+    const [x, y] = await Promise.all([makeMember('nj'), makeMember('nj')]);
+    const room = roomOf(x, y);
+    const w = await stompSession(y);
+    await subscribe(w, 'r', `/sub/chat/room/${room}`);
+    const bodies = [
+        ['a trailing comma', (t) => `{"roomId":"${room}","message":"${t}",}`],
+        ['single quotes', (t) => `{'roomId':'${room}','message':'${t}'}`],
+        ['a comment', (t) => `{"roomId":"${room}","message":"${t}"/**/}`],
+        ['NaN', (t) => `{"roomId":"${room}","message":"${t}","n":NaN}`],
+        ['a raw control character in a string', (t) => `{"roomId":"${room}","message":"${t}\x01"}`],
+    ];
+    for (const [what, body] of bodies) {
+        const s = await stompSession(x);
+        s.stomp('SEND', { destination: '/pub/chat/message', 'content-type': 'application/json', receipt: 'nj' }, body(uid('nj-')));
+        const err = await expectStompError(s, what);
+        assert.equal(err.headers['receipt-id'], 'nj', what);
+    }
+    const marker = await settled(x, room, w);
+    assert.deepEqual(chats(w, marker), [], 'none of them was delivered');
+    w.destroy();
 });
 
 test('STOMP: a message longer than max_message_bytes gets ERROR with receipt-id', async () => {
