@@ -29,6 +29,8 @@ struct rest_op {
     char after[TW_CURSOR_MAX + 1]; /* after=<cursor>: page forward; "" when absent */
     uint32_t retry_after;          /* seconds, set by the core with CHATD_ERR_BUSY */
     tw_page page;                  /* GET /api/members, /api/rooms: the page asked for */
+    struct evbuffer *fwd_page;     /* a full forward history page, waiting for its look-ahead */
+    char fwd_next[TW_CURSOR_MAX];  /* ... and the cursor of its last item */
 };
 
 int tw_status_http(chatd_status st)
@@ -460,6 +462,37 @@ static void rooms_cb(void *arg, chatd_status st, const chatd_room_summary *rows,
                  k ? CHATD_ROW(chatd_room_summary, rows, idx[k - 1])->room_id : NULL);
 }
 
+/* Answer a history page: b holds it up to the last item; next is the cursor
+ * or id of the next page, NULL for none. */
+static void history_respond(tw_conn *c, struct evbuffer *b, const char *next)
+{
+    int rc = -1;
+    if (b && next)
+        rc = evbuffer_add_printf(b, "],\"next\":\"%s\"}", next) < 0 ? -1 : 0;
+    else if (b)
+        rc = evbuffer_add(b, "],\"next\":null}", 14);
+    if (rc == 0)
+        tw_http_respond_buffer(c, 200, "application/json", "Cache-Control: no-store\r\n", b);
+    else
+        tw_http_error(c, 503, "out of memory");
+}
+
+/* The look-ahead after a full forward page: its next is the last item's
+ * cursor when a message follows (or the look-ahead failed: the next page
+ * tells), null when the page reached the newest message. */
+static void history_more_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n,
+                            uint64_t next)
+{
+    (void)msgs;
+    (void)next;
+    struct rest_op *op = arg;
+    struct evbuffer *b = op->fwd_page;
+    op->fwd_page = NULL;
+    if (!op->c->closed) history_respond(op->c, b, st != CHATD_OK || n > 0 ? op->fwd_next : NULL);
+    evbuffer_free(b);
+    op_finish(op);
+}
+
 static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n, uint64_t next)
 {
     struct rest_op *op = arg;
@@ -472,6 +505,7 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
             /* the bodies are the messages' own JSON wire form, spliced with the
              * room cursor of each added before the closing brace */
             char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + sizeof(op->room)], cur[TW_CURSOR_MAX];
+            char id[24];
             snprintf(dest, sizeof(dest), "%s%s", CHATD_DEST_ROOM_PREFIX, op->room);
             struct evbuffer *b = evbuffer_new();
             int rc = b ? evbuffer_add(b, "{\"messages\":[", 13) : -1;
@@ -479,22 +513,22 @@ static void history_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_
                 if (i > 0) rc = evbuffer_add(b, ",", 1);
                 if (rc == 0) rc = tw_msg_json_cursor(api, dest, msgs[i], b, cur);
             }
-            if (rc == 0 && op->after[0]) {   /* forward: next is the cursor to go on after */
-                if (n == op->limit && n > 0) /* cur is the last item's */
-                    rc = evbuffer_add_printf(b, "],\"next\":\"%s\"}", cur) < 0 ? -1 : 0;
-                else
-                    rc = evbuffer_add(b, "],\"next\":null}", 14);
-            } else if (rc == 0) {
-                if (next)
-                    rc = evbuffer_add_printf(b, "],\"next\":\"%" PRIu64 "\"}", next) < 0 ? -1 : 0;
-                else
-                    rc = evbuffer_add(b, "],\"next\":null}", 14);
-            }
-            if (rc == 0)
-                tw_http_respond_buffer(c, 200, "application/json", "Cache-Control: no-store\r\n",
-                                       b);
-            else
+            if (rc != 0) {
                 tw_http_error(c, 503, "out of memory");
+            } else if (op->after[0] && n == op->limit) {
+                /* forward and full: is there a message after the last? */
+                op->fwd_page = b;
+                b = NULL;
+                snprintf(op->fwd_next, sizeof(op->fwd_next), "%s", cur);
+                api->replay(c->srv->ctx, op->member_id, op->room, api->msg_pos(msgs[n - 1]), 1,
+                            history_more_cb, op);
+                return;
+            } else if (op->after[0]) { /* forward, and the newest message is in it */
+                history_respond(c, b, NULL);
+            } else { /* backward: the store's next older id */
+                snprintf(id, sizeof(id), "%" PRIu64, next);
+                history_respond(c, b, next ? id : NULL);
+            }
             if (b) evbuffer_free(b);
         }
     }

@@ -325,6 +325,38 @@ test('REST send: a body that is not a JSON text (RFC 8259) is 400 and nothing is
     assert.ok(stored.includes('strict ok'));
 });
 
+test('REST history after=: oldest first; next is the cursor to go on, null exactly when the page reached the newest message', async () => {
+    const [x, y] = await Promise.all([makeMember('fw'), makeMember('fw')]);
+    const path = `/api/rooms/${encodeURIComponent(roomOf(x, y))}/messages`;
+    const sent = [];
+    for (let i = 0; i < 6; i++) {
+        const r = await http('POST', path, { token: x.token, body: { message: `f${i}` } });
+        assert.equal(r.status, 201);
+        sent.push(r.json);
+    }
+    const page = async (after, limit) => {
+        const r = await http('GET', `${path}?after=${encodeURIComponent(after)}&limit=${limit}`, { token: y.token });
+        assert.equal(r.status, 200, r.text);
+        return r.json;
+    };
+    // a full page that ends at the newest message: nothing after it
+    const full = await page(sent[0].cursor, 5);
+    assert.deepEqual(full.messages.map((m) => m.message), ['f1', 'f2', 'f3', 'f4', 'f5']);
+    assert.equal(full.next, null, 'a full page that reached the newest message');
+    // pages that do not reach it go on from their last item
+    const p1 = await page(sent[0].cursor, 3);
+    assert.deepEqual(p1.messages.map((m) => m.message), ['f1', 'f2', 'f3']);
+    assert.equal(p1.next, sent[3].cursor);
+    const p2 = await page(p1.next, 2);
+    assert.deepEqual(p2.messages.map((m) => m.message), ['f4', 'f5']);
+    assert.equal(p2.next, null);
+    const short = await page(sent[3].cursor, 50);
+    assert.deepEqual(short.messages.map((m) => m.message), ['f4', 'f5']);
+    assert.equal(short.next, null);
+    const none = await page(sent[5].cursor, 1);
+    assert.deepEqual(none, { messages: [], next: null });
+});
+
 test('REST: the media type is application/json itself: a longer subtype is 415, parameters and case are fine (RFC 9110 8.3.1)', async () => {
     const path = `/api/rooms/${encodeURIComponent(roomOf(a, b))}/messages`;
     const body = JSON.stringify({ message: 'media type' });
