@@ -158,9 +158,9 @@ static int parse_head(http_parser *p)
     if (strncmp(ver, "HTTP/", 5) != 0 || strlen(ver) != 8 || ver[6] != '.' || ver[5] < '0' ||
         ver[5] > '9' || ver[7] < '0' || ver[7] > '9')
         return fail(p, 400, "malformed HTTP version");
-    if (ver[5] != '1' || (ver[7] != '0' && ver[7] != '1'))
-        return fail(p, 505, "HTTP version not supported");
-    r->version_minor = ver[7] - '0';
+    if (ver[5] != '1') return fail(p, 505, "HTTP version not supported");
+    /* a higher minor version is read as the highest one known (RFC 9110 2.5) */
+    r->version_minor = ver[7] == '0' ? 0 : 1;
     r->method = s;
     static const char *const known[] = {"GET",    "HEAD",    "POST",  "PUT",
                                         "DELETE", "OPTIONS", "PATCH", NULL};

@@ -57,6 +57,12 @@ test('HTTP: an unsupported major version gets 505', async () => {
     assertJsonError(r.responses[0], 505, 'HTTP/2.0');
 });
 
+test('HTTP: a higher minor version of HTTP/1 is answered as HTTP/1.1, keep-alive included (RFC 9110 2.5, 6.2)', async () => {
+    const r = await rawHttp(req('GET /healthz HTTP/1.2') + req('GET /healthz HTTP/1.9', ['Connection: close']), { count: 2, waitEnd: true });
+    assert.deepEqual(r.responses.map((x) => x.status), [200, 200], r.text);
+    assert.ok(r.responses.every((x) => x.version === '1.1'), 'answered as HTTP/1.1');
+});
+
 test('HTTP: limits: long request line 414 (or 400), too many or too large headers 431, big body 413', async () => {
     const long = await rawHttp(req(`GET /${'a'.repeat(20000)} HTTP/1.1`));
     assert.ok([400, 414].includes(long.responses[0]?.status), `long request line: ${long.responses[0]?.statusLine}`);
