@@ -363,6 +363,19 @@ test('REST history after=: oldest first; next is the cursor to go on, null exact
     assert.deepEqual(none, { messages: [], next: null });
 });
 
+test('REST: a message sent with a key carries "idempotencyKey" in history too, as live (docs/delivery.md Idempotent SEND)', {
+    todo: 'the stores return history and replay rows without the idempotency key (store-sqlite ss_reads.c, store-pg)',
+}, async () => {
+    const [x, y] = await Promise.all([makeMember('hk'), makeMember('hk')]);
+    const path = `/api/rooms/${encodeURIComponent(roomOf(x, y))}/messages`;
+    const key = uid('key-');
+    const r = await http('POST', path, { token: x.token, body: { message: 'keyed' }, headers: { 'Idempotency-Key': key } });
+    assert.equal(r.status, 201);
+    assert.equal(r.json.idempotencyKey, key, 'the 201 body');
+    const h = await http('GET', path, { token: y.token });
+    assert.equal(h.json.messages.find((m) => m.id === r.json.id)?.idempotencyKey, key, 'the history item');
+});
+
 test('REST: the media type is application/json itself: a longer subtype is 415, parameters and case are fine (RFC 9110 8.3.1)', async () => {
     const path = `/api/rooms/${encodeURIComponent(roomOf(a, b))}/messages`;
     const body = JSON.stringify({ message: 'media type' });
