@@ -37,6 +37,19 @@ void stomp_parser_free(stomp_parser *p)
     p->hdrs = NULL;
 }
 
+static int perr(stomp_parser *p, const char *why)
+{
+    p->error = why;
+    return -1;
+}
+
+/* An error that is a size limit (the WebSocket close says 1009). */
+static int perr_big(stomp_parser *p, const char *why)
+{
+    p->too_big = 1;
+    return perr(p, why);
+}
+
 static void drop_last(stomp_parser *p)
 {
     free(p->hdrs);
@@ -57,8 +70,7 @@ int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
     }
     size_t limit = 2 * p->lim.max_frame + 1; /* buffered bytes + NUL at most */
     if (p->len + len > limit - 1) {
-        p->error = "frame too large";
-        return -1;
+        return perr_big(p, "frame too large");
     }
     if (p->len + len + 1 > p->cap) { /* grow by doubling from 256 bytes */
         size_t ncap = p->cap ? p->cap * 2 : 256;
@@ -77,12 +89,6 @@ int stomp_parser_feed(stomp_parser *p, const char *data, size_t len)
     p->len += len;
     p->buf[p->len] = '\0';
     return 0;
-}
-
-static int perr(stomp_parser *p, const char *why)
-{
-    p->error = why;
-    return -1;
 }
 
 /* In-place unescape of a header string. Returns 0, or -1 on an undefined
@@ -130,7 +136,7 @@ static int scan_headers(stomp_parser *p, const char *b, size_t avail)
         const char *nl = memchr(b + pos, '\n', avail - pos);
         if (!nl) {
             if (avail - pos > p->lim.max_header_line) return perr(p, "header line too long");
-            if (avail >= p->lim.max_frame) return perr(p, "frame too large");
+            if (avail >= p->lim.max_frame) return perr_big(p, "frame too large");
             break;
         }
         size_t ll = (size_t)(nl - (b + pos));
@@ -153,7 +159,7 @@ static int scan_headers(stomp_parser *p, const char *b, size_t avail)
                 for (; i < pos + content; i++) {
                     if (b[i] < '0' || b[i] > '9') return perr(p, "malformed content-length");
                     v = v * 10 + (b[i] - '0');
-                    if (v > (long long)p->lim.max_body) return perr(p, "body too large");
+                    if (v > (long long)p->lim.max_body) return perr_big(p, "body too large");
                 }
                 clen = v;
             }
@@ -203,7 +209,7 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
     size_t body_len, frame_len;
     if (p->scan_len >= 0) {
         size_t clen = (size_t)p->scan_len;
-        if (body_at + clen + 1 > p->lim.max_frame) return perr(p, "frame too large");
+        if (body_at + clen + 1 > p->lim.max_frame) return perr_big(p, "frame too large");
         if (avail < body_at + clen + 1) return 0;
         if (b[body_at + clen] != '\0') return perr(p, "body not followed by NUL");
         body_len = clen;
@@ -212,12 +218,12 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
         char *nul = memchr(b + from, '\0', avail - from);
         if (!nul) {
             p->body_scan = avail - body_at;
-            if (avail - body_at > p->lim.max_body) return perr(p, "body too large");
-            if (avail >= p->lim.max_frame) return perr(p, "frame too large");
+            if (avail - body_at > p->lim.max_body) return perr_big(p, "body too large");
+            if (avail >= p->lim.max_frame) return perr_big(p, "frame too large");
             return 0;
         }
         body_len = (size_t)(nul - (b + body_at));
-        if (body_len > p->lim.max_body) return perr(p, "body too large");
+        if (body_len > p->lim.max_body) return perr_big(p, "body too large");
     }
     frame_len = body_at + body_len + 1;
     size_t nh = p->scan_lines - 1;

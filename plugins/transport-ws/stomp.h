@@ -50,6 +50,7 @@ typedef struct stomp_parser {
     size_t body_scan;         /* body bytes already searched for the NUL */
     unsigned long heartbeats; /* EOLs seen between frames */
     const char *error;        /* static reason after an error */
+    int too_big;              /* the error is a size limit (frame or body) */
 } stomp_parser;
 
 /* Returns 0 (nothing is allocated until bytes arrive). version starts as

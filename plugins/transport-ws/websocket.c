@@ -245,7 +245,8 @@ void tw_ws_process(tw_conn *c)
             stomp_frame f;
             int rc = stomp_parser_next(&c->sp, &f);
             if (rc < 0) {
-                tw_stomp_error(c, c->sp.error, NULL, WS_CLOSE_PROTOCOL);
+                tw_stomp_error(c, c->sp.error, NULL,
+                               c->sp.too_big ? WS_CLOSE_TOO_BIG : WS_CLOSE_PROTOCOL);
                 return;
             }
             if (rc == 1) {

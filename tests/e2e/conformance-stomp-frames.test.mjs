@@ -4,10 +4,6 @@
 // heart-beats, header escaping and repetition, EOLs, content-length, receipts,
 // ERROR frames.
 //
-// A test marked { todo: 'finding N' } asserts what the specification requires
-// while chatd does not do it yet (N numbers the conformance findings); node:test
-// reports it without failing the run. Remove the marker once it is fixed.
-//
 // Run: tests/e2e/run.sh etc/chatd.conf -- node --test tests/e2e/conformance-stomp-frames.test.mjs
 
 import { test, describe } from 'node:test';

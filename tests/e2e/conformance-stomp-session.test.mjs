@@ -4,10 +4,6 @@
 // ACK/NACK, transactions, durable receipts, limits, slow readers, ordering
 // around ERROR and DISCONNECT, and @stomp/stompjs.
 //
-// A test marked { todo: 'finding N' } asserts what the specification requires
-// while chatd does not do it yet (N numbers the conformance findings); node:test
-// reports it without failing the run. Remove the marker once it is fixed.
-//
 // Run: tests/e2e/run.sh etc/chatd.conf -- node --test tests/e2e/conformance-stomp-session.test.mjs
 
 import { test, after } from 'node:test';

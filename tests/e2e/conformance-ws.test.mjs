@@ -3,10 +3,6 @@
 // the WebSocket handshake and frames (RFC 6455): accept key, versions,
 // subprotocols, Origin, close codes, UTF-8, fragments, ping/pong, lengths.
 //
-// A test marked { todo: 'finding N' } asserts what the specification requires
-// while chatd does not do it yet (N numbers the conformance findings); node:test
-// reports it without failing the run. Remove the marker once it is fixed.
-//
 // Run: tests/e2e/run.sh etc/chatd.conf -- node --test tests/e2e/conformance-ws.test.mjs
 
 import { test } from 'node:test';
@@ -329,9 +325,7 @@ test('WS frames: oversize: a frame announced too big, a message grown too big: 1
     assert.equal(await d.closeCode(), 1009);
 });
 
-test('WS: a STOMP frame over max_frame sent as several WebSocket messages: ERROR, then close 1009 (RFC 6455 7.4.1: a message too big to process)', {
-    todo: 'websocket.c closes a STOMP parser size error ("body too large", "frame too large") with 1002',
-}, async () => {
+test('WS: a STOMP frame over max_frame sent as several WebSocket messages: ERROR, then close 1009 (RFC 6455 7.4.1: a message too big to process)', async () => {
     const s = await stompSession(a);
     // 100 kB of body over the 64 KiB max_frame, in 20 kB messages: each message is small
     const frame = stompEncode('SEND', { destination: '/pub/chat/message', receipt: 'big' }, 'x'.repeat(100000));
