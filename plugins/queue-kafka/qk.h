@@ -35,6 +35,7 @@
 #define QK_RETRY_MAX_MS 5000     /* largest persist retry delay */
 #define QK_STOP_TICK_MS 20
 #define QK_CQ_RETRY_MS 1000  /* a failed committed-offsets lookup is asked again after */
+#define QK_CQ_WARN_MS 10000  /* failed lookups are logged at most this often */
 #define QK_FANOUT_TAIL 10000 /* fan-out starts this far before the end */
 
 /* A message's position (chatd_api.msg_pos) is where Kafka put it: bit 62
@@ -162,6 +163,14 @@ struct qk {
     int32_t nheld_parts;
     int64_t nheld;
     int64_t gate_timeout_ms;
+    /* the persist group's committed offset of each partition, as last read
+     * (-1 unknown): the watermark of the partitions other nodes persist */
+    int64_t *committed;
+    int32_t ncommitted;
+    int64_t remote_poll_ms; /* how often it is read while fan-out waits on it */
+    struct event *remote_poll;
+    int remote_asking;           /* a read of it is outstanding */
+    int64_t cq_warned_ms;        /* the last failed read that was logged */
     int64_t min_insync_replicas; /* the replication the topic must have */
     int64_t check_timeout_ms;    /* the start-up topic check waits this long */
     int assigned_once;           /* the persist consumer has had an assignment */
@@ -196,8 +205,10 @@ struct qk {
 };
 
 /* qk_gate.c: the persisted watermark (loop thread) */
-/* Must (partition, offset) wait for the local store? */
-int qk_gated(struct qk *qk, int32_t partition, int64_t offset);
+/* Must (partition, offset) wait for the store? A RECEIPT (fanout 0) waits
+ * for this node's own store commit only; a fan-out (fanout 1) of a partition
+ * another node persists waits for the group's committed offset to pass it. */
+int qk_gated(struct qk *qk, int32_t partition, int64_t offset, int fanout);
 /* Hold msg (a reference is taken over) or done until the watermark passes
  * offset. Returns 0, or -1 when it could not be held (release it now). */
 int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,

@@ -1,12 +1,17 @@
 /*
- * qk_gate.c - the persisted watermark of queue-kafka: for the partitions this
- * node's persist consumer owns, a fanned-out message and a sender's
- * completion are held until the store has committed that offset, so that a
- * subscriber or sender who then asks for history finds the message. On a
- * single node that is every partition. Partitions owned by another node are
- * not waited for; a hold never lasts longer than gate_timeout ms. The base
- * of each watermark (the group's committed offset) is asked for by a worker
- * thread, since rd_kafka_committed blocks.
+ * qk_gate.c - the persisted watermark of queue-kafka: a fanned-out message
+ * is held until the store has committed it, so that a subscriber who then
+ * asks for history (or resumes) finds it, on every node:
+ *   - partitions this node's persist consumer owns: until the local store
+ *     committed that offset (t->stored); a sender's completion waits the same
+ *     way. On a single node that is every partition.
+ *   - partitions another node persists: until the persist group's committed
+ *     offset is past it (the owner commits an offset only after its store
+ *     committed it and everything before), read by the worker thread every
+ *     remote_gate_poll ms while such messages wait. RECEIPTs of those
+ *     partitions do not wait (the message is durable in Kafka).
+ * A hold never lasts longer than gate_timeout ms. Committed offsets are read
+ * by a worker thread, since rd_kafka_committed blocks.
  */
 #define _GNU_SOURCE
 #include "qk.h"
@@ -19,18 +24,76 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Must (partition, offset) wait for the local store? */
-int qk_gated(struct qk *qk, int32_t partition, int64_t offset)
+/* The group's committed offset of partition as last read, or -1. */
+static int64_t qk_committed_of(const struct qk *qk, int32_t partition)
+{
+    return partition >= 0 && partition < qk->ncommitted ? qk->committed[partition] : -1;
+}
+
+/* Must (partition, offset) wait for the store? */
+int qk_gated(struct qk *qk, int32_t partition, int64_t offset, int fanout)
 {
     struct qk_track *t;
     int64_t lw;
     if (!qk->persist || qk->state != QK_RUNNING || qk->gate_timeout_ms == 0) return 0;
     if (!qk->assigned_once) return 1; /* the group has not told us yet which partitions are ours */
     if (partition < 0 || partition >= qk->ntracks || !(t = qk->tracks[partition]))
-        return 0;              /* another node persists it */
+        /* another node persists it: its commit of the offset says it is stored */
+        return fanout && offset >= qk_committed_of(qk, partition);
     if (t->base < 0) return 1; /* committed offset not known yet */
     lw = t->stored > t->base ? t->stored : t->base;
     return offset >= lw;
+}
+
+/* Is partition persisted by another node (its watermark read by polling)? */
+static int qk_remote(const struct qk *qk, int32_t partition)
+{
+    return qk->assigned_once &&
+           (partition < 0 || partition >= qk->ntracks || !qk->tracks[partition]);
+}
+
+static void qk_remote_poll_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Read the committed offsets again in remote_gate_poll ms when fan-out of a
+ * remote partition waits and no read is outstanding. */
+static void qk_remote_poll_later(struct qk *qk)
+{
+    struct timeval tv = {qk->remote_poll_ms / 1000, (qk->remote_poll_ms % 1000) * 1000};
+    if (qk->remote_asking || !qk->cq_started) return;
+    if (!qk->remote_poll) qk->remote_poll = evtimer_new(qk->base, qk_remote_poll_cb, qk);
+    if (qk->remote_poll && evtimer_pending(qk->remote_poll, NULL)) return;
+    if (!qk->remote_poll || evtimer_add(qk->remote_poll, &tv) != 0)
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR,
+                     "cannot schedule reading the committed offsets; fan-out of partitions "
+                     "other nodes persist waits gate_timeout");
+}
+
+/* Ask for the committed offsets of the remote partitions with held fan-out. */
+static void qk_remote_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct qk *qk = arg;
+    rd_kafka_topic_partition_list_t *l;
+    (void)fd;
+    (void)what;
+    if (qk->state != QK_RUNNING || qk->remote_asking) return;
+    if (!(l = rd_kafka_topic_partition_list_new(16))) {
+        qk_remote_poll_later(qk);
+        return;
+    }
+    for (int32_t p = 0; p < qk->nheld_parts; p++) {
+        struct qk_held *h;
+        if (!qk_remote(qk, p)) continue;
+        TAILQ_FOREACH(h, &qk->held[p], link)
+        if (h->msg) {
+            rd_kafka_topic_partition_list_add(l, qk->topic, p);
+            break;
+        }
+    }
+    if (l->cnt > 0) {
+        qk->remote_asking = 1;
+        qk_cq_ask(qk, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 static void qk_held_release(struct qk *qk, struct qk_held *h)
@@ -56,7 +119,7 @@ void qk_gate_release(struct qk *qk, int32_t partition, int force)
     for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
         next = TAILQ_NEXT(h, link);
         if (!force) {
-            int wait = qk_gated(qk, partition, h->offset);
+            int wait = qk_gated(qk, partition, h->offset, h->msg != NULL);
             if (wait && now - h->since_ms >= qk->gate_timeout_ms) {
                 wait = 0;
                 timed_out++;
@@ -73,8 +136,10 @@ void qk_gate_release(struct qk *qk, int32_t partition, int force)
     if (timed_out)
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
                      "%d deliveries of %s[%" PRId32 "] released after %" PRId64
-                     " ms without the local store's commit (is the store slow or down?)",
-                     timed_out, qk->topic, partition, qk->gate_timeout_ms);
+                     " ms without %s (is the store slow or down?)",
+                     timed_out, qk->topic, partition, qk->gate_timeout_ms,
+                     qk_remote(qk, partition) ? "the persisting node's commit"
+                                              : "the local store's commit");
     qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
 }
 
@@ -148,6 +213,7 @@ int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
     h->done = done;
     TAILQ_INSERT_TAIL(&qk->held[partition], h, link);
     qk->nheld++;
+    if (msg && qk_remote(qk, partition)) qk_remote_poll_later(qk);
     qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
     return 0;
 }
@@ -198,6 +264,23 @@ static void qk_cq_retry_later(struct qk *qk)
                      "partitions wait gate_timeout each");
 }
 
+/* Keep the committed offset of partition just read (the worker answers in
+ * order, so this is the newest). */
+static void qk_committed_set(struct qk *qk, int32_t partition, int64_t offset)
+{
+    if (partition < 0 || partition >= QK_MAX_PARTITIONS) return;
+    if (partition >= qk->ncommitted) {
+        int32_t n = partition + 16;
+        int64_t *nc = realloc(qk->committed, (size_t)n * sizeof *nc);
+        if (!nc) return; /* unknown: its fan-out waits at most gate_timeout */
+        for (int32_t i = qk->ncommitted; i < n; i++)
+            nc[i] = -1;
+        qk->committed = nc;
+        qk->ncommitted = n;
+    }
+    qk->committed[partition] = offset;
+}
+
 static void qk_cq_done(void *arg)
 {
     struct qk_cq *r = arg;
@@ -206,22 +289,32 @@ static void qk_cq_done(void *arg)
         qk_cq_free(r);
         return;
     }
-    if (r->err)
+    qk->remote_asking = 0;
+    if (r->err && qk->api->now_ms() - qk->cq_warned_ms >= QK_CQ_WARN_MS) {
+        qk->cq_warned_ms = qk->api->now_ms();
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
                      "cannot read the committed offsets of group %s: %s; deliveries wait at "
                      "most gate_timeout",
                      qk->group, rd_kafka_err2str(r->err));
+    }
     for (int i = 0; i < r->parts->cnt && !r->err; i++) {
         rd_kafka_topic_partition_t *e = &r->parts->elems[i];
         int32_t p = e->partition;
         struct qk_track *t = p >= 0 && p < qk->ntracks ? qk->tracks[p] : NULL;
-        if (!t || t->base >= 0 || t->gen > r->gen || e->err) continue;
+        if (e->err) continue;
+        if (e->offset >= 0) qk_committed_set(qk, p, e->offset);
+        if (!t || t->base >= 0 || t->gen > r->gen) continue;
         /* no commit yet: the group starts at the beginning, all of it ours */
         t->base = e->offset >= 0 ? e->offset : 0;
     }
     qk_cq_free(r);
     qk_gate_release_all(qk, 0);
     qk_cq_retry_later(qk);
+    for (int32_t p = 0; p < qk->nheld_parts; p++)
+        if (!TAILQ_EMPTY(&qk->held[p]) && qk_remote(qk, p)) {
+            qk_remote_poll_later(qk);
+            break;
+        }
 }
 
 void *qk_cq_main(void *arg)

@@ -13,7 +13,9 @@
  *            resumed once half drained. A message that cannot be tracked (no
  *            memory) is fetched again, never skipped.
  *   fan-out  every partition, delivered to local subscribers
- *            (CHATD_CONSUME_FANOUT) in offset order behind the watermark.
+ *            (CHATD_CONSUME_FANOUT) in offset order behind the watermark
+ *            (qk_gate.c: the local store's for this node's partitions, the
+ *            group's committed offset for the others).
  * And the rebalance callback of both (loop thread, or the closer thread while
  * closing, when it only (un)assigns).
  */
@@ -396,7 +398,7 @@ void qk_fanout_message(struct qk *qk, rd_kafka_message_t *m)
     }
     qk_set_pos(qk, msg, m->partition, m->offset);
     /* persisted here first (and after what is already held, in order) */
-    if ((qk_gated(qk, m->partition, m->offset) ||
+    if ((qk_gated(qk, m->partition, m->offset, 1) ||
          (m->partition < qk->nheld_parts && !TAILQ_EMPTY(&qk->held[m->partition]))) &&
         qk_hold(qk, m->partition, m->offset, msg, NULL) == 0) {
         qk_gate_release(qk, m->partition, 0);

@@ -30,11 +30,11 @@
  * consumer owns, a fanned-out message and a sender's completion are held
  * until the store has committed that offset (the "persisted watermark"), so
  * a subscriber or sender who then asks for history finds the message. On a
- * single node that is every partition. Partitions owned by another node are
- * not waited for (their delivery report / fan-out go out at once); a hold
- * never lasts longer than gate_timeout ms. The base of each watermark (the
- * group's committed offset) is asked for by a worker thread, since
- * rd_kafka_committed blocks.
+ * single node that is every partition. Fan-out of a partition another node
+ * persists waits for the group's committed offset to pass it (read every
+ * remote_gate_poll ms while something waits); its delivery report goes out
+ * at once. A hold never lasts longer than gate_timeout ms. Committed offsets
+ * are read by a worker thread, since rd_kafka_committed blocks (qk_gate.c).
  *
  * Backpressure: when more than max_inflight consumed messages are not yet
  * committed, the persist consumer's partitions are paused and resumed once
@@ -111,7 +111,14 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .default_value = "10000",
      .min = 0,
      .max = 600000,
-     .help = "ms a fan-out or RECEIPT waits at most for the local store to commit its message"},
+     .help = "ms a fan-out or RECEIPT waits at most for the store to commit its message"},
+    {.name = "remote_gate_poll",
+     .type = CHATD_CFG_INT,
+     .default_value = "20",
+     .min = 1,
+     .max = 10000,
+     .help = "ms between reads of the persist group's committed offsets while fan-out of a "
+             "partition another node persists waits for them"},
     {.name = "min_insync_replicas",
      .type = CHATD_CFG_INT,
      .default_value = "2",
@@ -233,7 +240,7 @@ static void qk_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
         qk->api->counter_add(qk->ctx, "chatd_kafka_produced_total", 1);
         qk_set_pos(qk, s->msg, m->partition, m->offset); /* the publisher's answer names it */
         /* durable now; wait for the local store when it persists this */
-        if (!qk_gated(qk, m->partition, m->offset) ||
+        if (!qk_gated(qk, m->partition, m->offset, 0) ||
             qk_hold(qk, m->partition, m->offset, NULL, s->done) != 0)
             qk->api->complete(s->done, CHATD_OK, NULL);
     }
@@ -292,6 +299,7 @@ static void qk_free(struct qk *qk)
     if (qk->stop_tick) event_free(qk->stop_tick);
     if (qk->gate_tick) event_free(qk->gate_tick);
     if (qk->cq_retry) event_free(qk->cq_retry);
+    if (qk->remote_poll) event_free(qk->remote_poll);
     for (int32_t p = 0; p < qk->nheld_parts; p++) {
         struct qk_held *h;
         while ((h = TAILQ_FIRST(&qk->held[p]))) {
@@ -316,6 +324,7 @@ static void qk_free(struct qk *qk)
     }
     free(qk->tracks);
     free(qk->fanout_next);
+    free(qk->committed);
     if (qk->cq_init) {
         pthread_mutex_destroy(&qk->cq_mu);
         pthread_cond_destroy(&qk->cq_cv);
@@ -364,6 +373,7 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     qk->stop_timeout_ms = pc_cfg_int(api, ctx, "stop_timeout");
     qk->fanout_lookback_ms = pc_cfg_int(api, ctx, "fanout_lookback");
     qk->gate_timeout_ms = pc_cfg_int(api, ctx, "gate_timeout");
+    qk->remote_poll_ms = pc_cfg_int(api, ctx, "remote_gate_poll");
     qk->min_insync_replicas = pc_cfg_int(api, ctx, "min_insync_replicas");
     qk->check_timeout_ms = pc_cfg_int(api, ctx, "check_timeout");
     if (!qk->topic || !*qk->topic) {
@@ -404,12 +414,14 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
         } else {
             /* a broker answers a fetch as soon as data arrives; this bounds
              * the wait of an idle fetch (and the latency with brokers, such
-             * as librdkafka's mock cluster, that always wait it out). Offsets
-             * are committed every second so that a rebalance re-persists
+             * as librdkafka's mock cluster, that always wait it out). Stored
+             * offsets are committed every 100 ms (librdkafka sends nothing
+             * when none moved): other nodes hold fan-out of a partition until
+             * its owner's commit (qk_gate.c), and a rebalance re-persists
              * little. */
             if (qk_conf_set(qk, conf, NULL, "auto.offset.reset", "earliest") != 0 ||
                 qk_conf_set(qk, conf, NULL, "fetch.wait.max.ms", "100") != 0 ||
-                qk_conf_set(qk, conf, NULL, "auto.commit.interval.ms", "1000") != 0)
+                qk_conf_set(qk, conf, NULL, "auto.commit.interval.ms", "100") != 0)
                 failed = 1;
         }
     }
