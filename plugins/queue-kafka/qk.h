@@ -36,6 +36,7 @@
 #define QK_STOP_TICK_MS 20
 #define QK_CQ_RETRY_MS 1000  /* a failed committed-offsets lookup is asked again after */
 #define QK_CQ_WARN_MS 10000  /* failed lookups are logged at most this often */
+#define QK_CQ_LOST_MS 6000   /* a read unanswered this long (the worker waits 5 s) is asked again */
 #define QK_FANOUT_TAIL 10000 /* fan-out starts this far before the end */
 
 /* A message's position (chatd_api.msg_pos) is where Kafka put it: bit 62
@@ -169,7 +170,7 @@ struct qk {
     int32_t ncommitted;
     int64_t remote_poll_ms; /* how often it is read while fan-out waits on it */
     struct event *remote_poll;
-    int remote_asking;           /* a read of it is outstanding */
+    int64_t remote_asked_ms;     /* when the outstanding read was asked for, 0: none */
     int64_t cq_warned_ms;        /* the last failed read that was logged */
     int64_t min_insync_replicas; /* the replication the topic must have */
     int64_t check_timeout_ms;    /* the start-up topic check waits this long */
@@ -222,7 +223,8 @@ void qk_gate_release_all(struct qk *qk, int force);
 void qk_gate_refuse(struct qk *qk, int32_t partition, int64_t offset, const char *reason);
 /* The committed-offsets worker: thread body, request, stop (joins). */
 void *qk_cq_main(void *arg);
-void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts);
+/* 0, or -1 when it could not be asked (logged) */
+int qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts);
 void qk_cq_stop(struct qk *qk);
 
 /* qk_partitions.c: the position of (partition, offset) set on msg; 0, or -1

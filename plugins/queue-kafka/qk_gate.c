@@ -59,7 +59,8 @@ static void qk_remote_poll_cb(evutil_socket_t fd, short what, void *arg);
 static void qk_remote_poll_later(struct qk *qk)
 {
     struct timeval tv = {qk->remote_poll_ms / 1000, (qk->remote_poll_ms % 1000) * 1000};
-    if (qk->remote_asking || !qk->cq_started) return;
+    if (qk->state != QK_RUNNING || !qk->cq_started) return;
+    if (qk->remote_asked_ms && qk->api->now_ms() - qk->remote_asked_ms < QK_CQ_LOST_MS) return;
     if (!qk->remote_poll) qk->remote_poll = evtimer_new(qk->base, qk_remote_poll_cb, qk);
     if (qk->remote_poll && evtimer_pending(qk->remote_poll, NULL)) return;
     if (!qk->remote_poll || evtimer_add(qk->remote_poll, &tv) != 0)
@@ -75,7 +76,8 @@ static void qk_remote_poll_cb(evutil_socket_t fd, short what, void *arg)
     rd_kafka_topic_partition_list_t *l;
     (void)fd;
     (void)what;
-    if (qk->state != QK_RUNNING || qk->remote_asking) return;
+    if (qk->state != QK_RUNNING) return;
+    if (qk->remote_asked_ms && qk->api->now_ms() - qk->remote_asked_ms < QK_CQ_LOST_MS) return;
     if (!(l = rd_kafka_topic_partition_list_new(16))) {
         qk_remote_poll_later(qk);
         return;
@@ -89,10 +91,7 @@ static void qk_remote_poll_cb(evutil_socket_t fd, short what, void *arg)
             break;
         }
     }
-    if (l->cnt > 0) {
-        qk->remote_asking = 1;
-        qk_cq_ask(qk, l);
-    }
+    if (l->cnt > 0 && qk_cq_ask(qk, l) == 0) qk->remote_asked_ms = qk->api->now_ms();
     rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -162,9 +161,13 @@ void qk_gate_refuse(struct qk *qk, int32_t partition, int64_t offset, const char
 
 void qk_gate_release_all(struct qk *qk, int force)
 {
-    for (int32_t p = 0; p < qk->nheld_parts; p++)
+    int remote = 0;
+    for (int32_t p = 0; p < qk->nheld_parts; p++) {
         qk_gate_release(qk, p, force);
+        remote = remote || (!TAILQ_EMPTY(&qk->held[p]) && qk_remote(qk, p));
+    }
     if (qk->nheld == 0 && qk->gate_tick) event_del(qk->gate_tick);
+    if (remote) qk_remote_poll_later(qk); /* e.g. partitions just revoked */
 }
 
 static void qk_gate_tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -289,7 +292,7 @@ static void qk_cq_done(void *arg)
         qk_cq_free(r);
         return;
     }
-    qk->remote_asking = 0;
+    qk->remote_asked_ms = 0;
     if (r->err && qk->api->now_ms() - qk->cq_warned_ms >= QK_CQ_WARN_MS) {
         qk->cq_warned_ms = qk->api->now_ms();
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
@@ -310,11 +313,6 @@ static void qk_cq_done(void *arg)
     qk_cq_free(r);
     qk_gate_release_all(qk, 0);
     qk_cq_retry_later(qk);
-    for (int32_t p = 0; p < qk->nheld_parts; p++)
-        if (!TAILQ_EMPTY(&qk->held[p]) && qk_remote(qk, p)) {
-            qk_remote_poll_later(qk);
-            break;
-        }
 }
 
 void *qk_cq_main(void *arg)
@@ -336,10 +334,11 @@ void *qk_cq_main(void *arg)
     return NULL;
 }
 
-/* ask the worker for the committed offsets of newly assigned partitions */
-void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts)
+/* ask the worker for the committed offsets of partitions */
+int qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts)
 {
-    if (!qk->cq_started || parts->cnt == 0) return;
+    int rc = 0;
+    if (!qk->cq_started || parts->cnt == 0) return -1;
     pthread_mutex_lock(&qk->cq_mu);
     if (!qk->cq_req) {
         qk->cq_req = calloc(1, sizeof *qk->cq_req);
@@ -360,8 +359,10 @@ void qk_cq_ask(struct qk *qk, const rd_kafka_topic_partition_list_t *parts)
         pthread_cond_signal(&qk->cq_cv);
     } else {
         qk->api->log(qk->ctx, CHATD_LOG_ERROR, "out of memory asking for committed offsets");
+        rc = -1;
     }
     pthread_mutex_unlock(&qk->cq_mu);
+    return rc;
 }
 
 void qk_cq_stop(struct qk *qk)
