@@ -390,8 +390,9 @@ bool idem_admit(core *c, chatd_msg *msg);
  *  when it was first), or NULL when it is not known. */
 typedef void (*idem_settle_cb)(void *arg, chatd_msg *first);
 /** A keyed msg the queue reported durable: cb once this node's fan-out has
- *  seen the first copy of its key, or after idem_fanout_wait ms with NULL.
- *  cb may run before idem_settle returns. */
+ *  seen the first copy of its key, or the store's idempotency record names
+ *  the message it kept (asked every fifth of idem_fanout_wait), or after
+ *  idem_fanout_wait ms with NULL. cb may run before idem_settle returns. */
 void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg);
 
 /* ------------------------------------------------------------- throttle.c */

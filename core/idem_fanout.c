@@ -12,8 +12,13 @@
  *     once this node's fan-out has seen the first copy of its key (at once
  *     when it has already, e.g. with queue-local, which fans out before it
  *     answers): its own message when it was first, else the first one (the
- *     loser's RECEIPT names the stored message); after idem_fanout_wait ms
- *     without it (a node that does not fan out), its own message.
+ *     loser's RECEIPT names the stored message). The fan-out can be held
+ *     longer than that (queue-kafka holds a partition another node persists
+ *     until that node's commit is seen), so every fifth of idem_fanout_wait
+ *     the store's idempotency record is asked too: once the store has the
+ *     key, its message is the answer. After idem_fanout_wait ms with
+ *     neither (a node that does not fan out, a store that does not answer),
+ *     its own message.
  * Bounded by idem_fanout_memory keys (the oldest is forgotten first; racing
  * copies are seconds apart). Loop thread only.
  */
@@ -22,19 +27,25 @@
 #include "core.h"
 
 #include <event2/event.h>
+#include <inttypes.h>
 #include <search.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The store is asked every IDEM_SETTLE_ASKS-th of idem_fanout_wait. */
+#define IDEM_SETTLE_ASKS 5
+
 typedef struct settle_wait settle_wait;
 struct settle_wait {
     settle_wait *next;
     struct idem_fanout *f;
-    struct fan_entry *e;
+    struct fan_entry *e; /* NULL once answered */
     struct event *timer;
     idem_settle_cb cb;
     void *arg;
+    int asks;    /* store lookups started */
+    bool asking; /* one is outstanding: freed when it returns */
 };
 
 typedef struct fan_entry {
@@ -71,8 +82,10 @@ static void entry_free(void *p)
     while (e->waits) {
         settle_wait *w = e->waits;
         e->waits = w->next;
-        event_free(w->timer);
-        free(w); /* shutting down: nobody left to answer */
+        if (w->timer) event_free(w->timer);
+        /* shutting down: nobody left to answer; the store, destroyed
+         * before, returns no lookup after this */
+        free(w);
     }
     msg_unref(e->first);
     free(e);
@@ -127,16 +140,28 @@ static void ring_add(idem_fanout *f, fan_entry *e)
     f->n++;
 }
 
+/* Take w off its entry's list and answer it with first (NULL: unknown);
+ * freed now, or when its outstanding store lookup returns. */
+static void answer(settle_wait *w, chatd_msg *first)
+{
+    fan_entry *e = w->e;
+    for (settle_wait **pp = &e->waits; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    w->e = NULL;
+    event_free(w->timer);
+    w->timer = NULL;
+    w->cb(w->arg, first);
+    if (!w->asking) free(w);
+}
+
 /* Answer every publish waiting on e with its first copy (NULL: unknown). */
 static void wake(fan_entry *e, chatd_msg *first)
 {
-    while (e->waits) {
-        settle_wait *w = e->waits;
-        e->waits = w->next;
-        event_free(w->timer);
-        w->cb(w->arg, first);
-        free(w);
-    }
+    while (e->waits)
+        answer(e->waits, first);
 }
 
 /* Is the remembered first copy of e too old to stand for msg? */
@@ -167,30 +192,70 @@ bool idem_admit(core *c, chatd_msg *msg)
     return true;
 }
 
+/* The wait is over: answered with its own message; e is forgotten when
+ * nothing else holds it. */
+static void settle_give_up(settle_wait *w)
+{
+    fan_entry *e = w->e;
+    idem_fanout *f = w->f;
+    log_msg(CHATD_LOG_WARN, "core",
+            "the RECEIPT of member %" PRId64 "'s SEND with idempotency key \"%s\" names its own "
+            "message: neither the fan-out nor the store showed which copy came first within "
+            "idem_fanout_wait (%" PRId64 " ms; is the store or the queue's fan-out slow?)",
+            e->who.member_id, e->who.key, f->core->cfg->idem_fanout_wait);
+    answer(w, NULL);
+    if (!e->first && !e->waits) forget(f, e);
+}
+
+static void settle_timeout(evutil_socket_t fd, short what, void *arg);
+
+/* Wait another step for the fan-out, then ask the store again. */
+static void settle_rearm(settle_wait *w)
+{
+    int64_t step = w->f->core->cfg->idem_fanout_wait / IDEM_SETTLE_ASKS;
+    if (step < 1) step = 1;
+    struct timeval tv = {.tv_sec = step / 1000, .tv_usec = (step % 1000) * 1000};
+    if (!w->timer) w->timer = evtimer_new(w->f->core->base, settle_timeout, w);
+    if (!w->timer || evtimer_add(w->timer, &tv) != 0) settle_give_up(w);
+}
+
+/* The store's idempotency record of the key: its message is the one kept. */
+static void settle_looked(void *arg, chatd_status st, chatd_msg *orig)
+{
+    settle_wait *w = arg;
+    w->asking = false;
+    if (!w->e) { /* answered by the fan-out meanwhile */
+        free(w);
+        return;
+    }
+    if (st == CHATD_OK && orig) {
+        fan_entry *e = w->e;
+        idem_fanout *f = w->f;
+        answer(w, orig);
+        if (!e->first && !e->waits) forget(f, e);
+    } else if (w->asks >= IDEM_SETTLE_ASKS) {
+        settle_give_up(w);
+    } else {
+        settle_rearm(w);
+    }
+}
+
+/* No first copy in the fan-out yet: ask the store. */
 static void settle_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     settle_wait *w = arg;
-    fan_entry *e = w->e;
-    for (settle_wait **pp = &e->waits; *pp; pp = &(*pp)->next)
-        if (*pp == w) {
-            *pp = w->next;
-            break;
-        }
-    idem_fanout *f = w->f;
-    event_free(w->timer);
-    w->cb(w->arg, NULL);
-    free(w);
-    if (!e->first && !e->waits) forget(f, e);
+    w->asks++;
+    w->asking = true;
+    idem_lookup(w->f->core, w->e->who.member_id, w->e->who.key, clock_wall_ms(), settle_looked, w);
 }
 
 void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg)
 {
     idem_fanout *f = c->idem_fanout;
     const char *key = msg_idem_key(msg);
-    int64_t wait_ms = c->cfg->idem_fanout_wait;
-    if (!f || !key || wait_ms == 0) {
+    if (!f || !key || c->cfg->idem_fanout_wait == 0) {
         cb(arg, NULL);
         return;
     }
@@ -200,15 +265,12 @@ void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg)
         return;
     }
     settle_wait *w = e ? calloc(1, sizeof(*w)) : NULL;
-    struct timeval tv = {.tv_sec = wait_ms / 1000, .tv_usec = (wait_ms % 1000) * 1000};
-    if (w) w->timer = evtimer_new(c->base, settle_timeout, w);
-    if (!w || !w->timer || evtimer_add(w->timer, &tv) != 0) {
-        if (w && w->timer) event_free(w->timer);
-        free(w);
+    if (!w) {
         if (e && !e->first && !e->waits) forget(f, e);
         cb(arg, NULL); /* out of memory: answer as without this memory */
         return;
     }
-    *w = (settle_wait){.next = e->waits, .f = f, .e = e, .timer = w->timer, .cb = cb, .arg = arg};
+    *w = (settle_wait){.next = e->waits, .f = f, .e = e, .cb = cb, .arg = arg};
     e->waits = w;
+    settle_rearm(w);
 }

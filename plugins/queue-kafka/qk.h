@@ -116,6 +116,7 @@ struct qk_cq {
     uint64_t gen;
     rd_kafka_topic_partition_list_t *parts;
     rd_kafka_resp_err_t err;
+    int64_t took_ms; /* how long rd_kafka_committed blocked */
 };
 
 /* One produce waiting for its delivery report. */

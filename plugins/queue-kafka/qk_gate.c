@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The group's committed offset of partition as last read, or -1. */
@@ -296,9 +297,9 @@ static void qk_cq_done(void *arg)
     if (r->err && qk->api->now_ms() - qk->cq_warned_ms >= QK_CQ_WARN_MS) {
         qk->cq_warned_ms = qk->api->now_ms();
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                     "cannot read the committed offsets of group %s: %s; deliveries wait at "
-                     "most gate_timeout",
-                     qk->group, rd_kafka_err2str(r->err));
+                     "cannot read the committed offsets of group %s: %s (after %" PRId64
+                     " ms); deliveries wait at most gate_timeout",
+                     qk->group, rd_kafka_err2str(r->err), r->took_ms);
     }
     for (int i = 0; i < r->parts->cnt && !r->err; i++) {
         rd_kafka_topic_partition_t *e = &r->parts->elems[i];
@@ -326,7 +327,11 @@ void *qk_cq_main(void *arg)
         struct qk_cq *r = qk->cq_req;
         qk->cq_req = NULL;
         pthread_mutex_unlock(&qk->cq_mu);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         r->err = rd_kafka_committed(qk->cl[QK_PERSIST].rk, r->parts, 5000);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        r->took_ms = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
         if (qk->api->post(qk->ctx, qk_cq_done, r) != CHATD_OK) qk_cq_free(r);
         pthread_mutex_lock(&qk->cq_mu);
     }
