@@ -93,8 +93,9 @@ static const chatd_cfg_key core_keys[] = {
      .default_value = "5000",
      .min = 0,
      .max = 600000,
-     .help = "ms the RECEIPT of a SEND with a key waits for this node's fan-out to see which copy "
-             "of the key came first (0: no wait)"},
+     .help = "ms the RECEIPT of a SEND with a key waits for this node's fan-out (or the store's "
+             "record of the key, asked every fifth of it) to show which copy of the key came first "
+             "(0: no wait)"},
     {.name = "login_fail_limit",
      .type = CHATD_CFG_INT,
      .default_value = "10",
