@@ -256,8 +256,12 @@ fi
 
 say "5. one order per room: two nodes, node 2's clock 5 s behind (libfaketime)"
 fake_lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)
+# librdkafka's timed waits under libfaketime (tests/plugins/queue-kafka/faketime-cnd.c)
+cnd_fix=$work/faketime-cnd.so
 if [ -z "$fake_lib" ]; then
     fails+=("order (libfaketime.so.1 not found: apt-get install faketime)")
+elif ! ${CC:-cc} -shared -fPIC -o "$cnd_fix" "$CHATD_TOP/tests/plugins/queue-kafka/faketime-cnd.c" -lpthread; then
+    fails+=("order (cannot build tests/plugins/queue-kafka/faketime-cnd.c)")
 else
     ctl "topic kchat-order 6"
     make_db kafka_order
@@ -272,7 +276,7 @@ else
         # env(1) execs, so the pid is chatd's; the plain build, since the
         # preloaded libfaketime hangs a sanitized chatd before main
         if [ "$i" -eq 2 ]; then
-            pre=(env -u ASAN_OPTIONS -u UBSAN_OPTIONS "LD_PRELOAD=$fake_lib" FAKETIME=-5s)
+            pre=(env -u ASAN_OPTIONS -u UBSAN_OPTIONS "LD_PRELOAD=$cnd_fix:$fake_lib" FAKETIME=-5s)
             args[0]=$plain_bin
         fi
         "${pre[@]}" "${args[@]}" >>"$CHATD_OUT/kafka-order$i.log" 2>&1 </dev/null &

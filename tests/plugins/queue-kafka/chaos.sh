@@ -3,8 +3,9 @@
 # (chaos.mjs next to this file) against a running mock Kafka cluster and
 # PostgreSQL: a database and a topic of its own, a start script per node
 # whose clock is set CHATD_CHAOS_SKEW seconds off (default "0 -3 4", node 1
-# first) with libfaketime preloaded through env(1) (so that the pid the test
-# signals is chatd's), then the test, then a sanitizer check of each log.
+# first) with libfaketime (and faketime-cnd.c) preloaded through env(1) (so
+# that the pid the test signals is chatd's), then the test, then a sanitizer
+# check of each log.
 #
 #   chaos.sh --set K=V ...   the settings every node shares (bootstrap.servers, ...)
 # Needs CHATD_TOP, CHATD_BIN, CHATD_OUT, KAFKA_MOCK_CTL and KAFKA_MOCK_OUT
@@ -32,6 +33,10 @@ for d in x86_64-linux-gnu aarch64-linux-gnu; do
     [ -f "/usr/lib/$d/faketime/libfaketime.so.1" ] && fakelib=/usr/lib/$d/faketime/libfaketime.so.1
 done
 [ -n "$fakelib" ] || { echo "chaos: libfaketime.so.1 not found (apt-get install faketime)" >&2; exit 1; }
+# librdkafka's timed waits under libfaketime (faketime-cnd.c next to this file)
+cndfix=$work/faketime-cnd.so
+${CC:-cc} -shared -fPIC -o "$cndfix" "$CHATD_TOP/tests/plugins/queue-kafka/faketime-cnd.c" -lpthread ||
+    { echo "chaos: cannot build tests/plugins/queue-kafka/faketime-cnd.c" >&2; exit 1; }
 
 db=kafka_chaos_$$
 psql -X -q -h 127.0.0.1 -p "$PGTEST_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
@@ -52,7 +57,7 @@ for i in 1 2 3; do
     pre=()
     if [ "${skew[i - 1]}" != 0 ]; then
         # the ASan runtime is linked into chatd: libfaketime may come first
-        pre=(env "LD_PRELOAD=$fakelib" "FAKETIME=$(printf %+d "${skew[i - 1]}")s" FAKETIME_DONT_FAKE_MONOTONIC=1
+        pre=(env "LD_PRELOAD=$cndfix:$fakelib" "FAKETIME=$(printf %+d "${skew[i - 1]}")s" FAKETIME_DONT_FAKE_MONOTONIC=1
             "ASAN_OPTIONS=${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}verify_asan_link_order=0")
     fi
     {
