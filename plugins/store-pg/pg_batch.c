@@ -2,7 +2,9 @@
  * pg_batch.c - the messages of store-pg: persist() queues them in memory in
  * arrival order (bounded by max_pending, then CHATD_ERR_BUSY), and pump()
  * writes them in batches of up to batch_max, at most one batch in flight;
- * the next one collects whatever arrived meanwhile. The statements of a
+ * the next one collects whatever arrived meanwhile, and is sent as soon as
+ * the previous one has committed, before its messages are completed (so
+ * the server works while the loop runs the completions). The statements of a
  * pipeline up to a sync form one implicit transaction (PostgreSQL protocol,
  * "Pipelining"): committed at the sync, rolled back as a whole if one fails,
  * with nothing left open on the connection. Completions are completed only
@@ -38,8 +40,8 @@ void fail_pending(pg_store *st, chatd_status status, const char *reason)
     }
 }
 
-/* Send what can be sent: queued requests, then the next batch. */
-void pump(pg_store *st)
+/* Put queued requests, then the next batch, on the connection. */
+static void pump_send(pg_store *st)
 {
     if (st->state == PG_READY) {
         pg_req *r;
@@ -64,6 +66,12 @@ void pump(pg_store *st)
         }
         if (st->state == PG_READY) flush_out(st);
     }
+}
+
+/* Send what can be sent: queued requests, then the next batch. */
+void pump(pg_store *st)
+{
+    pump_send(st);
     check_stop_done(st);
 }
 
@@ -74,14 +82,26 @@ void batch_done(pg_store *st, pg_req *r)
     if (n > st->inflight) n = st->inflight; /* defensive; equal by construction */
     st->inflight = 0;
     if (!r->failed) {
+        pg_pending *done = st->p_head, *p, *next;
         st->api->counter_add(st->ctx, "chatd_store_commits_total", 1);
         st->api->counter_add(st->ctx, "chatd_store_persisted_total", n);
-        for (size_t k = 0; k < n; k++) {
-            pg_pending *p = st->p_head;
-            st->p_head = p->next;
-            if (!st->p_head) st->p_tail = NULL;
-            st->npending--;
-            if (st->solo_left > 0) st->solo_left--;
+        /* take the committed messages off the list, and have the server
+         * work on the next batch (what arrived meanwhile) while the loop
+         * completes these: one batch in flight still, committed in order */
+        p = done;
+        for (size_t k = 1; k < n; k++)
+            p = p->next;
+        st->p_head = n ? p->next : done;
+        if (!st->p_head) st->p_tail = NULL;
+        if (n)
+            p->next = NULL;
+        else
+            done = NULL;
+        st->npending -= n;
+        st->solo_left = st->solo_left > n ? st->solo_left - n : 0;
+        pump_send(st);
+        for (p = done; p; p = next) {
+            next = p->next;
             st->api->complete(p->done, CHATD_OK, NULL);
             st->api->msg_unref(p->msg);
             free(p);
