@@ -34,7 +34,7 @@
 #define PG_REQ_PREPS_MAX 4      /* prepares sent ahead of one request's queries */
 #define PG_ROOMS_MAX "10000"    /* most room summaries returned */
 #define PG_MEMBERS_MAX "100000" /* most members returned by member_list */
-#define PG_SCHEMA_VERSION 10    /* the last entry of the migrations in pg_sql.c */
+#define PG_SCHEMA_VERSION 11    /* the last entry of the migrations in pg_sql.c */
 /* SQLSTATE raised when a message id is stored already with other content */
 #define PG_SQLSTATE_ID_TAKEN "CH001"
 

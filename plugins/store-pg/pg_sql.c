@@ -63,9 +63,20 @@ static const char *const migration_v1[] = {
     NULL,
 };
 
+/* The end of the functions that refuse message id p_id (SQLSTATE
+ * PG_SQLSTATE_ID_TAKEN) when the condition before it holds. */
+#define PG_RAISE_TAKEN                                                                             \
+    "   RAISE EXCEPTION 'message id % is already stored with different content', p_id"             \
+    "    USING ERRCODE = '" PG_SQLSTATE_ID_TAKEN "';"                                              \
+    "  END IF;"                                                                                    \
+    "  RETURN true;"                                                                               \
+    " END $f$"
+
 /* Version 2: an id stored with other content is an error (SQLSTATE
  * PG_SQLSTATE_ID_TAKEN), never a silent "already stored". Called per input
- * row of the CHAT insert below; a redelivery of the same message passes. */
+ * row of the CHAT insert up to version 10 (kept for nodes that still do;
+ * now the `taken` join and chatd_id_taken of version 11); a redelivery of
+ * the same message passes. */
 static const char *const migration_v2[] = {
     "CREATE FUNCTION chatd_check_id(p_id bigint, p_room text, p_writer_id bigint,"
     " p_writer text, p_message text, p_ms bigint) RETURNS boolean LANGUAGE plpgsql AS $f$"
@@ -73,12 +84,7 @@ static const char *const migration_v2[] = {
     "  PERFORM 1 FROM messages m WHERE m.id = p_id AND (m.room_id, m.writer_id, m.writer,"
     "   m.message, m.created_ms) IS DISTINCT FROM (p_room, p_writer_id, p_writer, p_message,"
     "   p_ms);"
-    "  IF FOUND THEN"
-    "   RAISE EXCEPTION 'message id % is already stored with different content', p_id"
-    "    USING ERRCODE = '" PG_SQLSTATE_ID_TAKEN "';"
-    "  END IF;"
-    "  RETURN true;"
-    " END $f$",
+    "  IF FOUND THEN" PG_RAISE_TAKEN,
     NULL,
 };
 
@@ -169,12 +175,22 @@ static const char *const migration_v10[] = {
     NULL,
 };
 
+/* Version 11: a batch checks its ids against the stored messages with one
+ * join and raises at most once (instead of chatd_check_id per row). */
+static const char *const migration_v11[] = {
+    "CREATE FUNCTION chatd_id_taken(p_id bigint) RETURNS boolean LANGUAGE plpgsql AS $f$"
+    " BEGIN"
+    "  IF p_id IS NOT NULL THEN" PG_RAISE_TAKEN,
+    NULL,
+};
+
 static const struct {
     int version;
     const char *const *stmts;
 } migrations[] = {
-    {1, migration_v1}, {2, migration_v2}, {3, migration_v3}, {4, migration_v4}, {5, migration_v5},
-    {6, migration_v6}, {7, migration_v7}, {8, migration_v8}, {9, migration_v9}, {10, migration_v10},
+    {1, migration_v1}, {2, migration_v2},   {3, migration_v3},   {4, migration_v4},
+    {5, migration_v5}, {6, migration_v6},   {7, migration_v7},   {8, migration_v8},
+    {9, migration_v9}, {10, migration_v10}, {11, migration_v11},
 };
 /* versions are 1..N in order, and the code knows N */
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
@@ -196,7 +212,10 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
  * Idempotency keys ($10: the window in ms): the first message of a
  * (writer, key) in the room's order owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
- * it is written). */
+ * it is written). An id already stored with other content fails the
+ * statement (`taken`: one join against the stored rows, chatd_id_taken
+ * raises SQLSTATE CH001 once), and the batch is retried one message per
+ * transaction. */
 static const char sql_chat[] =
     "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key, pos) AS ("
     " SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
@@ -208,13 +227,16 @@ static const char sql_chat[] =
     " ON CONFLICT (member_id, idem_key) DO UPDATE SET msg_id = EXCLUDED.msg_id,"
     "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - $10::bigint"
     " RETURNING msg_id)"
+    ", taken AS ("
+    " SELECT chatd_id_taken(min(i.id)) AS ok FROM input i JOIN messages m ON m.id = i.id"
+    " WHERE (m.room_id, m.writer_id, m.writer, m.message, m.created_ms) IS DISTINCT FROM"
+    "  (i.room_id, i.writer_id, i.writer, i.message, i.created_ms))"
     ", ins AS ("
     " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms, pos)"
-    " SELECT id, room_id, writer_id, writer, message, created_ms, pos FROM input"
-    " WHERE (idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
+    " SELECT id, room_id, writer_id, writer, message, created_ms, pos FROM input, taken"
+    " WHERE taken.ok AND (idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
     "  FROM idempotency o WHERE o.member_id = input.writer_id AND o.idem_key = input.idem_key"
     "  AND o.msg_id = input.id))"
-    " AND chatd_check_id(id, room_id, writer_id, writer, message, created_ms)"
     " ON CONFLICT (id) DO NOTHING"
     " RETURNING id, room_id, writer_id, message, created_ms, pos"
     "), pairs AS ("
