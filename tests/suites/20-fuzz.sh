@@ -2,7 +2,8 @@
 # tests/suites/20-fuzz.sh - the libFuzzer targets of every parser of untrusted
 # input (tests/fuzz/fuzz_*.c): the HTTP, WebSocket and STOMP codecs, the
 # message wire form, the configuration, and a real transport-ws instance
-# behind a test core (REST, static files, STOMP sessions and SEND bodies).
+# behind a test core (REST, static files, STOMP sessions and SEND bodies),
+# and the cursors of resume-after (room positions, side position vectors).
 #
 # The core library and the transport-ws objects are built with clang and
 # ASan+UBSan+coverage in their own build directory ($CHATD_BUILD_FUZZ,
@@ -20,7 +21,7 @@ set -euo pipefail
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_JOBS=${FUZZ_JOBS:-2}
 FUZZ_MERGE=${FUZZ_MERGE:-0}
-FUZZ_TARGETS=${FUZZ_TARGETS:-"http ws stomp msg config rest static session"}
+FUZZ_TARGETS=${FUZZ_TARGETS:-"http ws stomp msg config rest static session cursor"}
 CC_FUZZ=${CC_FUZZ:-clang}
 FZ=$CHATD_TOP/tests/fuzz
 B=$CHATD_BUILD_FUZZ
