@@ -258,12 +258,12 @@ start_chatd_kafka_pg() {
     for _ in $(seq 50); do grep -q '^bootstrap ' "$dir/mock.out" && break; sleep 0.2; done
     boot=$(awk '/^bootstrap /{print $2; exit}' "$dir/mock.out")
     [ -n "$boot" ] || { log "mock Kafka cluster did not start (see $dir/mock.log)"; return 1; }
-    # the mock cluster holds an idle fetch for fetch.wait.max.ms even when data
-    # arrives (a real broker answers at once): 10 ms makes it behave like one
+    # the mock cluster holds an idle fetch for fetch_wait even when data
+    # arrives (a real broker answers at once): 3 ms makes it behave like one
     start_chatd chatd-kafka-pg "$TOP/etc/chatd-kafka.conf" \
         "chatd (queue-kafka on the librdkafka mock cluster, 3 brokers + store-pg, fsync / synchronous_commit = $SYNC_COMMIT)" \
         --set "queue.kafka.bootstrap.servers=$boot" --set "store.conninfo=$PGTEST_CONNINFO" \
-        --set queue.min_insync_replicas=1 --set queue.kafka.consumer.fetch.wait.max.ms=10
+        --set queue.min_insync_replicas=1 --set queue.fetch_wait=3
 }
 
 start_rabbitmq() {

@@ -119,6 +119,31 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .max = 10000,
      .help = "ms between reads of the persist group's committed offsets while fan-out of a "
              "partition another node persists waits for them"},
+    {.name = "fetch_wait",
+     .type = CHATD_CFG_INT,
+     .default_value = "100",
+     .min = 0,
+     .max = 300000,
+     .help = "ms a consumer's fetch waits at the broker while no message is there "
+             "(fetch.wait.max.ms): a broker answers as soon as one arrives, so this bounds the "
+             "idle fetches, not the latency (librdkafka's mock cluster waits it out: a few ms "
+             "against it)"},
+    {.name = "linger",
+     .type = CHATD_CFG_INT,
+     .default_value = "0",
+     .min = 0,
+     .max = 900000,
+     .help = "ms the producer waits to batch messages before it sends them (linger.ms): added to "
+             "every message's latency at chat rates; what arrives while a request is in flight "
+             "is batched anyway"},
+    {.name = "commit_interval",
+     .type = CHATD_CFG_INT,
+     .default_value = "20",
+     .min = 1,
+     .max = 60000,
+     .help = "ms between commits of the persist consumer's stored offsets "
+             "(auto.commit.interval.ms; nothing is sent when none moved): the other nodes fan a "
+             "message out once that commit passes it, so it is most of their delivery delay"},
     {.name = "min_insync_replicas",
      .type = CHATD_CFG_INT,
      .default_value = "2",
@@ -164,6 +189,14 @@ static int qk_conf_set(struct qk *qk, rd_kafka_conf_t *conf, const char *cfgkey,
         return -1;
     }
     return 0;
+}
+
+/* Set librdkafka property name from the integer chatd key cfgkey. */
+static int qk_conf_int(struct qk *qk, rd_kafka_conf_t *conf, const char *name, const char *cfgkey)
+{
+    char v[24];
+    snprintf(v, sizeof v, "%" PRId64, pc_cfg_int(qk->api, qk->ctx, cfgkey));
+    return qk_conf_set(qk, conf, cfgkey, name, v);
 }
 
 static void qk_cfg_one(void *arg, const char *key, const char *value)
@@ -410,18 +443,17 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
         if (qk_conf_set(qk, conf, NULL, "client.id", "chatd") != 0) failed = 1;
         if (r == QK_PRODUCER) {
             /* murmur2 places keys as the Java clients do */
-            if (qk_conf_set(qk, conf, NULL, "partitioner", "murmur2_random") != 0) failed = 1;
+            if (qk_conf_set(qk, conf, NULL, "partitioner", "murmur2_random") != 0 ||
+                qk_conf_int(qk, conf, "linger.ms", "linger") != 0)
+                failed = 1;
         } else {
-            /* a broker answers a fetch as soon as data arrives; this bounds
-             * the wait of an idle fetch (and the latency with brokers, such
-             * as librdkafka's mock cluster, that always wait it out). Stored
-             * offsets are committed every 100 ms (librdkafka sends nothing
-             * when none moved): other nodes hold fan-out of a partition until
-             * its owner's commit (qk_gate.c), and a rebalance re-persists
-             * little. */
+            /* stored offsets are committed every commit_interval: other
+             * nodes hold fan-out of a partition until its owner's commit
+             * (qk_gate.c), and a rebalance re-persists little */
             if (qk_conf_set(qk, conf, NULL, "auto.offset.reset", "earliest") != 0 ||
-                qk_conf_set(qk, conf, NULL, "fetch.wait.max.ms", "100") != 0 ||
-                qk_conf_set(qk, conf, NULL, "auto.commit.interval.ms", "100") != 0)
+                qk_conf_int(qk, conf, "fetch.wait.max.ms", "fetch_wait") != 0 ||
+                (r == QK_PERSIST &&
+                 qk_conf_int(qk, conf, "auto.commit.interval.ms", "commit_interval") != 0))
                 failed = 1;
         }
     }
