@@ -130,7 +130,7 @@ static const chatd_cfg_key qk_cfg_keys[] = {
              "against it)"},
     {.name = "linger",
      .type = CHATD_CFG_INT,
-     .default_value = "0",
+     .default_value = "2",
      .min = 0,
      .max = 900000,
      .help = "ms the producer waits to batch messages before it sends them (linger.ms): added to "
