@@ -53,8 +53,7 @@ struct tw_replay {
     chatd_msg *held[]; /* replay_hold of them */
 };
 
-/* "room.A-B." or "side.M." for a destination; 0, or -1 for another one. */
-static int cursor_prefix(const char *dest, char *out, size_t cap)
+int tw_cursor_prefix(const char *dest, char *out, size_t cap)
 {
     int n;
     if (strncmp(dest, CHATD_DEST_ROOM_PREFIX, sizeof(CHATD_DEST_ROOM_PREFIX) - 1) == 0) {
@@ -67,7 +66,7 @@ static int cursor_prefix(const char *dest, char *out, size_t cap)
     } else {
         return -1;
     }
-    return n > 0 && (size_t)n < cap ? 0 : -1;
+    return n > 0 && (size_t)n < cap ? n : -1;
 }
 
 static int is_side(const char *dest)
@@ -91,7 +90,7 @@ int tw_dest_cursor(tw_server *srv, const tw_sub *s, const char *dest, const chat
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap)
 {
     char pre[TW_CURSOR_MAX];
-    if (cursor_prefix(dest, pre, sizeof(pre)) != 0) return -1;
+    if (tw_cursor_prefix(dest, pre, sizeof(pre)) < 0) return -1;
     int n = snprintf(out, cap, "%s%" PRIu64, pre, id);
     return n > 0 && (size_t)n < cap ? 0 : -1;
 }
@@ -112,21 +111,11 @@ int tw_msg_json_cursor(const chatd_api *api, const char *dest, chatd_msg *msg, s
 int tw_cursor_parse(const char *dest, const char *cursor, uint64_t *id)
 {
     char pre[TW_CURSOR_MAX];
-    if (!cursor || cursor_prefix(dest, pre, sizeof(pre)) != 0) return -1;
-    size_t pl = strlen(pre);
-    if (strncmp(cursor, pre, pl) != 0) return -1;
+    int pl = cursor ? tw_cursor_prefix(dest, pre, sizeof(pre)) : -1;
+    if (pl < 0 || strncmp(cursor, pre, (size_t)pl) != 0) return -1;
     const char *p = cursor + pl;
-    size_t n = strlen(p);
-    if (n == 0 || n > 20 || (n > 1 && p[0] == '0')) return -1;
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9') return -1;
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (UINT64_MAX - d) / 10) return -1;
-        v = v * 10 + d;
-    }
-    *id = v;
-    return 0;
+    if (p[0] == '0' && p[1]) return -1; /* one spelling per position */
+    return tw_parse_u64(p, id);
 }
 
 /* Frees the replay and drops its reference to the connection. */

@@ -137,18 +137,10 @@ static int b64_put(const struct enc *e, char *out, size_t cap)
     return 0;
 }
 
-/* "side.<memberId>." of a side destination into out; its length, or -1. */
-static int side_prefix(const char *dest, char *out, size_t cap)
-{
-    const char *m = dest + sizeof(CHATD_DEST_SIDE_PREFIX) - 1;
-    int n = snprintf(out, cap, "side.%s.", m);
-    return n > 0 && (size_t)n < cap ? n : -1;
-}
-
 /* The cursor: prefix, then "p" and the entries, or "x" when they do not fit. */
 static int finish(const char *dest, const struct enc *e, char *out, size_t cap)
 {
-    int pl = side_prefix(dest, out, cap);
+    int pl = tw_cursor_prefix(dest, out, cap);
     if (pl < 0 || (size_t)pl + 2 >= cap) return -1;
     if (e->over || e->n == 0 || b64_put(e, out + pl + 1, cap - (size_t)pl - 1) != 0) {
         memcpy(out + pl, "x", 2);
@@ -245,7 +237,7 @@ int tw_side_parse(const char *dest, const char *cursor, tw_sidevec **out)
 {
     char pre[TW_CURSOR_MAX];
     *out = NULL;
-    int pl = side_prefix(dest, pre, sizeof(pre));
+    int pl = tw_cursor_prefix(dest, pre, sizeof(pre));
     if (!cursor || pl < 0 || strncmp(cursor, pre, (size_t)pl) != 0) return -1;
     const char *p = cursor + pl;
     if (strlen(cursor) >= TW_CURSOR_MAX) return -1;

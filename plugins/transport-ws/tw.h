@@ -287,6 +287,9 @@ uint64_t tw_stream_pos(const chatd_api *api, const chatd_msg *msg);
  * or -1. */
 int tw_dest_cursor(tw_server *srv, const tw_sub *s, const char *dest, const chatd_msg *msg,
                    char *out, size_t cap);
+/* The prefix of destination dest's cursors, "room.A-B." or "side.M.", into
+ * out; its length, or -1 for another destination or when it does not fit. */
+int tw_cursor_prefix(const char *dest, char *out, size_t cap);
 /* The cursor naming position `id` of destination `dest`; 0, or -1. */
 int tw_cursor_make(const char *dest, uint64_t id, char *out, size_t cap);
 /* Append msg's JSON wire form with `"cursor":"<its cursor in dest>"` added

@@ -259,6 +259,19 @@ else
     say "chaos: not run (CHATD_CHAOS3=1 runs it)"
 fi
 
+# order_step N NAME TEST [VAR=VALUE...]: step N, tests/plugins/queue-kafka/TEST
+# against the two nodes of steps 5-7 (KAFKA_ORDER_NODES), with the variables given
+order_step() {
+    local n=$1 name=$2 t=$3
+    shift 3
+    if env KAFKA_ORDER_NODES="${order_urls[*]}" "$@" timeout --kill-after=10 300 \
+        node "$CHATD_TOP/tests/plugins/queue-kafka/$t"; then
+        say "$n. ok"
+    else
+        fails+=("$name")
+        say "$n. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
+    fi
+}
 say "5. one order per room: two nodes, node 2's clock 5 s behind (libfaketime)"
 fake_lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)
 # librdkafka's timed waits under libfaketime (tests/plugins/queue-kafka/faketime-cnd.c)
@@ -291,29 +304,11 @@ else
             sleep 0.1
         done
     done
-    if KAFKA_ORDER_NODES="${order_urls[*]}" timeout --kill-after=10 300 \
-        node "$CHATD_TOP/tests/plugins/queue-kafka/order.mjs"; then
-        say "5. ok"
-    else
-        fails+=("order")
-        say "5. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
-    fi
+    order_step 5 order order.mjs
     say "6. the same idempotency key sent to both nodes at once"
-    if KAFKA_ORDER_NODES="${order_urls[*]}" KAFKA_PG="$(conninfo kafka_order)" \
-        timeout --kill-after=10 300 node "$CHATD_TOP/tests/plugins/queue-kafka/idem-race.mjs"; then
-        say "6. ok"
-    else
-        fails+=("idem-race")
-        say "6. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
-    fi
+    order_step 6 idem-race idem-race.mjs KAFKA_PG="$(conninfo kafka_order)"
     say "7. the side stream across partitions: a node 1 side cursor resumed on node 2"
-    if KAFKA_ORDER_NODES="${order_urls[*]}" timeout --kill-after=10 300 \
-        node "$CHATD_TOP/tests/plugins/queue-kafka/side.mjs"; then
-        say "7. ok"
-    else
-        fails+=("side")
-        say "7. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
-    fi
+    order_step 7 side side.mjs
     for i in 1 2; do
         pid=$(cat "$work/order$i.pid")
         kill -TERM "$pid" 2>/dev/null || true
