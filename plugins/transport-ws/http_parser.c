@@ -460,6 +460,14 @@ const char *http_request_header(const http_request *r, const char *name)
     return NULL;
 }
 
+size_t http_request_header_lines(const http_request *r, const char *name)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0) n++;
+    return n;
+}
+
 int http_request_has_token(const http_request *r, const char *name, const char *token)
 {
     for (size_t i = 0; i < r->nheaders; i++)

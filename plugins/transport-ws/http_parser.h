@@ -81,6 +81,9 @@ int http_parser_feed(http_parser *p, const char *data, size_t len, size_t *consu
 
 /* First header called `name` (case-insensitive), or NULL. */
 const char *http_request_header(const http_request *r, const char *name);
+/* How many field lines are called `name` (a singleton field given twice is
+ * malformed, RFC 9110 5.3). */
+size_t http_request_header_lines(const http_request *r, const char *name);
 
 /* Does the comma-separated list `value` contain `token` (case-insensitive)? */
 int http_has_token(const char *value, const char *token);

@@ -7,7 +7,7 @@
  *   201  the message JSON with its room "cursor", once the queue says durable
  *   200  the same key again (same member, within idempotency_window): the
  *        original message, nothing published
- *   400  bad body, empty text, invalid UTF-8, malformed key
+ *   400  bad body, empty text, invalid UTF-8, malformed key (or two key lines)
  *   401  not logged in; 403 not a member of the room; 404 unknown member
  *   413  text over max_message_bytes; 415 body not application/json
  *   429  publish_rate or a bound reached (Retry-After: 1); 503 stopping
@@ -128,6 +128,10 @@ void tw_rest_send(tw_conn *c, const http_request *req, const char *room)
     } else if (max > 0 && len > (size_t)max) {
         status = 413;
         why = "message too long (over max_message_bytes)";
+    } else if (key && http_request_header_lines(req, "Idempotency-Key") > 1) {
+        /* one value: repeated lines combine into "a, b" (RFC 9110 5.3), no key */
+        status = 400;
+        why = "malformed idempotency key: Idempotency-Key given more than once";
     }
     struct send_op *op = status ? NULL : calloc(1, sizeof(*op));
     if (op) {

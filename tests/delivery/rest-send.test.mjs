@@ -6,6 +6,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { makeMember, roomOf, stomp, collectSynced, publish, closeAll, http, uid } from '../e2e/lib.mjs';
+import { rawHttp, req } from '../e2e/conformance-lib.mjs';
 
 const post = (member, room, body, headers = {}) =>
     http('POST', `/api/rooms/${encodeURIComponent(room)}/messages`, { token: member?.token, body, headers });
@@ -126,4 +127,21 @@ test('REST send refusals: 401, 403, 400, 413, 415, 405 and nothing stored', asyn
     assert.equal(put.status, 405);
     assert.equal(put.headers.get('allow'), 'GET, HEAD, POST');
     assert.deepEqual((await history(b, room)).map((m) => m.message.length), [4096]);
+});
+
+test('REST send: Idempotency-Key on two field lines is a 400 (RFC 9110 5.3: "k1, k2" is no key), nothing stored', async () => {
+    const { a, b, room } = await pair();
+    const k1 = uid('k1-'), k2 = uid('k2-');
+    const body = JSON.stringify({ message: 'two keys' });
+    const r = (await rawHttp(req(`POST /api/rooms/${encodeURIComponent(room)}/messages HTTP/1.1`, [
+        `Authorization: Bearer ${a.token}`, 'Content-Type: application/json', `Idempotency-Key: ${k1}`,
+        `Idempotency-Key: ${k2}`, `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close',
+    ], body), { ms: 8000 })).responses[0];
+    assert.equal(r?.status, 400, `two Idempotency-Key lines: ${r?.statusLine} ${r?.body}`);
+    assert.match(r.json.error, /idempotency key/);
+    assert.deepEqual(await history(b, room), [], 'nothing stored');
+    for (const k of [k1, k2]) { // neither key was taken: each is a first send
+        const ok = await post(a, room, { message: k }, { 'Idempotency-Key': k });
+        assert.equal(ok.status, 201, `${k}: ${ok.status} ${ok.text}`);
+    }
 });
