@@ -340,6 +340,11 @@ int cfg_parse_bool(const char *s, int *out)
     return -1;
 }
 
+const chatd_cfg_key *cfg_core_keys(void)
+{
+    return core_keys;
+}
+
 const chatd_cfg_key *cfg_key_match(const chatd_cfg_key *keys, const char *key)
 {
     if (!keys) return NULL;

@@ -122,6 +122,8 @@ int cfg_check_core(cfg *c);
 int cfg_check_section(cfg *c, cfg_section *s, const chatd_cfg_key *keys);
 cfg_section *cfg_section_find(const cfg *c, const char *name);
 cfg_entry *cfg_entry_find(const cfg_section *s, const char *key);
+/** The accepted keys of [chatd] (what chatd -h chatd lists). */
+const chatd_cfg_key *cfg_core_keys(void);
 /** The accepted-key entry matching `key` (exact, or a prefix ending in '.'). */
 const chatd_cfg_key *cfg_key_match(const chatd_cfg_key *keys, const char *key);
 /** Log "FILE:LINE: [section] key: reason" for entry e (or the section). */

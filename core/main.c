@@ -32,7 +32,8 @@ static void usage(FILE *out)
             "  -t, --test             check the configuration and exit (0: ok, 1: not)\n"
             "  -s, --set S.K=V        override key K of section [S]; repeatable\n"
             "  -V, --version          print the version and exit\n"
-            "  -h, --help [PLUGIN]    print this help, or the keys PLUGIN accepts\n",
+            "  -h, --help [PLUGIN]    print this help, or the keys PLUGIN accepts\n"
+            "                         (chatd: the keys of the [chatd] section)\n",
             SYSCONFDIR);
 }
 
@@ -51,10 +52,27 @@ static const char *type_name(chatd_cfg_type t)
     return "?";
 }
 
-/* chatd -h PLUGIN: the keys a plugin accepts. */
+/* One line per key of a key table: name, type, range, default, help. */
+static void keys_print(const chatd_cfg_key *keys)
+{
+    for (const chatd_cfg_key *k = keys; k && k->name; k++) {
+        printf("  %-24s %-8s", k->name, type_name(k->type));
+        if (k->type == CHATD_CFG_INT || k->type == CHATD_CFG_SIZE)
+            printf(" [%lld..%lld]", (long long)k->min, (long long)k->max);
+        if (k->default_value) printf(" (default %s)", k->default_value);
+        printf("  %s\n", k->help ? k->help : "");
+    }
+}
+
+/* chatd -h PLUGIN: the keys a plugin accepts; chatd -h chatd: those of [chatd]. */
 static int plugin_help(const char *name, const char *plugin_dir)
 {
     char why[512];
+    if (strcmp(name, "chatd") == 0) {
+        printf("chatd %s: the keys of the [chatd] section\n", PACKAGE_VERSION);
+        keys_print(cfg_core_keys());
+        return 0;
+    }
     plugin *p = loader_open(name, plugin_dir, "help", why, sizeof(why));
     if (!p) {
         log_msg(CHATD_LOG_ERROR, NULL, "-h %s: %s", name, why);
@@ -63,13 +81,7 @@ static int plugin_help(const char *name, const char *plugin_dir)
     printf("%s %s (%s plugin): %s\n", p->desc.name, p->desc.version ? p->desc.version : "",
            loader_kind_name(p->desc.kind), p->desc.description ? p->desc.description : "");
     printf("  plugin = %s\n", name);
-    for (const chatd_cfg_key *k = p->desc.cfg_keys; k && k->name; k++) {
-        printf("  %-24s %-8s", k->name, type_name(k->type));
-        if (k->type == CHATD_CFG_INT || k->type == CHATD_CFG_SIZE)
-            printf(" [%lld..%lld]", (long long)k->min, (long long)k->max);
-        if (k->default_value) printf(" (default %s)", k->default_value);
-        printf("  %s\n", k->help ? k->help : "");
-    }
+    keys_print(p->desc.cfg_keys);
     loader_close(p);
     return 0;
 }

@@ -56,6 +56,12 @@ rc=0
 check "missing config file exits 1" test "$rc" -eq 1
 check "-V prints the version" bash -c "'$CHATD_BIN' -V | grep -q '^chatd [0-9]'"
 check "-h prints usage" bash -c "'$CHATD_BIN' -h | grep -q -- '--set'"
+check "-h chatd lists the [chatd] keys with their defaults" \
+    bash -c "'$CHATD_BIN' -h chatd | grep -q '^ *idempotency_window  *integer .*(default 86400)'"
+undocumented=$("$CHATD_BIN" -h chatd | awk 'NR > 1 { print $1 }' | while read -r k; do
+    grep -q "^\.BR $k[ \"]" man/chatd.conf.5.in || printf '%s ' "$k"
+done)
+check "every key of -h chatd is in chatd.conf(5) (missing: ${undocumented:-none})" test -z "$undocumented"
 rc=0
 "$CHATD_BIN" --no-such-option 2>/dev/null || rc=$?
 check "a bad option exits 2" test "$rc" -eq 2
