@@ -10,7 +10,8 @@
  *   qk_partitions.c  the persist consumer's partition tracker (ordered offset
  *                    store, retries, backpressure), fan-out, rebalance
  *   qk_binding.c     librdkafka bound to the core's libevent loop (queue
- *                    pipes, polls, keepalive) and librdkafka's log callbacks
+ *                    pipes, polls, keepalive), librdkafka's log callbacks,
+ *                    and the closer thread of the graceful stop
  *   qk_topic_check.c the topic's replication, checked at start
  * Not installed; not part of the ABI.
  */
@@ -110,6 +111,15 @@ struct qk_held {
 };
 TAILQ_HEAD(qk_held_list, qk_held);
 
+/* Per partition, beside its held list: the fan-out deliveries held (the
+ * fan-out consumer pauses the partition past max_inflight of them), when an
+ * overdue hold was last logged. */
+struct qk_held_part {
+    int64_t msgs;
+    int64_t warned_ms;
+    int paused;
+};
+
 /* A request to the committed-offsets worker. */
 struct qk_cq {
     struct qk *qk;
@@ -162,9 +172,10 @@ struct qk {
 
     /* persisted-watermark holds, one list per partition */
     struct qk_held_list *held;
+    struct qk_held_part *held_part; /* nheld_parts of them too */
     int32_t nheld_parts;
     int64_t nheld;
-    int64_t gate_timeout_ms;
+    int64_t gate_timeout_ms; /* a held fan-out is overdue (logged), a held RECEIPT answered */
     /* the persist group's committed offset of each partition, as last read
      * (-1 unknown): the watermark of the partitions other nodes persist */
     int64_t *committed;
@@ -248,6 +259,10 @@ void qk_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partit
 int qk_client_start(struct qk *qk, struct qk_client *c);
 void qk_client_unbind(struct qk_client *c);
 void qk_client_destroy(struct qk_client *c);
+/* The closer thread's body: commit, then close both consumers, within
+ * stop_timeout ms (what is not closed by then is abandoned, logged); sets
+ * qk->closed at the end. */
+void *qk_closer_main(void *arg);
 
 /* qk_topic_check.c: does the topic have the replication chatd requires
  * (start-up only; blocks up to check_timeout)? 0: yes, -1: refuse (logged). */

@@ -5,7 +5,9 @@
  * non-blocking polls on the loop thread, QK_POLL_BATCH at a time, and
  * consumers are polled every second even when idle (max.poll.interval.ms).
  * librdkafka's own threads never call into the core except through the log
- * callbacks here, which only log (api->log is "any thread").
+ * callbacks here, which only log (api->log is "any thread"). And the
+ * closer thread of the graceful stop: the final commit and the consumers'
+ * close, bounded by stop_timeout.
  */
 #define _GNU_SOURCE
 #include "qk.h"
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *const qk_role_name[QK_NROLES] = {"producer", "persist consumer", "fan-out consumer"};
@@ -232,4 +235,105 @@ int qk_client_start(struct qk *qk, struct qk_client *c)
         }
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* closing the consumers at stop (the closer thread)                        */
+/* ------------------------------------------------------------------------ */
+
+static int64_t qk_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The final commit's answer (closer thread). */
+struct qk_final {
+    struct qk *qk;
+    int answered;
+};
+
+static void qk_final_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    struct qk_final *f = opaque;
+    (void)rk;
+    (void)offsets;
+    f->answered = 1;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        f->qk->api->log(f->qk->ctx, CHATD_LOG_WARN,
+                        "final offset commit failed: %s (those messages are persisted again by "
+                        "the next owner; the store ignores duplicates)",
+                        rd_kafka_err2str(err));
+}
+
+/* Start closing consumer rk on a queue of its own; NULL when that failed
+ * (logged: the handle is destroyed without leaving its group). */
+static rd_kafka_queue_t *qk_close_start(struct qk *qk, rd_kafka_t *rk, const char *what)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_error_t *err = q ? rd_kafka_consumer_close_queue(rk, q) : NULL;
+    if (q && !err) return q;
+    qk->api->log(qk->ctx, CHATD_LOG_WARN, "%s close: %s; dropped without leaving its group", what,
+                 err ? rd_kafka_error_string(err) : "out of memory");
+    if (err) rd_kafka_error_destroy(err);
+    if (q) rd_kafka_queue_destroy(q);
+    return NULL;
+}
+
+/* The closer thread owns the consumers from now on: commit what was stored,
+ * leave the groups, serving their queues (rebalance callbacks only
+ * (un)assign) until both closed or stop_timeout ms passed: a close can take
+ * longer than session.timeout.ms during a rebalance, and what is left then
+ * is abandoned (logged; the group gives the partitions to other nodes when
+ * the session times out). Never blocks past that deadline (plus at most one
+ * committed-offsets read of the worker, 5 s). */
+void *qk_closer_main(void *arg)
+{
+    struct qk *qk = arg;
+    rd_kafka_t *p = qk->cl[QK_PERSIST].rk, *f = qk->cl[QK_FANOUT].rk;
+    rd_kafka_queue_t *pq = NULL, *fq = NULL;
+    struct qk_final fin = {.qk = qk};
+    int64_t deadline = qk_mono_ms() + qk->stop_timeout_ms;
+
+    qk_cq_stop(qk); /* may wait for one rd_kafka_committed call */
+    if (p && (pq = rd_kafka_queue_new(p))) {
+        rd_kafka_resp_err_t err = rd_kafka_commit_queue(p, NULL, pq, qk_final_commit_cb, &fin);
+        if (err) fin.answered = 1;
+        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                         "final offset commit failed: %s (those messages are persisted again "
+                         "by the next owner; the store ignores duplicates)",
+                         rd_kafka_err2str(err));
+        while (!fin.answered && qk_mono_ms() < deadline)
+            rd_kafka_queue_poll_callback(pq, 50);
+        rd_kafka_queue_destroy(pq);
+    }
+    if (!fin.answered && p)
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "the final offset commit was not answered within stop_timeout (%" PRId64
+                     " ms); the next owner persists those messages again",
+                     qk->stop_timeout_ms);
+    if (p) pq = qk_close_start(qk, p, "persist consumer");
+    if (f) fq = qk_close_start(qk, f, "fan-out consumer");
+    for (;;) {
+        int pdone = !pq || rd_kafka_consumer_closed(p), fdone = !fq || rd_kafka_consumer_closed(f);
+        if (pdone && fdone) break;
+        if (qk_mono_ms() >= deadline) {
+            qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                         "%s%s%s did not close within stop_timeout (%" PRId64
+                         " ms; a rebalance, or the brokers unreachable): abandoned, the group "
+                         "gives its partitions to other nodes after session.timeout.ms",
+                         pdone ? "" : "the persist consumer", pdone || fdone ? "" : " and ",
+                         fdone ? "" : "the fan-out consumer", qk->stop_timeout_ms);
+            break;
+        }
+        if (!pdone) rd_kafka_queue_poll_callback(pq, 50);
+        if (!fdone) rd_kafka_queue_poll_callback(fq, 50);
+    }
+    if (pq) rd_kafka_queue_destroy(pq);
+    if (fq) rd_kafka_queue_destroy(fq);
+    atomic_store(&qk->closed, 1);
+    return NULL;
 }

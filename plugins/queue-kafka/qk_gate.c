@@ -10,8 +10,15 @@
  *     committed it and everything before), read by the worker thread every
  *     remote_gate_poll ms while such messages wait. RECEIPTs of those
  *     partitions do not wait (the message is durable in Kafka).
- * A hold never lasts longer than gate_timeout ms. Committed offsets are read
- * by a worker thread, since rd_kafka_committed blocks.
+ * A fan-out delivery is never released before the store holds it, however
+ * long that takes (the persisting node killed: until the group gave its
+ * partitions to another node and that one committed): past gate_timeout it
+ * is logged as overdue (every gate_timeout, chatd_kafka_held_overdue_total,
+ * chatd_kafka_held_oldest_ms), and past max_inflight held deliveries the
+ * fan-out consumer pauses the partition, so memory stays bounded. A held
+ * RECEIPT is answered after gate_timeout (the message is durable in Kafka).
+ * Committed offsets are read by a worker thread, since rd_kafka_committed
+ * blocks.
  */
 #define _GNU_SOURCE
 #include "qk.h"
@@ -31,12 +38,13 @@ static int64_t qk_committed_of(const struct qk *qk, int32_t partition)
     return partition >= 0 && partition < qk->ncommitted ? qk->committed[partition] : -1;
 }
 
-/* Must (partition, offset) wait for the store? */
-int qk_gated(struct qk *qk, int32_t partition, int64_t offset, int fanout)
+/* Is (partition, offset) not yet known to be in the store? (Whatever the
+ * state: the graceful stop asks it too.) */
+static int qk_unstored(struct qk *qk, int32_t partition, int64_t offset, int fanout)
 {
     struct qk_track *t;
     int64_t lw;
-    if (!qk->persist || qk->state != QK_RUNNING || qk->gate_timeout_ms == 0) return 0;
+    if (!qk->persist || qk->gate_timeout_ms == 0) return 0;
     if (!qk->assigned_once) return 1; /* the group has not told us yet which partitions are ours */
     if (partition < 0 || partition >= qk->ntracks || !(t = qk->tracks[partition]))
         /* another node persists it: its commit of the offset says it is stored */
@@ -44,6 +52,12 @@ int qk_gated(struct qk *qk, int32_t partition, int64_t offset, int fanout)
     if (t->base < 0) return 1; /* committed offset not known yet */
     lw = t->stored > t->base ? t->stored : t->base;
     return offset >= lw;
+}
+
+/* Must (partition, offset) wait for the store? */
+int qk_gated(struct qk *qk, int32_t partition, int64_t offset, int fanout)
+{
+    return qk->state == QK_RUNNING && qk_unstored(qk, partition, offset, fanout);
 }
 
 /* Is partition persisted by another node (its watermark read by polling)? */
@@ -67,7 +81,7 @@ static void qk_remote_poll_later(struct qk *qk)
     if (!qk->remote_poll || evtimer_add(qk->remote_poll, &tv) != 0)
         qk->api->log(qk->ctx, CHATD_LOG_ERROR,
                      "cannot schedule reading the committed offsets; fan-out of partitions "
-                     "other nodes persist waits gate_timeout");
+                     "other nodes persist waits for the next assignment or gate tick");
 }
 
 /* Ask for the committed offsets of the remote partitions with held fan-out. */
@@ -96,50 +110,127 @@ static void qk_remote_poll_cb(evutil_socket_t fd, short what, void *arg)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void qk_held_release(struct qk *qk, struct qk_held *h)
+/* Pause (or resume) the fan-out consumer's partition: its held deliveries
+ * passed max_inflight (or drained to half of it). */
+static void qk_fanout_pause(struct qk *qk, int32_t partition, int pause)
 {
+    rd_kafka_t *rk = qk->cl[QK_FANOUT].rk;
+    rd_kafka_topic_partition_list_t *l;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__FAIL;
+    if (!rk || atomic_load(&qk->closing)) return;
+    if ((l = rd_kafka_topic_partition_list_new(1))) {
+        rd_kafka_topic_partition_list_add(l, qk->topic, partition);
+        err = pause ? rd_kafka_pause_partitions(rk, l) : rd_kafka_resume_partitions(rk, l);
+        if (!err) err = l->elems[0].err;
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    if (err) {
+        qk->api->log(qk->ctx, CHATD_LOG_WARN, "fan-out consumer: %s of %s[%" PRId32 "] failed: %s",
+                     pause ? "pause" : "resume", qk->topic, partition, rd_kafka_err2str(err));
+        return;
+    }
+    qk->held_part[partition].paused = pause;
+    qk->api->log(qk->ctx, pause ? CHATD_LOG_WARN : CHATD_LOG_INFO,
+                 pause ? "fan-out of %s[%" PRId32 "]: %" PRId64 " deliveries wait for the store "
+                         "(max_inflight): pausing the partition's fan-out consumer"
+                       : "fan-out of %s[%" PRId32 "]: %" PRId64 " deliveries wait for the store: "
+                         "resuming the partition's fan-out consumer",
+                 qk->topic, partition, qk->held_part[partition].msgs);
+}
+
+/* h leaves its list: a fan-out delivery is handed to the core (deliver) or
+ * dropped, a completion answered. */
+static void qk_held_release(struct qk *qk, int32_t partition, struct qk_held *h, int deliver)
+{
+    TAILQ_REMOVE(&qk->held[partition], h, link);
+    qk->nheld--;
     if (h->done) qk->api->complete(h->done, CHATD_OK, NULL);
     if (h->msg) {
-        qk->api->consume(qk->ctx, h->msg, CHATD_CONSUME_FANOUT, NULL, NULL);
+        struct qk_held_part *hp = &qk->held_part[partition];
+        hp->msgs--;
+        if (deliver) qk->api->consume(qk->ctx, h->msg, CHATD_CONSUME_FANOUT, NULL, NULL);
         qk->api->msg_unref(h->msg);
+        if (hp->paused && hp->msgs <= qk->max_inflight / 2) qk_fanout_pause(qk, partition, 0);
     }
     free(h);
 }
 
-/* Release what no longer waits in one partition (everything when force),
- * keeping fan-out messages in offset order. */
+/* Log, every gate_timeout, a partition whose oldest held delivery has waited
+ * that long; it is still held (a delivery never goes out before the store
+ * holds it: a resume at that moment would miss it). */
+static void qk_overdue_log(struct qk *qk, int32_t partition, const struct qk_held *h, int64_t now)
+{
+    struct qk_held_part *hp = &qk->held_part[partition];
+    if (now - h->since_ms < qk->gate_timeout_ms || now - hp->warned_ms < qk->gate_timeout_ms)
+        return;
+    hp->warned_ms = now;
+    qk->api->counter_add(qk->ctx, "chatd_kafka_held_overdue_total", 1);
+    qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                 "fan-out of %s[%" PRId32 "] held for %" PRId64 " ms (gate_timeout %" PRId64
+                 " ms): %" PRId64 " deliveries from offset %" PRId64 " wait for %s; none goes out "
+                 "before the store holds it (is the store down, or is the persist group "
+                 "rebalancing?)",
+                 qk->topic, partition, now - h->since_ms, qk->gate_timeout_ms, hp->msgs, h->offset,
+                 qk_remote(qk, partition) ? "the persisting node's commit"
+                                          : "the local store's commit");
+}
+
+/* Release what no longer waits in one partition, keeping fan-out messages in
+ * offset order: a fan-out delivery once the store holds it (however long
+ * that takes), a RECEIPT once the local store committed it or after
+ * gate_timeout (the message is durable in Kafka). With force (the graceful
+ * stop) every RECEIPT is answered and the deliveries not yet stored, and
+ * every one after them, are dropped: this node's subscribers are leaving,
+ * and a gap behind their cursors would be missed at their resume. */
 void qk_gate_release(struct qk *qk, int32_t partition, int force)
 {
     struct qk_held *h, *next;
-    int keep_msgs = 0, timed_out = 0;
-    int64_t now;
+    const struct qk_held *oldest = NULL;
+    int keep_msgs = 0, late = 0, dropped = 0, overdue = 0;
+    int64_t now, waited = 0;
 
     if (partition < 0 || partition >= qk->nheld_parts) return;
     now = qk->api->now_ms();
     for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
         next = TAILQ_NEXT(h, link);
-        if (!force) {
-            int wait = qk_gated(qk, partition, h->offset, h->msg != NULL);
-            if (wait && now - h->since_ms >= qk->gate_timeout_ms) {
-                wait = 0;
-                timed_out++;
-            }
-            if (wait || (h->msg && keep_msgs)) {
-                if (h->msg) keep_msgs = 1;
+        if (h->msg) {
+            if (keep_msgs || qk_unstored(qk, partition, h->offset, 1)) {
+                keep_msgs = 1;
+                if (!force) {
+                    if (!oldest) oldest = h;
+                    continue;
+                }
+                dropped++;
+                qk_held_release(qk, partition, h, 0);
                 continue;
             }
+            if (now - h->since_ms >= qk->gate_timeout_ms) {
+                overdue++;
+                if (now - h->since_ms > waited) waited = now - h->since_ms;
+            }
+        } else if (!force && qk_gated(qk, partition, h->offset, 0)) {
+            if (now - h->since_ms < qk->gate_timeout_ms) continue;
+            late++;
         }
-        TAILQ_REMOVE(&qk->held[partition], h, link);
-        qk->nheld--;
-        qk_held_release(qk, h);
+        qk_held_release(qk, partition, h, 1);
     }
-    if (timed_out)
+    if (oldest) qk_overdue_log(qk, partition, oldest, now);
+    if (late)
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                     "%d deliveries of %s[%" PRId32 "] released after %" PRId64
-                     " ms without %s (is the store slow or down?)",
-                     timed_out, qk->topic, partition, qk->gate_timeout_ms,
-                     qk_remote(qk, partition) ? "the persisting node's commit"
-                                              : "the local store's commit");
+                     "%d RECEIPTs of %s[%" PRId32 "] answered after %" PRId64
+                     " ms without the local store's commit (durable in Kafka; is the store slow "
+                     "or down?)",
+                     late, qk->topic, partition, qk->gate_timeout_ms);
+    if (overdue)
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "fan-out of %s[%" PRId32 "]: %d overdue deliveries released once stored, "
+                     "after up to %" PRId64 " ms",
+                     qk->topic, partition, overdue, waited);
+    if (dropped)
+        qk->api->log(qk->ctx, CHATD_LOG_INFO,
+                     "stopping: %d deliveries of %s[%" PRId32 "] not yet stored are not fanned "
+                     "out here",
+                     dropped, qk->topic, partition);
     qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
 }
 
@@ -151,11 +242,9 @@ void qk_gate_refuse(struct qk *qk, int32_t partition, int64_t offset, const char
     for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
         next = TAILQ_NEXT(h, link);
         if (h->offset != offset) continue;
-        TAILQ_REMOVE(&qk->held[partition], h, link);
-        qk->nheld--;
         if (h->done) qk->api->complete(h->done, CHATD_ERR_IO, reason);
-        qk->api->msg_unref(h->msg); /* never fanned out: it is not in the history */
-        free(h);
+        h->done = NULL;
+        qk_held_release(qk, partition, h, 0); /* never fanned out: it is not in the history */
     }
     qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
 }
@@ -163,10 +252,19 @@ void qk_gate_refuse(struct qk *qk, int32_t partition, int64_t offset, const char
 void qk_gate_release_all(struct qk *qk, int force)
 {
     int remote = 0;
+    int64_t oldest_ms = 0, now = qk->api->now_ms();
     for (int32_t p = 0; p < qk->nheld_parts; p++) {
+        const struct qk_held *h;
         qk_gate_release(qk, p, force);
         remote = remote || (!TAILQ_EMPTY(&qk->held[p]) && qk_remote(qk, p));
+        TAILQ_FOREACH(h, &qk->held[p], link)
+        if (h->msg) {
+            if (now - h->since_ms > oldest_ms) oldest_ms = now - h->since_ms;
+            break;
+        }
     }
+    /* how long the oldest fan-out delivery has waited for the store */
+    qk->api->gauge_set(qk->ctx, "chatd_kafka_held_oldest_ms", oldest_ms);
     if (qk->nheld == 0 && qk->gate_tick) event_del(qk->gate_tick);
     if (remote) qk_remote_poll_later(qk); /* e.g. partitions just revoked */
 }
@@ -178,29 +276,41 @@ static void qk_gate_tick_cb(evutil_socket_t fd, short what, void *arg)
     qk_gate_release_all(arg, 0);
 }
 
+/* Grow the per-partition tables to hold partition. 0, or -1 (no memory). */
+static int qk_held_grow(struct qk *qk, int32_t partition)
+{
+    int32_t n = partition + 16;
+    struct qk_held_part *np;
+    struct qk_held_list *nl;
+    if (partition < qk->nheld_parts) return 0;
+    np = realloc(qk->held_part, (size_t)n * sizeof *np);
+    if (!np) return -1;
+    memset(np + qk->nheld_parts, 0, (size_t)(n - qk->nheld_parts) * sizeof *np);
+    qk->held_part = np;
+    nl = realloc(qk->held, (size_t)n * sizeof *nl);
+    if (!nl) return -1;
+    /* TAILQ heads point into themselves: re-link the moved ones */
+    for (int32_t i = 0; i < qk->nheld_parts; i++) {
+        if (TAILQ_EMPTY(&nl[i]))
+            TAILQ_INIT(&nl[i]);
+        else
+            TAILQ_FIRST(&nl[i])->link.tqe_prev = &TAILQ_FIRST(&nl[i]);
+    }
+    for (int32_t i = qk->nheld_parts; i < n; i++)
+        TAILQ_INIT(&nl[i]);
+    qk->held = nl;
+    qk->nheld_parts = n;
+    return 0;
+}
+
 /* Hold msg (a reference is taken over) or done until the watermark passes
  * offset. Returns 0, or -1 when it could not be held (release it now). */
 int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
             chatd_completion *done)
 {
     struct qk_held *h;
-    if (partition < 0 || partition >= QK_MAX_PARTITIONS) return -1;
-    if (partition >= qk->nheld_parts) {
-        int32_t n = partition + 16;
-        struct qk_held_list *nl = realloc(qk->held, (size_t)n * sizeof *nl);
-        if (!nl) return -1;
-        /* TAILQ heads point into themselves: re-link the moved ones */
-        for (int32_t i = 0; i < qk->nheld_parts; i++) {
-            if (TAILQ_EMPTY(&nl[i]))
-                TAILQ_INIT(&nl[i]);
-            else
-                TAILQ_FIRST(&nl[i])->link.tqe_prev = &TAILQ_FIRST(&nl[i]);
-        }
-        for (int32_t i = qk->nheld_parts; i < n; i++)
-            TAILQ_INIT(&nl[i]);
-        qk->held = nl;
-        qk->nheld_parts = n;
-    }
+    if (partition < 0 || partition >= QK_MAX_PARTITIONS || qk_held_grow(qk, partition) != 0)
+        return -1;
     if (!qk->gate_tick) {
         qk->gate_tick = event_new(qk->base, -1, EV_PERSIST, qk_gate_tick_cb, qk);
         if (!qk->gate_tick) return -1;
@@ -217,7 +327,12 @@ int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
     h->done = done;
     TAILQ_INSERT_TAIL(&qk->held[partition], h, link);
     qk->nheld++;
-    if (msg && qk_remote(qk, partition)) qk_remote_poll_later(qk);
+    if (msg) {
+        struct qk_held_part *hp = &qk->held_part[partition];
+        if (++hp->msgs >= qk->max_inflight && (!hp->paused || hp->msgs % 256 == 0))
+            qk_fanout_pause(qk, partition, 1); /* again now and then: a re-assignment resumes */
+        if (qk_remote(qk, partition)) qk_remote_poll_later(qk);
+    }
     qk->api->gauge_set(qk->ctx, "chatd_kafka_held", qk->nheld);
     return 0;
 }
@@ -233,8 +348,8 @@ static void qk_cq_free(struct qk_cq *r)
 }
 
 /* Ask again for every assigned partition whose committed offset is still
- * unknown (a failed lookup would otherwise gate it until gate_timeout, for
- * every message). */
+ * unknown (a failed lookup would otherwise hold its fan-out until the next
+ * assignment). */
 static void qk_cq_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct qk *qk = arg;
@@ -265,7 +380,7 @@ static void qk_cq_retry_later(struct qk *qk)
     if (!qk->cq_retry || evtimer_add(qk->cq_retry, &tv) != 0)
         qk->api->log(qk->ctx, CHATD_LOG_ERROR,
                      "cannot schedule asking again for committed offsets; deliveries of those "
-                     "partitions wait gate_timeout each");
+                     "partitions wait until they are known");
 }
 
 /* Keep the committed offset of partition just read (the worker answers in
@@ -276,7 +391,7 @@ static void qk_committed_set(struct qk *qk, int32_t partition, int64_t offset)
     if (partition >= qk->ncommitted) {
         int32_t n = partition + 16;
         int64_t *nc = realloc(qk->committed, (size_t)n * sizeof *nc);
-        if (!nc) return; /* unknown: its fan-out waits at most gate_timeout */
+        if (!nc) return; /* unknown: its fan-out waits for the next read */
         for (int32_t i = qk->ncommitted; i < n; i++)
             nc[i] = -1;
         qk->committed = nc;
@@ -298,7 +413,7 @@ static void qk_cq_done(void *arg)
         qk->cq_warned_ms = qk->api->now_ms();
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
                      "cannot read the committed offsets of group %s: %s (after %" PRId64
-                     " ms); deliveries wait at most gate_timeout",
+                     " ms); deliveries wait until they are read (asked again)",
                      qk->group, rd_kafka_err2str(r->err), r->took_ms);
     }
     for (int i = 0; i < r->parts->cnt && !r->err; i++) {

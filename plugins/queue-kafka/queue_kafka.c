@@ -23,8 +23,9 @@
  * event queue is bound to a pipe (rd_kafka_queue_io_event_enable) watched by
  * the core's libevent loop; delivery reports, rebalances and messages are then
  * served by non-blocking polls on the loop thread. The only other thread is
- * the one that closes the consumers at stop (rd_kafka_consumer_close blocks);
- * it touches nothing but those two handles and flags.
+ * the one that closes the consumers at stop (qk_binding.c: a close can
+ * block, so it runs there, and gives up after stop_timeout); it touches
+ * nothing but those two handles and flags.
  *
  * Persist before fan-out and RECEIPT: for the partitions this node's persist
  * consumer owns, a fanned-out message and a sender's completion are held
@@ -33,7 +34,8 @@
  * single node that is every partition. Fan-out of a partition another node
  * persists waits for the group's committed offset to pass it (read every
  * remote_gate_poll ms while something waits); its delivery report goes out
- * at once. A hold never lasts longer than gate_timeout ms. Committed offsets
+ * at once. A fan-out delivery waits however long the store takes (logged
+ * past gate_timeout); a RECEIPT at most gate_timeout ms. Committed offsets
  * are read by a worker thread, since rd_kafka_committed blocks (qk_gate.c).
  *
  * Backpressure: when more than max_inflight consumed messages are not yet
@@ -86,7 +88,8 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .min = 1,
      .max = 1000000,
      .help = "messages consumed but not yet committed (persisting, or persisted behind an "
-             "earlier one) before the persist consumer pauses"},
+             "earlier one) before the persist consumer pauses; also the fan-out deliveries "
+             "held for the store, per partition, before the fan-out consumer pauses it"},
     {.name = "max_persist_attempts",
      .type = CHATD_CFG_INT,
      .default_value = "5",
@@ -111,7 +114,10 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .default_value = "10000",
      .min = 0,
      .max = 600000,
-     .help = "ms a fan-out or RECEIPT waits at most for the store to commit its message"},
+     .help = "ms after which a fan-out delivery still waiting for the store is logged as "
+             "overdue (again every gate_timeout; it goes out only once stored) and a RECEIPT "
+             "waiting for this node's store is answered (durable in Kafka); 0: no wait for the "
+             "store at all"},
     {.name = "remote_gate_poll",
      .type = CHATD_CFG_INT,
      .default_value = "20",
@@ -342,6 +348,7 @@ static void qk_free(struct qk *qk)
         }
     }
     free(qk->held);
+    free(qk->held_part);
     if (qk->rkt) rd_kafka_topic_destroy(qk->rkt);
     for (int r = 0; r < QK_NROLES; r++)
         qk_client_destroy(&qk->cl[r]);
@@ -529,35 +536,6 @@ static chatd_status qk_start(void *inst)
 /* graceful stop                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* The closer thread owns the consumers from now on: commit what was stored,
- * leave the groups. Rebalance callbacks it triggers only (un)assign. */
-static void *qk_closer_main(void *arg)
-{
-    struct qk *qk = arg;
-    rd_kafka_t *p = qk->cl[QK_PERSIST].rk, *f = qk->cl[QK_FANOUT].rk;
-    qk_cq_stop(qk); /* may wait for one rd_kafka_committed call */
-    if (p) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(p, NULL, 0);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                         "final offset commit failed: %s (those messages are persisted again "
-                         "by the next owner; the store ignores duplicates)",
-                         rd_kafka_err2str(err));
-        err = rd_kafka_consumer_close(p);
-        if (err)
-            qk->api->log(qk->ctx, CHATD_LOG_WARN, "persist consumer close: %s",
-                         rd_kafka_err2str(err));
-    }
-    if (f) {
-        rd_kafka_resp_err_t err = rd_kafka_consumer_close(f);
-        if (err)
-            qk->api->log(qk->ctx, CHATD_LOG_WARN, "fan-out consumer close: %s",
-                         rd_kafka_err2str(err));
-    }
-    atomic_store(&qk->closed, 1);
-    return NULL;
-}
-
 static void qk_stop_finish(struct qk *qk)
 {
     chatd_completion *done = qk->stop_done;
@@ -670,7 +648,8 @@ static void qk_destroy(void *inst)
     struct qk *qk = inst;
     if (!qk) return;
     if (qk->closer_started) {
-        pthread_join(qk->closer, NULL); /* the loop is gone: waiting is fine */
+        /* bounded: the closer gives up after stop_timeout (qk_binding.c) */
+        pthread_join(qk->closer, NULL);
         qk->closer_started = 0;
     }
     qk_free(qk);
