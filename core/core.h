@@ -388,13 +388,20 @@ void idem_fanout_free(idem_fanout *f);
 /** Fan-out of msg: false when it is a second copy of its (member, key)
  *  within the window (do not deliver it), else true (remembered). */
 bool idem_admit(core *c, chatd_msg *msg);
-/** Result of idem_settle: the first copy fanned out (borrowed; msg itself
- *  when it was first), or NULL when it is not known. */
-typedef void (*idem_settle_cb)(void *arg, chatd_msg *first);
+/** Result of idem_settle: CHATD_OK with the first copy (borrowed; msg
+ *  itself when it was first; NULL: no check was made, answer with msg), or
+ *  CHATD_ERR_UNAVAILABLE with NULL when which copy the store keeps could not
+ *  be confirmed (the publisher is told to retry with the same key). */
+typedef void (*idem_settle_cb)(void *arg, chatd_status st, chatd_msg *first);
+/** Reason given with CHATD_ERR_UNAVAILABLE by idem_settle. */
+#define IDEM_UNCONFIRMED_REASON                                                                    \
+    "durable, but which copy of its idempotency key is kept is not confirmed yet: send it "        \
+    "again with the same idempotency-key"
 /** A keyed msg the queue reported durable: cb once this node's fan-out has
  *  seen the first copy of its key, or the store's idempotency record names
  *  the message it kept (asked every fifth of idem_fanout_wait), or after
- *  idem_fanout_wait ms with NULL. cb may run before idem_settle returns. */
+ *  idem_fanout_wait ms with neither (CHATD_ERR_UNAVAILABLE). cb may run
+ *  before idem_settle returns. */
 void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg);
 
 /* ------------------------------------------------------------- throttle.c */

@@ -17,8 +17,10 @@
  *     until that node's commit is seen), so every fifth of idem_fanout_wait
  *     the store's idempotency record is asked too: once the store has the
  *     key, its message is the answer. After idem_fanout_wait ms with
- *     neither (a node that does not fan out, a store that does not answer),
- *     its own message.
+ *     neither (a node that does not fan out, a store that does not answer,
+ *     the node persisting the partition down), an error that tells the
+ *     client to send again with the same key: naming its own copy could
+ *     name one the store drops.
  * Bounded by idem_fanout_memory keys (the oldest is forgotten first; racing
  * copies are seconds apart). Loop thread only.
  */
@@ -140,9 +142,9 @@ static void ring_add(idem_fanout *f, fan_entry *e)
     f->n++;
 }
 
-/* Take w off its entry's list and answer it with first (NULL: unknown);
- * freed now, or when its outstanding store lookup returns. */
-static void answer(settle_wait *w, chatd_msg *first)
+/* Take w off its entry's list and answer it with (st, first); freed now, or
+ * when its outstanding store lookup returns. */
+static void answer(settle_wait *w, chatd_status st, chatd_msg *first)
 {
     fan_entry *e = w->e;
     for (settle_wait **pp = &e->waits; *pp; pp = &(*pp)->next)
@@ -153,15 +155,16 @@ static void answer(settle_wait *w, chatd_msg *first)
     w->e = NULL;
     event_free(w->timer);
     w->timer = NULL;
-    w->cb(w->arg, first);
+    w->cb(w->arg, st, first);
     if (!w->asking) free(w);
 }
 
-/* Answer every publish waiting on e with its first copy (NULL: unknown). */
+/* Answer every publish waiting on e with its first copy (NULL: not known,
+ * an error: the publisher retries with the same key). */
 static void wake(fan_entry *e, chatd_msg *first)
 {
     while (e->waits)
-        answer(e->waits, first);
+        answer(e->waits, first ? CHATD_OK : CHATD_ERR_UNAVAILABLE, first);
 }
 
 /* Is the remembered first copy of e too old to stand for msg? */
@@ -192,18 +195,22 @@ bool idem_admit(core *c, chatd_msg *msg)
     return true;
 }
 
-/* The wait is over: answered with its own message; e is forgotten when
- * nothing else holds it. */
+/* The wait is over and nothing confirmed which copy of the key is kept:
+ * naming this one could name a copy the store drops, so the publisher gets
+ * an error and retries with the same key (its retry finds the kept message
+ * in the store, or waits again). e is forgotten when nothing else holds it. */
 static void settle_give_up(settle_wait *w)
 {
     fan_entry *e = w->e;
     idem_fanout *f = w->f;
     log_msg(CHATD_LOG_WARN, "core",
-            "the RECEIPT of member %" PRId64 "'s SEND with idempotency key \"%s\" names its own "
-            "message: neither the fan-out nor the store showed which copy came first within "
-            "idem_fanout_wait (%" PRId64 " ms; is the store or the queue's fan-out slow?)",
+            "member %" PRId64 "'s SEND with idempotency key \"%s\" is durable, but neither the "
+            "fan-out nor the store showed which copy of the key is kept within idem_fanout_wait "
+            "(%" PRId64 " ms; is the store, or the node persisting the room's partition, down?): "
+            "answered with an error, the client sends it again with the same key",
             e->who.member_id, e->who.key, f->core->cfg->idem_fanout_wait);
-    answer(w, NULL);
+    metrics_counter_add(f->core->metrics, "chatd_idempotent_unconfirmed_total", "core", 1);
+    answer(w, CHATD_ERR_UNAVAILABLE, NULL);
     if (!e->first && !e->waits) forget(f, e);
 }
 
@@ -231,7 +238,7 @@ static void settle_looked(void *arg, chatd_status st, chatd_msg *orig)
     if (st == CHATD_OK && orig) {
         fan_entry *e = w->e;
         idem_fanout *f = w->f;
-        answer(w, orig);
+        answer(w, CHATD_OK, orig);
         if (!e->first && !e->waits) forget(f, e);
     } else if (w->asks >= IDEM_SETTLE_ASKS) {
         settle_give_up(w);
@@ -256,18 +263,18 @@ void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg)
     idem_fanout *f = c->idem_fanout;
     const char *key = msg_idem_key(msg);
     if (!f || !key || c->cfg->idem_fanout_wait == 0) {
-        cb(arg, NULL);
+        cb(arg, CHATD_OK, NULL);
         return;
     }
     fan_entry *e = lookup(f, msg_writer_id(msg), key, 1);
     if (e && e->first && !expired(f, e, msg)) {
-        cb(arg, e->first);
+        cb(arg, CHATD_OK, e->first);
         return;
     }
     settle_wait *w = e ? calloc(1, sizeof(*w)) : NULL;
     if (!w) {
         if (e && !e->first && !e->waits) forget(f, e);
-        cb(arg, NULL); /* out of memory: answer as without this memory */
+        cb(arg, CHATD_OK, NULL); /* out of memory: answer as without this memory */
         return;
     }
     *w = (settle_wait){.next = e->waits, .f = f, .e = e, .cb = cb, .arg = arg};

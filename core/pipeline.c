@@ -102,7 +102,7 @@ static void pub_filtered(void *arg, chatd_status st, const char *reason);
 /* enqueue */
 static void pub_enqueue(pub_req *r);
 static void pub_enqueued(void *arg, chatd_status st, const char *reason);
-static void pub_settled(void *arg, chatd_msg *first);
+static void pub_settled(void *arg, chatd_status st, chatd_msg *first);
 static void pub_finish(pub_req *r, chatd_status st, const char *reason);
 /* consume, persist */
 static void con_persist(con_req *r);
@@ -407,10 +407,15 @@ static void pub_enqueued(void *arg, chatd_status st, const char *reason)
 
 /* A keyed publish, durable: another node's copy of the key came first
  * (idem_fanout.c), so the store keeps that one and this publish is answered
- * with it; else with its own message. */
-static void pub_settled(void *arg, chatd_msg *first)
+ * with it; else with its own message; an error when that is not confirmed
+ * (the publisher retries with the same key). */
+static void pub_settled(void *arg, chatd_status st, chatd_msg *first)
 {
     pub_req *r = arg;
+    if (st != CHATD_OK) {
+        pub_finish(r, st, IDEM_UNCONFIRMED_REASON);
+        return;
+    }
     if (first && msg_id(first) != msg_id(r->msg)) {
         msg_unref(r->msg);
         r->msg = msg_ref(first);
