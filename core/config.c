@@ -94,8 +94,9 @@ static const chatd_cfg_key core_keys[] = {
      .min = 0,
      .max = 600000,
      .help = "ms the RECEIPT of a SEND with a key waits for this node's fan-out (or the store's "
-             "record of the key, asked every fifth of it) to show which copy of the key came first "
-             "(0: no wait)"},
+             "record of the key, asked every fifth of it) to show which copy of the key came "
+             "first; after it with neither, an ERROR tells the client to send again with the same "
+             "key (0: no wait, the RECEIPT names the SEND's own copy)"},
     {.name = "login_fail_limit",
      .type = CHATD_CFG_INT,
      .default_value = "10",
