@@ -6,6 +6,8 @@
  *   ss_writer.c     writes on the loop: the hooks, staging, results back
  *   ss_commit.c     the writer thread: its statements, the group commit of a
  *                   batch, checkpoints
+ *   ss_sync.c       the sync threads: the WAL made durable before results
+ *                   go back to the loop, in order
  *   ss_rooms.c      the room summaries of a batch, once per member and room
  *   ss_reads.c      the read hooks (loop) and their queries (reader thread)
  *   ss_reader.c     the reader thread: its queue, and answers back on the loop
@@ -26,6 +28,9 @@
 
 #define SS_ROOMS_MAX 10000u    /* most room summaries one room_list returns */
 #define SS_MEMBERS_MAX 100000u /* most members one member_list returns */
+/* fdatasyncs of the WAL that may run at once (ss_sync.c): the kernel runs
+ * them in parallel, so a batch written during a sync need not wait for it */
+#define SS_SYNC_THREADS 2
 
 /* Writer-thread statements (ss_wsql in ss_commit.c). */
 enum {
@@ -152,6 +157,7 @@ typedef struct ss_batch {
     ss_job *head;
     size_t njobs, npersist;
     int committed;
+    uint64_t seq; /* ss_sync.c: its place in the order batches were written */
 } ss_batch;
 
 /*
@@ -257,6 +263,18 @@ typedef struct ss {
     int wal_base;              /* frames a checkpoint could not copy (readers held them) */
     int64_t ckpt_truncated_ms; /* last TRUNCATE checkpoint (monotonic) */
     ss_rooms rooms;            /* the room summaries of the batch being written */
+
+    /* the sync stage (ss_sync.c); the queue and sequence numbers under smu */
+    int sync_full; /* the synchronous key: 1 full (fdatasync before results), 0 normal */
+    int sync_started, sync_inited, nsyncers, squit;
+    int wal_fd; /* the WAL file, opened by ss_sync_start */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    ss_batch *sq_head, *sq_tail; /* committed, not yet released to the loop, in order */
+    uint64_t written_seq;        /* the newest batch handed over */
+    uint64_t started_seq;        /* the newest batch a sync in flight or done covers */
+    uint64_t durable_seq;        /* the newest batch a finished sync covers */
+    pthread_t syncer[SS_SYNC_THREADS];
 } ss;
 
 /* ss_writer.c: write hooks, and the loop side of results */
@@ -282,6 +300,14 @@ void *ss_writer_main(void *arg);
 int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 /* Log a failed write statement (writer thread). */
 void ss_wlog(ss *s, const char *what, int rc);
+
+/* ss_sync.c: the sync stage. Start it once the write connection is open in
+ * WAL mode (0: failed, logged); the writer thread hands each finished batch
+ * to it (released to the loop once durable, in order); stop it after the
+ * writer thread has ended (releases everything, joins the threads). */
+int ss_sync_start(ss *s);
+void ss_sync_submit(ss *s, ss_batch *b);
+void ss_sync_stop(ss *s);
 
 /* ss_rooms.c (writer thread): gather the inserted CHAT message j into the
  * batch's room summaries (0: out of memory, nothing gathered); write them

@@ -5,19 +5,21 @@
  *
  * The thread takes up to `batch_max` jobs handed over by the loop
  * (ss_handoff, ss_writer.c) and commits them in ONE transaction on its own
- * connection with WAL and synchronous=FULL (group commit: a CHAT message is
- * one INSERT, any other job gets a savepoint so that a refused job leaves
- * the rest intact; the room summaries are written once per room and batch,
- * ss_rooms.c): a completed persist survives a crash and the fsync never
- * runs on the loop. The finished batch is posted back to the loop
- * (ss_finish_batch).
+ * connection with WAL and SQLite's synchronous=NORMAL (group commit: a CHAT
+ * message is one INSERT, any other job gets a savepoint so that a refused
+ * job leaves the rest intact; the room summaries are written once per room
+ * and batch, ss_rooms.c). The finished batch goes to the sync stage
+ * (ss_sync.c), which fdatasyncs the WAL while this thread writes the next
+ * batch and then posts it back to the loop (ss_finish_batch): a completed
+ * persist survives a power loss and no fsync runs on the loop.
  *
  * Checkpoints are the writer's, never inside a commit (wal_autocheckpoint
  * is off): a PASSIVE one once the batch is posted and the WAL holds
  * `checkpoint_pages` new frames, and one when no write has come for
  * `checkpoint_idle_ms`; at most every `checkpoint_truncate_s` that idle one
  * is a TRUNCATE (which never waits for a reader) to give the WAL's disk
- * space back. A receipt still needs only its commit's fsync of the WAL.
+ * space back. SQLite syncs the WAL before and the database after each of
+ * them; a receipt needs only the sync of the WAL that covers its commit.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -495,12 +497,7 @@ void *ss_writer_main(void *arg)
         b->committed = ss_commit_batch(s, head);
         s->api->log(s->ctx, CHATD_LOG_DEBUG, "batch of %zu writes (%zu messages) %s in %lld ms", n,
                     np, b->committed ? "committed" : "failed", (long long)(pc_mono_ms() - t0));
-        if (s->api->post(s->ctx, ss_finish_batch, b) != CHATD_OK) {
-            pthread_mutex_lock(&s->mu);
-            b->next = s->orphans;
-            s->orphans = b;
-            pthread_mutex_unlock(&s->mu);
-        }
+        ss_sync_submit(s, b); /* back to the loop once durable (ss_sync.c) */
         /* after the answer is on its way, never inside the commit */
         if (s->wal_pages - s->wal_base >= s->ckpt_pages) ss_checkpoint(s, 0);
     }

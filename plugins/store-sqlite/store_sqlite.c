@@ -10,8 +10,9 @@
  * unread count, last-read id), and the dead letters queues gave up on.
  *
  * Threads and connections: writes go through the writer thread with its own
- * connection (ss_commit.c: group commit, WAL, synchronous=FULL, so a
- * completed persist survives a crash and the fsync never runs on the loop);
+ * connection (ss_commit.c: group commit, WAL) and, with `synchronous = full`,
+ * the sync threads (ss_sync.c: a persist completes once its commit is
+ * fdatasynced, so it survives a power loss; the fsync never runs on the loop);
  * reads go through the reader thread with a second, query-only connection
  * (ss_reader.c, ss_reads.c), so no query and no busy wait runs on the loop.
  * All SQL is prepared once with bound parameters.
@@ -166,6 +167,13 @@ static const chatd_cfg_key ss_cfg_keys[] = {
      .min = 0,
      .max = 86400,
      .help = "at most this often an idle checkpoint truncates the WAL file (0: never)"},
+    {.name = "synchronous",
+     .type = CHATD_CFG_STRING,
+     .default_value = "full",
+     .help = "full: a write is reported done once it is on disk (fdatasync of the WAL), it "
+             "survives a power loss; normal: once committed to the WAL in the page cache, it "
+             "survives a crash or kill of chatd but the last writes may be lost on a power "
+             "loss or system crash"},
     {.name = "max_pending_reads",
      .type = CHATD_CFG_INT,
      .default_value = "10000",
@@ -219,6 +227,16 @@ static chatd_status ss_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     s->ckpt_idle_ms = pc_cfg_int(api, ctx, "checkpoint_idle_ms");
     s->ckpt_truncate_ms = pc_cfg_int(api, ctx, "checkpoint_truncate_s") * 1000;
     s->idem_window_ms = api->core_limit(ctx, "idempotency_window") * 1000;
+    {
+        const char *sync = api->cfg_str(ctx, "synchronous");
+        if (!sync || (strcmp(sync, "full") != 0 && strcmp(sync, "normal") != 0)) {
+            api->cfg_error(ctx, "synchronous", "must be full or normal");
+            free(s->path);
+            free(s);
+            return CHATD_ERR_INVALID;
+        }
+        s->sync_full = strcmp(sync, "full") == 0;
+    }
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         free(s->path);
         free(s);
@@ -394,9 +412,11 @@ static chatd_status ss_start(void *inst)
                     s->path, sqlite3_errmsg(s->wdb));
         goto fail;
     }
-    if (!ss_exec(s, s->wdb, "PRAGMA synchronous=FULL", "setting synchronous=FULL") ||
+    /* NORMAL: no fsync inside COMMIT (ss_sync.c makes a batch durable, with
+     * synchronous = full), still at checkpoints and when the WAL is reused */
+    if (!ss_exec(s, s->wdb, "PRAGMA synchronous=NORMAL", "setting synchronous=NORMAL") ||
         !ss_exec(s, s->wdb, "PRAGMA wal_autocheckpoint=0", "turning automatic checkpoints off") ||
-        !ss_migrate(s))
+        !ss_migrate(s) || !ss_sync_start(s))
         goto fail;
     /* the writer thread checkpoints (ss_commit.c); the hook tells it when */
     sqlite3_wal_hook(s->wdb, ss_wal_hook, s);
@@ -429,10 +449,13 @@ static chatd_status ss_start(void *inst)
     s->reader_running = 1;
     s->started = 1;
     s->api->log(s->ctx, CHATD_LOG_INFO,
-                "opened %s (schema %d, WAL, synchronous=FULL, batch_max %lld, max_pending "
+                "opened %s (schema %d, WAL, synchronous %s, batch_max %lld, max_pending "
                 "%lld, checkpoints by the writer every %lld pages or %lld ms idle)",
-                s->path, SS_SCHEMA_VERSION, (long long)s->batch_max, (long long)s->max_pending,
-                (long long)s->ckpt_pages, (long long)s->ckpt_idle_ms);
+                s->path, SS_SCHEMA_VERSION,
+                s->sync_full ? "full (fdatasync before a write is done)"
+                             : "normal (not durable against power loss)",
+                (long long)s->batch_max, (long long)s->max_pending, (long long)s->ckpt_pages,
+                (long long)s->ckpt_idle_ms);
     return CHATD_OK;
 fail:
     ss_close_all(s);
@@ -468,6 +491,7 @@ static void ss_destroy(void *inst)
         pthread_join(s->thread, NULL); /* commits whatever is still queued */
         s->thread_running = 0;
     }
+    ss_sync_stop(s); /* after the writer: syncs and releases what it committed */
     /* Batches the loop no longer ran: report them now (loop thread). */
     for (b = s->orphans; b; b = nb) {
         nb = b->next;
