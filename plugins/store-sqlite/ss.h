@@ -6,6 +6,7 @@
  *   ss_writer.c     writes on the loop: the hooks, staging, results back
  *   ss_commit.c     the writer thread: its statements, the group commit of a
  *                   batch, checkpoints
+ *   ss_ckpt.c       the WAL checkpoints: the checkpoint thread, the idle ones
  *   ss_sync.c       the sync threads: the WAL made durable before results
  *                   go back to the loop, in order
  *   ss_rooms.c      the room summaries of a batch, once per member and room
@@ -262,7 +263,16 @@ typedef struct ss {
     int wal_pages;             /* frames in the WAL after the last commit (wal hook) */
     int wal_base;              /* frames a checkpoint could not copy (readers held them) */
     int64_t ckpt_truncated_ms; /* last TRUNCATE checkpoint (monotonic) */
-    ss_rooms rooms;            /* the room summaries of the batch being written */
+
+    /* the checkpoint thread (ss_ckpt.c) and its connection; requests and
+     * results under cmu */
+    sqlite3 *cdb;
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+    pthread_t ckpt_thread;
+    int ckpt_running, ckpt_req, ckpt_busy, ckpt_quit;
+    int ckpt_log;   /* frames the last checkpoint of the thread saw, -1: none new */
+    ss_rooms rooms; /* the room summaries of the batch being written */
 
     /* the sync stage (ss_sync.c); the queue and sequence numbers under smu */
     int sync_full; /* the synchronous key: 1 full (fdatasync before results), 0 normal */
@@ -300,6 +310,15 @@ void *ss_writer_main(void *arg);
 int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 /* Log a failed write statement (writer thread). */
 void ss_wlog(ss *s, const char *what, int rc);
+
+/* ss_ckpt.c: start the checkpoint thread on its connection db (0: failed,
+ * logged), stop it (before db is closed); the writer thread's calls after a
+ * batch (asks the checkpoint thread once the WAL has grown enough) and when
+ * idle (checkpoints itself, TRUNCATE at most every checkpoint_truncate_s). */
+int ss_ckpt_start(ss *s, sqlite3 *db);
+void ss_ckpt_stop(ss *s);
+void ss_ckpt_after_batch(ss *s);
+void ss_ckpt_idle(ss *s);
 
 /* ss_sync.c: the sync stage. Start it once the write connection is open in
  * WAL mode (0: failed, logged); the writer thread hands each finished batch

@@ -13,13 +13,9 @@
  * batch and then posts it back to the loop (ss_finish_batch): a completed
  * persist survives a power loss and no fsync runs on the loop.
  *
- * Checkpoints are the writer's, never inside a commit (wal_autocheckpoint
- * is off): a PASSIVE one once the batch is posted and the WAL holds
- * `checkpoint_pages` new frames, and one when no write has come for
- * `checkpoint_idle_ms`; at most every `checkpoint_truncate_s` that idle one
- * is a TRUNCATE (which never waits for a reader) to give the WAL's disk
- * space back. SQLite syncs the WAL before and the database after each of
- * them; a receipt needs only the sync of the WAL that covers its commit.
+ * Checkpoints are never inside a commit (wal_autocheckpoint is off): under
+ * load they run on the checkpoint thread, when idle on this one (ss_ckpt.c);
+ * a receipt needs only the sync of the WAL that covers its commit.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -398,31 +394,6 @@ int ss_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
     return SQLITE_OK;
 }
 
-/* Copy the WAL into the database (writer thread, between batches). */
-static void ss_checkpoint(ss *s, int idle)
-{
-    int mode = SQLITE_CHECKPOINT_PASSIVE, log = -1, done = -1, rc;
-    int64_t t0 = pc_mono_ms();
-
-    if (idle && s->ckpt_truncate_ms > 0 && t0 - s->ckpt_truncated_ms >= s->ckpt_truncate_ms) {
-        mode = SQLITE_CHECKPOINT_TRUNCATE;
-        s->ckpt_truncated_ms = t0;
-        sqlite3_busy_timeout(s->wdb, 0); /* a reader in the way: PASSIVE's work only */
-    }
-    rc = sqlite3_wal_checkpoint_v2(s->wdb, NULL, mode, &log, &done);
-    if (mode == SQLITE_CHECKPOINT_TRUNCATE) sqlite3_busy_timeout(s->wdb, (int)s->busy_ms);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-        ss_wlog(s, "checkpointing the WAL", rc);
-    } else {
-        s->api->log(s->ctx, CHATD_LOG_DEBUG, "%s checkpoint: %d of %d WAL frames in %lld ms",
-                    mode == SQLITE_CHECKPOINT_TRUNCATE ? "truncate" : "passive", done, log,
-                    (long long)(pc_mono_ms() - t0));
-    }
-    /* Frames a reader still needs stay: count the threshold from them. */
-    s->wal_base = log > done && done >= 0 ? log : 0;
-    if (rc == SQLITE_OK && log >= 0 && done == log) s->wal_pages = 0;
-}
-
 /* Wait for work (s->mu held); 0 when the idle wait ended with none. */
 static int ss_writer_wait(ss *s)
 {
@@ -457,7 +428,7 @@ void *ss_writer_main(void *arg)
         pthread_mutex_lock(&s->mu);
         if (!ss_writer_wait(s)) {
             pthread_mutex_unlock(&s->mu);
-            ss_checkpoint(s, 1); /* idle */
+            ss_ckpt_idle(s); /* ss_ckpt.c */
             continue;
         }
         if (!s->wq_head) {
@@ -498,8 +469,8 @@ void *ss_writer_main(void *arg)
         s->api->log(s->ctx, CHATD_LOG_DEBUG, "batch of %zu writes (%zu messages) %s in %lld ms", n,
                     np, b->committed ? "committed" : "failed", (long long)(pc_mono_ms() - t0));
         ss_sync_submit(s, b); /* back to the loop once durable (ss_sync.c) */
-        /* after the answer is on its way, never inside the commit */
-        if (s->wal_pages - s->wal_base >= s->ckpt_pages) ss_checkpoint(s, 0);
+        /* on the checkpoint thread, never inside the commit (ss_ckpt.c) */
+        ss_ckpt_after_batch(s);
     }
     ss_rooms_free(&s->rooms);
     return NULL;

@@ -153,8 +153,8 @@ static const chatd_cfg_key ss_cfg_keys[] = {
      .default_value = "1000",
      .min = 1,
      .max = 10000000,
-     .help = "new WAL pages after which the writer thread checkpoints (PASSIVE), between "
-             "batches"},
+     .help = "new WAL pages after which the checkpoint thread checkpoints (PASSIVE) while "
+             "the writer thread goes on"},
     {.name = "checkpoint_idle_ms",
      .type = CHATD_CFG_INT,
      .default_value = "1000",
@@ -380,16 +380,20 @@ static void ss_close_all(ss *s)
     if (s->rdb && sqlite3_close(s->rdb) != SQLITE_OK)
         s->api->log(s->ctx, CHATD_LOG_WARN, "closing the read connection: %s",
                     sqlite3_errmsg(s->rdb));
+    if (s->cdb && sqlite3_close(s->cdb) != SQLITE_OK)
+        s->api->log(s->ctx, CHATD_LOG_WARN, "closing the checkpoint connection: %s",
+                    sqlite3_errmsg(s->cdb));
     if (s->wdb && sqlite3_close(s->wdb) != SQLITE_OK)
         s->api->log(s->ctx, CHATD_LOG_WARN, "closing the write connection: %s",
                     sqlite3_errmsg(s->wdb));
-    s->rdb = s->wdb = NULL;
+    s->rdb = s->wdb = s->cdb = NULL;
 }
 
 static chatd_status ss_start(void *inst)
 {
     ss *s = inst;
     sqlite3_stmt *st = NULL;
+    sqlite3 *cdb;
     const char *mode = NULL;
     char sql[96];
     int rc, wal = 0;
@@ -432,6 +436,16 @@ static chatd_status ss_start(void *inst)
     if (!ss_prepare_all(s, s->wdb, ss_wsql, s->w, W_COUNT) ||
         !ss_prepare_all(s, s->rdb, ss_rsql, s->r, R_COUNT))
         goto fail;
+
+    /* the checkpoint thread's connection: it never writes a row */
+    cdb = ss_open(s, "checkpoint");
+    if (!cdb) goto fail;
+    if (!ss_exec(s, cdb, "PRAGMA synchronous=NORMAL", "setting synchronous=NORMAL") ||
+        !ss_exec(s, cdb, "PRAGMA wal_autocheckpoint=0", "turning automatic checkpoints off") ||
+        !ss_ckpt_start(s, cdb)) {
+        sqlite3_close(cdb);
+        goto fail;
+    }
 
     s->quit = 0;
     rc = pthread_create(&s->thread, NULL, ss_writer_main, s);
@@ -492,6 +506,7 @@ static void ss_destroy(void *inst)
         s->thread_running = 0;
     }
     ss_sync_stop(s); /* after the writer: syncs and releases what it committed */
+    ss_ckpt_stop(s);
     /* Batches the loop no longer ran: report them now (loop thread). */
     for (b = s->orphans; b; b = nb) {
         nb = b->next;
