@@ -5,7 +5,9 @@
 // with receipts, a few in flight. Then, for every receipted SEND, in the
 // trace:
 //   1. a pwrite64 to the SQLite WAL (a file opened as *-wal) holds its text,
-//   2. after it, an fsync or fdatasync of the WAL returned,
+//   2. an fsync or fdatasync of the WAL that started after that write
+//      returned (the store may run several syncs at once: one already in
+//      flight does not cover the write) returned,
 //   3. after that, the RECEIPT with its receipt-id is written to a socket.
 // The same check on the trace with every sync removed must fail for every
 // message (the check sees a missing fsync).
@@ -48,20 +50,23 @@ if (x.code !== 0) failures.push(`chatd under strace exited ${JSON.stringify(x)} 
  * (a whole line, or its "<... resumed>" line). Returns violations. */
 function check(lines, msgs) {
     const walFds = new Set(); // "pid:fd" is not needed: fds are per process
-    const unfinished = new Map(); // pid -> the start of its unfinished call
-    const events = []; // {kind: 'walwrite'|'walsync'|'sock', text}
+    const unfinished = new Map(); // pid -> {call: its start, at: events before it}
+    const events = []; // {kind: 'walwrite'|'walsync'|'sock', text, at}
     for (const raw of lines) {
         const m = /^(\d+)\s+(.*)$/.exec(raw);
         if (!m) continue;
         const [, pid, rest] = m;
         let call = rest;
+        let at = events.length; // a whole line: nothing else happened during the call
         if (rest.endsWith('<unfinished ...>')) {
-            unfinished.set(pid, rest.slice(0, -'<unfinished ...>'.length));
+            unfinished.set(pid, { call: rest.slice(0, -'<unfinished ...>'.length), at });
             continue;
         }
         const res = /^<\.\.\. (\w+) resumed>(.*)$/.exec(rest);
         if (res) {
-            call = (unfinished.get(pid) || `${res[1]}(`) + res[2];
+            const u = unfinished.get(pid);
+            call = (u ? u.call : `${res[1]}(`) + res[2];
+            at = u ? u.at : 0; // its start not in the trace: as early as can be
             unfinished.delete(pid);
         }
         const c = /^(\w+)\((\d+)?(.*)\)\s+=\s+(-?\d+)/s.exec(call);
@@ -71,7 +76,7 @@ function check(lines, msgs) {
         if (name === 'openat' && /-wal"/.test(args) && r >= 0) walFds.add(String(r));
         else if (name === 'close' && fdArg) walFds.delete(fdArg);
         else if (name === 'pwrite64' && walFds.has(fdArg)) events.push({ kind: 'walwrite', text: args });
-        else if ((name === 'fsync' || name === 'fdatasync') && walFds.has(fdArg) && r === 0) events.push({ kind: 'walsync' });
+        else if ((name === 'fsync' || name === 'fdatasync') && walFds.has(fdArg) && r === 0) events.push({ kind: 'walsync', at });
         else if (/^(write|writev|sendmsg|sendto)$/.test(name) && args.includes('RECEIPT')) events.push({ kind: 'sock', text: args });
     }
     const bad = [];
@@ -82,8 +87,9 @@ function check(lines, msgs) {
             bad.push(`${text}: ${w < 0 ? 'no WAL write with its text' : ''} ${rc < 0 ? 'no RECEIPT on a socket' : ''}`);
             continue;
         }
-        const s = events.findIndex((e, i) => i > w && e.kind === 'walsync');
-        if (s < 0 || s > rc) bad.push(`${text}: its RECEIPT (event ${rc}) precedes the WAL sync after its write (event ${w})`);
+        // a sync that started once the write was in the trace (at > w)
+        const s = events.findIndex((e) => e.kind === 'walsync' && e.at > w);
+        if (s < 0 || s > rc) bad.push(`${text}: its RECEIPT (event ${rc}) precedes the WAL sync started after its write (event ${w})`);
     }
     return bad;
 }
