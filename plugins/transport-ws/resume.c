@@ -19,8 +19,12 @@
  * chatd_api.side_replay (a side: the ranges after each stream's entry, at
  * most CHATD_POS_RANGES_MAX streams a page, the streams in turn); the next
  * page is asked for only when the connection's output has drained to a
- * quarter of max_outbuf (bounded memory, and a resuming client is never
- * disconnected as slow). A short page (of the last streams) with nothing
+ * quarter of max_outbuf, and a page (like the held messages at the seam) is
+ * written only while that output is at most half of max_outbuf, the rest
+ * when it drains: however many subscriptions of a connection resume at
+ * once, their replays leave half of max_outbuf to its live deliveries
+ * (bounded memory, and a resuming client is never disconnected as slow
+ * for what the replay wrote). A short page (of the last streams) with nothing
  * dropped ends the replay: the held messages after the last replayed
  * positions are written, and the subscription goes live with a position
  * filter (each position once, in order, per stream), which makes the seam
@@ -49,6 +53,10 @@ struct tw_replay {
     size_t chunk;      /* side: the first stream (vector entry) of the page */
     int byid;          /* side, a store without side_replay: replayed by id */
     uint64_t after_id; /* ... after this id */
+    size_t npage;      /* messages of the page being written */
+    int paged;         /* a page is being written: then page_more decides */
+    chatd_msg **pend;  /* a page or the seam's held messages, written from ipend */
+    size_t npend, ipend, cap;
     size_t nheld;
     chatd_msg *held[]; /* replay_hold of them */
 };
@@ -125,6 +133,9 @@ static void replay_free(struct tw_replay *r)
     const chatd_api *api = c->srv->api;
     for (size_t i = 0; i < r->nheld; i++)
         api->msg_unref(r->held[i]);
+    for (size_t i = r->ipend; i < r->npend; i++)
+        api->msg_unref(r->pend[i]);
+    free(r->pend);
     free(r);
     tw_conn_unref(c);
 }
@@ -152,6 +163,7 @@ static void replay_end(tw_sub *s)
 }
 
 static void schedule(struct tw_replay *r);
+static void replay_go(struct tw_replay *r);
 
 /* The store has no side_replay: by id when every stream is the
  * unpartitioned one (positions are ids there), else refused. 0, or -1. */
@@ -215,30 +227,76 @@ static void page_cb(void *arg, chatd_status st, chatd_msg *const *msgs, size_t n
         tw_stomp_error(c, m, NULL, WS_CLOSE_INTERNAL);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (r->byid) r->after_id = c->srv->api->msg_id(msgs[i]);
-        if (write_after(s, msgs[i]) != 0) {
-            replay_end(s);
-            tw_conn_close(c); /* out of memory */
-            return;
-        }
-    }
-    if (page_more(r, n)) {
-        if ((int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf / 4)
-            r->waiting = 1; /* tw_resume_drained goes on */
-        else
-            schedule(r);
+    if (n > r->cap) { /* more than the page asked for */
+        replay_end(s);
+        tw_stomp_error(c, "resume failed: the store answered a longer page than asked for", NULL,
+                       WS_CLOSE_INTERNAL);
         return;
     }
-    /* the seam: what was held during the replay (with the replay's own
-     * cursors: the table may be past messages still held), then live */
-    int failed = 0;
-    for (size_t i = 0; i < r->nheld && !failed; i++)
-        failed = write_after(s, r->held[i]) != 0;
+    for (size_t i = 0; i < n; i++)
+        r->pend[i] = c->srv->api->msg_ref(msgs[i]);
+    r->npend = n;
+    r->ipend = 0;
+    r->npage = n;
+    r->paged = 1;
+    if (r->byid && n > 0) r->after_id = c->srv->api->msg_id(msgs[n - 1]);
+    replay_go(r);
+}
+
+/* Write what is pending while the output is at most half of max_outbuf:
+ * 1 when all is written, 0 when the rest waits for the output to drain, -1
+ * when a write failed (out of memory). */
+static int pend_flush(struct tw_replay *r)
+{
+    tw_conn *c = r->c;
+    const chatd_api *api = c->srv->api;
+    while (r->ipend < r->npend) {
+        if ((int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf / 2) return 0;
+        chatd_msg *m = r->pend[r->ipend++];
+        int rc = write_after(r->s, m);
+        api->msg_unref(m);
+        if (rc != 0) return -1;
+    }
+    r->npend = r->ipend = 0;
+    return 1;
+}
+
+/* Go on with the replay: write what is pending, then ask for the next page,
+ * or at the seam write what was held during the replay (with the replay's
+ * own cursors: the table may be past messages still held), then go live. */
+static void replay_go(struct tw_replay *r)
+{
+    tw_sub *s = r->s;
+    tw_conn *c = r->c;
+    int f;
+    while ((f = pend_flush(r)) > 0) {
+        if (r->paged) { /* a page is written: another one? */
+            r->paged = 0;
+            if (!page_more(r, r->npage)) continue;
+            if ((int64_t)evbuffer_get_length(tw_conn_out(c)) > c->srv->max_outbuf / 4)
+                r->waiting = 1; /* tw_resume_drained goes on */
+            else
+                schedule(r);
+            return;
+        }
+        if (r->dropped) { /* held ones dropped while the seam was written: the store has them */
+            r->dropped = 0;
+            schedule(r);
+            return;
+        }
+        if (r->nheld == 0) break;
+        memcpy(r->pend, r->held, r->nheld * sizeof(r->held[0])); /* the seam */
+        r->npend = r->nheld;
+        r->nheld = 0;
+    }
+    if (f == 0) {
+        r->waiting = 1; /* tw_resume_drained goes on */
+        return;
+    }
     s->replay = NULL;
     replay_free(r);
-    if (failed)
-        tw_conn_close(c);
+    if (f < 0)
+        tw_conn_close(c); /* out of memory */
     else
         tw_side_settle(c->srv, s);
 }
@@ -257,6 +315,10 @@ static void run_cb(evutil_socket_t fd, short what, void *arg)
     }
     tw_conn *c = s->c;
     if (c->closed || c->closing) return;
+    if (r->ipend < r->npend) { /* the output drained: write the rest */
+        replay_go(r);
+        return;
+    }
     const chatd_api *api = c->srv->api;
     unsigned page = (unsigned)c->srv->replay_page;
     if (s->vec && !r->byid) {
@@ -297,6 +359,11 @@ void tw_resume_begin(tw_sub *s, uint64_t after, tw_sidevec *vec)
     struct tw_replay *r =
         calloc(1, sizeof(*r) + (size_t)s->c->srv->replay_hold * sizeof(r->held[0]));
     int nomem = !r;
+    if (r) { /* a page, or the held messages at the seam */
+        r->cap = (size_t)(s->c->srv->replay_page > s->c->srv->replay_hold ? s->c->srv->replay_page
+                                                                          : s->c->srv->replay_hold);
+        nomem |= !(r->pend = calloc(r->cap, sizeof(r->pend[0])));
+    }
     if (vec) { /* side: per stream, the cursor's and the node's for the others */
         s->vec = tw_side_seed(s->c->srv, vec);
         nomem |= !s->vec;
@@ -306,6 +373,7 @@ void tw_resume_begin(tw_sub *s, uint64_t after, tw_sidevec *vec)
         s->last = after;
     }
     if (nomem) {
+        if (r) free(r->pend);
         free(r);
         tw_stomp_error(s->c, "out of memory", NULL, WS_CLOSE_INTERNAL);
         return;

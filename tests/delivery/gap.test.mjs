@@ -1,7 +1,10 @@
 // tests/delivery/gap.test.mjs - a 10,000-message gap replayed by
 // resume-after, in order, once each, to a client that does not read for a
 // while, with chatd's resident memory (VmRSS of /proc/PID/status) bounded
-// during the replay and the client never disconnected as slow.
+// during the replay and the client never disconnected as slow; and many
+// subscriptions of one connection resumed at once (as a page reconnecting
+// with all its rooms does) while a live message comes on another of them:
+// their replays together leave room for it, nobody is disconnected.
 //
 // Runs a chatd of its own (tests/delivery/daemon.mjs) to know its pid.
 
@@ -70,6 +73,62 @@ test(`a ${GAP}-message gap is replayed in order, once each, with bounded memory`
         conn.close();
     } finally {
         clearInterval(sampler);
+        assert.equal(await d.stop(), 0);
+    }
+});
+
+const ROOMS = 12, PER_ROOM = 200, BIG = 4000; // 12 pages of 100 x 4 kB at once: 4.8 MB, max_outbuf 1 MiB
+
+test(`${ROOMS} subscriptions of one connection resumed at once, and a live message on another: exact, not disconnected`, async () => {
+    await d.start();
+    const b = await makeMember('gm');
+    const x = await makeMember('gx');
+    const peers = [];
+    for (let i = 0; i < ROOMS; i++) peers.push(await makeMember('gp'));
+    const rooms = peers.map((p) => roomOf(p, b));
+    const senders = await Promise.all(peers.map((p) => stomp(p)));
+    const cx = await stomp(x);
+    const want = rooms.map(() => []);
+    const cursors = [];
+    try {
+        const cb = await stomp(b);
+        const boxes = [];
+        for (const room of rooms) boxes.push(await collectSynced(cb, `/sub/chat/room/${room}`));
+        await Promise.all(senders.map((c, i) => publish(c, '/pub/chat/message', { roomId: rooms[i], message: 'seen' })));
+        for (const box of boxes) {
+            await box.waitFor(1);
+            cursors.push(box.frames[0].headers.cursor);
+        }
+        await cb.deactivate();
+        const pad = 'y'.repeat(BIG - 8);
+        await Promise.all(senders.map(async (c, i) => {
+            for (let k = 0; k < PER_ROOM; k++) {
+                const text = `${String(k).padStart(7, '0')}${pad}`;
+                await publish(c, '/pub/chat/message', { roomId: rooms[i], message: text });
+                want[i].push(text.slice(0, 7));
+            }
+        }));
+        const conn = await rawConnected(b);
+        let gone = false;
+        conn.ws.on('close', () => { gone = true; });
+        conn.frame('SUBSCRIBE', { id: 'live', destination: `/sub/chat/room/${roomOf(x, b)}`, receipt: 'live' });
+        await waitUntil(() => conn.frames.some((f) => f.command === 'RECEIPT'), 10000, 'the live subscription');
+        conn.ws._socket.pause(); // a slow network: chatd must pace the replays, not queue them
+        rooms.forEach((room, i) => conn.frame('SUBSCRIBE', { id: `r${i}`, destination: `/sub/chat/room/${room}`, 'resume-after': cursors[i] }));
+        await new Promise((r) => setTimeout(r, 500));
+        await publish(cx, '/pub/chat/message', { roomId: roomOf(x, b), message: 'live meanwhile' });
+        await new Promise((r) => setTimeout(r, 1000));
+        conn.ws._socket.resume();
+        const of = (id) => conn.frames.filter((f) => f.command === 'MESSAGE' && f.headers.subscription === id);
+        await waitUntil(() => gone || conn.frames.some((f) => f.command === 'ERROR') ||
+            (of('live').length >= 1 && rooms.every((_, i) => of(`r${i}`).length >= PER_ROOM)), 120000, 'every replay and the live message');
+        assert.ok(!gone && !conn.frames.some((f) => f.command === 'ERROR'),
+            `disconnected after ${rooms.map((_, i) => of(`r${i}`).length)} replayed and ${of('live').length} live`);
+        rooms.forEach((_, i) => assert.deepEqual(of(`r${i}`).map((f) => JSON.parse(f.body).message.slice(0, 7)), want[i], `room ${i}`));
+        assert.deepEqual(of('live').map((f) => JSON.parse(f.body).message), ['live meanwhile']);
+        conn.close();
+    } finally {
+        await closeAll(cx, ...senders);
         assert.equal(await d.stop(), 0);
     }
 });
