@@ -1,7 +1,7 @@
 /*
  * core/msg.c - the reference-counted message (chatd_msg): creation from
- * fields, the JSON wire form (encoded once with json-c and cached, so one
- * body is shared by every subscriber and the queue), and parsing it back.
+ * fields, the JSON wire form (encoded once and cached, so one body is shared
+ * by every subscriber and the queue), and parsing it back (json-c).
  *
  * A message is immutable once it leaves the filter stage; msg_set_text is
  * refused outside it.
@@ -77,21 +77,68 @@ bool utf8_valid(const char *str, size_t len)
     return true;
 }
 
+static void put_digits(char *p, unsigned v, int n)
+{
+    while (n-- > 0) {
+        p[n] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* Days since 1970-01-01 to a proleptic Gregorian date (the civil-from-days
+ * computation on 400-year eras). */
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
 void time_format_iso(int64_t ms, char *buf, size_t size)
 {
-    time_t sec = (time_t)(ms / 1000);
+    int64_t sec = ms / 1000;
     int milli = (int)(ms % 1000);
     if (milli < 0) {
         milli += 1000;
         sec--;
     }
-    struct tm tm;
-    if (!gmtime_r(&sec, &tm)) {
-        snprintf(buf, size, "1970-01-01T00:00:00.000Z");
+    int64_t days = sec / 86400, rem = sec % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days--;
+    }
+    int64_t year;
+    unsigned mon, mday;
+    civil_from_days(days, &year, &mon, &mday);
+    if (year < 0 || year > 9999) { /* what %04d makes of it, as before */
+        time_t t = (time_t)sec;
+        struct tm tm;
+        if (!gmtime_r(&t, &tm)) {
+            snprintf(buf, size, "1970-01-01T00:00:00.000Z");
+            return;
+        }
+        snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, milli);
         return;
     }
-    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, milli);
+    char t[] = "0000-00-00T00:00:00.000Z";
+    put_digits(t, (unsigned)year, 4);
+    put_digits(t + 5, mon, 2);
+    put_digits(t + 8, mday, 2);
+    put_digits(t + 11, (unsigned)(rem / 3600), 2);
+    put_digits(t + 14, (unsigned)(rem / 60 % 60), 2);
+    put_digits(t + 17, (unsigned)(rem % 60), 2);
+    put_digits(t + 20, (unsigned)milli, 3);
+    if (size == 0) return;
+    size_t n = sizeof(t) - 1 < size - 1 ? sizeof(t) - 1 : size - 1; /* as snprintf cuts */
+    memcpy(buf, t, n);
+    buf[n] = '\0';
 }
 
 /* "YYYY-MM-DDTHH:MM:SS[.mmm]Z" -> Unix ms; 0 or -1. */
@@ -286,24 +333,105 @@ chatd_status msg_set_text(chatd_msg *m, const char *text, size_t len)
     return CHATD_OK;
 }
 
-static int add_u64(json_object *o, const char *key, uint64_t v)
+/* The wire form is written by hand, byte for byte what json-c writes with
+ * JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE (keys in this
+ * order, no spaces, '"' '\\' and the C0 controls escaped, \b \f \n \r \t by
+ * name, the others as \u00xx, everything else as is): one allocation
+ * instead of a json-c object tree per message. */
+static size_t json_escaped_len(const char *s, size_t n)
 {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)v);
-    json_object *s = json_object_new_string(buf);
-    return s ? json_object_object_add(o, key, s) : -1;
+    size_t out = n;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\' || ch == '\b' || ch == '\f' || ch == '\n' || ch == '\r' ||
+            ch == '\t')
+            out++;
+        else if (ch < 0x20)
+            out += 5;
+    }
+    return out;
 }
 
-static int add_str(json_object *o, const char *key, const char *v, size_t len)
+static char *put_str(char *p, const char *s, size_t n)
 {
-    json_object *s = json_object_new_string_len(v, (int)len);
-    return s ? json_object_object_add(o, key, s) : -1;
+    static const char hex[] = "0123456789abcdef";
+    *p++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc = 0;
+        switch (ch) {
+        case '"':
+            esc = '"';
+            break;
+        case '\\':
+            esc = '\\';
+            break;
+        case '\b':
+            esc = 'b';
+            break;
+        case '\f':
+            esc = 'f';
+            break;
+        case '\n':
+            esc = 'n';
+            break;
+        case '\r':
+            esc = 'r';
+            break;
+        case '\t':
+            esc = 't';
+            break;
+        default:
+            break;
+        }
+        if (esc) {
+            *p++ = '\\';
+            *p++ = esc;
+        } else if (ch < 0x20) {
+            memcpy(p, "\\u00", 4);
+            p[4] = hex[ch >> 4];
+            p[5] = hex[ch & 15];
+            p += 6;
+        } else {
+            *p++ = (char)ch;
+        }
+    }
+    *p++ = '"';
+    return p;
 }
 
-static int add_int(json_object *o, const char *key, int64_t v)
+/* "KEY": (the key is a literal without anything to escape) */
+static char *put_key(char *p, const char *key, size_t n)
 {
-    json_object *s = json_object_new_int64(v);
-    return s ? json_object_object_add(o, key, s) : -1;
+    *p++ = '"';
+    memcpy(p, key, n);
+    p += n;
+    *p++ = '"';
+    *p++ = ':';
+    return p;
+}
+#define PUT_KEY(p, lit) put_key((p), (lit), sizeof(lit) - 1)
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char d[20];
+    size_t n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        return put_u64(p, (uint64_t)0 - (uint64_t)v);
+    }
+    return put_u64(p, (uint64_t)v);
 }
 
 const char *msg_json(chatd_msg *m, size_t *len)
@@ -312,35 +440,64 @@ const char *msg_json(chatd_msg *m, size_t *len)
         if (len) *len = m->json_len;
         return m->json;
     }
-    json_object *o = json_object_new_object();
-    if (!o) return NULL;
     char ts[32];
     time_format_iso(m->time_ms, ts, sizeof(ts));
     bool chat = m->kind == CHATD_MSG_CHAT;
-    int rc = add_str(o, "type", chat ? "chat" : "read", chat ? 4 : 4);
-    rc |= add_u64(o, "id", m->id);
-    rc |= add_str(o, "roomId", m->room, strlen(m->room));
-    rc |= add_str(o, "writer", m->writer, strlen(m->writer));
-    rc |= add_int(o, "writerId", m->writer_id);
+    size_t room_len = strlen(m->room), writer_len = strlen(m->writer), ts_len = strlen(ts);
+    size_t key_len = m->idem_key ? strlen(m->idem_key) : 0;
+    /* keys, quotes, colons and commas: 160 is more than all of them; each
+     * number at most 20 digits and a sign */
+    size_t cap = 160 + 4 * 21 + json_escaped_len(m->room, room_len) +
+                 json_escaped_len(m->writer, writer_len) + ts_len +
+                 (chat ? json_escaped_len(m->text, m->text_len) : 0) +
+                 (key_len ? json_escaped_len(m->idem_key, key_len) : 0);
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    char *p = out;
+    *p++ = '{';
+    p = PUT_KEY(p, "type");
+    p = put_str(p, chat ? "chat" : "read", 4);
+    *p++ = ',';
+    p = PUT_KEY(p, "id");
+    *p++ = '"';
+    p = put_u64(p, m->id);
+    *p++ = '"';
+    *p++ = ',';
+    p = PUT_KEY(p, "roomId");
+    p = put_str(p, m->room, room_len);
+    *p++ = ',';
+    p = PUT_KEY(p, "writer");
+    p = put_str(p, m->writer, writer_len);
+    *p++ = ',';
+    p = PUT_KEY(p, "writerId");
+    p = put_i64(p, m->writer_id);
+    *p++ = ',';
     if (chat) {
-        rc |= add_str(o, "message", m->text, m->text_len);
-        if (m->idem_key) rc |= add_str(o, "idempotencyKey", m->idem_key, strlen(m->idem_key));
+        p = PUT_KEY(p, "message");
+        p = put_str(p, m->text, m->text_len);
+        *p++ = ',';
+        if (m->idem_key) {
+            p = PUT_KEY(p, "idempotencyKey");
+            p = put_str(p, m->idem_key, key_len);
+            *p++ = ',';
+        }
     } else {
-        rc |= add_int(o, "memberId", m->writer_id);
-        rc |= add_u64(o, "upTo", m->up_to);
+        p = PUT_KEY(p, "memberId");
+        p = put_i64(p, m->writer_id);
+        *p++ = ',';
+        p = PUT_KEY(p, "upTo");
+        *p++ = '"';
+        p = put_u64(p, m->up_to);
+        *p++ = '"';
+        *p++ = ',';
     }
-    rc |= add_str(o, "timestamp", ts, strlen(ts));
-    const char *s = NULL;
-    size_t n = 0;
-    if (rc == 0)
-        s = json_object_to_json_string_length(
-            o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
-    if (s && (m->json = malloc(n + 1))) {
-        memcpy(m->json, s, n + 1);
-        m->json_len = n;
-    }
-    json_object_put(o);
-    if (m->json && len) *len = m->json_len;
+    p = PUT_KEY(p, "timestamp");
+    p = put_str(p, ts, ts_len);
+    *p++ = '}';
+    *p = '\0';
+    m->json = out;
+    m->json_len = (size_t)(p - out);
+    if (len) *len = m->json_len;
     return m->json;
 }
 

@@ -1,6 +1,7 @@
 /*
  * tests/core/test_msg.c - message ids (layout, order, uniqueness), UTF-8
- * validation, the JSON wire form and its parsing, room ids, metrics text.
+ * validation, the JSON wire form (byte for byte what json-c writes) and its
+ * parsing, the ISO time stamps, room ids, metrics text.
  */
 #include "config.h"
 
@@ -13,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <json-c/json.h>
+#include <time.h>
 
 static void id_layout(void **state)
 {
@@ -200,6 +203,89 @@ static void json_round_trip(void **state)
     msg_unref(m);
 }
 
+/* The wire form as json-c writes it (the encoder msg_json replaced). */
+static char *jsonc_form(chatd_msg *m)
+{
+    json_object *o = json_object_new_object();
+    char buf[32], ts[96];
+    bool chat = msg_kind(m) == CHATD_MSG_CHAT;
+    int64_t low;
+    msg_room_members(m, &low, NULL);
+    json_object_object_add(o, "type", json_object_new_string(chat ? "chat" : "read"));
+    snprintf(buf, sizeof(buf), "%llu", (unsigned long long)msg_id(m));
+    json_object_object_add(o, "id", json_object_new_string(buf));
+    json_object_object_add(o, "roomId", json_object_new_string(msg_room(m)));
+    json_object_object_add(o, "writer", json_object_new_string(msg_writer(m)));
+    json_object_object_add(o, "writerId", json_object_new_int64(msg_writer_id(m)));
+    if (chat) {
+        size_t n;
+        const char *t = msg_text(m, &n);
+        json_object_object_add(o, "message", json_object_new_string_len(t, (int)n));
+        if (msg_idem_key(m))
+            json_object_object_add(o, "idempotencyKey", json_object_new_string(msg_idem_key(m)));
+    } else {
+        json_object_object_add(o, "memberId", json_object_new_int64(msg_writer_id(m)));
+        snprintf(buf, sizeof(buf), "%llu", (unsigned long long)msg_up_to(m));
+        json_object_object_add(o, "upTo", json_object_new_string(buf));
+    }
+    time_t sec = (time_t)(msg_time_ms(m) / 1000);
+    struct tm tm;
+    assert_non_null(gmtime_r(&sec, &tm));
+    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(msg_time_ms(m) % 1000));
+    json_object_object_add(o, "timestamp", json_object_new_string(ts));
+    char *out = strdup(
+        json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    return out;
+}
+
+/* Every ASCII byte (NUL aside), multi-byte UTF-8, keys and both kinds, at
+ * times from 1970 to 9999: the same bytes as json-c. */
+static void json_as_jsonc(void **state)
+{
+    (void)state;
+    char text[400];
+    size_t n = 0;
+    for (int ch = 1; ch < 0x80; ch++)
+        text[n++] = (char)ch;
+    memcpy(text + n, "\xc3\xa9\xec\x95\x88\xf0\x9f\x98\x80", 9);
+    n += 9;
+    srand(15);
+    for (int i = 0; i < 2000; i++) {
+        char t[64];
+        size_t tn = 1 + (size_t)rand() % 40;
+        for (size_t k = 0; k < tn; k++)
+            t[k] = text[(size_t)rand() % (n - 9)];
+        int64_t ms =
+            (int64_t)(((uint64_t)rand() << 31 | (uint64_t)rand()) % UINT64_C(253402300800000));
+        if (i == 0) ms = 0;
+        if (i == 1) ms = INT64_C(253402300799999);
+        bool read = i % 7 == 3;
+        chatd_msg_fields f = {.size = sizeof(f),
+                              .kind = read ? CHATD_MSG_READ : CHATD_MSG_CHAT,
+                              .id = i == 2 ? UINT64_MAX : (uint64_t)rand() + 1,
+                              .room_id = i % 2 ? "3&4" : "1&9223372036854775807",
+                              .writer_id = i % 2 ? 3 : INT64_MAX,
+                              .writer = i % 3 ? "alice" : "b\"o\\b",
+                              .text = i == 3 ? text : t,
+                              .text_len = i == 3 ? n : tn,
+                              .up_to = read ? (uint64_t)rand() + 1 : 0,
+                              .time_ms = ms,
+                              .idem_key = i % 5 == 1 ? "k\"e\\y" : NULL};
+        chatd_msg *m;
+        assert_int_equal(msg_create(&f, &m), CHATD_OK);
+        size_t len;
+        const char *json = msg_json(m, &len);
+        char *want = jsonc_form(m);
+        assert_string_equal(json, want);
+        assert_int_equal(len, strlen(want));
+        free(want);
+        msg_unref(m);
+    }
+}
+
 static void json_refused(void **state)
 {
     (void)state;
@@ -268,6 +354,7 @@ int main(void)
         cmocka_unit_test(utf8),
         cmocka_unit_test(rooms),
         cmocka_unit_test(json_round_trip),
+        cmocka_unit_test(json_as_jsonc),
         cmocka_unit_test(json_refused),
         cmocka_unit_test(metrics_text),
     };
