@@ -7,6 +7,7 @@
  */
 #include "config.h"
 
+#include "stomp_body.h"
 #include "tw.h"
 
 #include <event2/buffer.h>
@@ -168,6 +169,33 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
     tw_conn_unref(c);
 }
 
+/* The fields of a body json-c read (one stomp_body.c did not take). */
+static void body_from_json(json_object *o, tw_send_body *b)
+{
+    static const char *const keys[] = {"roomId", "message", "upTo"};
+    tw_body_field *fs[] = {&b->room, &b->message, &b->up_to};
+    for (size_t i = 0; i < 3; i++) {
+        json_object *v;
+        tw_body_field *f = fs[i];
+        *f = (tw_body_field){.type = TW_BODY_ABSENT};
+        if (!json_object_object_get_ex(o, keys[i], &v)) continue;
+        if (json_object_is_type(v, json_type_string)) {
+            /* a string with U+0000 would be cut short in C: not a string */
+            f->str = tw_json_str(o, keys[i], &f->len);
+            f->type = f->str ? TW_BODY_STRING : TW_BODY_OTHER;
+            if (!f->str && i == 2) { /* upTo: read as before, up to the NUL */
+                f->str = json_object_get_string(v);
+                f->type = TW_BODY_STRING;
+            }
+        } else if (json_object_is_type(v, json_type_int)) {
+            f->type = TW_BODY_INT;
+            f->num = json_object_get_int64(v);
+        } else {
+            f->type = TW_BODY_OTHER;
+        }
+    }
+}
+
 /* Publish one SEND. Returns 0, 1 when the core refused it as busy at once
  * (over publish_rate; nothing was said to the client), or -1 after an ERROR
  * was sent. */
@@ -190,14 +218,19 @@ static int publish_now(tw_conn *c, const char *dest, const char *body, size_t le
                        receipt, WS_CLOSE_POLICY);
         return -1;
     }
-    int oom;
-    json_object *o = tw_json_parse_object(body, len, &oom);
-    if (!o) {
-        tw_stomp_error(c, oom ? "out of memory" : "the body must be a JSON object", receipt,
-                       oom ? WS_CLOSE_INTERNAL : WS_CLOSE_POLICY);
-        return -1;
+    char buf[TW_BODY_QUICK_MAX];
+    tw_send_body b;
+    json_object *o = NULL;
+    if (!tw_send_body_quick(body, len, buf, &b)) {
+        int oom;
+        if (!(o = tw_json_parse_object(body, len, &oom))) {
+            tw_stomp_error(c, oom ? "out of memory" : "the body must be a JSON object", receipt,
+                           oom ? WS_CLOSE_INTERNAL : WS_CLOSE_POLICY);
+            return -1;
+        }
+        body_from_json(o, &b);
     }
-    const char *rid = tw_json_str(o, "roomId", NULL);
+    const char *rid = b.room.type == TW_BODY_STRING ? b.room.str : NULL;
     if (!rid || srv->api->room_parse(rid, &lo, &hi) != CHATD_OK ||
         srv->api->room_format(room, sizeof(room), lo, hi) < 0) {
         json_object_put(o);
@@ -209,22 +242,20 @@ static int publish_now(tw_conn *c, const char *dest, const char *body, size_t le
     if (chat) {
         f.kind = CHATD_MSG_CHAT;
         f.idem_key = key; /* validated by the core */
-        f.text = tw_json_str(o, "message", &f.text_len);
-        if (!f.text) {
+        if (b.message.type != TW_BODY_STRING) {
             json_object_put(o);
             tw_stomp_error(c, "message must be a string", receipt, WS_CLOSE_POLICY);
             return -1;
         }
+        f.text = b.message.str;
+        f.text_len = b.message.len;
     } else {
         f.kind = CHATD_MSG_READ;
-        json_object *v;
-        int ok = json_object_object_get_ex(o, "upTo", &v);
-        if (ok && json_object_is_type(v, json_type_string))
-            ok = tw_parse_u64(json_object_get_string(v), &f.up_to) == 0;
-        else if (ok && json_object_is_type(v, json_type_int))
-            ok = json_object_get_int64(v) > 0 && (f.up_to = (uint64_t)json_object_get_int64(v));
-        else
-            ok = 0;
+        int ok = 0;
+        if (b.up_to.type == TW_BODY_STRING)
+            ok = tw_parse_u64(b.up_to.str, &f.up_to) == 0;
+        else if (b.up_to.type == TW_BODY_INT)
+            ok = b.up_to.num > 0 && (f.up_to = (uint64_t)b.up_to.num);
         if (!ok || f.up_to == 0) {
             json_object_put(o);
             tw_stomp_error(c, "upTo must be a message id", receipt, WS_CLOSE_POLICY);
