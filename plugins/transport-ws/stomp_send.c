@@ -95,9 +95,10 @@ static tw_tx *tx_take(tw_conn *c, const char *name, int unlink)
 
 struct pub_req {
     tw_conn *c;
-    char *receipt;
+    char *receipt; /* in the same allocation (rcpt), NULL when none */
     struct tw_group *grp;
     int chat; /* a SEND to /pub/chat/message: its RECEIPT names the message */
+    char rcpt[];
 };
 
 /* A SEND over the member's publish_rate, kept while reading is paused and
@@ -133,6 +134,39 @@ static void group_done(tw_conn *c, struct tw_group *g)
     free(g);
 }
 
+/* The RECEIPT of a SEND to /pub/chat/message, with the message's id: the
+ * frame tw_stomp_send_frame would build, written on the stack (through it
+ * only when the receipt id is long). */
+static void chat_receipt(tw_conn *c, const char *receipt, uint64_t id)
+{
+    static const char head[] = "RECEIPT\nreceipt-id:", mid[] = "\nmessage-id:";
+    char f[320], digits[20];
+    size_t n = sizeof(head) - 1, nd = 0;
+    if (c->closed || c->closing) return;
+    memcpy(f, head, n);
+    size_t e = stomp_escape(f + n, sizeof(f) - n, receipt, c->version);
+    if (n + e + sizeof(mid) + sizeof(digits) + 3 > sizeof(f)) {
+        char idbuf[24];
+        snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
+        tw_hdr h[] = {{"receipt-id", receipt}, {"message-id", idbuf}};
+        tw_stomp_send_frame(c, "RECEIPT", h, 2, NULL, NULL, 0);
+        return;
+    }
+    n += e;
+    memcpy(f + n, mid, sizeof(mid) - 1);
+    n += sizeof(mid) - 1;
+    do {
+        digits[nd++] = (char)('0' + id % 10);
+        id /= 10;
+    } while (id);
+    while (nd)
+        f[n++] = digits[--nd];
+    memcpy(f + n, "\n\n", 3); /* the blank line, the frame's NUL */
+    n += 3;
+    tw_ws_send(c, WS_OP_TEXT, f, n);
+    c->srv->api->counter_add(c->srv->ctx, "chatd_stomp_frames_out_total", 1);
+}
+
 static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg *msg)
 {
     struct pub_req *p = arg;
@@ -141,14 +175,10 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
     if (!c->closed) {
         /* EXISTS with the message: a retry answered by the original */
         if (st == CHATD_OK || (st == CHATD_ERR_EXISTS && msg)) {
-            if (p->receipt && p->chat && msg) {
-                char id[24];
-                snprintf(id, sizeof(id), "%" PRIu64, c->srv->api->msg_id(msg));
-                tw_hdr h[] = {{"receipt-id", p->receipt}, {"message-id", id}};
-                tw_stomp_send_frame(c, "RECEIPT", h, 2, NULL, NULL, 0);
-            } else {
+            if (p->receipt && p->chat && msg)
+                chat_receipt(c, p->receipt, c->srv->api->msg_id(msg));
+            else
                 tw_stomp_receipt(c, p->receipt);
-            }
         } else if (st == CHATD_ERR_BUSY && c->pub_sync && !p->grp) {
             c->rate_limited = 1; /* do_publish keeps the SEND and slows down */
         } else {
@@ -163,7 +193,6 @@ static void publish_cb(void *arg, chatd_status st, const char *reason, chatd_msg
     if (p->grp) group_done(c, p->grp);
     if (c->pend_kind && c->inflight == 0) tw_stomp_finish_pending(c);
     int was_full = c->inflight + 1 >= TW_MAX_INFLIGHT;
-    free(p->receipt);
     free(p);
     if (was_full) tw_conn_kick(c);
     tw_conn_unref(c);
@@ -262,14 +291,15 @@ static int publish_now(tw_conn *c, const char *dest, const char *body, size_t le
             return -1;
         }
     }
-    struct pub_req *p = calloc(1, sizeof(*p));
-    if (!p || (receipt && !(p->receipt = strdup(receipt)))) {
-        free(p);
+    size_t rlen = receipt ? strlen(receipt) + 1 : 0;
+    struct pub_req *p = malloc(sizeof(*p) + rlen);
+    if (!p) {
         json_object_put(o);
         tw_stomp_error(c, "out of memory", receipt, WS_CLOSE_INTERNAL);
         return -1;
     }
     p->c = c;
+    p->receipt = receipt ? memcpy(p->rcpt, receipt, rlen) : NULL;
     p->grp = grp;
     p->chat = chat;
     if (grp) grp->remaining++;
