@@ -213,9 +213,13 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
  * (writer, key) in the room's order owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
  * it is written). An id already stored with other content fails the
- * statement (`taken`: one join against the stored rows, chatd_id_taken
+ * statement (`taken`: one probe of the primary key per row, chatd_id_taken
  * raises SQLSTATE CH001 once), and the batch is retried one message per
- * transaction. */
+ * transaction. The lookups of stored rows per input row (`taken`, the key's
+ * owner) are EXISTS ... OFFSET 0, which the planner keeps as per-row index
+ * probes: as a join or a hashed subplan it reads the whole table whenever
+ * its statistics lag behind the table's growth (a seq scan of `messages`
+ * per batch, measured at 70% of the statement's time with 76,000 rows). */
 static const char sql_chat[] =
     "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key, pos) AS ("
     " SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
@@ -228,15 +232,15 @@ static const char sql_chat[] =
     "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - $10::bigint"
     " RETURNING msg_id)"
     ", taken AS ("
-    " SELECT chatd_id_taken(min(i.id)) AS ok FROM input i JOIN messages m ON m.id = i.id"
-    " WHERE (m.room_id, m.writer_id, m.writer, m.message, m.created_ms) IS DISTINCT FROM"
-    "  (i.room_id, i.writer_id, i.writer, i.message, i.created_ms))"
+    " SELECT chatd_id_taken(min(i.id)) AS ok FROM input i WHERE EXISTS (SELECT 1 FROM messages m"
+    "  WHERE m.id = i.id AND (m.room_id, m.writer_id, m.writer, m.message, m.created_ms)"
+    "  IS DISTINCT FROM (i.room_id, i.writer_id, i.writer, i.message, i.created_ms) OFFSET 0))"
     ", ins AS ("
     " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms, pos)"
     " SELECT id, room_id, writer_id, writer, message, created_ms, pos FROM input, taken"
     " WHERE taken.ok AND (idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
     "  FROM idempotency o WHERE o.member_id = input.writer_id AND o.idem_key = input.idem_key"
-    "  AND o.msg_id = input.id))"
+    "  AND o.msg_id = input.id OFFSET 0))"
     " ON CONFLICT (id) DO NOTHING"
     " RETURNING id, room_id, writer_id, message, created_ms, pos"
     "), pairs AS ("
@@ -284,8 +288,9 @@ static const char sql_chat[] =
 /* A run of READ events: the read mark moves to the message up_to names when
  * its position is past the stored mark (positions, not ids, decide what is
  * read), unread recounted as the peer's messages after it; a mark naming a
- * message not stored changes nothing. Like store-sqlite, a read mark only
- * updates an existing summary (a room appears with its first message). */
+ * message not stored changes nothing. The message is looked up per event
+ * by its key (LATERAL ... OFFSET 0: never a scan of `messages`). Like store-sqlite, a read mark
+ * only updates an existing summary (a room appears with its first message). */
 static const char sql_read[] =
     "WITH input (room_id, member_id, up_to, id, writer, created_ms, pos) AS ("
     " SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],"
@@ -296,7 +301,8 @@ static const char sql_read[] =
     " ON CONFLICT (id) DO NOTHING"
     "), rd AS ("
     " SELECT DISTINCT ON (i.room_id, i.member_id) i.room_id, i.member_id, m.id AS up_to,"
-    "  m.pos AS up_pos FROM input i JOIN messages m ON m.id = i.up_to AND m.room_id = i.room_id"
+    "  m.pos AS up_pos FROM input i CROSS JOIN LATERAL (SELECT id, pos FROM messages"
+    "  WHERE id = i.up_to AND room_id = i.room_id OFFSET 0) m"
     " ORDER BY i.room_id, i.member_id, m.pos DESC"
     ") UPDATE rooms AS r SET"
     "  last_read_id = CASE WHEN rd.up_pos > r.last_read_pos THEN rd.up_to ELSE r.last_read_id END,"
