@@ -3,7 +3,9 @@
  * latency histograms, and their rendering in the Prometheus text format.
  *
  * Series are kept in one array sorted by (name, instance), so rendering
- * groups each metric name under a single "# TYPE" line. The number of
+ * groups each metric name under a single "# TYPE" line; a small cache keyed
+ * by the callers' string pointers finds the series of a repeated update
+ * without the search. The number of
  * series is bounded (METRICS_MAX); beyond it new series are dropped and
  * counted in chatd_metrics_dropped_total.
  *
@@ -30,6 +32,11 @@
 #endif
 
 #define METRICS_MAX 4096
+
+/* Slots of the lookup cache: a series found by the same name and instance
+ * pointers (the callers' string literals and instance names) is found again
+ * without the search, after a check of both strings. */
+#define METRICS_CACHE 64
 
 typedef enum { SERIES_COUNTER, SERIES_GAUGE } series_type;
 
@@ -68,10 +75,16 @@ typedef struct lag_timer {
     int64_t next_due_ns; /* monotonic due time of the next tick */
 } lag_timer;
 
+typedef struct cache_slot {
+    const char *name, *instance; /* the pointers last looked up here */
+    size_t idx;                  /* their series then (checked: inserts move series) */
+} cache_slot;
+
 struct metrics {
     series *s;
     size_t n, cap;
     uint64_t dropped;
+    cache_slot cache[METRICS_CACHE];
     histogram hist[METRIC_HIST_COUNT];
     lag_timer lag;
 };
@@ -132,15 +145,25 @@ static int cmp(const series *a, const char *name, const char *instance)
     return r ? r : strcmp(a->instance, instance);
 }
 
-/* Find or insert; NULL when full or on a bad name. */
+/* Find or insert; NULL when full or on a bad name. Every call runs on the
+ * loop thread (chatd_api.counter_add, gauge_set), so is the cache. */
 static series *find(metrics *m, const char *name, const char *instance, series_type type)
 {
-    if (!name_ok(name) || !instance) return NULL;
+    if (!name || !instance) return NULL;
+    cache_slot *c =
+        &m->cache[(((uintptr_t)name >> 3) ^ ((uintptr_t)instance >> 3) * 31) % METRICS_CACHE];
+    if (c->name == name && c->instance == instance && c->idx < m->n &&
+        cmp(&m->s[c->idx], name, instance) == 0) /* the same strings: a valid name */
+        return m->s[c->idx].type == type ? &m->s[c->idx] : NULL;
+    if (!name_ok(name)) return NULL;
     size_t lo = 0, hi = m->n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         int r = cmp(&m->s[mid], name, instance);
-        if (r == 0) return m->s[mid].type == type ? &m->s[mid] : NULL;
+        if (r == 0) {
+            *c = (cache_slot){.name = name, .instance = instance, .idx = mid};
+            return m->s[mid].type == type ? &m->s[mid] : NULL;
+        }
         if (r < 0)
             lo = mid + 1;
         else

@@ -346,6 +346,36 @@ static void metrics_text(void **state)
     metrics_free(m);
 }
 
+/* The lookup cache: one buffer reused with other contents (the same
+ * pointers) names other series, and series inserted before a cached one
+ * (moving it) leave every count where it belongs. */
+static void metrics_cache(void **state)
+{
+    (void)state;
+    metrics *m = metrics_new();
+    char inst[16], name[32];
+    for (int round = 0; round < 3; round++)
+        for (int i = 0; i < 40; i++) {
+            snprintf(inst, sizeof(inst), "i%02d", 39 - i); /* each inserted first */
+            assert_int_equal(metrics_counter_add(m, "chatd_c_total", inst, (uint64_t)i + 1), 0);
+            assert_int_equal(metrics_counter_add(m, "chatd_c_total", "fixed", 1), 0);
+        }
+    snprintf(name, sizeof(name), "chatd_c_total");
+    assert_int_equal(metrics_gauge_set(m, name, "fixed", 1), -1); /* a counter, cached */
+    snprintf(name, sizeof(name), "bad name");
+    assert_int_equal(metrics_counter_add(m, name, "fixed", 1), -1); /* same pointer, refused */
+    char *out = NULL;
+    metrics_render(m, sink, &out);
+    assert_non_null(strstr(out, "chatd_c_total{instance=\"fixed\"} 120\n"));
+    for (int i = 0; i < 40; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "chatd_c_total{instance=\"i%02d\"} %d\n", 39 - i, 3 * (i + 1));
+        assert_non_null(strstr(out, want));
+    }
+    free(out);
+    metrics_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +387,7 @@ int main(void)
         cmocka_unit_test(json_as_jsonc),
         cmocka_unit_test(json_refused),
         cmocka_unit_test(metrics_text),
+        cmocka_unit_test(metrics_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
