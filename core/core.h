@@ -224,6 +224,8 @@ void msg_set_mutable(chatd_msg *m, bool on);
 bool utf8_valid(const char *s, size_t len);
 /** Format Unix ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes). */
 void time_format_iso(int64_t ms, char *buf, size_t size);
+/** Write v in decimal to dst (at most 20 bytes, no NUL); returns the length. */
+size_t fmt_u64(char *dst, uint64_t v);
 
 /* ----------------------------------------------------------- completion.c */
 

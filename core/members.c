@@ -219,12 +219,14 @@ int room_format(char *buf, size_t cap, int64_t a, int64_t b)
     if (!buf || cap == 0) return -1;
     buf[0] = '\0';
     if (a <= 0 || b <= 0 || a == b) return -1;
-    int n = snprintf(buf, cap, "%" PRId64 "&%" PRId64, a < b ? a : b, a < b ? b : a);
-    if (n < 0 || (size_t)n >= cap) {
-        buf[0] = '\0';
-        return -1;
-    }
-    return n;
+    char t[CHATD_ROOM_ID_MAX]; /* two 19-digit ids and the '&' fit */
+    size_t n = fmt_u64(t, (uint64_t)(a < b ? a : b));
+    t[n++] = '&';
+    n += fmt_u64(t + n, (uint64_t)(a < b ? b : a));
+    if (n >= cap) return -1;
+    memcpy(buf, t, n);
+    buf[n] = '\0';
+    return (int)n;
 }
 
 const char *room_refusal(chatd_status st)

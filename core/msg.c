@@ -412,17 +412,22 @@ static char *put_key(char *p, const char *key, size_t n)
 }
 #define PUT_KEY(p, lit) put_key((p), (lit), sizeof(lit) - 1)
 
-static char *put_u64(char *p, uint64_t v)
+size_t fmt_u64(char *dst, uint64_t v)
 {
     char d[20];
-    size_t n = 0;
+    size_t n = 0, k = 0;
     do {
         d[n++] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
     while (n)
-        *p++ = d[--n];
-    return p;
+        dst[k++] = d[--n];
+    return k;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    return p + fmt_u64(p, v);
 }
 
 static char *put_i64(char *p, int64_t v)

@@ -90,6 +90,7 @@ typedef struct con_req {
 } con_req;
 
 /* publish */
+static void room_copy(char *dst, const char *room);
 static const char *pub_refusal(const pipeline *p, const chatd_msg_fields *f, chatd_status *st);
 static bool rate_ok(pipeline *p, int64_t member_id);
 static void pub_room(void *arg, chatd_status st, const char *room, int64_t peer,
@@ -157,7 +158,7 @@ void pipeline_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
     r->kind = f->kind;
     r->writer_id = f->writer_id;
     r->up_to = f->kind == CHATD_MSG_READ ? f->up_to : 0;
-    snprintf(r->room, sizeof(r->room), "%s", f->room_id);
+    room_copy(r->room, f->room_id);
     if (f->kind == CHATD_MSG_CHAT) {
         r->text = malloc(f->text_len + 1);
         if (!r->text) {
@@ -174,6 +175,14 @@ void pipeline_publish(chatd_ctx *ctx, const chatd_msg_fields *f, chatd_publish_c
     p->publishing++;
     update_pending(p);
     members_room_check_entry(c, f->writer_id, f->room_id, pub_room, r);
+}
+
+/* A room id into a pub_req's room (cut as snprintf would cut it). */
+static void room_copy(char *dst, const char *room)
+{
+    size_t n = strnlen(room, CHATD_ROOM_ID_MAX - 1);
+    memcpy(dst, room, n);
+    dst[n] = '\0';
 }
 
 /* Why a publish is refused before any work (status in *st), or NULL. */
@@ -252,7 +261,7 @@ static void pub_room(void *arg, chatd_status st, const char *room, int64_t peer,
         pub_finish(r, st, room_refusal(st));
         return;
     }
-    snprintf(r->room, sizeof(r->room), "%s", room);
+    room_copy(r->room, room);
     if (r->idem) {
         if (!(r->writer_login = strdup(writer->login_id))) {
             pub_finish(r, CHATD_ERR_NOMEM, "out of memory");
@@ -549,26 +558,49 @@ static void con_persisted(void *arg, chatd_status st, const char *reason)
 
 /* --------------------------------------------------------------- fan-out */
 
+/* The longest destination fan_out names: a prefix and a room id. */
+#define DEST_MAX                                                                                   \
+    ((sizeof(CHATD_DEST_ROOM_PREFIX) > sizeof(CHATD_DEST_SIDE_PREFIX)                              \
+          ? sizeof(CHATD_DEST_ROOM_PREFIX)                                                         \
+          : sizeof(CHATD_DEST_SIDE_PREFIX)) +                                                      \
+     CHATD_ROOM_ID_MAX)
+
+/* prefix + room (canonical, shorter than CHATD_ROOM_ID_MAX), or prefix +
+ * member id (positive) when room is NULL, into dest (DEST_MAX bytes) */
+static void dest_name(char *dest, const char *prefix, const char *room, int64_t member)
+{
+    size_t n = strlen(prefix);
+    memcpy(dest, prefix, n);
+    if (room) {
+        size_t r = strnlen(room, CHATD_ROOM_ID_MAX - 1);
+        memcpy(dest + n, room, r);
+        n += r;
+    } else {
+        n += fmt_u64(dest + n, (uint64_t)member);
+    }
+    dest[n] = '\0';
+}
+
 /* CHAT: the room and both members' sides; READ: the reader's side only.
  * The counters are added once per message (a lookup by name each), not once
  * per destination. */
 static void fan_out(pipeline *p, chatd_msg *msg)
 {
     if (!idem_admit(p->core, msg)) return; /* a second copy of its key: never stored */
-    char dest[sizeof(CHATD_DEST_ROOM_PREFIX) + CHATD_ROOM_ID_MAX];
+    char dest[DEST_MAX];
     int64_t low, high;
     size_t ndest = 1;
     msg_room_members(msg, &low, &high);
     if (msg_kind(msg) == CHATD_MSG_CHAT) {
-        snprintf(dest, sizeof(dest), CHATD_DEST_ROOM_PREFIX "%s", msg_room(msg));
+        dest_name(dest, CHATD_DEST_ROOM_PREFIX, msg_room(msg), 0);
         deliver_all(p, dest, msg);
-        snprintf(dest, sizeof(dest), CHATD_DEST_SIDE_PREFIX "%" PRId64, low);
+        dest_name(dest, CHATD_DEST_SIDE_PREFIX, NULL, low);
         deliver_all(p, dest, msg);
-        snprintf(dest, sizeof(dest), CHATD_DEST_SIDE_PREFIX "%" PRId64, high);
+        dest_name(dest, CHATD_DEST_SIDE_PREFIX, NULL, high);
         deliver_all(p, dest, msg);
         ndest = 3;
     } else {
-        snprintf(dest, sizeof(dest), CHATD_DEST_SIDE_PREFIX "%" PRId64, msg_writer_id(msg));
+        dest_name(dest, CHATD_DEST_SIDE_PREFIX, NULL, msg_writer_id(msg));
         deliver_all(p, dest, msg);
     }
     metrics_counter_add(p->core->metrics, "chatd_deliveries_total", "core", ndest * p->ntransports);
