@@ -439,10 +439,15 @@ static void pa_text(parr *a, const char *t, size_t len)
 static void pa_num(parr *a, uint64_t magnitude, int negative)
 {
     char buf[24];
-    int k = snprintf(buf, sizeof(buf), "%s%s%" PRIu64, a->n ? "," : "{", negative ? "-" : "",
-                     magnitude);
+    size_t k = sizeof(buf);
+    do { /* the digits from the right, then the sign and the separator */
+        buf[--k] = (char)('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (negative) buf[--k] = '-';
+    buf[--k] = a->n ? ',' : '{';
     a->n++;
-    pa_put(a, buf, (size_t)k);
+    pa_put(a, buf + k, sizeof(buf) - k);
 }
 
 static void pa_i64(parr *a, int64_t v)
