@@ -139,30 +139,21 @@ static void group_done(tw_conn *c, struct tw_group *g)
  * only when the receipt id is long). */
 static void chat_receipt(tw_conn *c, const char *receipt, uint64_t id)
 {
-    static const char head[] = "RECEIPT\nreceipt-id:", mid[] = "\nmessage-id:";
-    char f[320], digits[20];
-    size_t n = sizeof(head) - 1, nd = 0;
+    static const char head[] = "RECEIPT\nreceipt-id:";
+    char f[320], idbuf[24];
+    size_t n = sizeof(head) - 1;
     if (c->closed || c->closing) return;
+    snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
     memcpy(f, head, n);
     size_t e = stomp_escape(f + n, sizeof(f) - n, receipt, c->version);
-    if (n + e + sizeof(mid) + sizeof(digits) + 3 > sizeof(f)) {
-        char idbuf[24];
-        snprintf(idbuf, sizeof(idbuf), "%" PRIu64, id);
+    /* then "\nmessage-id:" (12), the id (up to 20), "\n\n" and the NUL */
+    if (n + e + 12 + strlen(idbuf) + 3 > sizeof(f)) {
         tw_hdr h[] = {{"receipt-id", receipt}, {"message-id", idbuf}};
         tw_stomp_send_frame(c, "RECEIPT", h, 2, NULL, NULL, 0);
         return;
     }
     n += e;
-    memcpy(f + n, mid, sizeof(mid) - 1);
-    n += sizeof(mid) - 1;
-    do {
-        digits[nd++] = (char)('0' + id % 10);
-        id /= 10;
-    } while (id);
-    while (nd)
-        f[n++] = digits[--nd];
-    memcpy(f + n, "\n\n", 3); /* the blank line, the frame's NUL */
-    n += 3;
+    n += (size_t)snprintf(f + n, sizeof(f) - n, "\nmessage-id:%s\n\n", idbuf) + 1; /* and NUL */
     tw_ws_send(c, WS_OP_TEXT, f, n);
     c->srv->api->counter_add(c->srv->ctx, "chatd_stomp_frames_out_total", 1);
 }
