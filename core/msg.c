@@ -37,6 +37,8 @@ struct chatd_msg {
     char *idem_key; /* the sender's idempotency key, NULL when none */
     char *json;     /* cached wire form */
     size_t json_len;
+    bool text_own; /* text is its own allocation (msg_set_text), not in strs */
+    char strs[];   /* room, writer, key and text, in the message's allocation */
 };
 
 bool utf8_valid(const char *str, size_t len)
@@ -200,8 +202,15 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
         text = f->text;
         text_len = f->text_len;
     }
-    chatd_msg *m = calloc(1, sizeof(*m));
+    char room[CHATD_ROOM_ID_MAX];
+    int rl = room_format(room, sizeof(room), low, high);
+    if (rl < 0) return CHATD_ERR_INVALID;
+    size_t room_len = (size_t)rl, writer_len = strlen(f->writer),
+           key_len = key ? strlen(key) + 1 : 0;
+    /* one allocation: the record, then its strings */
+    chatd_msg *m = malloc(sizeof(*m) + room_len + 1 + writer_len + 1 + key_len + text_len + 1);
     if (!m) return CHATD_ERR_NOMEM;
+    memset(m, 0, sizeof(*m));
     atomic_init(&m->refs, 1);
     m->kind = f->kind;
     m->id = f->id;
@@ -211,16 +220,16 @@ chatd_status msg_create(const chatd_msg_fields *f, chatd_msg **out)
     m->time_ms = f->time_ms;
     m->low = low;
     m->high = high;
-    char room[CHATD_ROOM_ID_MAX];
-    room_format(room, sizeof(room), low, high);
-    m->room = strdup(room);
-    m->writer = strdup(f->writer);
-    m->text = malloc(text_len + 1);
-    m->idem_key = key ? strdup(key) : NULL;
-    if (!m->room || !m->writer || !m->text || (key && !m->idem_key)) {
-        msg_unref(m);
-        return CHATD_ERR_NOMEM;
+    char *p = m->strs;
+    m->room = memcpy(p, room, room_len + 1);
+    p += room_len + 1;
+    m->writer = memcpy(p, f->writer, writer_len + 1);
+    p += writer_len + 1;
+    if (key) {
+        m->idem_key = memcpy(p, key, key_len);
+        p += key_len;
     }
+    m->text = p;
     memcpy(m->text, text, text_len);
     m->text[text_len] = '\0';
     m->text_len = text_len;
@@ -237,10 +246,7 @@ chatd_msg *msg_ref(chatd_msg *m)
 void msg_unref(chatd_msg *m)
 {
     if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
-    free(m->room);
-    free(m->writer);
-    free(m->text);
-    free(m->idem_key);
+    if (m->text_own) free(m->text);
     free(m->json);
     free(m);
 }
@@ -324,8 +330,9 @@ chatd_status msg_set_text(chatd_msg *m, const char *text, size_t len)
     if (!t) return CHATD_ERR_NOMEM;
     memcpy(t, text, len);
     t[len] = '\0';
-    free(m->text);
+    if (m->text_own) free(m->text);
     m->text = t;
+    m->text_own = true;
     m->text_len = len;
     free(m->json);
     m->json = NULL;
