@@ -213,17 +213,21 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
  * (writer, key) in the room's order owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
  * it is written). An id already stored with other content fails the
- * statement (`taken`: one probe of the primary key per row, chatd_id_taken
- * raises SQLSTATE CH001 once), and the batch is retried one message per
- * transaction. The lookups of stored rows per input row (`taken`, the key's
- * owner) are EXISTS ... OFFSET 0, which the planner keeps as per-row index
- * probes: as a join or a hashed subplan it reads the whole table whenever
- * its statistics lag behind the table's growth (a seq scan of `messages`
- * per batch, measured at 70% of the statement's time with 76,000 rows). */
+ * statement: the insert's conflict arm updates only a stored row whose
+ * content differs, and that update calls chatd_id_taken, which raises
+ * SQLSTATE CH001 (so the id is checked by the insert's own probe of the
+ * primary key, and only rows that conflict are compared); the batch is then
+ * retried one message per transaction. An id twice in one batch is inserted
+ * once, its first row (an upsert may not touch a row twice). The lookup of
+ * a key's owner per input row is EXISTS ... OFFSET 0, which the planner
+ * keeps as a per-row index probe: as a join or a hashed subplan it reads
+ * the whole table whenever its statistics lag behind the table's growth
+ * (the id check was such a join: a seq scan of `messages` per batch,
+ * measured at 70% of the statement's time with 76,000 rows). */
 static const char sql_chat[] =
-    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key, pos) AS ("
-    " SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
-    "  $6::bigint[], $7::bigint[], $8::text[], $9::bigint[])"
+    "WITH input (id, room_id, writer_id, writer, message, created_ms, peer_id, idem_key, pos, ord)"
+    " AS (SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
+    "  $6::bigint[], $7::bigint[], $8::text[], $9::bigint[]) WITH ORDINALITY"
     "), claim AS ("
     " INSERT INTO idempotency AS d (member_id, idem_key, msg_id, created_ms)"
     " SELECT DISTINCT ON (writer_id, idem_key) writer_id, idem_key, id, created_ms FROM input"
@@ -231,17 +235,17 @@ static const char sql_chat[] =
     " ON CONFLICT (member_id, idem_key) DO UPDATE SET msg_id = EXCLUDED.msg_id,"
     "  created_ms = EXCLUDED.created_ms WHERE d.created_ms < EXCLUDED.created_ms - $10::bigint"
     " RETURNING msg_id)"
-    ", taken AS ("
-    " SELECT chatd_id_taken(min(i.id)) AS ok FROM input i WHERE EXISTS (SELECT 1 FROM messages m"
-    "  WHERE m.id = i.id AND (m.room_id, m.writer_id, m.writer, m.message, m.created_ms)"
-    "  IS DISTINCT FROM (i.room_id, i.writer_id, i.writer, i.message, i.created_ms) OFFSET 0))"
     ", ins AS ("
-    " INSERT INTO messages (id, room_id, writer_id, writer, message, created_ms, pos)"
-    " SELECT id, room_id, writer_id, writer, message, created_ms, pos FROM input, taken"
-    " WHERE taken.ok AND (idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
+    " INSERT INTO messages AS m (id, room_id, writer_id, writer, message, created_ms, pos)"
+    " SELECT DISTINCT ON (id) id, room_id, writer_id, writer, message, created_ms, pos FROM input"
+    " WHERE idem_key IS NULL OR id IN (SELECT msg_id FROM claim) OR EXISTS (SELECT 1"
     "  FROM idempotency o WHERE o.member_id = input.writer_id AND o.idem_key = input.idem_key"
-    "  AND o.msg_id = input.id OFFSET 0))"
-    " ON CONFLICT (id) DO NOTHING"
+    "  AND o.msg_id = input.id OFFSET 0)"
+    " ORDER BY id, ord"
+    " ON CONFLICT (id) DO UPDATE SET id = CASE WHEN chatd_id_taken(EXCLUDED.id) THEN m.id END"
+    " WHERE (m.room_id, m.writer_id, m.writer, m.message, m.created_ms) IS DISTINCT FROM"
+    "  (EXCLUDED.room_id, EXCLUDED.writer_id, EXCLUDED.writer, EXCLUDED.message,"
+    "  EXCLUDED.created_ms)"
     " RETURNING id, room_id, writer_id, message, created_ms, pos"
     "), pairs AS ("
     " SELECT i.id, i.pos, i.room_id, i.writer_id, p.member_id, p.peer_id FROM ins i"
