@@ -207,8 +207,11 @@ _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == PG_SCHEMA_VERSION,
  * else unread grows by the peer's new messages after last_read_id.
  * The batch's own terms are joins and aggregates (`tally`: the peer's new
  * messages after the member's newest, the proposed row's unread), linear in
- * the batch; only a read mark already past the member's newest message (or a
- * member who did not write) scans the batch's rows once per summary.
+ * the batch; a member who did not write adds the peer's new messages
+ * (`peer_new`: their count and first position per room and writer, so a read
+ * mark before all of them needs no scan), and only a read mark already past
+ * the member's newest message, or past the first of the peer's new ones,
+ * scans the batch's rows once per summary.
  * Idempotency keys ($10: the window in ms): the first message of a
  * (writer, key) in the room's order owns it, an owner older than the window is replaced; a
  * message whose key another message owns is not inserted (nothing else of
@@ -260,6 +263,9 @@ static const char sql_chat[] =
     " SELECT a.member_id, a.room_id, count(*) AS unread FROM agg a JOIN pairs q"
     "  ON q.member_id = a.member_id AND q.room_id = a.room_id AND q.writer_id <> a.member_id"
     "  AND q.pos > a.mine GROUP BY a.member_id, a.room_id"
+    "), peer_new AS MATERIALIZED ("
+    " SELECT room_id, writer_id, min(pos) AS first_pos, count(*) AS n FROM ins"
+    " GROUP BY room_id, writer_id"
     ") INSERT INTO rooms AS r"
     " (member_id, room_id, peer_id, last_msg_id, last_message, last_ms, unread, last_read_id,"
     "  last_pos, last_read_pos)"
@@ -283,8 +289,10 @@ static const char sql_chat[] =
     "   + CASE WHEN EXCLUDED.last_read_pos >= r.last_read_pos THEN EXCLUDED.unread"
     "    ELSE (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
     "     AND q.writer_id = r.peer_id AND q.pos > r.last_read_pos) END"
-    "  ELSE r.unread + (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
-    "   AND q.writer_id = r.peer_id AND q.pos > r.last_read_pos) END,"
+    "  ELSE r.unread + coalesce((SELECT CASE WHEN p.first_pos > r.last_read_pos THEN p.n"
+    "   ELSE (SELECT count(*) FROM ins q WHERE q.room_id = r.room_id"
+    "    AND q.writer_id = r.peer_id AND q.pos > r.last_read_pos) END"
+    "   FROM peer_new p WHERE p.room_id = r.room_id AND p.writer_id = r.peer_id), 0) END,"
     "  last_read_id = CASE WHEN EXCLUDED.last_read_pos > r.last_read_pos"
     "   THEN EXCLUDED.last_read_id ELSE r.last_read_id END,"
     "  last_read_pos = GREATEST(r.last_read_pos, EXCLUDED.last_read_pos)";
