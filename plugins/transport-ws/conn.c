@@ -10,6 +10,7 @@
 #include "tw.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -363,6 +364,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tw_server *s = arg;
+    s->flush_armed = 0;     /* the round ends: the next direct write arms a new one */
     while (s->flush_head) { /* flushes may queue more (a resumed input loop) */
         tw_conn *c = s->flush_head;
         s->flush_head = c->flush_next;
@@ -385,15 +387,26 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* flush_ev ends this round: armed once per round (a new round when armed). */
+static int flush_arm(tw_server *s)
+{
+    if (!s->flush_ev && !(s->flush_ev = event_new(s->base, -1, 0, flush_cb, s))) return -1;
+    if (!s->flush_armed) {
+        event_active(s->flush_ev, EV_TIMEOUT, 1);
+        s->flush_armed = 1;
+        s->round++;
+    }
+    return 0;
+}
+
 void tw_conn_flush_later(tw_conn *c)
 {
     tw_server *s = c->srv;
     if (c->flush_queued || !direct_ok(c) || (bufferevent_get_enabled(c->bev) & EV_WRITE)) return;
-    if (!s->flush_ev && !(s->flush_ev = event_new(s->base, -1, 0, flush_cb, s))) {
+    if (flush_arm(s) != 0) {
         bufferevent_enable(c->bev, EV_WRITE); /* no memory for the event: the usual way */
         return;
     }
-    if (!s->flush_head) event_active(s->flush_ev, EV_TIMEOUT, 1);
     c->flush_queued = 1;
     tw_conn_ref(c);
     c->flush_next = NULL; /* in order: what was queued first is written first */
@@ -402,6 +415,29 @@ void tw_conn_flush_later(tw_conn *c)
     else
         s->flush_head = c;
     s->flush_tail = c;
+}
+
+/* The first frame of a round for c goes out from the deliver path itself,
+ * with no copy and no buffer: one system call. Frames that follow it in the
+ * same round join the output and leave in its one write at the round's end
+ * (a burst to one connection stays one write). */
+ssize_t tw_conn_write_now(tw_conn *c, const struct iovec *iov, int n)
+{
+    tw_server *s = c->srv;
+    if (!direct_ok(c) || c->flush_queued || c->direct_round == s->round ||
+        (bufferevent_get_enabled(c->bev) & EV_WRITE) || evbuffer_get_length(tw_conn_out(c)) > 0)
+        return -1;
+    if (flush_arm(s) != 0) return -1;
+    c->direct_round = s->round;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    struct msghdr mh = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) /* a full socket waits for writability; an error is the bufferevent's to report */
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
+    if ((size_t)w == total) drain_watch(c);
+    return w;
 }
 
 void tw_conn_flush_drop(tw_server *s)
@@ -414,6 +450,7 @@ void tw_conn_flush_drop(tw_server *s)
     }
     if (s->flush_ev) event_free(s->flush_ev);
     s->flush_ev = NULL;
+    s->flush_armed = 0;
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)

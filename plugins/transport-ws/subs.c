@@ -173,13 +173,22 @@ static int sub_queue(tw_sub *s, struct shared_frame *f, uint64_t id, int64_t now
     uint8_t wh[10];
     size_t whl = ws_frame_header(wh, WS_OP_TEXT, 1, (uint64_t)(n + f->len));
     memcpy(p - whl, wh, whl);
+    c->last_tx_ms = now;
+    /* straight to the socket when it may (conn.c); what it did not take is
+     * queued: the rest of the own bytes, then the rest of the shared part */
+    size_t hl = whl + n, done = 0;
+    struct iovec iov[2] = {{p - whl, hl}, {f->data, f->len}};
+    ssize_t w = tw_conn_write_now(c, iov, 2);
+    if (w > 0) done = (size_t)w;
+    if (done == hl + f->len) return 0;
+    size_t hdone = done < hl ? done : hl, bdone = done - hdone;
     /* assembled aside: the output's callbacks (and the loop's lock they
      * take) run once per frame, not once per piece */
     struct evbuffer *tmp = c->srv->scratch;
     if (!tmp && !(tmp = c->srv->scratch = evbuffer_new())) return -1;
-    if (evbuffer_add(tmp, p - whl, whl + n) != 0) return -1;
+    if (hdone < hl && evbuffer_add(tmp, p - whl + hdone, hl - hdone) != 0) return -1;
     f->refs++;
-    if (evbuffer_add_reference(tmp, f->data, f->len, frame_cleanup, f) != 0) {
+    if (evbuffer_add_reference(tmp, f->data + bdone, f->len - bdone, frame_cleanup, f) != 0) {
         f->refs--;
         evbuffer_drain(tmp, evbuffer_get_length(tmp));
         return -1;
@@ -188,7 +197,6 @@ static int sub_queue(tw_sub *s, struct shared_frame *f, uint64_t id, int64_t now
         evbuffer_drain(tmp, evbuffer_get_length(tmp)); /* releases the reference */
         return -1;
     }
-    c->last_tx_ms = now;
     tw_conn_flush_later(c);
     return 0;
 }

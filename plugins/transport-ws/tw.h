@@ -8,6 +8,8 @@
 
 #include <chatd/plugin.h>
 #include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include "http_parser.h"
 #include "stomp.h"
@@ -89,6 +91,8 @@ struct tw_server {
     struct event *flush_ev;           /* writes the output queued this loop round (conn.c) */
     tw_conn *flush_head, *flush_tail; /* ... of these connections, in order */
     tw_sidetable side;                /* side cursors (sidecur.c) */
+    int flush_armed;                  /* flush_ev is active: this round ends with it */
+    uint64_t round;                   /* counts the rounds that armed flush_ev */
 };
 
 enum { TW_MODE_HTTP = 0, TW_MODE_WS = 1 };
@@ -113,6 +117,7 @@ struct tw_conn {
     int mode;
     int flush_queued; /* in srv->flush_head's list (one reference) */
     tw_conn *flush_next;
+    uint64_t direct_round; /* srv->round of its last write from the deliver path */
     /* HTTP */
     http_parser *hp;                  /* NULL once upgraded */
     int http_busy;                    /* an async REST call is pending */
@@ -214,6 +219,11 @@ void tw_conn_note_unread(tw_conn *c, int64_t now);
 /* Output was queued on upgraded c: write it at the end of this loop round
  * (plain TCP; a no-op when the bufferevent writes it). */
 void tw_conn_flush_later(tw_conn *c);
+/* Write the n pieces of one frame to upgraded c's socket now, when nothing
+ * of c's waits before them and c had no such write yet this round. Returns
+ * the bytes the kernel took (the caller queues the rest and calls
+ * tw_conn_flush_later), or -1: nothing written, queue it all. */
+ssize_t tw_conn_write_now(tw_conn *c, const struct iovec *iov, int n);
 /* The server goes: forget the connections waiting for that. */
 void tw_conn_flush_drop(tw_server *s);
 /* The connection leaves HTTP (upgraded): free what only HTTP needs. */
