@@ -329,10 +329,51 @@ static void drain_watch(tw_conn *c)
     drain_arm(c);
 }
 
+/* Which send queues to look at is noted per write and looked at once a
+ * second for all of them: a system call per connection and second, not one
+ * per delivery. */
+static void watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tw_server *s = arg;
+    tw_conn *list = s->watch_head;
+    s->watch_head = NULL;
+    while (list) {
+        tw_conn *c = list;
+        list = c->watch_next;
+        c->watch_next = NULL;
+        c->watch_listed = 0;
+        if (!c->closed && evbuffer_get_length(tw_conn_out(c)) == 0) drain_watch(c);
+        tw_conn_unref(c);
+    }
+}
+
+/* c's output is empty and the kernel may hold some of it: look soon. */
+static void watch_later(tw_conn *c)
+{
+    tw_server *s = c->srv;
+    struct timeval tv = {1, 0};
+    if (c->watch_listed || c->closed) return;
+    if (c->drain_ev && evtimer_pending(c->drain_ev, NULL)) return; /* being looked at */
+    if (!s->watch_ev && !(s->watch_ev = evtimer_new(s->base, watch_cb, s))) {
+        drain_watch(c); /* no memory for the timer: look now */
+        return;
+    }
+    if (!s->watch_head && evtimer_add(s->watch_ev, &tv) != 0) {
+        drain_watch(c);
+        return;
+    }
+    c->watch_listed = 1;
+    tw_conn_ref(c);
+    c->watch_next = s->watch_head;
+    s->watch_head = c;
+}
+
 /* Some output was written: resume what waited for it. */
 static void out_progress(tw_conn *c)
 {
-    if (evbuffer_get_length(tw_conn_out(c)) == 0) drain_watch(c);
+    if (evbuffer_get_length(tw_conn_out(c)) == 0) watch_later(c);
     int kick = 0;
     if (c->out_paused && (int64_t)evbuffer_get_length(tw_conn_out(c)) <= c->srv->max_outbuf / 4) {
         c->out_paused = 0;
@@ -436,7 +477,7 @@ ssize_t tw_conn_write_now(tw_conn *c, const struct iovec *iov, int n)
     ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) /* a full socket waits for writability; an error is the bufferevent's to report */
         return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
-    if ((size_t)w == total) drain_watch(c);
+    if ((size_t)w == total) watch_later(c);
     return w;
 }
 
@@ -451,6 +492,14 @@ void tw_conn_flush_drop(tw_server *s)
     if (s->flush_ev) event_free(s->flush_ev);
     s->flush_ev = NULL;
     s->flush_armed = 0;
+    while (s->watch_head) {
+        tw_conn *c = s->watch_head;
+        s->watch_head = c->watch_next;
+        c->watch_listed = 0;
+        tw_conn_unref(c);
+    }
+    if (s->watch_ev) event_free(s->watch_ev);
+    s->watch_ev = NULL;
 }
 
 static void write_cb(struct bufferevent *bev, void *arg)

@@ -92,6 +92,8 @@ struct tw_server {
     tw_conn *flush_head, *flush_tail; /* ... of these connections, in order */
     tw_sidetable side;                /* side cursors (sidecur.c) */
     int flush_armed;                  /* flush_ev is active: this round ends with it */
+    struct event *watch_ev;           /* looks at the send queues written this second */
+    tw_conn *watch_head;              /* ... of these connections (one reference each) */
     uint64_t round;                   /* counts the rounds that armed flush_ev */
 };
 
@@ -118,6 +120,8 @@ struct tw_conn {
     int flush_queued; /* in srv->flush_head's list (one reference) */
     tw_conn *flush_next;
     uint64_t direct_round; /* srv->round of its last write from the deliver path */
+    int watch_listed;      /* in srv->watch_head's list: its send queue is looked at */
+    tw_conn *watch_next;
     /* HTTP */
     http_parser *hp;                  /* NULL once upgraded */
     int http_busy;                    /* an async REST call is pending */
