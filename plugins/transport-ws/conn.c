@@ -465,10 +465,12 @@ void tw_conn_flush_later(tw_conn *c)
 ssize_t tw_conn_write_now(tw_conn *c, const struct iovec *iov, int n)
 {
     tw_server *s = c->srv;
-    if (!direct_ok(c) || c->flush_queued || c->direct_round == s->round ||
-        (bufferevent_get_enabled(c->bev) & EV_WRITE) || evbuffer_get_length(tw_conn_out(c)) > 0)
+    if (!direct_ok(c) || c->flush_queued || (bufferevent_get_enabled(c->bev) & EV_WRITE) ||
+        evbuffer_get_length(tw_conn_out(c)) > 0)
         return -1;
-    if (flush_arm(s) != 0) return -1;
+    /* armed first: a round that has not begun yet (no write since the last
+     * flush) is a new one, also for the connection that wrote last */
+    if (flush_arm(s) != 0 || c->direct_round == s->round) return -1;
     c->direct_round = s->round;
     size_t total = 0;
     for (int i = 0; i < n; i++)
