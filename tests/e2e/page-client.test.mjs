@@ -189,16 +189,21 @@ test('the page client chats with @stomp/stompjs, with receipts', async () => {
     assert.equal(frame.headers.version, '1.2');
 
     const sc = await stomp(b);
-    const box = await collectSynced(sc, `/sub/chat/room/${room}`);
-    const receipt = await pc.send('/pub/chat/message', { roomId: room, message: 'from the page client' });
-    assert.equal(receipt.command, 'RECEIPT');
-    await publish(sc, '/pub/chat/message', { roomId: room, message: 'from stompjs' });
-    await box.waitFor(2);
-    for (let i = 0; i < 50 && got.length < 2; i++) await sleep(100);
-    assert.deepEqual(got.map((m) => m.message), ['from the page client', 'from stompjs']);
-    assert.deepEqual(side.map((m) => m.message), ['from the page client', 'from stompjs']);
-    assert.equal(got[0].writer, a.loginId);
-    await sc.deactivate();
+    try {
+        const box = await collectSynced(sc, `/sub/chat/room/${room}`);
+        const receipt = await pc.send('/pub/chat/message', { roomId: room, message: 'from the page client' });
+        assert.equal(receipt.command, 'RECEIPT');
+        await publish(sc, '/pub/chat/message', { roomId: room, message: 'from stompjs' });
+        await box.waitFor(2);
+        // each subscription's frames come in order, but not in step with the
+        // other connection's: wait for both of the page client's
+        for (let i = 0; i < 80 && (got.length < 2 || side.length < 2); i++) await sleep(100);
+        assert.deepEqual(got.map((m) => m.message), ['from the page client', 'from stompjs']);
+        assert.deepEqual(side.map((m) => m.message), ['from the page client', 'from stompjs']);
+        assert.equal(got[0].writer, a.loginId);
+    } finally {
+        await sc.deactivate();
+    }
 });
 
 test('the page client reconnects after a drop and subscribes again', async () => {
@@ -220,10 +225,13 @@ test('the page client reconnects after a drop and subscribes again', async () =>
     assert.equal(again, true, 'onConnect says it is a reconnect');
     assert.ok(states.includes('reconnect-wait'), `went through reconnect-wait: ${states}`);
     const sc = await stomp(b);
-    await publish(sc, '/pub/chat/message', { roomId: room, message: 'after the drop' });
-    for (let i = 0; i < 50 && got.length < 1; i++) await sleep(100);
-    assert.deepEqual(got.map((m) => m.message), ['after the drop'], 'the room subscription was renewed');
-    await sc.deactivate();
+    try {
+        await publish(sc, '/pub/chat/message', { roomId: room, message: 'after the drop' });
+        for (let i = 0; i < 80 && got.length < 1; i++) await sleep(100);
+        assert.deepEqual(got.map((m) => m.message), ['after the drop'], 'the room subscription was renewed');
+    } finally {
+        await sc.deactivate();
+    }
 });
 
 test('the page client rejects a refused SEND and reports the ERROR', async () => {
