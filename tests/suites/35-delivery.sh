@@ -4,7 +4,8 @@
 # resume, the chaos test), tests/delivery/*.test.mjs:
 #   1. every file against a fresh chatd with the embedded default config
 #      (queue-local + store-sqlite in a temporary file); the files that kill
-#      and restart chatd (restart, gap) run a chatd of their own;
+#      and restart chatd (restart, gap) or need limits of their own (backlog)
+#      run a chatd of their own;
 #   2. the files that use the suite's chatd (idempotency, REST send, resume,
 #      chaos) against chatd on PostgreSQL (a throw-away server of
 #      tests/plugins/store-pg/pg-start.sh), when store-pg is built.
