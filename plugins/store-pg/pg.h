@@ -199,6 +199,14 @@ int req_send(pg_store *st, pg_req *r);
 /* r failed: the statements whose prepare failed do not exist; prepare them again
  * (a statement prepared fine stays: a failed execution does not drop it). */
 void stmts_forget(pg_store *st, pg_req *r);
+/* Execute sql (static text) as a prepared statement of this connection (as
+ * PQsendQueryPrepared; prepared first when it is not yet). 0 on failure. */
+int send_q(pg_store *st, const char *sql, int n, const char *const *values, const int *lengths,
+           const int *formats);
+
+/* pg_batch_sql.c: send the statements of a write batch of n pending messages
+ * from the head of the list (the caller adds the sync). 0 on failure. */
+int send_batch(pg_store *st, size_t n);
 
 /* pg_batch.c */
 chatd_status pg_persist(void *inst, chatd_msg *msg, chatd_completion *done);
