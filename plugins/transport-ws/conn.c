@@ -465,8 +465,11 @@ void tw_conn_flush_later(tw_conn *c)
 ssize_t tw_conn_write_now(tw_conn *c, const struct iovec *iov, int n)
 {
     tw_server *s = c->srv;
-    if (!direct_ok(c) || c->flush_queued || (bufferevent_get_enabled(c->bev) & EV_WRITE) ||
-        evbuffer_get_length(tw_conn_out(c)) > 0)
+    /* one of several subscriptions (the page's room and side) may get a
+     * frame per subscription of one message: those leave together in the
+     * round's one write, one system call, not one here and one there */
+    if (!direct_ok(c) || c->nsubs > 1 || c->flush_queued ||
+        (bufferevent_get_enabled(c->bev) & EV_WRITE) || evbuffer_get_length(tw_conn_out(c)) > 0)
         return -1;
     /* armed first: a round that has not begun yet (no write since the last
      * flush) is a new one, also for the connection that wrote last */
