@@ -14,7 +14,12 @@
  *      docs/kafka.md); releasing them drains everything;
  *   5. brokers down then up: nothing is acknowledged while they are down, and
  *      every publish gets its RECEIPT when they return within
- *      message.timeout.ms (docs/kafka.md "Kafka unreachable").
+ *      message.timeout.ms (docs/kafka.md "Kafka unreachable");
+ *   6. the fan-out waits for the store however long: with every persist held
+ *      past gate_timeout, the RECEIPTs are answered (durable in Kafka) but
+ *      nothing is fanned out, the wait is logged as overdue and the fan-out
+ *      consumer pauses partitions at max_inflight held deliveries; once
+ *      persisted, each is fanned out once, in order (docs/kafka.md).
  * Usage: queue-kafka-test [PATH/queue-kafka.so] (default: the build tree's)
  */
 #include "../../lib/testcore.h"
@@ -54,15 +59,17 @@ static int64_t t0;
 
 static int persisted[MAXMSG], fanned[MAXMSG];
 static uint64_t last_persist_seq[NROOMS], last_fanout_seq[NROOMS];
-static int order_errors;
+static int order_errors, fanout_order_errors;
 static int early_fanout, early_receipt; /* before the message was persisted */
 static int fail_next_persist;           /* answer this many persists with ERR_IO */
 static int hold_persists;               /* keep done callbacks instead of answering */
 static int paused_logged;               /* the plugin said it paused (any thread) */
 static int brokers_down_logged;         /* the producer saw every broker down */
-static uint64_t poison_id;              /* this message's persist always fails */
-static int poison_attempts;             /* its persists */
-static int dead_letters;                /* records handed to dead_letter */
+static int overdue_logged;              /* a held fan-out was logged as overdue */
+static int fanout_paused_logged, fanout_resumed_logged; /* a fan-out partition */
+static uint64_t poison_id;                              /* this message's persist always fails */
+static int poison_attempts;                             /* its persists */
+static int dead_letters;                                /* records handed to dead_letter */
 static char dead_source[128], dead_reason[200];
 struct held {
     chatd_status_cb done;
@@ -93,6 +100,12 @@ static void watch_log(chatd_ctx *ctx, chatd_log_level level, const char *line)
         __atomic_store_n(&paused_logged, 1, __ATOMIC_SEQ_CST);
     if (strstr(line, "producer: Kafka error") && strstr(line, "ALL_BROKERS_DOWN"))
         __atomic_store_n(&brokers_down_logged, 1, __ATOMIC_SEQ_CST);
+    if (strstr(line, "none goes out before the store holds it"))
+        __atomic_store_n(&overdue_logged, 1, __ATOMIC_SEQ_CST);
+    if (strstr(line, "pausing the partition's fan-out consumer"))
+        __atomic_store_n(&fanout_paused_logged, 1, __ATOMIC_SEQ_CST);
+    if (strstr(line, "resuming the partition's fan-out consumer"))
+        __atomic_store_n(&fanout_resumed_logged, 1, __ATOMIC_SEQ_CST);
 }
 
 static void on_enqueued(void *arg, chatd_status st, const char *reason)
@@ -143,7 +156,12 @@ static void consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status
     if (flags & CHATD_CONSUME_FANOUT) {
         if (!persisted[id]) early_fanout++;
         fanned[id]++;
+        int before = order_errors;
         note_order(last_fanout_seq, id);
+        if (order_errors != before) {
+            fanout_order_errors++;
+            if (getenv("QK_TEST_DEBUG")) fprintf(stderr, "fan-out order: %" PRIu64 "\n", id);
+        }
     }
     if (flags & CHATD_CONSUME_PERSIST) {
         if (poison_id && id == poison_id) {
@@ -244,6 +262,13 @@ static int polls_reach(void *arg)
 {
     polls = (long)testcore_counter("chatd_kafka_keepalive_polls_total");
     return polls >= *(long *)arg;
+}
+
+static int overdue_and_paused(void *arg)
+{
+    (void)arg;
+    return __atomic_load_n(&overdue_logged, __ATOMIC_SEQ_CST) &&
+           __atomic_load_n(&fanout_paused_logged, __ATOMIC_SEQ_CST);
 }
 
 static int brokers_down(void *arg)
@@ -373,7 +398,7 @@ int main(int argc, char **argv)
     char errstr[256];
     const void *queue_ops;
     struct instance inst;
-    struct conf a, b, c, d, bad;
+    struct conf a, b, c, d, e, bad;
     rd_kafka_conf_t *conf;
     rd_kafka_t *mrk;
 
@@ -549,6 +574,43 @@ int main(int argc, char **argv)
               A->status_str(B.e[i].status), B.e[i].reason);
     }
     fprintf(stderr, "   %d of 20 acknowledged after the outage\n", ok);
+    instance_stop(&inst);
+
+    /* 6. the fan-out waits for the store past gate_timeout (300 ms): a new
+     * group persists the topic from the start, every persist held */
+    fprintf(stderr, "-- 6: fan-out held past gate_timeout (t=%.1fs)\n", elapsed());
+    conf_init(&e, "e", "grp-gate");
+    conf_set(&e, "gate_timeout", "300");
+    conf_set(&e, "max_inflight", "20");
+    hold_persists = 1;
+    nheld = 0;
+    int early_before = early_fanout;
+    fanout_order_errors = 0;
+    if (instance_start(&inst, &e) != 0) return 1;
+    enqueue_range(inst.inst, &B, 600, 900);
+    CHECK(run_until(all_completed, &B, 30000), "RECEIPTs not answered past gate_timeout");
+    for (int i = 600; i < 900; i++)
+        CHECK(B.e[i].status == CHATD_OK, "publish %d: %s %s", i, A->status_str(B.e[i].status),
+              B.e[i].reason);
+    CHECK(run_until(overdue_and_paused, NULL, 30000),
+          "the held fan-out was not logged as overdue (%d) or no partition paused (%d)",
+          overdue_logged, fanout_paused_logged);
+    CHECK(count_range(fanned, 600, 900, 0) == 0, "%d messages fanned out before they were stored",
+          300 - count_range(fanned, 600, 900, 0));
+    hold_persists = 0;
+    for (int i = 0; i < nheld; i++) {
+        persisted[A->msg_id(held[i].msg)]++;
+        held[i].done(held[i].arg, CHATD_OK);
+        A->msg_unref(held[i].msg);
+    }
+    nheld = 0;
+    pc.from = 600, pc.to = 900, pc.arr = fanned;
+    CHECK(run_until(all_seen, &pc, 30000), "not everything fanned out once persisted");
+    CHECK(count_range(fanned, 600, 900, 1) == 0, "messages fanned out more than once");
+    CHECK(early_fanout == early_before, "%d messages fanned out before they were persisted",
+          early_fanout - early_before);
+    CHECK(fanout_order_errors == 0, "%d fan-outs out of room order", fanout_order_errors);
+    CHECK(fanout_resumed_logged, "no paused fan-out partition was resumed");
     instance_stop(&inst);
 
     CHECK(testcore_msgs_live() == 0, "%ld message references never dropped", testcore_msgs_live());
