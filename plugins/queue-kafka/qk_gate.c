@@ -127,6 +127,8 @@ static void qk_fanout_pause(struct qk *qk, int32_t partition, int pause)
     if (err) {
         qk->api->log(qk->ctx, CHATD_LOG_WARN, "fan-out consumer: %s of %s[%" PRId32 "] failed: %s",
                      pause ? "pause" : "resume", qk->topic, partition, rd_kafka_err2str(err));
+        /* a partition no longer assigned has nothing to resume: not again */
+        if (!pause) qk->held_part[partition].paused = 0;
         return;
     }
     qk->held_part[partition].paused = pause;
