@@ -8,8 +8,12 @@
 //     with idempotency keys, retrying each until receipted; the listener
 //     subscribes to the room and to its side destination and resumes both
 //     after every cut (tests/delivery/chaos-lib.mjs);
-//   - one node is killed with SIGKILL at 30% of the messages and started
-//     again (reconnects skip it while it is down), back before 70%.
+//   - the node persisting the room's partition (the one whose
+//     chatd_kafka_persisted_total rose most over the 50 messages before) is
+//     killed with SIGKILL at 30% of the messages and started again
+//     (reconnects skip it while it is down), back before 70%: the other
+//     nodes hold the partition's fan-out until the group gave it to one of
+//     them and that one committed.
 // After a final marker arrived on both destinations: each destination has
 // exactly the messages, in send order, each once, with the ids the RECEIPTs
 // named; the messages table holds each once; the REST history (paged forward
@@ -23,6 +27,7 @@
 //   KAFKA_CHAOS_SKEW     each node's clock offset in seconds ("0 -3 4")
 //   KAFKA_CHAOS_PIDDIR   where node I's pid is kept, as chaosI.pid
 //   KAFKA_PG             conninfo of the shared database
+//   KAFKA_CHAOS_METRICS  each node's metrics URL
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -32,14 +37,25 @@ import { CuttingProxy } from '../../delivery/proxy.mjs';
 import { listen, sendEach } from '../../delivery/chaos-lib.mjs';
 
 const N = Number(process.env.KAFKA_CHAOS_MESSAGES || 1000);
-const VICTIM = 1; // the second node is killed and restarted
+let VICTIM = 1; // the node killed and restarted: the room's persisting node, found at the kill
 const words = (v) => (v || '').split(/\s+/).filter(Boolean);
 const urls = words(process.env.KAFKA_CHAOS_NODES);
 const scripts = words(process.env.KAFKA_CHAOS_SCRIPTS);
 const skews = words(process.env.KAFKA_CHAOS_SKEW || '0 0 0').map(Number);
 const pidDir = process.env.KAFKA_CHAOS_PIDDIR || '.';
-if (urls.length !== 3 || scripts.length !== 3 || skews.length !== 3) {
-    throw new Error('KAFKA_CHAOS_NODES, KAFKA_CHAOS_SCRIPTS and KAFKA_CHAOS_SKEW must name three nodes each');
+const metricsUrls = words(process.env.KAFKA_CHAOS_METRICS);
+if (urls.length !== 3 || scripts.length !== 3 || skews.length !== 3 || metricsUrls.length !== 3) {
+    throw new Error('KAFKA_CHAOS_NODES, KAFKA_CHAOS_SCRIPTS, KAFKA_CHAOS_SKEW and KAFKA_CHAOS_METRICS must name three nodes each');
+}
+
+/* chatd_kafka_persisted_total of each node: the topic carries only the
+ * test's room, so the node persisting its partition is the one it rises on */
+async function persistedCounts() {
+    return Promise.all(metricsUrls.map(async (u) => {
+        const text = await (await fetch(u)).text();
+        return text.split('\n').filter((l) => l.startsWith('chatd_kafka_persisted_total{') || l.startsWith('chatd_kafka_persisted_total '))
+            .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    }));
 }
 const failures = [];
 const t0 = Date.now();
@@ -179,10 +195,17 @@ try {
     // the victim is killed when message 30% is due, and is back before 70%
     const killAt = Math.floor(N * 0.3), backBy = Math.floor(N * 0.7);
     let restarted = null;
-    const victim = nodes[VICTIM];
+    let victim = null, persistedBefore = null;
     const servedAtRestart = { s: 0, l: 0 };
     const beforeEach = async (i) => {
+        if (i === killAt - 50) persistedBefore = await persistedCounts();
         if (i === killAt) {
+            const rose = (await persistedCounts()).map((n, k) => n - persistedBefore[k]);
+            VICTIM = rose.indexOf(Math.max(...rose));
+            // one node persists the room's partition: the others persisted nothing meanwhile
+            check(rose[VICTIM] >= 50 && rose.filter((n) => n > 0).length === 1,
+                `the room's persisting node: chatd_kafka_persisted_total rose by ${rose} over 50 messages`, failures);
+            victim = nodes[VICTIM];
             targets[VICTIM].down = true;
             await victim.kill9();
             victimDown = true;

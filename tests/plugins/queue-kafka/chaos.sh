@@ -55,10 +55,12 @@ for _ in $(seq 1 100); do
 done
 grep -qx "ok topic kchat-chaos-$$" "$KAFKA_MOCK_OUT" || { echo "chaos: the mock cluster made no topic" >&2; exit 1; }
 
-urls=() scripts=()
+urls=() scripts=() metrics=()
 for i in 1 2 3; do
     port=$(free_port)
     urls+=("http://127.0.0.1:$port")
+    mport=$(free_port)
+    metrics+=("http://127.0.0.1:$mport/metrics")
     scripts+=("$work/node$i.sh")
     pre=()
     if [ "${skew[i - 1]}" != 0 ]; then
@@ -73,6 +75,7 @@ for i in 1 2 3; do
         printf ' %q' "${pre[@]}" "$CHATD_BIN" -c "$CHATD_TOP/etc/chatd-kafka.conf" \
             --set "chatd.node_id=$i" --set chatd.publish_rate=0 \
             --set "ws.listen=127.0.0.1:$port" --set "ws.allowed_origins=http://127.0.0.1:$port" \
+            --set "ws.metrics_listen=127.0.0.1:$mport" \
             --set "ws.web_root=$CHATD_TOP/web" \
             --set "store.conninfo=$conninfo" \
             --set "queue.topic=kchat-chaos-$$" --set "queue.group=chaos-$$" \
@@ -83,6 +86,7 @@ done
 
 rc=0
 KAFKA_CHAOS_NODES="${urls[*]}" KAFKA_CHAOS_SCRIPTS="${scripts[*]}" KAFKA_CHAOS_SKEW="${skew[*]}" \
+    KAFKA_CHAOS_METRICS="${metrics[*]}" \
     KAFKA_CHAOS_PIDDIR="$work" KAFKA_PG="$conninfo" KAFKA_CHAOS_DUMP="$CHATD_OUT/kafka-chaos.json" \
     timeout --kill-after=10 400 node "$CHATD_TOP/tests/plugins/queue-kafka/chaos.mjs" || rc=1
 for i in 1 2 3; do
