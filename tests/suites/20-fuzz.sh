@@ -3,7 +3,8 @@
 # input (tests/fuzz/fuzz_*.c): the HTTP, WebSocket and STOMP codecs, the
 # message wire form, the configuration, and a real transport-ws instance
 # behind a test core (REST, static files, STOMP sessions and SEND bodies),
-# and the cursors of resume-after (room positions, side position vectors).
+# the cursors of resume-after (room positions, side position vectors), and
+# the quick reading of SEND bodies against json-c's (stomp_body.c).
 #
 # The core library and the transport-ws objects are built with clang and
 # ASan+UBSan+coverage in their own build directory ($CHATD_BUILD_FUZZ,
@@ -21,7 +22,7 @@ set -euo pipefail
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_JOBS=${FUZZ_JOBS:-2}
 FUZZ_MERGE=${FUZZ_MERGE:-0}
-FUZZ_TARGETS=${FUZZ_TARGETS:-"http ws stomp msg config rest static session cursor"}
+FUZZ_TARGETS=${FUZZ_TARGETS:-"http ws stomp msg config rest static session cursor body"}
 CC_FUZZ=${CC_FUZZ:-clang}
 FZ=$CHATD_TOP/tests/fuzz
 B=$CHATD_BUILD_FUZZ
@@ -33,7 +34,7 @@ trap 'rm -rf "$WORK"' EXIT
 # largest input per target: enough to reach the production limits (64 headers
 # in a 16 KB head, 64 KB frames and bodies)
 declare -A MAX_LEN=([http]=24576 [ws]=70000 [stomp]=70000 [msg]=8192 [config]=8192
-    [rest]=20480 [static]=4500 [session]=70000)
+    [rest]=20480 [static]=4500 [session]=70000 [body]=9000)
 
 command -v "$CC_FUZZ" >/dev/null ||
     { echo "20-fuzz: $CC_FUZZ not found (install clang and libclang-rt-dev)" >&2; exit 1; }
