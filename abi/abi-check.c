@@ -31,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 5
+#define CHECKED_MINOR 6
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -310,7 +310,15 @@ _Static_assert(CHATD_POS_PARTITIONED == (UINT64_C(1) << 62), "position layout");
 _Static_assert(CHATD_POS_STREAM_SHIFT == 48, "position layout");
 _Static_assert(CHATD_POS_RANGES_MAX == 64u, "side replay ranges");
 
-/* ---- append asserts of ABI 1.6 here ------------------------------------ */
+/* ---- ABI 1.6 ------------------------------------------------------------ */
+
+/* the stored head of each position stream */
+CHATD_SIZE_AT_LEAST(chatd_api, 472);
+CHATD_OFFSET(chatd_api, stream_heads, 464);
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 144);
+CHATD_OFFSET(chatd_store_ops, stream_heads, 136);
+
+/* ---- append asserts of ABI 1.7 here ------------------------------------ */
 
 int main(void)
 {

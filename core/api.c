@@ -490,6 +490,16 @@ static void a_side_replay(chatd_ctx *ctx, int64_t member_id, const uint64_t *aft
     so->side_replay(ctx->core->store->inst, member_id, after, until, n, limit, cb, arg);
 }
 
+static void a_stream_heads(chatd_ctx *ctx, chatd_positions_cb cb, void *arg)
+{
+    const chatd_store_ops *so = core_store(ctx->core);
+    if (!so || !so->stream_heads) {
+        cb(arg, CHATD_ERR_UNAVAILABLE, NULL, 0);
+        return;
+    }
+    so->stream_heads(ctx->core->store->inst, cb, arg);
+}
+
 /* --- metrics, health --------------------------------------------------- */
 
 static void a_counter_add(chatd_ctx *ctx, const char *name, uint64_t delta)
@@ -591,6 +601,7 @@ static const chatd_api api = {
     .msg_pos = msg_pos,
     .msg_set_pos = msg_set_pos,
     .side_replay = a_side_replay,
+    .stream_heads = a_stream_heads,
 };
 
 const chatd_api *api_table(void)

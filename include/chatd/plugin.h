@@ -78,9 +78,12 @@ extern "C" {
  *  1.5 appended: position streams (CHATD_POS_PARTITIONED,
  *  CHATD_POS_STREAM_SHIFT, CHATD_POS_RANGES_MAX) and the side stream's
  *  replay by position ranges (chatd_store_ops.side_replay,
- *  chatd_api.side_replay). */
+ *  chatd_api.side_replay).
+ *  1.6 appended: the stored head of each position stream
+ *  (chatd_positions_cb, chatd_store_ops.stream_heads,
+ *  chatd_api.stream_heads). */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 5
+#define CHATD_ABI_MINOR 6
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -325,6 +328,18 @@ typedef struct chatd_store_ops {
      */
     void (*side_replay)(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
                         size_t n, unsigned limit, chatd_history_cb cb, void *arg);
+
+    /* --- ABI 1.6: optional; the core checks `size` and NULL --------------- */
+
+    /**
+     * The head of every partitioned position stream (CHATD_POS_PARTITIONED)
+     * that holds a stored CHAT message: the highest such message's position,
+     * one per stream, ascending. Read once per node start (it may scan the
+     * messages). cb: CHATD_OK n positions (n may be 0; borrowed), or an
+     * error. Loop thread; cb exactly once. Optional: without it the core
+     * answers chatd_api.stream_heads with CHATD_ERR_UNAVAILABLE.
+     */
+    void (*stream_heads)(void *inst, chatd_positions_cb cb, void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

@@ -452,6 +452,17 @@ typedef struct chatd_api {
     void (*side_replay)(chatd_ctx *ctx, int64_t member_id, const uint64_t *after,
                         const uint64_t *until, size_t n, unsigned limit, chatd_history_cb cb,
                         void *arg);
+
+    /* --- ABI 1.6: check `size` (or abi_minor >= 6) before calling --------- */
+
+    /** The stored head of every partitioned position stream
+     *  (CHATD_POS_PARTITIONED) that holds a CHAT message: its highest
+     *  position, one per stream, ascending (transport-ws seeds its side
+     *  cursor table with them at start). Loop thread.
+     *  Statuses seen by cb: CHATD_OK n positions (n may be 0, borrowed);
+     *  CHATD_ERR_UNAVAILABLE the store cannot (no stream_heads: an older
+     *  store); the store's errors. */
+    void (*stream_heads)(chatd_ctx *ctx, chatd_positions_cb cb, void *arg);
 } chatd_api;
 
 #endif /* CHATD_PLUGIN_API_H */

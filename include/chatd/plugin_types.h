@@ -253,6 +253,9 @@ typedef void (*chatd_rooms_cb)(void *arg, chatd_status status, const chatd_room_
 typedef void (*chatd_history_cb)(void *arg, chatd_status status, chatd_msg *const *msgs, size_t n,
                                  uint64_t next_before);
 
+/** ABI 1.6: n message positions (borrowed); on an error NULL and 0. */
+typedef void (*chatd_positions_cb)(void *arg, chatd_status status, const uint64_t *pos, size_t n);
+
 /** Login result: on CHATD_OK the new bearer token (borrowed, 64 hex chars)
  *  and the member (borrowed, pw_hash NULL); else both NULL. */
 typedef void (*chatd_login_cb)(void *arg, chatd_status status, const char *token,

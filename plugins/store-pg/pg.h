@@ -78,6 +78,7 @@ typedef enum pg_req_kind {
     REQ_NODE_CLAIM,
     REQ_MEMBER_PAGE,
     REQ_SIDE_REPLAY,
+    REQ_STREAM_HEADS,
     REQ_IDEM_PURGE /* internal: expired idempotency keys, a bounded batch */
 } pg_req_kind;
 typedef void (*pg_purge_cb)(void *arg, chatd_status status, uint64_t n);
@@ -244,5 +245,10 @@ void pg_side_replay(void *inst, int64_t member_id, const uint64_t *after, const 
 /* Its statement: $1 member, $2 and $3 the ranges' (low, high] bounds as
  * bigint[], $4 the limit; the columns of a replay (pg_results.c). */
 extern const char pg_sql_side_replay[];
+void pg_stream_heads(void *inst, chatd_positions_cb cb, void *arg);
+/* Its statement (no parameters): the highest position of each partitioned
+ * stream, ascending; its answer to the caller. */
+extern const char pg_sql_stream_heads[];
+void pg_deliver_heads(pg_store *st, pg_req *r);
 
 #endif /* PG_H */

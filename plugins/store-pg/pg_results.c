@@ -53,6 +53,9 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_SIDE_REPLAY:
         ((chatd_history_cb)r->cb)(r->arg, status, NULL, 0, 0);
         break;
+    case REQ_STREAM_HEADS:
+        ((chatd_positions_cb)r->cb)(r->arg, status, NULL, 0);
+        break;
     case REQ_NODE_CLAIM:
         ((chatd_node_cb)r->cb)(r->arg, status, 0, 0, NULL);
         break;
@@ -294,6 +297,9 @@ void hook_finish(pg_store *st, pg_req *r)
     case REQ_REPLAY:
     case REQ_SIDE_REPLAY:
         deliver_replay(st, r);
+        break;
+    case REQ_STREAM_HEADS:
+        pg_deliver_heads(st, r);
         break;
     case REQ_NODE_CLAIM:
         if (!r->res || PQntuples(r->res) == 0)

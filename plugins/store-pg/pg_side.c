@@ -2,7 +2,9 @@
  * pg_side.c - the side stream's replay by position ranges
  * (chatd_store_ops.side_replay) of store-pg: the hook, which checks the
  * ranges and passes them as two bigint[] (text), and its statement (sent by
- * req_send in pg_sql.c, answered by deliver_replay in pg_results.c).
+ * req_send in pg_sql.c, answered by deliver_replay in pg_results.c). Also
+ * the head of each position stream (chatd_store_ops.stream_heads), read
+ * once per node start to seed transport-ws's side cursor table.
  *
  * One statement for every range: per range and per room of the member (the
  * member's summaries), the room's first `limit` messages in the range
@@ -67,4 +69,39 @@ void pg_side_replay(void *inst, int64_t member_id, const uint64_t *after, const 
     r->i[0] = member_id;
     r->i[1] = (int64_t)pc_history_limit(limit);
     req_submit(inst, r);
+}
+
+/* 4611686018427387904 = CHATD_POS_PARTITIONED, 48 = CHATD_POS_STREAM_SHIFT; a scan of the
+ * messages, once per node start */
+const char pg_sql_stream_heads[] = "SELECT max(pos) FROM messages WHERE pos >= 4611686018427387904"
+                                   " GROUP BY pos >> 48 ORDER BY 1";
+_Static_assert(CHATD_POS_PARTITIONED == UINT64_C(4611686018427387904) &&
+                   CHATD_POS_STREAM_SHIFT == 48,
+               "pg_sql_stream_heads spells the position layout");
+
+void pg_stream_heads(void *inst, chatd_positions_cb cb, void *arg)
+{
+    pg_req *r;
+
+    if (!cb) return;
+    if (!(r = req_new(REQ_STREAM_HEADS, (void *)cb, arg))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    req_submit(inst, r);
+}
+
+void pg_deliver_heads(pg_store *st, pg_req *r)
+{
+    size_t n = r->res ? (size_t)PQntuples(r->res) : 0;
+    uint64_t *pos = n ? calloc(n, sizeof(*pos)) : NULL;
+    (void)st;
+    if (n && !pos) {
+        ((chatd_positions_cb)r->cb)(r->arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    for (size_t k = 0; k < n; k++)
+        pos[k] = (uint64_t)parse_i64(PQgetvalue(r->res, (int)k, 0));
+    ((chatd_positions_cb)r->cb)(r->arg, CHATD_OK, pos, n);
+    free(pos);
 }

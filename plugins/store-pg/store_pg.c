@@ -703,6 +703,7 @@ static const chatd_store_ops pg_ops = {
     .node_claim = pg_node_claim,
     .member_page = pg_member_page,
     .side_replay = pg_side_replay,
+    .stream_heads = pg_stream_heads,
 };
 
 static const chatd_plugin_desc pg_desc = {

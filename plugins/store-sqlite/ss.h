@@ -74,6 +74,7 @@ enum {
     R_MEMBER_PAGE,
     R_MEMBER_PAGE_Q,
     R_SIDE_RANGE,
+    R_STREAM_HEADS,
     R_COUNT
 };
 
@@ -182,7 +183,8 @@ typedef enum ss_read_kind {
     READ_HISTORY,
     READ_IDEM_GET,
     READ_REPLAY,
-    READ_SIDE_REPLAY
+    READ_SIDE_REPLAY,
+    READ_STREAM_HEADS
 } ss_read_kind;
 
 /* One read. The query is fixed on the loop before it is handed to the
@@ -198,7 +200,8 @@ typedef struct ss_read {
     uint64_t pos;     /* history: before; replay: after */
     int64_t since_ms; /* idem_get */
     unsigned limit;
-    int64_t *ranges; /* side_replay: nranges (low, high] pairs (pc_pos_ranges), owned */
+    int64_t *ranges; /* side_replay: nranges (low, high] pairs (pc_pos_ranges), owned;
+                      * stream_heads: the answer, nranges positions */
     size_t nranges;
 
     /* the caller: one of these, by kind */
@@ -206,6 +209,7 @@ typedef struct ss_read {
     chatd_session_cb session_cb;
     chatd_rooms_cb rooms_cb;
     chatd_history_cb history_cb;
+    chatd_positions_cb positions_cb;
     void *arg;
 
     /* the answer (reader thread) */
@@ -374,5 +378,6 @@ void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t afte
                chatd_history_cb cb, void *arg);
 void ss_side_replay(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
                     size_t n, unsigned limit, chatd_history_cb cb, void *arg);
+void ss_stream_heads(void *inst, chatd_positions_cb cb, void *arg);
 
 #endif /* SS_H */

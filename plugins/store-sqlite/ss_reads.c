@@ -1,7 +1,7 @@
 /*
  * ss_reads.c - the reads of store-sqlite (member_get, member_list,
  * member_page, session_get, room_list, history, idem_get, replay,
- * side_replay). A hook (loop thread) checks its arguments and hands the
+ * side_replay, stream_heads). A hook (loop thread) checks its arguments and hands the
  * read to the reader thread (ss_reader.c), which runs its query here
  * (ss_read_run) on the second, query-only connection: rows are copied out
  * of SQLite and messages built with msg_new there. The answer goes back to the loop, where
@@ -61,6 +61,10 @@ const char *const ss_rsql[R_COUNT] = {
         " SELECT * FROM (SELECT id, 2, room_id, member_id, writer, '', time_ms, up_to, pos"
         "  FROM reads WHERE member_id = ?1 AND pos > ?2 AND pos <= ?3 ORDER BY pos LIMIT ?4))"
         " ORDER BY 9, 2, 1 LIMIT ?4",
+    /* stream_heads: the highest position of each partitioned stream (?1: CHATD_POS_PARTITIONED,
+     * ?2: CHATD_POS_STREAM_SHIFT); read once per node start, a scan of the messages */
+    [R_STREAM_HEADS] =
+        "SELECT max(pos) FROM messages WHERE pos >= ?1 GROUP BY pos >> ?2 ORDER BY 1",
     /* member_list, member_page: by id (the primary key); q= through the NOCASE indexes of
      * login_id and name (migration 5 -> 6), a LIKE pattern of the prefix */
     [R_MEMBER_PAGE] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
@@ -420,6 +424,35 @@ static void ss_q_side_replay(ss *s, ss_read *r)
     }
 }
 
+/* At most one head per stream: 2^(62 - CHATD_POS_STREAM_SHIFT) streams. */
+static void ss_q_stream_heads(ss *s, ss_read *r)
+{
+    sqlite3_stmt *st = ss_rstmt(s, R_STREAM_HEADS);
+    size_t cap = 0;
+    int rc;
+
+    r->status = CHATD_OK;
+    sqlite3_bind_int64(st, 1, (int64_t)CHATD_POS_PARTITIONED);
+    sqlite3_bind_int64(st, 2, CHATD_POS_STREAM_SHIFT);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (r->nranges == cap) {
+            int64_t *p = realloc(r->ranges, (cap ? 2 * cap : 16) * sizeof(*p));
+            if (!p) {
+                r->status = CHATD_ERR_NOMEM;
+                break;
+            }
+            r->ranges = p;
+            cap = cap ? 2 * cap : 16;
+        }
+        r->ranges[r->nranges++] = sqlite3_column_int64(st, 0);
+    }
+    if (r->status == CHATD_OK && rc != SQLITE_DONE) {
+        ss_rlog(s, "reading the head of each position stream", rc);
+        r->status = CHATD_ERR_IO;
+    }
+    sqlite3_reset(st);
+}
+
 void ss_read_run(ss *s, ss_read *r)
 {
     switch (r->kind) {
@@ -447,6 +480,9 @@ void ss_read_run(ss *s, ss_read *r)
         return;
     case READ_SIDE_REPLAY:
         ss_q_side_replay(s, r);
+        return;
+    case READ_STREAM_HEADS:
+        ss_q_stream_heads(s, r);
         return;
     }
     r->status = CHATD_ERR_INTERNAL;
@@ -482,6 +518,10 @@ void ss_read_answer(ss_read *r)
         for (size_t i = 0; i < r->nmsgs; i++)
             r->s->api->msg_unref(r->msgs[i]);
         r->nmsgs = 0;
+        break;
+    case READ_STREAM_HEADS:
+        r->positions_cb(r->arg, r->status, ok ? (const uint64_t *)r->ranges : NULL,
+                        ok ? r->nranges : 0);
         break;
     }
 }
@@ -690,5 +730,19 @@ void ss_side_replay(void *inst, int64_t member_id, const uint64_t *after, const 
     r->nranges = n;
     r->id = member_id;
     r->limit = pc_history_limit(limit);
+    ss_read_submit(inst, r);
+}
+
+void ss_stream_heads(void *inst, chatd_positions_cb cb, void *arg)
+{
+    ss_read *r;
+
+    if (!cb) return;
+    if (!(r = ss_read_new(inst, READ_STREAM_HEADS, NULL, 0))) {
+        cb(arg, CHATD_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    r->positions_cb = cb;
+    r->arg = arg;
     ss_read_submit(inst, r);
 }

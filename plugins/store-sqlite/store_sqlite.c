@@ -551,6 +551,7 @@ static const chatd_store_ops ss_ops = {
     .node_claim = ss_node_claim,
     .member_page = ss_member_page,
     .side_replay = ss_side_replay,
+    .stream_heads = ss_stream_heads,
 };
 
 static const chatd_plugin_desc ss_desc = {

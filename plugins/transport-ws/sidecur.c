@@ -24,12 +24,22 @@
  * side stream up to the table's positions (those before it subscribed are
  * before its first cursor): its cursor is the table. A resumed one keeps its
  * own vector (s->vec) until the table has caught up with it.
+ *
+ * Before the listener accepts, the table is seeded with the store's head of
+ * every partitioned stream (tw_side_table_seed): so a stream this node has
+ * not fanned out yet is in every cursor, at a position no message published
+ * after the seed can be at or below (Kafka appends at increasing offsets,
+ * and what is stored was appended before), while every message at or below
+ * it was published before any subscription here. A cursor then covers
+ * exactly what its subscription was given, plus messages that came before
+ * it subscribed.
  */
 #include "config.h"
 
 #include "tw.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,8 +89,68 @@ void tw_side_note(tw_server *srv, uint64_t pos)
     if (pos > t->pos[k]) t->pos[k] = pos;
 }
 
+struct tw_sideseed {
+    tw_server *srv; /* NULL: the server went away before the answer */
+    void (*ready)(tw_server *srv);
+};
+
+static void seed_apply(tw_server *srv, void (*ready)(tw_server *), chatd_status st,
+                       const uint64_t *pos, size_t n)
+{
+    if (st == CHATD_OK) {
+        for (size_t i = 0; i < n; i++)
+            if (pos[i] & CHATD_POS_PARTITIONED) tw_side_note(srv, pos[i]);
+    } else {
+        srv->api->log(srv->ctx, st == CHATD_ERR_UNAVAILABLE ? CHATD_LOG_INFO : CHATD_LOG_WARN,
+                      "cannot read the head of each position stream from the store (%s): side "
+                      "cursors of this node lack a Kafka partition until it fans one out, and a "
+                      "resume can miss that partition's messages (docs/delivery.md, Resume); "
+                      "restart the node once the store answers",
+                      srv->api->status_str(st));
+    }
+    ready(srv);
+}
+
+static void seed_done(void *arg, chatd_status st, const uint64_t *pos, size_t n)
+{
+    struct tw_sideseed *q = arg;
+    tw_server *srv = q->srv;
+    void (*ready)(tw_server *) = q->ready;
+    free(q);
+    if (!srv) return;
+    srv->side.seed = NULL;
+    seed_apply(srv, ready, st, pos, n);
+}
+
+void tw_side_table_seed(tw_server *srv, void (*ready)(tw_server *srv))
+{
+    const chatd_api *api = srv->api;
+    struct tw_sideseed *q;
+    if (api->size < offsetof(chatd_api, stream_heads) + sizeof(api->stream_heads) ||
+        !api->stream_heads) {
+        seed_apply(srv, ready, CHATD_ERR_UNAVAILABLE, NULL, 0);
+        return;
+    }
+    if (!(q = malloc(sizeof(*q)))) {
+        srv->api->log(srv->ctx, CHATD_LOG_WARN, "out of memory seeding the side cursor table");
+        ready(srv);
+        return;
+    }
+    q->srv = srv;
+    q->ready = ready;
+    srv->side.seed = q;
+    api->stream_heads(srv->ctx, seed_done, q);
+}
+
+int tw_side_seeding(const tw_server *srv)
+{
+    return srv->side.seed != NULL;
+}
+
 void tw_side_table_free(tw_server *srv)
 {
+    if (srv->side.seed) srv->side.seed->srv = NULL; /* answered later: dropped */
+    srv->side.seed = NULL;
     free(srv->side.pos);
     srv->side.pos = NULL;
     srv->side.cap = 0;

@@ -185,6 +185,12 @@ static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tw_server *s = arg;
+    if (s->lis && !s->stopping && !tw_side_seeding(s)) evconnlistener_enable(s->lis);
+}
+
+/* The side cursor table is seeded (sidecur.c): accept from now on. */
+static void accepts_open(tw_server *s)
+{
     if (s->lis && !s->stopping) evconnlistener_enable(s->lis);
 }
 
@@ -441,9 +447,10 @@ static chatd_status tw_start(void *inst)
         s->api->cfg_error(s->ctx, "listen", "cannot parse '%s' (use ADDRESS:PORT)", s->listen);
         return CHATD_ERR_INVALID;
     }
-    s->lis = evconnlistener_new_bind(
-        s->base, accept_cb, s, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        1024, (struct sockaddr *)&ss, sl);
+    s->lis = evconnlistener_new_bind(s->base, accept_cb, s,
+                                     LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                         LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED,
+                                     1024, (struct sockaddr *)&ss, sl);
     if (!s->lis) {
         int e = EVUTIL_SOCKET_ERROR();
         s->api->log(s->ctx, CHATD_LOG_ERROR,
@@ -455,6 +462,7 @@ static chatd_status tw_start(void *inst)
     s->api->log(s->ctx, CHATD_LOG_INFO, "listening on %s%s", s->listen, s->ssl ? " (TLS)" : "");
     metrics_start(s);
     tw_update_gauges(s);
+    tw_side_table_seed(s, accepts_open); /* accepts once seeded */
     return CHATD_OK;
 }
 

@@ -46,7 +46,8 @@ struct tw_retry;
 typedef struct tw_sidetable {
     uint64_t *pos; /* pos[k], 0 when none yet */
     size_t cap;
-    int broken; /* out of memory growing it: side cursors are not resumable */
+    int broken;               /* out of memory growing it: side cursors are not resumable */
+    struct tw_sideseed *seed; /* the store's stream heads asked for, not answered yet */
 } tw_sidetable;
 
 /* a side cursor's vector: for each stream (ascending k), the last position covered */
@@ -330,6 +331,12 @@ uint32_t tw_pos_stream(uint64_t pos);
 /* A message at `pos` is being fanned out: the table's entry follows it. */
 void tw_side_note(tw_server *srv, uint64_t pos);
 void tw_side_table_free(tw_server *srv);
+/* Seed the table with the store's head of each partitioned stream
+ * (chatd_api.stream_heads), then call ready(srv) (on the loop, maybe
+ * before this returns), whether or not the store could tell: the
+ * listener accepts only after it. */
+void tw_side_table_seed(tw_server *srv, void (*ready)(tw_server *srv));
+int tw_side_seeding(const tw_server *srv);
 /* The side cursor of subscription s (NULL: the table's) on side destination
  * dest: its vector while it replays, the larger of its vector and the table
  * once live; side.<m>.x when it does not fit. 0, or -1. */

@@ -35,7 +35,7 @@
  * This file: the store under test, the synchronous wrappers, main.
  * The cases: conformance_data.c (members, sessions, messages, summaries,
  * read marks), conformance_durable.c (batching, text, bounds, restart,
- * crash), conformance_order.c (positions), conformance_side.c (side_replay).
+ * crash), conformance_order.c (positions), conformance_side.c (side_replay, stream_heads).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -462,6 +462,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
         cmocka_unit_test(test_dead_letter),       cmocka_unit_test(test_member_page),
         cmocka_unit_test(test_positions),         cmocka_unit_test(test_side_replay),
+        cmocka_unit_test(test_stream_heads),
     };
 
     g_self = argv[0];

@@ -244,3 +244,84 @@ void test_side_replay(void **state)
         assert_int_equal(w.status, CHATD_ERR_INVALID);
     }
 }
+
+/* ---- stream_heads (ABI 1.6) ---------------------------------------------- */
+
+#define HEADS_MAX 64
+
+typedef struct heads_wait {
+    int done;
+    chatd_status status;
+    uint64_t pos[HEADS_MAX];
+    size_t n;
+} heads_wait;
+
+static void on_heads(void *arg, chatd_status st, const uint64_t *pos, size_t n)
+{
+    heads_wait *w = arg;
+    w->status = st;
+    w->n = n;
+    assert_true(n <= HEADS_MAX);
+    if (n) memcpy(w->pos, pos, n * sizeof(*pos));
+    w->done = 1;
+}
+
+/* The heads, checked: partitioned, one per stream, ascending. */
+static void st_heads(heads_wait *w)
+{
+    memset(w, 0, sizeof(*w));
+    g_ops->stream_heads(g_inst, on_heads, w);
+    assert_int_equal(testcore_run_until_flag(&w->done, TIMEOUT_MS), 0);
+    assert_int_equal(w->status, CHATD_OK);
+    for (size_t i = 0; i < w->n; i++) {
+        assert_true(w->pos[i] & CHATD_POS_PARTITIONED);
+        if (i)
+            assert_true(w->pos[i - 1] >> CHATD_POS_STREAM_SHIFT < w->pos[i] >>
+                        CHATD_POS_STREAM_SHIFT);
+    }
+}
+
+/* The head of partition k in w, or 0. */
+static uint64_t head_of(const heads_wait *w, uint64_t k)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (w->pos[i] >> CHATD_POS_STREAM_SHIFT == PPOS(k, 0) >> CHATD_POS_STREAM_SHIFT)
+            return w->pos[i];
+    return 0;
+}
+
+/* The highest stored CHAT position of each partitioned stream: what earlier
+ * cases stored stays; partitions 9001 and 9002 (no other case's) gain their
+ * highest message, whatever the order of the stores; READ events and
+ * unpartitioned messages are no head. */
+void test_stream_heads(void **state)
+{
+    char room[64];
+    heads_wait before, after;
+    int64_t a, b;
+    (void)state;
+
+    if (!CHATD_HAS(chatd_store_ops, g_ops, stream_heads) || !g_ops->stream_heads)
+        skip(); /* a store before ABI 1.6, or one without the hook */
+    a = make_member("heads-a", "Heads A");
+    b = make_member("heads-b", "Heads B");
+    room_of(a, b, room, sizeof(room));
+    st_heads(&before);
+    assert_int_equal(head_of(&before, 9001), 0);
+    assert_int_equal(head_of(&before, 9002), 0);
+    g_nside = 0;
+    side_put("h1", next_id(), PPOS(9001, 7), room, a, 0);
+    side_put("h2", next_id(), PPOS(9001, 30), room, b, 0);
+    side_put("h3", next_id(), PPOS(9001, 12), room, a, 0);
+    side_put("h4", next_id(), PPOS(9002, 0), room, b, 0);
+    side_put("hR", next_id(), PPOS(9002, 5), room, a, side_id("h4")); /* a READ: no head */
+    side_put("hU", next_id(), UPOS(900), room, a, 0);                 /* unpartitioned */
+    st_heads(&after);
+    assert_int_equal(after.n, before.n + 2);
+    assert_true(head_of(&after, 9001) == PPOS(9001, 30));
+    assert_true(head_of(&after, 9002) == PPOS(9002, 0));
+    for (size_t i = 0; i < before.n; i++) /* the others unchanged */
+        assert_true(head_of(&after, (before.pos[i] >> CHATD_POS_STREAM_SHIFT) -
+                                        (CHATD_POS_PARTITIONED >> CHATD_POS_STREAM_SHIFT)) ==
+                    before.pos[i]);
+}

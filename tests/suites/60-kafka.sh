@@ -22,6 +22,8 @@
 #   7. on those nodes, the side stream of a member with rooms on two
 #      partitions: a node 1 side cursor resumed on node 2 exactly
 #      (tests/plugins/queue-kafka/side.mjs);
+#   8. a side cursor of a freshly started node resumes a partition that node
+#      had not fanned out yet (tests/plugins/queue-kafka/side-fresh.mjs);
 #   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
 #      0, -3 and +4 s off, connections cut at random, a node killed and
 #      restarted (tests/plugins/queue-kafka/chaos.sh); CHATD_CHAOS3=0 skips
@@ -281,6 +283,39 @@ order_step() {
         say "$n. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
     fi
 }
+# step 8: rooms prepared on node 1, then a fresh node (fanout_lookback=0: it
+# fans out nothing published before its start) where m follows its side
+# stream, is cut and resumes; the node is stopped whatever happens
+fresh_step() {
+    local port url pid ok=0
+    if env KAFKA_ORDER_NODES="${order_urls[0]} ${order_urls[0]}" timeout --kill-after=10 120 \
+        node "$CHATD_TOP/tests/plugins/queue-kafka/side-fresh.mjs" prep "$work/fresh.json"; then
+        port=$(free_port)
+        url="http://127.0.0.1:$port"
+        mapfile -d '' args < <(node_args 13 "$port")
+        args+=(--set "store.conninfo=$(conninfo kafka_order)" --set "queue.topic=kchat-order"
+            --set "queue.group=order-$$" --set "queue.fanout_lookback=0")
+        "${args[@]}" >>"$CHATD_OUT/kafka-order3.log" 2>&1 </dev/null &
+        pid=$!
+        for _ in $(seq 1 300); do
+            curl -fsS -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null && break
+            sleep 0.1
+        done
+        env KAFKA_ORDER_NODES="${order_urls[0]} $url" timeout --kill-after=10 120 \
+            node "$CHATD_TOP/tests/plugins/queue-kafka/side-fresh.mjs" run "$work/fresh.json" && ok=1
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        sanitizer_report "$CHATD_OUT/kafka-order3.log" && ok=0
+    fi
+    if [ "$ok" = 1 ]; then
+        say "8. ok"
+    else
+        fails+=("side-fresh")
+        say "8. FAILED (logs: $CHATD_OUT/kafka-order3.log)"
+    fi
+}
 say "5. one order per room: two nodes, node 2's clock 5 s behind (libfaketime)"
 fake_lib=$(ls /usr/lib/*/faketime/libfaketime.so.1 2>/dev/null | head -n 1 || true)
 # librdkafka's timed waits under libfaketime (tests/plugins/queue-kafka/faketime-cnd.c)
@@ -318,6 +353,8 @@ else
     order_step 6 idem-race idem-race.mjs KAFKA_PG="$(conninfo kafka_order)"
     say "7. the side stream across partitions: a node 1 side cursor resumed on node 2"
     order_step 7 side side.mjs
+    say "8. a fresh node's side cursor resumes a partition it had not fanned out"
+    fresh_step
     for i in 1 2; do
         pid=$(cat "$work/order$i.pid")
         kill -TERM "$pid" 2>/dev/null || true
