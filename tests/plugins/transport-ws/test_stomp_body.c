@@ -39,8 +39,8 @@ static void plain_bodies_taken(void **state)
     (void)state;
     static const char *const taken[] = {
         "{\"roomId\":\"1&2\",\"message\":\"hello\"}",
-        " {\r\n\t\"roomId\" : \"1&2\" , \"message\" : \"a \\\"b\\\" \\\\ \\/ \\b\\f\\n\\r\\t\" } "
-        "\n",
+        (" {\r\n\t\"roomId\" : \"1&2\" , \"message\" : \"a \\\"b\\\" \\\\ \\/ \\b\\f\\n\\r\\t\" } "
+         "\n"),
         "{\"roomId\":\"3&4\",\"upTo\":\"123\"}",
         "{\"roomId\":\"3&4\",\"upTo\":123}",
         "{\"roomId\":\"3&4\",\"upTo\":-7,\"x\":true,\"y\":false,\"z\":null,\"w\":0}",
