@@ -19,7 +19,11 @@
 # queue-kafka on librdkafka's mock cluster + store-pg; rabbitmq = Debian
 # rabbitmq-server with rabbitmq_web_stomp, on loopback, started and stopped here.
 # Environment: CHATD_BUILD (build dir; default build-bench, configured and
-# built when missing), BENCH_DURATION (seconds per measured run).
+# built when missing), BENCH_DURATION (seconds per measured run),
+# BENCH_KAFKA_SETS (more chatd --set KEY=VALUE words for chatd-kafka-pg, e.g.
+# "queue.linger=5", to compare settings on the Kafka path), BENCH_KAFKA_FLATOUT=1
+# (chatd-kafka-pg in the flat-out scenario too: what a setting costs at full
+# load).
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
@@ -33,7 +37,7 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0 ;;
     --targets) TARGETS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -242,7 +246,8 @@ start_chatd_pg() {
 }
 
 start_chatd_kafka_pg() {
-    local dir=$OUT/chatd-kafka-pg boot
+    local dir=$OUT/chatd-kafka-pg boot w sets=()
+    for w in ${BENCH_KAFKA_SETS:-}; do sets+=(--set "$w"); done
     mkdir -p "$dir"
     [ -f "$TOP/tests/plugins/queue-kafka/mock-cluster.c" ] ||
         { log "tests/plugins/queue-kafka/mock-cluster.c missing; skipping chatd-kafka-pg"; return 1; }
@@ -263,7 +268,7 @@ start_chatd_kafka_pg() {
     start_chatd chatd-kafka-pg "$TOP/etc/chatd-kafka.conf" \
         "chatd (queue-kafka on the librdkafka mock cluster, 3 brokers + store-pg, fsync / synchronous_commit = $SYNC_COMMIT)" \
         --set "queue.kafka.bootstrap.servers=$boot" --set "store.conninfo=$PGTEST_CONNINFO" \
-        --set queue.min_insync_replicas=1 --set queue.fetch_wait=3
+        --set queue.min_insync_replicas=1 --set queue.fetch_wait=3 "${sets[@]}"
 }
 
 start_rabbitmq() {
@@ -406,7 +411,9 @@ for t in chatd rabbitmq; do
 done
 # (3) persisted messages/s flat out: a RECEIPT after the commit (RabbitMQ:
 # durable subscriptions, persistent messages, confirmed after its fsync)
-for t in chatd chatd-pg rabbitmq; do
+FLAT_TARGETS="chatd chatd-pg rabbitmq"
+[ "${BENCH_KAFKA_FLATOUT:-0}" = 1 ] && FLAT_TARGETS="chatd chatd-pg chatd-kafka-pg rabbitmq"
+for t in $FLAT_TARGETS; do
     extra=()
     [ "$t" = rabbitmq ] && extra=(--persistent)
     lg "$t" 3-flatout --pubsub "$FLAT_CONNS" --rooms "$FLAT_ROOMS" --rate 0 --window "$FLAT_WINDOW" \
