@@ -10,6 +10,8 @@
  */
 #include "conformance.h"
 
+#include <unistd.h>
+
 /* partition k's positions, as queue-kafka makes them, and the end of its
  * stream (the next stream's first position; 2^63 for the last partition) */
 #define PPOS(k, off) (CHATD_POS_PARTITIONED | (uint64_t)(k) << CHATD_POS_STREAM_SHIFT | (off))
@@ -290,8 +292,10 @@ static uint64_t head_of(const heads_wait *w, uint64_t k)
     return 0;
 }
 
-/* The highest stored CHAT position of each partitioned stream: what earlier
- * cases stored stays; partitions 9001 and 9002 (no other case's) gain their
+/* The highest stored CHAT position of each partitioned stream: what is
+ * stored stays (no head goes down); two partitions of this run's own (by the
+ * process id, skipping any that already has a head: the suites run the cases
+ * again, and at once from several processes, on one database) gain their
  * highest message, whatever the order of the stores; READ events and
  * unpartitioned messages are no head. */
 void test_stream_heads(void **state)
@@ -307,21 +311,22 @@ void test_stream_heads(void **state)
     b = make_member("heads-b", "Heads B");
     room_of(a, b, room, sizeof(room));
     st_heads(&before);
-    assert_int_equal(head_of(&before, 9001), 0);
-    assert_int_equal(head_of(&before, 9002), 0);
+    uint64_t k = 1000 + 2 * ((uint64_t)getpid() % 7000);
+    while (head_of(&before, k) || head_of(&before, k + 1))
+        k = k + 2 < 16000 ? k + 2 : 1000;
     g_nside = 0;
-    side_put("h1", next_id(), PPOS(9001, 7), room, a, 0);
-    side_put("h2", next_id(), PPOS(9001, 30), room, b, 0);
-    side_put("h3", next_id(), PPOS(9001, 12), room, a, 0);
-    side_put("h4", next_id(), PPOS(9002, 0), room, b, 0);
-    side_put("hR", next_id(), PPOS(9002, 5), room, a, side_id("h4")); /* a READ: no head */
-    side_put("hU", next_id(), UPOS(900), room, a, 0);                 /* unpartitioned */
+    side_put("h1", next_id(), PPOS(k, 7), room, a, 0);
+    side_put("h2", next_id(), PPOS(k, 30), room, b, 0);
+    side_put("h3", next_id(), PPOS(k, 12), room, a, 0);
+    side_put("h4", next_id(), PPOS(k + 1, 0), room, b, 0);
+    side_put("hR", next_id(), PPOS(k + 1, 5), room, a, side_id("h4")); /* a READ: no head */
+    side_put("hU", next_id(), UPOS(900), room, a, 0);                  /* unpartitioned */
     st_heads(&after);
-    assert_int_equal(after.n, before.n + 2);
-    assert_true(head_of(&after, 9001) == PPOS(9001, 30));
-    assert_true(head_of(&after, 9002) == PPOS(9002, 0));
-    for (size_t i = 0; i < before.n; i++) /* the others unchanged */
+    assert_true(after.n >= before.n + 2);
+    assert_true(head_of(&after, k) == PPOS(k, 30));
+    assert_true(head_of(&after, k + 1) == PPOS(k + 1, 0));
+    for (size_t i = 0; i < before.n; i++) /* the others still there, none lower */
         assert_true(head_of(&after, (before.pos[i] >> CHATD_POS_STREAM_SHIFT) -
-                                        (CHATD_POS_PARTITIONED >> CHATD_POS_STREAM_SHIFT)) ==
+                                        (CHATD_POS_PARTITIONED >> CHATD_POS_STREAM_SHIFT)) >=
                     before.pos[i]);
 }
