@@ -412,7 +412,10 @@ void tw_side_settle(tw_server *srv, tw_sub *s)
         if (k >= t->cap || t->pos[k] < s->vec->e[i].v) return;
     }
     /* the node's fan-out has passed every position it replayed: from now on
-     * its cursor is the table's, and no live message can repeat one */
+     * its cursor is the table's. That assumes no live message repeats one;
+     * a table seeded from the store's heads at start is past them at once,
+     * while the fan-out may still re-read what lies within fanout_lookback
+     * (the open duplicate of docs/delivery.md, Limits) */
     free(s->vec);
     s->vec = NULL;
 }
