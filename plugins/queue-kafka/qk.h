@@ -112,10 +112,12 @@ struct qk_held {
 TAILQ_HEAD(qk_held_list, qk_held);
 
 /* Per partition, beside its held list: the fan-out deliveries held (the
- * fan-out consumer pauses the partition past max_inflight of them), when an
- * overdue hold was last logged. */
+ * fan-out consumer pauses the partition past max_inflight of them), the
+ * RECEIPTs held (so that a release stops scanning once none is left), when
+ * an overdue hold was last logged. */
 struct qk_held_part {
     int64_t msgs;
+    int64_t receipts;
     int64_t warned_ms;
     int paused;
 };

@@ -146,6 +146,7 @@ static void qk_held_release(struct qk *qk, int32_t partition, struct qk_held *h,
 {
     TAILQ_REMOVE(&qk->held[partition], h, link);
     qk->nheld--;
+    if (!h->msg) qk->held_part[partition].receipts--;
     if (h->done) qk->api->complete(h->done, CHATD_OK, NULL);
     if (h->msg) {
         struct qk_held_part *hp = &qk->held_part[partition];
@@ -183,18 +184,28 @@ static void qk_overdue_log(struct qk *qk, int32_t partition, const struct qk_hel
  * gate_timeout (the message is durable in Kafka). With force (the graceful
  * stop) every RECEIPT is answered and the deliveries not yet stored, and
  * every one after them, are dropped: this node's subscribers are leaving,
- * and a gap behind their cursors would be missed at their resume. */
+ * and a gap behind their cursors would be missed at their resume.
+ * Without force the scan stops where nothing after can go: the fan-out
+ * deliveries after an unstored one wait behind it, and the RECEIPTs come in
+ * offset and arrival order (one producer, idempotent: its delivery reports
+ * are in offset order per partition), so after one that still waits, and
+ * not yet for gate_timeout, every later one waits too. Each call thus costs
+ * what it releases plus the head it keeps, not the whole backlog (it runs
+ * for every record the fan-out consumer holds and every store completion). */
 void qk_gate_release(struct qk *qk, int32_t partition, int force)
 {
     struct qk_held *h, *next;
     const struct qk_held *oldest = NULL;
     int keep_msgs = 0, late = 0, dropped = 0, overdue = 0;
-    int64_t now, waited = 0;
+    int64_t now, waited = 0, receipts_left;
 
     if (partition < 0 || partition >= qk->nheld_parts) return;
     now = qk->api->now_ms();
+    receipts_left = qk->held_part[partition].receipts;
     for (h = TAILQ_FIRST(&qk->held[partition]); h; h = next) {
         next = TAILQ_NEXT(h, link);
+        if (!force && keep_msgs && receipts_left <= 0) break;
+        if (!h->msg) receipts_left--;
         if (h->msg) {
             if (keep_msgs || qk_unstored(qk, partition, h->offset, 1)) {
                 keep_msgs = 1;
@@ -211,7 +222,10 @@ void qk_gate_release(struct qk *qk, int32_t partition, int force)
                 if (now - h->since_ms > waited) waited = now - h->since_ms;
             }
         } else if (!force && qk_gated(qk, partition, h->offset, 0)) {
-            if (now - h->since_ms < qk->gate_timeout_ms) continue;
+            if (now - h->since_ms < qk->gate_timeout_ms) {
+                if (keep_msgs) break; /* every later entry waits too */
+                continue;
+            }
             late++;
         }
         qk_held_release(qk, partition, h, 1);
@@ -329,6 +343,7 @@ int qk_hold(struct qk *qk, int32_t partition, int64_t offset, chatd_msg *msg,
     h->done = done;
     TAILQ_INSERT_TAIL(&qk->held[partition], h, link);
     qk->nheld++;
+    if (!msg) qk->held_part[partition].receipts++;
     if (msg) {
         struct qk_held_part *hp = &qk->held_part[partition];
         if (++hp->msgs >= qk->max_inflight && (!hp->paused || hp->msgs % 256 == 0))
