@@ -125,10 +125,10 @@ else
     printf '[store]\nplugin = store-sqlite\npath = %s\n' "$work/single.db" >>"$conf"
 fi
 # STOMP framing and heart-beats (over 90 s of quiet connections), WebSocket
-# framing: the transport's alone, tested by 30-e2e
+# framing and the probes of conformance-probes: the transport's alone, tested by 30-e2e
 e2e_files=()
 for f in "$CHATD_TOP"/tests/e2e/*.test.mjs; do
-    case ${f##*/} in conformance-stomp-frames.test.mjs | conformance-ws.test.mjs) ;; *) e2e_files+=("$f") ;; esac
+    case ${f##*/} in conformance-stomp-frames.test.mjs | conformance-ws.test.mjs | conformance-probes.test.mjs) ;; *) e2e_files+=("$f") ;; esac
 done
 if CHATD_E2E_NAME=kafka-single CHATD_E2E_TIMEOUT=600 \
     bash "$CHATD_TOP/tests/e2e/run.sh" "$conf" "${single_sets[@]}" -- node --test "${e2e_files[@]}"; then
