@@ -158,12 +158,24 @@ struct auth_req {
     int64_t cx, cy;
 };
 
-static int pick_version(const char *accept)
+/* The highest STOMP version this connection may speak: the one its
+ * WebSocket subprotocol names (v10.stomp, v11.stomp, v12.stomp in the IANA
+ * WebSocket Subprotocol Name Registry), 1.2 when none was agreed. */
+static int version_cap(const tw_conn *c)
 {
+    if (strncasecmp(c->subproto, "v10.", 4) == 0) return STOMP_V10;
+    if (strncasecmp(c->subproto, "v11.", 4) == 0) return STOMP_V11;
+    return STOMP_V12;
+}
+
+/* the highest version of accept-version that is at most cap; no header is
+ * STOMP 1.0 (1.2 "Protocol Negotiation"); 0 when there is none in common */
+static int pick_version(const char *accept, int cap)
+{
+    static const char *const names[] = {"1.0", "1.1", "1.2"};
     if (!accept) return STOMP_V10;
-    if (http_has_token(accept, "1.2")) return STOMP_V12;
-    if (http_has_token(accept, "1.1")) return STOMP_V11;
-    if (http_has_token(accept, "1.0")) return STOMP_V10;
+    for (int v = cap; v >= STOMP_V10; v--)
+        if (http_has_token(accept, names[v - STOMP_V10])) return v;
     return 0;
 }
 
@@ -258,13 +270,18 @@ static void on_connect(tw_conn *c, const stomp_frame *f)
         tw_stomp_error(c, "already connected", stomp_frame_header(f, "receipt"), WS_CLOSE_PROTOCOL);
         return;
     }
-    int v = pick_version(stomp_frame_header(f, "accept-version"));
+    int cap = version_cap(c);
+    int v = pick_version(stomp_frame_header(f, "accept-version"), cap);
     if (!v) {
+        /* the versions this connection supports, by its subprotocol */
+        static const char *const list[] = {"1.0", "1.0,1.1", "1.0,1.1,1.2"};
+        static const char *const text[] = {"Supported protocol versions are 1.0",
+                                           "Supported protocol versions are 1.0 1.1",
+                                           "Supported protocol versions are 1.0 1.1 1.2"};
+        const char *msg = text[cap - STOMP_V10];
         c->version = STOMP_V12;
-        tw_hdr h[] = {{"message", "Supported protocol versions are 1.0 1.1 1.2"},
-                      {"version", "1.0,1.1,1.2"}};
-        tw_stomp_send_frame(c, "ERROR", h, 2, "text/plain",
-                            "Supported protocol versions are 1.0 1.1 1.2", 43);
+        tw_hdr h[] = {{"message", msg}, {"version", list[cap - STOMP_V10]}};
+        tw_stomp_send_frame(c, "ERROR", h, 2, "text/plain", msg, strlen(msg));
         c->st = TW_ST_DONE;
         tw_ws_close(c, WS_CLOSE_PROTOCOL, "STOMP ERROR");
         return;

@@ -340,3 +340,20 @@ test('contract: REST send: an empty Idempotency-Key is 400, a valid one 201 then
     assert.equal(again.json.id, first.json.id);
     assert.equal(again.json.cursor, first.json.cursor);
 });
+
+test('STOMP over WebSocket: the agreed subprotocol names the STOMP version: vNN.stomp caps accept-version (IANA WebSocket Subprotocol Name Registry)', async () => {
+    for (const [protocol, accept, want] of [['v11.stomp', '1.0,1.1,1.2', '1.1'], ['v10.stomp', '1.0,1.1,1.2', '1.0'], ['v12.stomp', '1.0,1.1,1.2', '1.2'],
+        [null, '1.0,1.1,1.2', '1.2'], ['v11.stomp', '1.0', '1.0']]) {
+        const c = await wsRaw({ protocol });
+        c.stomp('CONNECT', { 'accept-version': accept, host: HOST, login: a.loginId, passcode: a.token });
+        const f = await c.nextStomp((x) => x.command === 'CONNECTED' || x.command === 'ERROR');
+        assert.equal(f.command, 'CONNECTED', `${protocol} ${accept}: ${f.headers.message}`);
+        assert.equal(f.headers.version ?? '1.0', want, `${protocol} accept-version:${accept}`);
+        c.destroy();
+    }
+    // nothing in common with the subprotocol's version: ERROR listing what this connection speaks
+    const c = await wsRaw({ protocol: 'v11.stomp' });
+    c.stomp('CONNECT', { 'accept-version': '1.2', host: HOST, login: a.loginId, passcode: a.token });
+    const err = await expectStompError(c, 'v11.stomp with accept-version 1.2');
+    assert.equal(err.headers.version, '1.0,1.1');
+});
