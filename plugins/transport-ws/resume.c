@@ -295,10 +295,7 @@ static void replay_go(struct tw_replay *r)
     }
     s->replay = NULL;
     replay_free(r);
-    if (f < 0)
-        tw_conn_close(c); /* out of memory */
-    else
-        tw_side_settle(c->srv, s);
+    if (f < 0) tw_conn_close(c); /* out of memory */
 }
 
 /* Ask the store for the next page (on a fresh stack, from the loop). */

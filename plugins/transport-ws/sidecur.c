@@ -23,7 +23,12 @@
  * the message, so a live subscription has been given every message of its
  * side stream up to the table's positions (those before it subscribed are
  * before its first cursor): its cursor is the table. A resumed one keeps its
- * own vector (s->vec) until the table has caught up with it.
+ * own vector (s->vec) for its whole life: its cursor is the greater of the
+ * two per stream, and a live message at or below the vector's entry for its
+ * stream is never written to it (tw_side_pass). The table alone would not
+ * do: seeded from the store's heads at start it is past what the replay
+ * wrote at once, while the node's fan-out may still deliver messages at or
+ * below the seed (those it reads again at its start).
  *
  * Before the listener accepts, the table is seeded with the store's head of
  * every partitioned stream (tw_side_table_seed): so a stream this node has
@@ -401,23 +406,6 @@ int tw_side_pass(tw_sub *s, uint64_t pos)
     if (pos <= e->v) return 0;
     e->v = pos;
     return 1;
-}
-
-void tw_side_settle(tw_server *srv, tw_sub *s)
-{
-    const tw_sidetable *t = &srv->side;
-    if (!s->vec || s->replay) return;
-    for (size_t i = 0; i < s->vec->n; i++) {
-        uint32_t k = s->vec->e[i].k;
-        if (k >= t->cap || t->pos[k] < s->vec->e[i].v) return;
-    }
-    /* the node's fan-out has passed every position it replayed: from now on
-     * its cursor is the table's. That assumes no live message repeats one;
-     * a table seeded from the store's heads at start is past them at once,
-     * while the fan-out may still re-read what lies within fanout_lookback
-     * (the open duplicate of docs/delivery.md, Limits) */
-    free(s->vec);
-    s->vec = NULL;
 }
 
 size_t tw_side_ranges(const tw_sidevec *v, size_t from, uint64_t *after, uint64_t *until,

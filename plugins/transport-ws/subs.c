@@ -215,14 +215,12 @@ int tw_sub_write(tw_sub *s, chatd_msg *msg)
     return rc;
 }
 
-/* A resumed side subscription, live, with its own vector: each position
- * once, and its own cursor (the table's once the table has caught up). */
-static int side_write(tw_sub *s, struct shared_frame *f, chatd_msg *msg, uint64_t pos, int64_t now)
+/* A resumed side subscription, live, with its own vector (for its life):
+ * each position once, and its own cursor. */
+static int side_write(tw_sub *s, chatd_msg *msg, uint64_t pos)
 {
     if (!tw_side_pass(s, pos)) return 0;
-    tw_side_settle(s->c->srv, s);
-    if (s->vec) return tw_sub_write(s, msg);
-    return sub_queue(s, f, s->c->srv->api->msg_id(msg), now);
+    return tw_sub_write(s, msg);
 }
 
 void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
@@ -251,7 +249,7 @@ void tw_deliver(void *inst, const char *destination, chatd_msg *msg)
             if (pos <= s->last) continue;
             s->last = pos;
         }
-        if ((s->vec ? side_write(s, f, msg, pos, now) : sub_queue(s, f, id, now)) != 0 ||
+        if ((s->vec ? side_write(s, msg, pos) : sub_queue(s, f, id, now)) != 0 ||
             tw_conn_over_limit(c)) {
             c->slow = 1;
             nslow++;

@@ -349,10 +349,9 @@ int tw_side_parse(const char *dest, const char *cursor, tw_sidevec **out);
  * table's for the streams the cursor lacks. NULL when out of memory. */
 tw_sidevec *tw_side_seed(tw_server *srv, const tw_sidevec *cur);
 /* Whether a message at pos is written to resumed side subscription s (each
- * position once, in order per stream); its vector follows it. */
+ * position once, in order per stream, for the subscription's life); its
+ * vector follows it. */
 int tw_side_pass(tw_sub *s, uint64_t pos);
-/* Drop the vector of live s once the table has reached every entry of it. */
-void tw_side_settle(tw_server *srv, tw_sub *s);
 /* The replay ranges (entry, end of its stream) of v's entries from `from`,
  * at most max; how many. */
 size_t tw_side_ranges(const tw_sidevec *v, size_t from, uint64_t *after, uint64_t *until,
