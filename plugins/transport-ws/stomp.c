@@ -267,6 +267,31 @@ int stomp_parser_next(stomp_parser *p, stomp_frame *f)
     return 1;
 }
 
+int stomp_parser_receipt(const stomp_parser *p, char *out, size_t outsz)
+{
+    if (!p->buf || p->start >= p->len || outsz == 0) return -1;
+    const char *b = p->buf + p->start, *end = p->buf + p->len;
+    while (b < end && (*b == '\n' || *b == '\r'))
+        b++; /* heart-beats before the frame */
+    int first = 1;
+    for (;;) {
+        const char *nl = memchr(b, '\n', (size_t)(end - b));
+        if (!nl) return -1; /* only complete lines count */
+        size_t ll = (size_t)(nl - b);
+        if (memchr(b, '\0', ll)) return -1; /* split by pass 2: not raw any more */
+        if (ll > 0 && b[ll - 1] == '\r') ll--;
+        if (ll == 0) return -1; /* the end of the headers */
+        if (!first && ll >= 8 && memcmp(b, "receipt:", 8) == 0) {
+            if (ll - 8 >= outsz) return -1;
+            memcpy(out, b + 8, ll - 8);
+            out[ll - 8] = '\0';
+            return p->version >= STOMP_V11 && unescape(out, p->version) ? -1 : 0;
+        }
+        first = 0;
+        b = nl + 1;
+    }
+}
+
 const char *stomp_frame_header(const stomp_frame *f, const char *name)
 {
     for (size_t i = 0; i < f->nheaders; i++)

@@ -69,6 +69,12 @@ int stomp_parser_feed(stomp_parser *p, const char *data, size_t len);
  * more input), -1 (malformed or over a limit: p->error; send ERROR, close). */
 int stomp_parser_next(stomp_parser *p, stomp_frame *f);
 
+/* After an error of the parser: the receipt header (the first, unescaped)
+ * of the frame it was reading, from its complete raw header lines, so that
+ * the ERROR can name it (STOMP 1.2 "ERROR": receipt-id). 0 with out set, or
+ * -1 when there is none, it does not fit or the lines were already split. */
+int stomp_parser_receipt(const stomp_parser *p, char *out, size_t outsz);
+
 /* First header `name` (case-sensitive, as STOMP says), or NULL. */
 const char *stomp_frame_header(const stomp_frame *f, const char *name);
 

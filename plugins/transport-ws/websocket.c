@@ -235,9 +235,19 @@ void tw_ws_upgrade(tw_conn *c, const http_request *req)
 
 /* ---- WebSocket input ------------------------------------------------------ */
 
+/* the receipt of the frame the STOMP parser stopped in, for its ERROR; only
+ * a UTF-8 one (a binary message can carry anything, and the ERROR is a text
+ * frame: RFC 6455 5.6) */
+static const char *parse_receipt(const tw_conn *c, char *buf, size_t bufsz)
+{
+    if (stomp_parser_receipt(&c->sp, buf, bufsz) != 0) return NULL;
+    return ws_utf8_valid((const uint8_t *)buf, strlen(buf)) ? buf : NULL;
+}
+
 void tw_ws_process(tw_conn *c)
 {
     tw_server *s = c->srv;
+    char rcpt[1024];
     struct evbuffer *in = bufferevent_get_input(c->bev);
     while (!c->closed && !c->closing && !c->busy && c->inflight < TW_MAX_INFLIGHT &&
            !tw_conn_out_full(c)) {
@@ -245,7 +255,7 @@ void tw_ws_process(tw_conn *c)
             stomp_frame f;
             int rc = stomp_parser_next(&c->sp, &f);
             if (rc < 0) {
-                tw_stomp_error(c, c->sp.error, NULL,
+                tw_stomp_error(c, c->sp.error, parse_receipt(c, rcpt, sizeof(rcpt)),
                                c->sp.too_big ? WS_CLOSE_TOO_BIG : WS_CLOSE_PROTOCOL);
                 return;
             }
@@ -266,7 +276,7 @@ void tw_ws_process(tw_conn *c)
             snprintf(msg, sizeof(msg), "frame too large: over %s = %zu bytes",
                      c->st == TW_ST_CONNECTED ? "max_frame" : "max_frame_preauth",
                      c->wd.max_message);
-            tw_stomp_error(c, msg, NULL, WS_CLOSE_TOO_BIG);
+            tw_stomp_error(c, msg, parse_receipt(c, rcpt, sizeof(rcpt)), WS_CLOSE_TOO_BIG);
             return;
         }
         if (rc < 0) {
@@ -281,7 +291,8 @@ void tw_ws_process(tw_conn *c)
             s->api->counter_add(s->ctx, "chatd_ws_messages_in_total", 1);
             if (c->st == TW_ST_DONE) break;
             if (stomp_parser_feed(&c->sp, (const char *)ev.data, ev.len) != 0) {
-                tw_stomp_error(c, c->sp.error, NULL, WS_CLOSE_TOO_BIG);
+                tw_stomp_error(c, c->sp.error, parse_receipt(c, rcpt, sizeof(rcpt)),
+                               WS_CLOSE_TOO_BIG);
                 return;
             }
             ws_decoder_free(&c->wd); /* copied: an idle connection holds no buffer */

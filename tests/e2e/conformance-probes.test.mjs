@@ -357,3 +357,17 @@ test('STOMP over WebSocket: the agreed subprotocol names the STOMP version: vNN.
     const err = await expectStompError(c, 'v11.stomp with accept-version 1.2');
     assert.equal(err.headers.version, '1.0,1.1');
 });
+
+test('STOMP: an ERROR for a frame over a size limit has the receipt-id of that frame (STOMP 1.2 "ERROR": SHOULD)', async () => {
+    const s = await stompSession(a);
+    s.send(OP.text, Buffer.from(`SEND\ndestination:${MSG}\ncontent-length:10000000\nreceipt:big\\c1\n\n`));
+    const err = await expectStompError(s, 'content-length over max_frame');
+    assert.equal(err.headers['receipt-id'], 'big:1', 'the receipt, unescaped');
+    assert.equal(await s.closeCode(), 1009);
+    // a frame grown over max_frame in several WebSocket messages
+    const t = await stompSession(a);
+    const frame = stompEncode('SEND', { destination: MSG, receipt: 'grown' }, 'x'.repeat(100000));
+    for (let i = 0; i < frame.length && !t.isEnded; i += 20000) t.send(OP.text, frame.subarray(i, i + 20000));
+    const e2 = await expectStompError(t, 'a frame grown over max_frame');
+    assert.equal(e2.headers['receipt-id'], 'grown');
+});

@@ -83,6 +83,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             int rc = stomp_parser_next(&p, &f);
             if (rc < 0) {
                 FZ_CHECK(p.error && p.error[0], "error without a reason");
+                char rcpt[64];
+                if (stomp_parser_receipt(&p, rcpt, sizeof(rcpt)) == 0)
+                    FZ_CHECK(strlen(rcpt) < sizeof(rcpt), "receipt overflow");
                 bad = 1;
                 break;
             }

@@ -2,7 +2,8 @@
  * test_stomp.c - cmocka unit tests of the STOMP parser: several frames per
  * chunk and one frame over many, heart-beat EOLs, CRLF, content-length bodies
  * with NUL, repeated headers, escaping per version (CONNECT unescaped), and
- * the limits and malformed frames that must give an error.
+ * the limits and malformed frames that must give an error, and the receipt
+ * of the frame an error stopped in.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,6 +140,41 @@ static void test_errors(void **st)
 #undef E
 }
 
+/* the receipt of the frame the parser stopped in: raw complete header lines
+ * only, unescaped, never the command line or the body */
+static void test_error_receipt(void **st)
+{
+    (void)st;
+    static const struct {
+        const char *in;
+        const char *want; /* NULL: none */
+    } cases[] = {
+        {"\nSEND\ncontent-length:999\nreceipt:r\\c1\n\n", "r:1"}, /* after the bad header */
+        {"SEND\nreceipt:first\nreceipt:second\ncontent-length:999\n\n", "first"},
+        {"SEND\nx:y\n\nreceipt:in-body", NULL},
+        {"receipt:x\ncontent-length:999\n\n", NULL},         /* a command line, not a header */
+        {"SEND\ncontent-length:999\nreceipt:cut", NULL},     /* not a complete line */
+        {"SEND\ncontent-length:999\nreceipt:\\t\n\n", NULL}, /* undefined escape */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        stomp_parser p;
+        stomp_frame f;
+        char out[64];
+        assert_int_equal(stomp_parser_init(&p, &LIM), 0);
+        int rc = stomp_parser_feed(&p, cases[i].in, strlen(cases[i].in));
+        if (rc == 0) rc = stomp_parser_next(&p, &f);
+        if (cases[i].want) {
+            assert_int_equal(rc, -1);
+            assert_int_equal(stomp_parser_receipt(&p, out, sizeof(out)), 0);
+            assert_string_equal(out, cases[i].want);
+        } else {
+            assert_int_equal(stomp_parser_receipt(&p, out, sizeof(out)), -1);
+        }
+        assert_int_equal(stomp_parser_receipt(&p, out, 2), -1); /* does not fit */
+        stomp_parser_free(&p);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +182,7 @@ int main(void)
         cmocka_unit_test(test_split_frame),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_error_receipt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
