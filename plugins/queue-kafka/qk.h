@@ -155,6 +155,7 @@ struct qk {
     int64_t max_inflight;
     int64_t stop_timeout_ms;
     int64_t fanout_lookback_ms;
+    int fanout_by_clock; /* fanout_start = clock: no store heads */
     int64_t start_ms;
 
     struct qk_client cl[QK_NROLES];
@@ -202,9 +203,12 @@ struct qk {
     int cq_quit;
     int cq_init;
 
-    /* fan-out consumer: next offset per partition, -1 when unknown */
+    /* fan-out consumer: next offset per partition, -1 when unknown; exact:
+     * 1 where it was set from the store's head (no time filter applies) */
     int64_t *fanout_next;
+    uint8_t *fanout_exact;
     int32_t nfanout;
+    struct qk_fanout_ask *fanout_ask; /* the store's heads, still unanswered */
 
     /* stop */
     chatd_completion *stop_done;
@@ -247,6 +251,14 @@ int qk_set_pos(struct qk *qk, chatd_msg *msg, int32_t partition, int64_t offset)
 /* qk_partitions.c: the consumers' messages and the rebalance callback */
 void qk_persist_message(struct qk *qk, rd_kafka_message_t *m);
 void qk_fanout_message(struct qk *qk, rd_kafka_message_t *m);
+/* The fan-out's next offset of partition (-1 unknown), grown on demand;
+ * NULL past QK_MAX_PARTITIONS or out of memory. Loop thread. */
+int64_t *qk_fanout_slot(struct qk *qk, int32_t partition);
+/* qk_fanout_start.c: ask the store for its heads, then subscribe the fan-out
+ * consumer from them. 0 asked, or -1 (no memory, logged). Loop thread. */
+int qk_fanout_seed(struct qk *qk);
+/* Forget an unanswered ask (at destroy): its answer is then dropped. */
+void qk_fanout_seed_drop(struct qk *qk);
 void qk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                      rd_kafka_topic_partition_list_t *parts, void *opaque);
 void qk_entry_free(struct qk *qk, struct qk_entry *e);
@@ -256,9 +268,11 @@ void qk_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf
 void qk_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 void qk_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *offsets,
                   void *opaque);
-/* Create the client from c->conf, bind its queue to the loop, subscribe
- * (consumers). 0, or -1 (logged). */
-int qk_client_start(struct qk *qk, struct qk_client *c);
+/* Create the client from c->conf, bind its queue to the loop, and subscribe
+ * a consumer when `subscribe`. 0, or -1 (logged). */
+int qk_client_start(struct qk *qk, struct qk_client *c, int subscribe);
+/* Subscribe consumer c to the topic. 0, or -1 (logged). */
+int qk_client_subscribe(struct qk *qk, struct qk_client *c);
 void qk_client_unbind(struct qk_client *c);
 void qk_client_destroy(struct qk_client *c);
 /* The closer thread's body: commit, then close both consumers, within

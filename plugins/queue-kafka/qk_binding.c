@@ -200,7 +200,7 @@ void qk_client_destroy(struct qk_client *c)
 
 /* ------------------------------------------------------------------------ */
 
-int qk_client_start(struct qk *qk, struct qk_client *c)
+int qk_client_start(struct qk *qk, struct qk_client *c, int subscribe)
 {
     char errstr[512];
     rd_kafka_type_t type = c->role == QK_PRODUCER ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER;
@@ -221,18 +221,21 @@ int qk_client_start(struct qk *qk, struct qk_client *c)
         }
     }
     if (qk_client_bind(qk, c) != 0) return -1;
-    if (type == RD_KAFKA_CONSUMER) {
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_resp_err_t err;
-        if (!l) return -1;
-        rd_kafka_topic_partition_list_add(l, qk->topic, RD_KAFKA_PARTITION_UA);
-        err = rd_kafka_subscribe(c->rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        if (err) {
-            qk->api->log(qk->ctx, CHATD_LOG_ERROR, "%s: subscribe to %s failed: %s",
-                         qk_role_name[c->role], qk->topic, rd_kafka_err2str(err));
-            return -1;
-        }
+    return type == RD_KAFKA_CONSUMER && subscribe ? qk_client_subscribe(qk, c) : 0;
+}
+
+int qk_client_subscribe(struct qk *qk, struct qk_client *c)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_resp_err_t err;
+    if (!l) return -1;
+    rd_kafka_topic_partition_list_add(l, qk->topic, RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        qk->api->log(qk->ctx, CHATD_LOG_ERROR, "%s: subscribe to %s failed: %s",
+                     qk_role_name[c->role], qk->topic, rd_kafka_err2str(err));
+        return -1;
     }
     return 0;
 }

@@ -361,16 +361,21 @@ void qk_persist_message(struct qk *qk, rd_kafka_message_t *m)
     qk_pause_check(qk);
 }
 
-static int64_t *qk_fanout_slot(struct qk *qk, int32_t partition)
+int64_t *qk_fanout_slot(struct qk *qk, int32_t partition)
 {
     if (partition < 0 || partition >= QK_MAX_PARTITIONS) return NULL;
     if (partition >= qk->nfanout) {
         int32_t n = partition + 16;
         int64_t *nf = realloc(qk->fanout_next, (size_t)n * sizeof *nf);
         if (!nf) return NULL;
-        for (int32_t i = qk->nfanout; i < n; i++)
-            nf[i] = -1;
         qk->fanout_next = nf;
+        uint8_t *ne = realloc(qk->fanout_exact, (size_t)n);
+        if (!ne) return NULL;
+        qk->fanout_exact = ne;
+        for (int32_t i = qk->nfanout; i < n; i++) {
+            nf[i] = -1;
+            ne[i] = 0;
+        }
         qk->nfanout = n;
     }
     return &qk->fanout_next[partition];
@@ -387,8 +392,12 @@ void qk_fanout_message(struct qk *qk, rd_kafka_message_t *m)
         if (*next >= 0 && m->offset < *next) return; /* already delivered before a re-assignment */
         *next = m->offset + 1;
     }
-    if (ts >= 0 && ts < qk->start_ms - qk->fanout_lookback_ms)
-        return; /* produced before this node started: its subscribers came later */
+    /* a partition the store has nothing of starts near its end: what was
+     * produced before this node started (by the producers' clocks) is
+     * skipped there, its subscribers came later */
+    if ((!next || !qk->fanout_exact[m->partition]) && ts >= 0 &&
+        ts < qk->start_ms - qk->fanout_lookback_ms)
+        return;
     if (qk->api->msg_from_json(qk->ctx, m->payload, m->len, &msg) != CHATD_OK || !msg) {
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
                      "fan-out: skipping a malformed message at %s[%" PRId32 "]@%" PRId64, qk->topic,

@@ -13,11 +13,9 @@
  *              exactly-once by the store's idempotent insert.
  *   fan-out    a consumer in a group of its own (unique id per process, no
  *              commits): this node reads every partition and delivers to its
- *              local subscribers (CHATD_CONSUME_FANOUT). It starts near the end
- *              of each partition (the last QK_FANOUT_TAIL messages) and skips
- *              what was produced before the node started (minus
- *              fanout_lookback ms), so nothing published after start is
- *              missed while the group is still joining.
+ *              local subscribers (CHATD_CONSUME_FANOUT). Each partition starts
+ *              right after the store's head of it (qk_fanout_start.c), so
+ *              nothing not yet stored is missed and no clock takes part.
  *
  * Threading: librdkafka's threads never call into the core. Each client's
  * event queue is bound to a pipe (rd_kafka_queue_io_event_enable) watched by
@@ -105,12 +103,19 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .min = 100,
      .max = 600000,
      .help = "ms a graceful stop waits for delivery reports and persists"},
+    {.name = "fanout_start",
+     .type = CHATD_CFG_STRING,
+     .default_value = "heads",
+     .help = "where each partition's fan-out starts: heads, right after the store's head of "
+             "it (no clock takes part); clock, fanout_lookback ms before this node's start by "
+             "the producers' clocks"},
     {.name = "fanout_lookback",
      .type = CHATD_CFG_INT,
      .default_value = "2000",
      .min = 0,
      .max = 3600000,
-     .help = "ms before this node's start from which fan-out delivers (clock skew between nodes)"},
+     .help = "for a partition the store holds nothing of at start: ms before this node's "
+             "start from which fan-out delivers (clock skew between nodes)"},
     {.name = "gate_timeout",
      .type = CHATD_CFG_INT,
      .default_value = "10000",
@@ -368,7 +373,9 @@ static void qk_free(struct qk *qk)
         free(t);
     }
     free(qk->tracks);
+    qk_fanout_seed_drop(qk);
     free(qk->fanout_next);
+    free(qk->fanout_exact);
     free(qk->committed);
     if (qk->cq_init) {
         pthread_mutex_destroy(&qk->cq_mu);
@@ -417,6 +424,12 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
     qk->max_persist_attempts = pc_cfg_int(api, ctx, "max_persist_attempts");
     qk->stop_timeout_ms = pc_cfg_int(api, ctx, "stop_timeout");
     qk->fanout_lookback_ms = pc_cfg_int(api, ctx, "fanout_lookback");
+    const char *fstart = api->cfg_str(ctx, "fanout_start");
+    if (!fstart || (strcmp(fstart, "heads") != 0 && strcmp(fstart, "clock") != 0)) {
+        api->cfg_error(ctx, "fanout_start", "must be heads or clock");
+        failed = 1;
+    }
+    qk->fanout_by_clock = fstart && strcmp(fstart, "clock") == 0;
     qk->gate_timeout_ms = pc_cfg_int(api, ctx, "gate_timeout");
     qk->remote_poll_ms = pc_cfg_int(api, ctx, "remote_gate_poll");
     qk->min_insync_replicas = pc_cfg_int(api, ctx, "min_insync_replicas");
@@ -466,7 +479,12 @@ static chatd_status qk_create(const chatd_api *api, chatd_ctx *ctx, void **inst)
             /* stored offsets are committed every commit_interval: other
              * nodes hold fan-out of a partition until its owner's commit
              * (qk_gate.c), and a rebalance re-persists little */
-            if (qk_conf_set(qk, conf, NULL, "auto.offset.reset", "earliest") != 0 ||
+            /* persist: from the start of what it has not committed; fan-out:
+             * a start from the store's head past the partition's end (a
+             * recreated topic) or before its start (trimmed) goes to the end,
+             * what is not yet stored there is read from the store once stored */
+            if (qk_conf_set(qk, conf, NULL, "auto.offset.reset",
+                            r == QK_PERSIST ? "earliest" : "latest") != 0 ||
                 qk_conf_int(qk, conf, "fetch.wait.max.ms", "fetch_wait") != 0 ||
                 (r == QK_PERSIST &&
                  qk_conf_int(qk, conf, "auto.commit.interval.ms", "commit_interval") != 0))
@@ -516,7 +534,7 @@ static chatd_status qk_start(void *inst)
         qk->api->log(qk->ctx, CHATD_LOG_ERROR, "no event loop");
         return CHATD_ERR_INTERNAL;
     }
-    if (qk_client_start(qk, &qk->cl[QK_PRODUCER]) != 0) return CHATD_ERR_IO;
+    if (qk_client_start(qk, &qk->cl[QK_PRODUCER], 0) != 0) return CHATD_ERR_IO;
     qk->rkt = rd_kafka_topic_new(qk->cl[QK_PRODUCER].rk, qk->topic, NULL);
     if (!qk->rkt) {
         qk->api->log(qk->ctx, CHATD_LOG_ERROR, "cannot open topic %s: %s", qk->topic,
@@ -524,7 +542,7 @@ static chatd_status qk_start(void *inst)
         return CHATD_ERR_IO;
     }
     if (qk_topic_check(qk) != 0) return CHATD_ERR_INVALID;
-    if (qk->persist && qk_client_start(qk, &qk->cl[QK_PERSIST]) != 0) return CHATD_ERR_IO;
+    if (qk->persist && qk_client_start(qk, &qk->cl[QK_PERSIST], 1) != 0) return CHATD_ERR_IO;
     if (qk->persist) {
         int rc = pthread_create(&qk->cq_thread, NULL, qk_cq_main, qk);
         if (rc != 0) {
@@ -533,8 +551,10 @@ static chatd_status qk_start(void *inst)
         }
         qk->cq_started = 1;
     }
-    if (qk->fanout && qk_client_start(qk, &qk->cl[QK_FANOUT]) != 0) return CHATD_ERR_IO;
+    /* created now, subscribed once the store's heads say where to start */
+    if (qk->fanout && qk_client_start(qk, &qk->cl[QK_FANOUT], 0) != 0) return CHATD_ERR_IO;
     qk->state = QK_RUNNING;
+    if (qk->fanout && qk_fanout_seed(qk) != 0) return CHATD_ERR_IO;
     qk->api->log(qk->ctx, CHATD_LOG_INFO,
                  "producing to topic %s; persist %s (group %s); fan-out %s", qk->topic,
                  qk->persist ? "on" : "off", qk->group, qk->fanout ? "on" : "off");

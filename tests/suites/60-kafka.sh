@@ -26,6 +26,8 @@
 #      had not fanned out yet (tests/plugins/queue-kafka/side-fresh.mjs);
 #   9. a side resume on a fresh node whose fan-out delivers stored messages
 #      again: none of them twice (tests/plugins/queue-kafka/side-reread.mjs);
+#  10. 8. again on a node whose clock is 30 s ahead: its fan-out starts from
+#      the store's heads, whatever its clock says;
 #   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
 #      0, -3 and +4 s off, connections cut at random, a node killed and
 #      restarted (tests/plugins/queue-kafka/chaos.sh); under --full
@@ -142,9 +144,18 @@ fi
 # the REST send's answer names the Kafka position (its cursor) of the message;
 # on a topic of its own: the e2e suites fill kchat-single past what the mock
 # keeps, and a fan-out consumer starting 10,000 back from the end of a
-# partition whose start was dropped can stay in an offset-reset loop there
+# partition whose start was dropped can stay in an offset-reset loop there;
+# and a store of its own: a store belongs to one topic (its positions are
+# that topic's offsets, and the fan-out starts from its heads)
+rest_sets=("${single_sets[@]}")
+if [ $have_pg -eq 1 ]; then
+    make_db kafka_rest
+    rest_sets+=(--set "store.conninfo=$(conninfo kafka_rest)")
+else
+    rest_sets+=(--set "store.path=$work/rest.db")
+fi
 if CHATD_E2E_NAME=kafka-rest-send CHATD_E2E_TIMEOUT=300 \
-    bash "$CHATD_TOP/tests/e2e/run.sh" "$conf" "${single_sets[@]}" --set chatd.publish_rate=0 \
+    bash "$CHATD_TOP/tests/e2e/run.sh" "$conf" "${rest_sets[@]}" --set chatd.publish_rate=0 \
     --set queue.topic=kchat-rest --set "queue.group=rest-$$" \
     -- node --test --test-reporter=spec "$CHATD_TOP/tests/delivery/rest-send.test.mjs"; then
     say "1. REST send ok"
@@ -288,24 +299,36 @@ order_step() {
         say "$n. FAILED (logs: $CHATD_OUT/kafka-order*.log)"
     fi
 }
-# fresh_step N NAME TEST LOOKBACK LOG: step N, tests/plugins/queue-kafka/TEST
+# fresh_step N NAME TEST LOOKBACK LOG [SET...]: step N, tests/plugins/queue-kafka/TEST
 # prepared on node 1, then run against node 1 and a fresh node started with
-# fanout_lookback=LOOKBACK (logs in LOG); the node is stopped whatever happens
-#   8: side-fresh.mjs, fanout_lookback=0: it fans out nothing published
-#      before its start; m follows its side stream there, is cut and resumes
-#   9: side-reread.mjs, a fanout_lookback covering what was prepared: its
-#      fan-out delivers stored messages again; m's side resume there gets
-#      none of them again
+# fanout_lookback=LOOKBACK and the SETs (logs in LOG); the node is stopped
+# whatever happens
+#   8: side-fresh.mjs, the fan-out from the store's heads (fanout_start's
+#      default), fanout_lookback=0: it fans out nothing published before its
+#      start; m follows its side stream there, is cut and resumes
+#   9: side-reread.mjs, fanout_start=clock and a fanout_lookback covering
+#      what was prepared: its fan-out delivers stored messages again; m's
+#      side resume there gets none of them again
+#  10: side-fresh.mjs again on a node whose clock is 30 s ahead, with
+#      fanout_lookback=0: from the store's heads it still fans out what the
+#      others send after its start (by its clock they were all sent before
+#      it started; with fanout_start=clock it delivers none of them)
 fresh_step() {
     local n=$1 name=$2 t=$3 lookback=$4 log=$5 port url pid ok=0
+    shift 5
+    local pre=()
     if env KAFKA_ORDER_NODES="${order_urls[0]} ${order_urls[0]}" timeout --kill-after=10 120 \
         node "$CHATD_TOP/tests/plugins/queue-kafka/$t" prep "$work/$name.json"; then
         port=$(free_port)
         url="http://127.0.0.1:$port"
         mapfile -d '' args < <(node_args 13 "$port")
         args+=(--set "store.conninfo=$(conninfo kafka_order)" --set "queue.topic=kchat-order"
-            --set "queue.group=order-$$" --set "queue.fanout_lookback=$lookback")
-        "${args[@]}" >>"$CHATD_OUT/$log" 2>&1 </dev/null &
+            --set "queue.group=order-$$" --set "queue.fanout_lookback=$lookback" "$@")
+        if [ -n "${fresh_skew:-}" ]; then # its clock off by that (the plain build, as in 5.)
+            pre=(env -u ASAN_OPTIONS -u UBSAN_OPTIONS "LD_PRELOAD=$cnd_fix:$fake_lib" "FAKETIME=$fresh_skew")
+            args[0]=$plain_bin
+        fi
+        "${pre[@]}" "${args[@]}" >>"$CHATD_OUT/$log" 2>&1 </dev/null &
         pid=$!
         for _ in $(seq 1 300); do
             curl -fsS -o /dev/null --max-time 2 "$url/healthz" 2>/dev/null && break
@@ -366,7 +389,9 @@ else
     say "8. a fresh node's side cursor resumes a partition it had not fanned out"
     fresh_step 8 side-fresh side-fresh.mjs 0 kafka-order3.log
     say "9. a side resume on a fresh node whose fan-out reads stored messages again"
-    fresh_step 9 side-reread side-reread.mjs 600000 kafka-order4.log
+    fresh_step 9 side-reread side-reread.mjs 600000 kafka-order4.log --set queue.fanout_start=clock
+    say "10. a fresh node whose clock is 30 s ahead fans out from the store's heads"
+    fresh_skew=+30s fresh_step 10 side-fresh-ahead side-fresh.mjs 0 kafka-order5.log
     for i in 1 2; do
         pid=$(cat "$work/order$i.pid")
         kill -TERM "$pid" 2>/dev/null || true

@@ -1,12 +1,12 @@
 // tests/plugins/queue-kafka/side-reread.mjs - a side resume on a freshly
 // started node whose fan-out reads again messages the store already holds
-// (fanout_lookback covering them): each arrives at most once, from the
+// (fanout_start=clock, fanout_lookback covering them): each arrives at most once, from the
 // replay or not at all, never again live (docs/delivery.md, "Resume": a
 // resumed side subscription keeps its own vector for its life):
 //   node side-reread.mjs prep STATE   on node A: member m and a peer, N
 //       messages of their room on m's side stream, all stored; STATE keeps
 //       m's side cursor after the last one
-//   (the suite then starts node C, fresh, with a fanout_lookback that covers
+//   (the suite then starts node C, fresh, with fanout_start=clock and a fanout_lookback that covers
 //   those N: its table is seeded past them, its fan-out delivers them again)
 //   node side-reread.mjs run STATE    at once on node C: the peer follows the
 //       room (it shows the fan-out's re-read), m resumes its side stream from
