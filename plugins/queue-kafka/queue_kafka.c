@@ -107,8 +107,8 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .type = CHATD_CFG_STRING,
      .default_value = "heads",
      .help = "where each partition's fan-out starts: heads, right after the store's head of "
-             "it, or its beginning if the store holds nothing of it (no clock takes part); clock, "
-             "fanout_lookback ms before this node's start by the producers' clocks"},
+             "it (no clock takes part); clock, fanout_lookback ms before this node's start by "
+             "the producers' clocks"},
     {.name = "fanout_lookback",
      .type = CHATD_CFG_INT,
      .default_value = "2000",
