@@ -114,7 +114,7 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .default_value = "2000",
      .min = 0,
      .max = 3600000,
-     .help = "with fanout_start = clock (or a store without heads): ms before this node's "
+     .help = "for a partition the store holds nothing of at start: ms before this node's "
              "start from which fan-out delivers (clock skew between nodes)"},
     {.name = "gate_timeout",
      .type = CHATD_CFG_INT,
