@@ -58,7 +58,8 @@ static void qk_fanout_begin(struct qk *qk, chatd_status st, const uint64_t *pos,
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
                      "the store cannot tell its heads (%s): fan-out starts %" PRId64
                      " ms before this node's start by the producers' clocks (fanout_lookback; "
-                     "a node whose clock is further behind can miss messages at start)",
+                     "if this node's clock is ahead of a producer's by more, it misses that "
+                     "producer's first messages)",
                      qk->api->status_str(st), qk->fanout_lookback_ms);
     }
     if (qk->state != QK_RUNNING) return; /* stopping: nothing to start */
