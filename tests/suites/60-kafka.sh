@@ -31,8 +31,7 @@
 #   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
 #      0, -3 and +4 s off, connections cut at random, a node killed and
 #      restarted (tests/plugins/queue-kafka/chaos.sh); under --full
-#      (CHATD_FULL=1) or CHATD_CHAOS3=1 only, while a failure it showed is open
-#      (docs/delivery.md).
+#      (CHATD_FULL=1) or CHATD_CHAOS3=1 only (docs/delivery.md, Limits).
 # The nodes are the ASan/UBSan chatd under ./quickstart.sh test (a report in a
 # node's log fails the suite).
 # Needs CHATD_TOP, CHATD_BUILD, CHATD_OUT (see tests/lib.sh). Logs go to
@@ -271,9 +270,10 @@ fi
 # The chaos test of issue 12 (about a minute): one order per room from the
 # Kafka offsets, fan-out only once the store holds a message (on every node),
 # side cursors as position vectors, keyed SENDs retried until receipted.
-# It runs under --full (CHATD_FULL=1) or with CHATD_CHAOS3=1: one run of 14
-# duplicated the side stream at a resume after the SIGKILL (docs/delivery.md;
-# fixed, and reproduced by step 9), until its runs show it reliable again.
+# It runs under --full (CHATD_FULL=1) or with CHATD_CHAOS3=1: its nodes start
+# on an empty store, whose partitions still start their fan-out by the clock
+# (fanout_lookback), and it has passed every run since the side-stream fix
+# that step 9 reproduces (docs/delivery.md, Limits).
 if [ "${CHATD_CHAOS3:-${CHATD_FULL:-0}}" = 1 ]; then
     say "chaos: 1,000 messages through cut connections, three nodes with skewed clocks, one killed"
     if bash "$CHATD_TOP/tests/plugins/queue-kafka/chaos.sh" "${kafka_sets[@]}"; then
