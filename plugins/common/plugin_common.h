@@ -19,6 +19,10 @@
  * long as this plugin's, else logs what to do (when it can) and returns 0. */
 int pc_api_ok(const chatd_api *api, chatd_ctx *ctx);
 
+/* 1 when the core's service table is long enough to hold member `field` (an
+ * older core of this major gives a shorter one); the member may still be NULL. */
+#define PC_API_HAS(api, field) ((api)->size >= offsetof(chatd_api, field) + sizeof((api)->field))
+
 /* Value of an INT/SIZE (pc_cfg_int) or BOOL (pc_cfg_bool) key. Every key
  * read through these declares its default in the plugin's key table, which
  * is the only place a default is written; the core has range-checked it. */

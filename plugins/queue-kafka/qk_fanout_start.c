@@ -91,8 +91,7 @@ int qk_fanout_seed(struct qk *qk)
                  qk->fanout_lookback_ms);
         return qk_client_subscribe(qk, &qk->cl[QK_FANOUT]) == 0 ? 0 : -1;
     }
-    if (api->size < offsetof(chatd_api, stream_heads) + sizeof(api->stream_heads) ||
-        !api->stream_heads) {
+    if (!PC_API_HAS(api, stream_heads) || !api->stream_heads) {
         qk_fanout_begin(qk, CHATD_ERR_UNAVAILABLE, NULL, 0);
         return 0;
     }

@@ -35,6 +35,7 @@
 #include "config.h"
 
 #include "tw.h"
+#include "../common/plugin_common.h"
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -84,7 +85,7 @@ static int is_side(const char *dest)
 
 uint64_t tw_stream_pos(const chatd_api *api, const chatd_msg *msg)
 {
-    if (api->size >= offsetof(chatd_api, msg_pos) + sizeof(api->msg_pos)) return api->msg_pos(msg);
+    if (PC_API_HAS(api, msg_pos)) return api->msg_pos(msg);
     return api->msg_id(msg);
 }
 
@@ -319,7 +320,7 @@ static void run_cb(evutil_socket_t fd, short what, void *arg)
     const chatd_api *api = c->srv->api;
     unsigned page = (unsigned)c->srv->replay_page;
     if (s->vec && !r->byid) {
-        if (api->size < offsetof(chatd_api, side_replay) + sizeof(api->side_replay)) {
+        if (!PC_API_HAS(api, side_replay)) {
             if (side_by_id(r) == 0) schedule(r); /* a core before ABI 1.5 */
             return;
         }

@@ -42,6 +42,7 @@
 #include "config.h"
 
 #include "tw.h"
+#include "../common/plugin_common.h"
 
 #include <inttypes.h>
 #include <stddef.h>
@@ -131,8 +132,7 @@ void tw_side_table_seed(tw_server *srv, void (*ready)(tw_server *srv))
 {
     const chatd_api *api = srv->api;
     struct tw_sideseed *q;
-    if (api->size < offsetof(chatd_api, stream_heads) + sizeof(api->stream_heads) ||
-        !api->stream_heads) {
+    if (!PC_API_HAS(api, stream_heads) || !api->stream_heads) {
         seed_apply(srv, ready, CHATD_ERR_UNAVAILABLE, NULL, 0);
         return;
     }
