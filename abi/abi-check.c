@@ -31,7 +31,7 @@
 
 /* The ABI version whose members are all asserted below. */
 #define CHECKED_MAJOR 1
-#define CHECKED_MINOR 6
+#define CHECKED_MINOR 7
 
 static_assert(CHATD_ABI_MAJOR == CHECKED_MAJOR,
               "new ABI major: rewrite this file from abi/baseline/ of that major");
@@ -318,7 +318,13 @@ CHATD_OFFSET(chatd_api, stream_heads, 464);
 CHATD_SIZE_AT_LEAST(chatd_store_ops, 144);
 CHATD_OFFSET(chatd_store_ops, stream_heads, 136);
 
-/* ---- append asserts of ABI 1.7 here ------------------------------------ */
+/* ---- ABI 1.7 ------------------------------------------------------------ */
+
+/* the newest idempotency records, the fan-out's memory seed */
+CHATD_SIZE_AT_LEAST(chatd_store_ops, 152);
+CHATD_OFFSET(chatd_store_ops, idem_recent, 144);
+
+/* ---- append asserts of ABI 1.8 here ------------------------------------ */
 
 int main(void)
 {

@@ -81,9 +81,11 @@ extern "C" {
  *  chatd_api.side_replay).
  *  1.6 appended: the stored head of each position stream
  *  (chatd_positions_cb, chatd_store_ops.stream_heads,
- *  chatd_api.stream_heads). */
+ *  chatd_api.stream_heads).
+ *  1.7 appended: the newest idempotency records, read once per node start
+ *  to seed the fan-out's memory of keys (chatd_store_ops.idem_recent). */
 #define CHATD_ABI_MAJOR 1
-#define CHATD_ABI_MINOR 6
+#define CHATD_ABI_MINOR 7
 
 /** Name of the one symbol each plugin exports (see chatd_plugin_entry_fn). */
 #define CHATD_PLUGIN_ENTRY "chatd_plugin_entry"
@@ -340,6 +342,30 @@ typedef struct chatd_store_ops {
      * answers chatd_api.stream_heads with CHATD_ERR_UNAVAILABLE.
      */
     void (*stream_heads)(void *inst, chatd_positions_cb cb, void *arg);
+
+    /* --- ABI 1.7: optional; the core checks `size` and NULL --------------- */
+
+    /**
+     * The newest idempotency records (see idem_get): at most `limit` (>= 1)
+     * of the (writer, key) -> message records whose message time is at or
+     * after since_ms (Unix ms), the newest ones when there are more, handed
+     * to cb oldest first, one call per record: cb(arg, CHATD_OK, member_id,
+     * key, msg_id, time_ms), with the message's id and time (key borrowed for
+     * that call). Then one last call with key NULL: CHATD_OK when every
+     * record was given; CHATD_ERR_IO, CHATD_ERR_UNAVAILABLE, CHATD_ERR_BUSY
+     * or CHATD_ERR_NOMEM when the store could not read them (then no record
+     * was given before it). Answered from an index of the records' time,
+     * never by reading every record. Loop thread; every call of cb on it.
+     * The core reads it once per start, before the queue starts, to seed the
+     * fan-out's memory of keys (core/idem_fanout.c): a node that starts
+     * between two racing copies of a key then drops the second one as the
+     * nodes that saw the first one live do. Optional: without it a node
+     * starts with that memory empty.
+     */
+    void (*idem_recent)(void *inst, int64_t since_ms, unsigned limit,
+                        void (*cb)(void *arg, chatd_status status, int64_t member_id,
+                                   const char *key, uint64_t msg_id, int64_t time_ms),
+                        void *arg);
 } chatd_store_ops;
 
 /** Filter hooks. */

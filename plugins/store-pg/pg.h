@@ -8,7 +8,8 @@
  *               loss and reconnect with backoff, the query watchdog
  *   pg_sql.c    the schema (migrations) and every statement sent
  *   pg_batch.c  the pending messages and their batched commits
- *   pg_side.c   the side stream's replay by position ranges (side_replay)
+ *   pg_side.c   the side stream's replay by position ranges (side_replay),
+ *               and the reads of a node's start (stream_heads, idem_recent)
  * Not installed; not part of the ABI.
  */
 #ifndef PG_H
@@ -79,9 +80,13 @@ typedef enum pg_req_kind {
     REQ_MEMBER_PAGE,
     REQ_SIDE_REPLAY,
     REQ_STREAM_HEADS,
+    REQ_IDEM_RECENT,
     REQ_IDEM_PURGE /* internal: expired idempotency keys, a bounded batch */
 } pg_req_kind;
 typedef void (*pg_purge_cb)(void *arg, chatd_status status, uint64_t n);
+/* The callback of chatd_store_ops.idem_recent. */
+typedef void (*pg_idem_recent_cb)(void *arg, chatd_status status, int64_t member_id,
+                                  const char *key, uint64_t msg_id, int64_t time_ms);
 
 /* One request: a few queries followed by a pipeline sync. */
 typedef struct pg_req {
@@ -250,5 +255,10 @@ void pg_stream_heads(void *inst, chatd_positions_cb cb, void *arg);
  * stream, ascending; its answer to the caller. */
 extern const char pg_sql_stream_heads[];
 void pg_deliver_heads(pg_store *st, pg_req *r);
+void pg_idem_recent(void *inst, int64_t since_ms, unsigned limit, pg_idem_recent_cb cb, void *arg);
+/* Its statement: $1 since (ms), $2 the limit; the newest records first. */
+extern const char pg_sql_idem_recent[];
+/* Its answer: one call per record, oldest first, then the final one. */
+void pg_deliver_idem_recent(pg_store *st, pg_req *r);
 
 #endif /* PG_H */

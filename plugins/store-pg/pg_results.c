@@ -56,6 +56,9 @@ void req_fail_cb(pg_store *st, pg_req *r, chatd_status status)
     case REQ_STREAM_HEADS:
         ((chatd_positions_cb)r->cb)(r->arg, status, NULL, 0);
         break;
+    case REQ_IDEM_RECENT:
+        ((pg_idem_recent_cb)r->cb)(r->arg, status, 0, NULL, 0, 0);
+        break;
     case REQ_NODE_CLAIM:
         ((chatd_node_cb)r->cb)(r->arg, status, 0, 0, NULL);
         break;
@@ -300,6 +303,9 @@ void hook_finish(pg_store *st, pg_req *r)
         break;
     case REQ_STREAM_HEADS:
         pg_deliver_heads(st, r);
+        break;
+    case REQ_IDEM_RECENT:
+        pg_deliver_idem_recent(st, r);
         break;
     case REQ_NODE_CLAIM:
         if (!r->res || PQntuples(r->res) == 0)

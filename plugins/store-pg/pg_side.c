@@ -4,7 +4,9 @@
  * ranges and passes them as two bigint[] (text), and its statement (sent by
  * req_send in pg_sql.c, answered by deliver_replay in pg_results.c). Also
  * the head of each position stream (chatd_store_ops.stream_heads), read
- * once per node start to seed transport-ws's side cursor table.
+ * once per node start to seed transport-ws's side cursor table, and the
+ * newest idempotency records (chatd_store_ops.idem_recent), read once per
+ * node start to seed the core's fan-out memory of keys.
  *
  * One statement for every range: per range and per room of the member (the
  * member's summaries), the room's first `limit` messages in the range
@@ -104,4 +106,38 @@ void pg_deliver_heads(pg_store *st, pg_req *r)
         pos[k] = (uint64_t)parse_i64(PQgetvalue(r->res, (int)k, 0));
     ((chatd_positions_cb)r->cb)(r->arg, CHATD_OK, pos, n);
     free(pos);
+}
+
+/* a backward walk of idempotency_time (schema version 3) */
+const char pg_sql_idem_recent[] = "SELECT member_id, idem_key, msg_id, created_ms FROM idempotency"
+                                  " WHERE created_ms >= $1::bigint"
+                                  " ORDER BY created_ms DESC LIMIT $2::bigint";
+
+void pg_idem_recent(void *inst, int64_t since_ms, unsigned limit, pg_idem_recent_cb cb, void *arg)
+{
+    pg_req *r;
+
+    if (!cb) return;
+    if (limit == 0) {
+        cb(arg, CHATD_OK, 0, NULL, 0, 0);
+        return;
+    }
+    if (!(r = req_new(REQ_IDEM_RECENT, (void *)cb, arg))) {
+        cb(arg, CHATD_ERR_NOMEM, 0, NULL, 0, 0);
+        return;
+    }
+    r->i[0] = since_ms;
+    r->i[1] = (int64_t)limit;
+    req_submit(inst, r);
+}
+
+void pg_deliver_idem_recent(pg_store *st, pg_req *r)
+{
+    pg_idem_recent_cb cb = (pg_idem_recent_cb)r->cb;
+    int n = r->res ? PQntuples(r->res) : 0;
+    (void)st;
+    for (int k = n; k-- > 0;) /* newest first from the server; given oldest first */
+        cb(r->arg, CHATD_OK, parse_i64(PQgetvalue(r->res, k, 0)), PQgetvalue(r->res, k, 1),
+           (uint64_t)parse_i64(PQgetvalue(r->res, k, 2)), parse_i64(PQgetvalue(r->res, k, 3)));
+    cb(r->arg, CHATD_OK, 0, NULL, 0, 0);
 }

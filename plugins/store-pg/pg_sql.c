@@ -504,6 +504,14 @@ int req_send(pg_store *st, pg_req *r)
         ok = send_q(st, pg_sql_stream_heads, 0, NULL, NULL, NULL);
         r->main_q = 0;
         break;
+    case REQ_IDEM_RECENT:
+        snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
+        snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);
+        v[0] = n0;
+        v[1] = n1;
+        ok = send_q(st, pg_sql_idem_recent, 2, v, NULL, NULL);
+        r->main_q = 0;
+        break;
     case REQ_IDEM_GET:
         snprintf(n0, sizeof(n0), "%" PRId64, r->i[0]);
         snprintf(n1, sizeof(n1), "%" PRId64, r->i[1]);

@@ -704,6 +704,7 @@ static const chatd_store_ops pg_ops = {
     .member_page = pg_member_page,
     .side_replay = pg_side_replay,
     .stream_heads = pg_stream_heads,
+    .idem_recent = pg_idem_recent,
 };
 
 static const chatd_plugin_desc pg_desc = {

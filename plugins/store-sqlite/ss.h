@@ -75,6 +75,7 @@ enum {
     R_MEMBER_PAGE_Q,
     R_SIDE_RANGE,
     R_STREAM_HEADS,
+    R_IDEM_RECENT,
     R_COUNT
 };
 
@@ -184,8 +185,13 @@ typedef enum ss_read_kind {
     READ_IDEM_GET,
     READ_REPLAY,
     READ_SIDE_REPLAY,
-    READ_STREAM_HEADS
+    READ_STREAM_HEADS,
+    READ_IDEM_RECENT
 } ss_read_kind;
+
+/* The callback of chatd_store_ops.idem_recent. */
+typedef void (*ss_idem_recent_cb)(void *arg, chatd_status status, int64_t member_id,
+                                  const char *key, uint64_t msg_id, int64_t time_ms);
 
 /* One read. The query is fixed on the loop before it is handed to the
  * reader thread, which fills the answer; the callback runs on the loop. */
@@ -198,7 +204,7 @@ typedef struct ss_read {
     int64_t id;       /* member id */
     char *key;        /* login id, token hash, room id or idempotency key (owned) */
     uint64_t pos;     /* history: before; replay: after */
-    int64_t since_ms; /* idem_get */
+    int64_t since_ms; /* idem_get, idem_recent */
     unsigned limit;
     int64_t *ranges; /* side_replay: nranges (low, high] pairs (pc_pos_ranges), owned;
                       * stream_heads: the answer, nranges positions */
@@ -210,11 +216,12 @@ typedef struct ss_read {
     chatd_rooms_cb rooms_cb;
     chatd_history_cb history_cb;
     chatd_positions_cb positions_cb;
+    ss_idem_recent_cb idem_recent_cb;
     void *arg;
 
     /* the answer (reader thread) */
     chatd_status status;
-    ss_list rows;     /* member, session and room rows with their strings */
+    ss_list rows;     /* member, session, room and idempotency rows with their strings */
     chatd_msg **msgs; /* history, idem_get, replay: built with msg_new */
     size_t nmsgs;
     uint64_t next_before;
@@ -379,5 +386,20 @@ void ss_replay(void *inst, const char *room_id, int64_t member_id, uint64_t afte
 void ss_side_replay(void *inst, int64_t member_id, const uint64_t *after, const uint64_t *until,
                     size_t n, unsigned limit, chatd_history_cb cb, void *arg);
 void ss_stream_heads(void *inst, chatd_positions_cb cb, void *arg);
+/* Shared with ss_idem.c: a new read of `kind` with a copy of key (NULL when
+ * out of memory); a reset statement of the read connection; a column's text
+ * (copied into `copy` when not NULL); a bound list query stepped to the end,
+ * one row by fill() (reader thread). */
+ss_read *ss_read_new(ss *s, ss_read_kind kind, const char *key, size_t elem);
+sqlite3_stmt *ss_rstmt(ss *s, int which);
+const char *ss_col(ss_list *copy, sqlite3_stmt *st, int col);
+chatd_status ss_list_run(ss *s, sqlite3_stmt *st, ss_list *l, const char *what,
+                         void (*fill)(sqlite3_stmt *st, ss_list *l, void *row));
+
+/* ss_idem.c: idem_recent, the newest idempotency records */
+extern const char ss_sql_idem_recent[];
+void ss_idem_recent(void *inst, int64_t since_ms, unsigned limit, ss_idem_recent_cb cb, void *arg);
+void ss_q_idem_recent(ss *s, ss_read *r); /* reader thread */
+void ss_idem_recent_answer(ss_read *r);   /* loop */
 
 #endif /* SS_H */

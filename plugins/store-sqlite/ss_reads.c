@@ -1,11 +1,11 @@
 /*
  * ss_reads.c - the reads of store-sqlite (member_get, member_list,
  * member_page, session_get, room_list, history, idem_get, replay,
- * side_replay, stream_heads). A hook (loop thread) checks its arguments and hands the
- * read to the reader thread (ss_reader.c), which runs its query here
- * (ss_read_run) on the second, query-only connection: rows are copied out
- * of SQLite and messages built with msg_new there. The answer goes back to the loop, where
- * ss_read_answer calls the callback, which borrows the rows and messages.
+ * side_replay, stream_heads; idem_recent in ss_idem.c). A hook (loop thread) checks its arguments
+ * and hands the read to the reader thread (ss_reader.c), which runs its query here (ss_read_run) on
+ * the second, query-only connection: rows are copied out of SQLite and messages built with msg_new
+ * there. The answer goes back to the loop, where ss_read_answer calls the callback, which borrows
+ * the rows and messages.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -65,6 +65,7 @@ const char *const ss_rsql[R_COUNT] = {
      * ?2: CHATD_POS_STREAM_SHIFT); read once per node start, a scan of the messages */
     [R_STREAM_HEADS] =
         "SELECT max(pos) FROM messages WHERE pos >= ?1 GROUP BY pos >> ?2 ORDER BY 1",
+    [R_IDEM_RECENT] = ss_sql_idem_recent,
     /* member_list, member_page: by id (the primary key); q= through the NOCASE indexes of
      * login_id and name (migration 5 -> 6), a LIKE pattern of the prefix */
     [R_MEMBER_PAGE] = "SELECT id, login_id, name, NULL, created_ms FROM members WHERE id > ?1"
@@ -106,7 +107,7 @@ static void *ss_list_add(ss_list *l)
 /* Text of a column ("" for NULL): borrowed from the statement when copy is
  * NULL, else a copy (exact bytes) owned by copy (NULL and copy->oom when
  * out of memory). */
-static const char *ss_col(ss_list *copy, sqlite3_stmt *st, int col)
+const char *ss_col(ss_list *copy, sqlite3_stmt *st, int col)
 {
     const unsigned char *t = sqlite3_column_text(st, col);
     size_t len = (size_t)sqlite3_column_bytes(st, col);
@@ -142,7 +143,7 @@ static void ss_rlog(ss *s, const char *what, int rc)
                 what, s->path, sqlite3_errmsg(s->rdb), rc);
 }
 
-static sqlite3_stmt *ss_rstmt(ss *s, int which)
+sqlite3_stmt *ss_rstmt(ss *s, int which)
 {
     sqlite3_stmt *st = s->r[which];
     sqlite3_reset(st);
@@ -151,8 +152,8 @@ static sqlite3_stmt *ss_rstmt(ss *s, int which)
 }
 
 /* Step a bound list query to the end, one record per row by fill(). */
-static chatd_status ss_list_run(ss *s, sqlite3_stmt *st, ss_list *l, const char *what,
-                                void (*fill)(sqlite3_stmt *st, ss_list *l, void *row))
+chatd_status ss_list_run(ss *s, sqlite3_stmt *st, ss_list *l, const char *what,
+                         void (*fill)(sqlite3_stmt *st, ss_list *l, void *row))
 {
     chatd_status status = CHATD_OK;
     int rc;
@@ -484,6 +485,9 @@ void ss_read_run(ss *s, ss_read *r)
     case READ_STREAM_HEADS:
         ss_q_stream_heads(s, r);
         return;
+    case READ_IDEM_RECENT:
+        ss_q_idem_recent(s, r);
+        return;
     }
     r->status = CHATD_ERR_INTERNAL;
 }
@@ -523,12 +527,15 @@ void ss_read_answer(ss_read *r)
         r->positions_cb(r->arg, r->status, ok ? (const uint64_t *)r->ranges : NULL,
                         ok ? r->nranges : 0);
         break;
+    case READ_IDEM_RECENT:
+        ss_idem_recent_answer(r);
+        break;
     }
 }
 
 /* A new read of `kind` with a copy of key (may be NULL); NULL when out of
  * memory (the caller answers CHATD_ERR_NOMEM). */
-static ss_read *ss_read_new(ss *s, ss_read_kind kind, const char *key, size_t elem)
+ss_read *ss_read_new(ss *s, ss_read_kind kind, const char *key, size_t elem)
 {
     ss_read *r = calloc(1, sizeof(*r));
 

@@ -552,6 +552,7 @@ static const chatd_store_ops ss_ops = {
     .member_page = ss_member_page,
     .side_replay = ss_side_replay,
     .stream_heads = ss_stream_heads,
+    .idem_recent = ss_idem_recent,
 };
 
 static const chatd_plugin_desc ss_desc = {

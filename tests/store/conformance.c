@@ -27,7 +27,7 @@
  * the max_pending bound (when the store has that key; CHATD_ERR_BUSY),
  * dead letters (when the store has the ABI 1.1 hook), positions (ABI 1.4) and
  * the side stream's replay by position ranges (ABI 1.5, when the store has
- * side_replay),
+ * side_replay), the newest idempotency records (ABI 1.7, idem_recent),
  * durability across a stop/start of the store, and across a crash: a child
  * process (this program with --crash-child) persists messages until it is
  * killed with SIGKILL; every message it saw acknowledged must be stored once.
@@ -35,7 +35,8 @@
  * This file: the store under test, the synchronous wrappers, main.
  * The cases: conformance_data.c (members, sessions, messages, summaries,
  * read marks), conformance_durable.c (batching, text, bounds, restart,
- * crash), conformance_order.c (positions), conformance_side.c (side_replay, stream_heads).
+ * crash), conformance_order.c (positions), conformance_side.c (side_replay, stream_heads),
+ * conformance_idem.c (idem_recent).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -462,7 +463,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_max_pending),       cmocka_unit_test(test_crash_durability),
         cmocka_unit_test(test_dead_letter),       cmocka_unit_test(test_member_page),
         cmocka_unit_test(test_positions),         cmocka_unit_test(test_side_replay),
-        cmocka_unit_test(test_stream_heads),
+        cmocka_unit_test(test_stream_heads),      cmocka_unit_test(test_idem_recent),
     };
 
     g_self = argv[0];

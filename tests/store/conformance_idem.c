@@ -1,0 +1,115 @@
+/*
+ * tests/store/conformance_idem.c - the store conformance case for
+ * idem_recent (ABI 1.7): the newest idempotency records of the window, at
+ * most `limit`, given oldest first, then one final call.
+ */
+#include "conformance.h"
+
+#define RECENT_MAX 8
+
+typedef struct recent_wait {
+    int done;
+    chatd_status status;
+    size_t n; /* records given (only the first RECENT_MAX are kept) */
+    struct {
+        int64_t member_id;
+        char key[32];
+        uint64_t msg_id;
+        int64_t time_ms;
+    } rec[RECENT_MAX];
+} recent_wait;
+
+static void on_recent(void *arg, chatd_status st, int64_t member_id, const char *key,
+                      uint64_t msg_id, int64_t time_ms)
+{
+    recent_wait *w = arg;
+    if (!key) {
+        w->status = st;
+        w->done = 1;
+        return;
+    }
+    assert_false(w->done); /* no record after the final call */
+    assert_int_equal(st, CHATD_OK);
+    if (w->n < RECENT_MAX) {
+        w->rec[w->n].member_id = member_id;
+        snprintf(w->rec[w->n].key, sizeof(w->rec[w->n].key), "%s", key);
+        w->rec[w->n].msg_id = msg_id;
+        w->rec[w->n].time_ms = time_ms;
+    }
+    w->n++;
+}
+
+static void st_recent(int64_t since_ms, unsigned limit, recent_wait *w)
+{
+    memset(w, 0, sizeof(*w));
+    g_ops->idem_recent(g_inst, since_ms, limit, on_recent, w);
+    assert_int_equal(testcore_run_until_flag(&w->done, TIMEOUT_MS), 0);
+    assert_int_equal(w->status, CHATD_OK);
+}
+
+static void keyed(uint64_t id, const char *room, int64_t writer, const char *login, const char *key,
+                  int64_t time_ms)
+{
+    chatd_msg_fields f = {.size = sizeof(f),
+                          .kind = CHATD_MSG_CHAT,
+                          .id = id,
+                          .room_id = room,
+                          .writer_id = writer,
+                          .writer = login,
+                          .text = key,
+                          .text_len = strlen(key),
+                          .time_ms = time_ms,
+                          .idem_key = key};
+    chatd_msg *m = A->msg_new(g_ctx, &f);
+    assert_non_null(m);
+    assert_int_equal(st_persist(m), CHATD_OK);
+    A->msg_unref(m);
+}
+
+static void expect(const recent_wait *w, size_t i, int64_t member, const char *key, uint64_t id,
+                   int64_t time_ms)
+{
+    assert_int_equal(w->rec[i].member_id, member);
+    assert_string_equal(w->rec[i].key, key);
+    assert_true(w->rec[i].msg_id == id);
+    assert_int_equal(w->rec[i].time_ms, time_ms);
+}
+
+void test_idem_recent(void **state)
+{
+    char la[96], lb[96], room[64];
+    recent_wait w;
+    (void)state;
+
+    if (!CHATD_HAS(chatd_store_ops, g_ops, idem_recent) || !g_ops->idem_recent)
+        skip(); /* a store before ABI 1.7, or one without the hook */
+    int64_t a = make_member("recent-a", "Recent A"), b = make_member("recent-b", "Recent B");
+    snprintf(la, sizeof(la), "recent-a-%s", g_run);
+    snprintf(lb, sizeof(lb), "recent-b-%s", g_run);
+    room_of(a, b, room, sizeof(room));
+    /* an hour ahead: newer than every record of an earlier run of the suite
+     * on the same database, so the newest ones are this run's */
+    int64_t t = A->now_ms() + 3600 * 1000;
+    uint64_t id1 = next_id(), id2 = next_id(), id3 = next_id();
+    keyed(id1, room, a, la, "k1", t);
+    keyed(id2, room, a, la, "k2", t + 1);
+    keyed(id3, room, b, lb, "k1", t + 2); /* the same key, another member */
+
+    st_recent(t, 10, &w);
+    assert_int_equal(w.n, 3);
+    expect(&w, 0, a, "k1", id1, t);
+    expect(&w, 1, a, "k2", id2, t + 1);
+    expect(&w, 2, b, "k1", id3, t + 2);
+
+    st_recent(t, 2, &w); /* the newest two, oldest first */
+    assert_int_equal(w.n, 2);
+    expect(&w, 0, a, "k2", id2, t + 1);
+    expect(&w, 1, b, "k1", id3, t + 2);
+
+    st_recent(t + 2, 10, &w);
+    assert_int_equal(w.n, 1);
+    expect(&w, 0, b, "k1", id3, t + 2);
+
+    st_recent(t + 3, 10, &w); /* nothing: the final call only */
+    assert_int_equal(w.n, 0);
+}
