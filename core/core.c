@@ -1,6 +1,7 @@
 /*
  * core/core.c - the daemon's lifecycle: load every configured plugin
- * instance, create and start them (store, queue, filters, transports), run
+ * instance, create and start them (store, then the node lease and the
+ * fan-out's memory of keys read from it, queue, filters, transports), run
  * the event loop, handle signals (SIGINT/SIGTERM: graceful stop; SIGHUP:
  * reload hooks), stop in reverse order with a timeout per phase, destroy.
  */
@@ -187,6 +188,28 @@ static int start_one(chatd_ctx *ctx)
     return 0;
 }
 
+static void wait_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg; /* only wakes the loop to look at the deadline */
+}
+
+int core_wait(core *c, const bool *done, int64_t timeout_ms)
+{
+    struct event *poll = event_new(c->base, -1, EV_PERSIST, wait_poll, NULL);
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 20000};
+    double end = clock_mono_ms() + (double)timeout_ms;
+    if (!poll || evtimer_add(poll, &tv) != 0) {
+        if (poll) event_free(poll);
+        return -1;
+    }
+    while (!*done && clock_mono_ms() < end)
+        event_base_loop(c->base, EVLOOP_ONCE);
+    event_free(poll);
+    return *done ? 1 : 0;
+}
+
 static int signals_install(core *c);
 
 int core_start(core *c)
@@ -220,6 +243,8 @@ int core_start(core *c)
         for (size_t i = 0; i < c->ninst; i++)
             if (c->insts[i]->kind == start_order[k] && start_one(c->insts[i]) != 0) goto fail;
         if (start_order[k] == CHATD_KIND_STORE && nodes_start(c) != 0) goto fail;
+        /* before the queue starts: its fan-out must find the stored keys */
+        if (start_order[k] == CHATD_KIND_STORE) idem_fanout_seed(c);
     }
     if (!(c->auth_watch = auth_watch_new(c))) {
         log_msg(CHATD_LOG_ERROR, NULL, "cannot start the session watch timers (out of memory?)");

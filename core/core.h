@@ -387,6 +387,12 @@ typedef struct idem_fanout idem_fanout;
 idem_fanout *idem_fanout_new(core *c);
 /** At shutdown: waiting publishes are dropped. */
 void idem_fanout_free(idem_fanout *f);
+/** At start, after the store started and before the queue does: remember
+ *  the store's newest keys (chatd_store_ops.idem_recent, those of the
+ *  window, at most idem_fanout_memory) as first copies, waiting for them
+ *  (at most node_lease ms). A store without the hook, or one that fails,
+ *  leaves the memory empty (logged); start goes on. */
+void idem_fanout_seed(core *c);
 /** Fan-out of msg: false when it is a second copy of its (member, key)
  *  within the window (do not deliver it), else true (remembered). */
 bool idem_admit(core *c, chatd_msg *msg);
@@ -576,5 +582,9 @@ bool core_on_loop(const core *c);
  *  way the core looks them up; callers answer CHATD_ERR_UNAVAILABLE on NULL
  *  or on a NULL hook. */
 const chatd_store_ops *core_store(const core *c);
+/** Start-up only (before the transports start, so no client waits on the
+ *  loop): run the loop until *done, for at most timeout_ms. 1: done, 0: timed
+ *  out, -1: out of memory (not run). */
+int core_wait(core *c, const bool *done, int64_t timeout_ms);
 
 #endif /* CHATD_CORE_H */

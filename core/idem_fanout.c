@@ -22,7 +22,14 @@
  *     client to send again with the same key: naming its own copy could
  *     name one the store drops.
  * Bounded by idem_fanout_memory keys (the oldest is forgotten first; racing
- * copies are seconds apart). Loop thread only.
+ * copies are seconds apart). Seeded at start (idem_fanout_seed) with the
+ * store's newest keys of the window, their first copies known by id only:
+ * a node that starts after the first copy was stored but before the second
+ * is fanned out (queue-kafka's fan-out starts after the store's head, so it
+ * never sees the first copy) drops the second as the other nodes do; the
+ * seeded id itself, when it comes (a fan-out that re-reads), is the first
+ * copy, and a publish settled against a seeded key is answered with the
+ * store's record. Loop thread only.
  */
 #include "config.h"
 
@@ -52,9 +59,12 @@ struct settle_wait {
 
 typedef struct fan_entry {
     idem_who who;
-    chatd_msg *first;   /* the first copy fanned out, NULL until then */
+    uint64_t first_id;  /* the first copy's id, 0 until it is known */
+    int64_t first_ms;   /* and its time */
+    chatd_msg *first;   /* the first copy fanned out; NULL until then, and for
+                         * a seeded key until its copy comes (if ever) */
     settle_wait *waits; /* publishes waiting for the first copy */
-    size_t slot;        /* its place in the ring, once `first` is set */
+    size_t slot;        /* its place in the ring, once first_id is set */
 } fan_entry;
 
 struct idem_fanout {
@@ -153,7 +163,7 @@ static void answer(settle_wait *w, chatd_status st, chatd_msg *first)
             break;
         }
     w->e = NULL;
-    event_free(w->timer);
+    if (w->timer) event_free(w->timer);
     w->timer = NULL;
     w->cb(w->arg, st, first);
     if (!w->asking) free(w);
@@ -170,7 +180,16 @@ static void wake(fan_entry *e, chatd_msg *first)
 /* Is the remembered first copy of e too old to stand for msg? */
 static bool expired(idem_fanout *f, const fan_entry *e, const chatd_msg *msg)
 {
-    return msg_time_ms(msg) - msg_time_ms(e->first) > f->core->cfg->idempotency_window * 1000;
+    return msg_time_ms(msg) - e->first_ms > f->core->cfg->idempotency_window * 1000;
+}
+
+/* msg is the first copy of e's key from now on. */
+static void set_first(fan_entry *e, chatd_msg *msg)
+{
+    msg_unref(e->first);
+    e->first = msg_ref(msg);
+    e->first_id = msg_id(msg);
+    e->first_ms = msg_time_ms(msg);
 }
 
 bool idem_admit(core *c, chatd_msg *msg)
@@ -180,16 +199,15 @@ bool idem_admit(core *c, chatd_msg *msg)
     if (!f || !key || msg_kind(msg) != CHATD_MSG_CHAT) return true;
     fan_entry *e = lookup(f, msg_writer_id(msg), key, 1);
     if (!e) return true; /* out of memory: deliver, as without this memory */
-    if (e->first && msg_id(e->first) != msg_id(msg) && !expired(f, e, msg)) {
+    if (e->first_id && e->first_id != msg_id(msg) && !expired(f, e, msg)) {
         metrics_counter_add(c->metrics, "chatd_idempotent_copies_dropped_total", "core", 1);
         return false; /* a second copy of the key: the store keeps the first */
     }
-    if (!e->first) {
-        e->first = msg_ref(msg);
+    if (!e->first_id) {
+        set_first(e, msg);
         ring_add(f, e);
-    } else if (msg_id(e->first) != msg_id(msg)) { /* the window passed: a new first */
-        msg_unref(e->first);
-        e->first = msg_ref(msg);
+    } else if (e->first_id != msg_id(msg) || !e->first) {
+        set_first(e, msg); /* the window passed: a new first; or the seeded copy itself */
     }
     wake(e, e->first);
     return true;
@@ -211,7 +229,7 @@ static void settle_give_up(settle_wait *w)
             e->who.member_id, e->who.key, f->core->cfg->idem_fanout_wait);
     metrics_counter_add(f->core->metrics, "chatd_idempotent_unconfirmed_total", "core", 1);
     answer(w, CHATD_ERR_UNAVAILABLE, NULL);
-    if (!e->first && !e->waits) forget(f, e);
+    if (!e->first_id && !e->waits) forget(f, e);
 }
 
 static void settle_timeout(evutil_socket_t fd, short what, void *arg);
@@ -239,7 +257,7 @@ static void settle_looked(void *arg, chatd_status st, chatd_msg *orig)
         fan_entry *e = w->e;
         idem_fanout *f = w->f;
         answer(w, CHATD_OK, orig);
-        if (!e->first && !e->waits) forget(f, e);
+        if (!e->first_id && !e->waits) forget(f, e);
     } else if (w->asks >= IDEM_SETTLE_ASKS) {
         settle_give_up(w);
     } else {
@@ -247,15 +265,20 @@ static void settle_looked(void *arg, chatd_status st, chatd_msg *orig)
     }
 }
 
+/* Ask the store which message its idempotency record names. */
+static void settle_ask(settle_wait *w)
+{
+    w->asks++;
+    w->asking = true;
+    idem_lookup(w->f->core, w->e->who.member_id, w->e->who.key, clock_wall_ms(), settle_looked, w);
+}
+
 /* No first copy in the fan-out yet: ask the store. */
 static void settle_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    settle_wait *w = arg;
-    w->asks++;
-    w->asking = true;
-    idem_lookup(w->f->core, w->e->who.member_id, w->e->who.key, clock_wall_ms(), settle_looked, w);
+    settle_ask(arg);
 }
 
 void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg)
@@ -267,17 +290,96 @@ void idem_settle(core *c, chatd_msg *msg, idem_settle_cb cb, void *arg)
         return;
     }
     fan_entry *e = lookup(f, msg_writer_id(msg), key, 1);
-    if (e && e->first && !expired(f, e, msg)) {
+    bool known = e && e->first_id && !expired(f, e, msg);
+    if (known && e->first) {
         cb(arg, CHATD_OK, e->first);
         return;
     }
     settle_wait *w = e ? calloc(1, sizeof(*w)) : NULL;
     if (!w) {
-        if (e && !e->first && !e->waits) forget(f, e);
+        if (e && !e->first_id && !e->waits) forget(f, e);
         cb(arg, CHATD_OK, NULL); /* out of memory: answer as without this memory */
         return;
     }
     *w = (settle_wait){.next = e->waits, .f = f, .e = e, .cb = cb, .arg = arg};
     e->waits = w;
-    settle_rearm(w);
+    if (known)
+        settle_ask(w); /* seeded: the store's record names the first copy, its message */
+    else
+        settle_rearm(w);
+}
+
+/* ------------------------------------------------------------ the seed */
+
+typedef struct seed {
+    idem_fanout *f; /* NULL once the wait gave up: a late answer only frees this */
+    size_t n;       /* keys remembered */
+    chatd_status st;
+    bool done;
+} seed;
+
+static void seed_record(void *arg, chatd_status st, int64_t member_id, const char *key,
+                        uint64_t msg_id, int64_t time_ms)
+{
+    seed *s = arg;
+    if (!key) { /* the last call */
+        if (!s->f) {
+            free(s);
+            return;
+        }
+        s->st = st;
+        s->done = true;
+        return;
+    }
+    if (!s->f || st != CHATD_OK || msg_id == 0 || strlen(key) > IDEM_KEY_MAX) return;
+    fan_entry *e = lookup(s->f, member_id, key, 1);
+    if (!e || e->first_id) return; /* out of memory, or given twice */
+    e->first_id = msg_id;
+    e->first_ms = time_ms;
+    ring_add(s->f, e);
+    s->n++;
+}
+
+/* A blocking wait, but before the queue and the transports start: nothing
+ * is fanned out and no client is served until the seed is in. */
+void idem_fanout_seed(core *c)
+{
+    idem_fanout *f = c->idem_fanout;
+    const chatd_store_ops *ops = core_store(c);
+    int64_t window_ms = c->cfg->idempotency_window * 1000;
+    if (!f || !ops || !CHATD_HAS(chatd_store_ops, ops, idem_recent) || !ops->idem_recent) {
+        log_msg(CHATD_LOG_INFO, c->store ? c->store->name : NULL,
+                "fan-out memory of idempotency keys: not seeded, this store cannot list its "
+                "keys (ABI 1.7 idem_recent); a second copy of a key racing this node's start "
+                "may be delivered here");
+        return;
+    }
+    seed *s = calloc(1, sizeof(*s));
+    if (!s) {
+        log_msg(CHATD_LOG_WARN, c->store->name,
+                "fan-out memory of idempotency keys: not seeded (out of memory)");
+        return;
+    }
+    s->f = f;
+    ops->idem_recent(c->store->inst, clock_wall_ms() - window_ms, (unsigned)f->cap, seed_record, s);
+    int r = core_wait(c, &s->done, c->cfg->node_lease);
+    if (r == 1 && s->st == CHATD_OK) {
+        log_msg(CHATD_LOG_INFO, c->store->name,
+                "fan-out memory of idempotency keys: seeded from the store, %zu keys (the "
+                "newest of the last %lld s, at most idem_fanout_memory %zu)",
+                s->n, (long long)c->cfg->idempotency_window, f->cap);
+    } else {
+        log_msg(CHATD_LOG_WARN, c->store->name,
+                "fan-out memory of idempotency keys: reading the store's keys %s (%zu "
+                "remembered): a second copy of a key racing this node's start may be delivered "
+                "here; check the store",
+                r == 1   ? api_status_str(s->st)
+                : r == 0 ? "got no answer within node_lease"
+                         : "failed: out of memory",
+                s->n);
+    }
+    if (s->done)
+        free(s);
+    else
+        s->f = NULL; /* its last call frees it */
 }

@@ -146,29 +146,15 @@ static bool lease_stale(const lease *L)
     return pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-static void lease_poll(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg; /* only keeps the loop waiting for the store's answer */
-}
-
 /* Run the loop until the pending claim is answered, for at most a lease
  * (then CHATD_ERR_UNAVAILABLE; a late answer is ignored). */
 static void lease_wait(lease *L)
 {
-    struct event *poll = event_new(L->c->base, -1, EV_PERSIST, lease_poll, NULL);
-    struct timeval tv = {.tv_sec = 0, .tv_usec = 20000};
-    double end = clock_mono_ms() + (double)L->lease_ms;
-    if (!poll || evtimer_add(poll, &tv) != 0) {
-        if (poll) event_free(poll);
+    int r = core_wait(L->c, &L->answered, L->lease_ms);
+    if (r < 0)
         L->st = CHATD_ERR_NOMEM;
-        return;
-    }
-    while (!L->answered && clock_mono_ms() < end)
-        event_base_loop(L->c->base, EVLOOP_ONCE);
-    event_free(poll);
-    if (!L->answered) L->st = CHATD_ERR_UNAVAILABLE;
+    else if (r == 0)
+        L->st = CHATD_ERR_UNAVAILABLE;
 }
 
 int nodes_start(core *c)

@@ -9,6 +9,7 @@
  *   - fan-out goes to /sub/chat/room/{room} and both /sub/chat/side/{id};
  *     a read event only to the reader's side;
  *   - redelivering the same message stores it once;
+ *   - a restarted core's fan-out drops a second copy of a stored key;
  *   - validation (room membership, size, UTF-8), filters (sync reject,
  *     async rewrite), rate limit, graceful stop.
  */
@@ -524,6 +525,130 @@ static void rate_limit(void **state)
     fx->cf->max_pending = 10000;
 }
 
+/* ------------------------------------------------------------ idempotency seed */
+
+static void settle_done(void *arg, chatd_status st, chatd_msg *first)
+{
+    result *r = arg;
+    r->st = st;
+    r->msg = first ? msg_ref(first) : NULL;
+    r->done = 1;
+}
+
+static void consume_wait(fixture *fx, chatd_msg *m)
+{
+    result d = {.fx = fx};
+    fx->api->consume(core_instance(fx->c, "queue"), m, CHATD_CONSUME_PERSIST | CHATD_CONSUME_FANOUT,
+                     status_done, &d);
+    WAIT(fx, d);
+    assert_int_equal(d.st, CHATD_OK);
+}
+
+/* Times `needle` is in the delivery record past `from`. */
+static size_t record_count(fixture *fx, long from, const char *needle)
+{
+    char *rec = read_record(fx, &from);
+    size_t n = 0;
+    for (const char *p = rec; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    free(rec);
+    return n;
+}
+
+/* A node that starts after the first copy of a key was stored but before a
+ * second copy (another id, the same member and key: two nodes published it
+ * at once) is fanned out must not deliver the second (issue 12: every node
+ * delivers only the copy the store keeps). The restarted core's fan-out
+ * memory starts from the store's keys. */
+static void idem_seed_after_restart(void **state)
+{
+    fixture *fx = *state;
+    fx->alice = do_register(fx, "alice", "Alice", "correct horse");
+    fx->bob = do_register(fx, "bob", "Bob", "battery staple");
+    char room[64];
+    snprintf(room, sizeof(room), "%" PRId64 "&%" PRId64, fx->alice < fx->bob ? fx->alice : fx->bob,
+             fx->alice < fx->bob ? fx->bob : fx->alice);
+    result p1 = {.fx = fx};
+    chatd_msg_fields f = {.size = sizeof(f),
+                          .kind = CHATD_MSG_CHAT,
+                          .room_id = room,
+                          .writer_id = fx->alice,
+                          .text = "first",
+                          .text_len = 5,
+                          .idem_key = "seed-k1"};
+    fx->api->publish(fx->t, &f, publish_done, &p1);
+    WAIT(fx, p1);
+    assert_int_equal(p1.st, CHATD_OK);
+    uint64_t id1 = msg_id(p1.msg);
+    msg_unref(p1.msg);
+
+    /* a fresh start on the same store */
+    core_stop(fx->c);
+    while (fx->c->state != CORE_STOPPED)
+        event_base_loop(fx->c->base, EVLOOP_ONCE);
+    core_free(fx->c);
+    long from = 0;
+    free(read_record(fx, &from));
+    fx->c = core_new(fx->cf);
+    assert_non_null(fx->c);
+    fx->t = core_instance(fx->c, "t");
+    log_set_level(CHATD_LOG_INFO);
+    capture_start();
+    assert_int_equal(core_start(fx->c), 0);
+    char *log = capture_end();
+    log_set_level(fx->cf->log_level);
+    assert_non_null(
+        strstr(log, "fan-out memory of idempotency keys: seeded from the store, 1 keys"));
+    free(log);
+
+    /* copy 2 of the key, as another node published it */
+    f.id = ids_next(&fx->c->ids, clock_wall_ms());
+    f.text = "second";
+    f.text_len = 6;
+    f.writer = "alice";
+    f.time_ms = clock_wall_ms();
+    chatd_msg *m2 = fx->api->msg_new(fx->t, &f);
+    assert_non_null(m2);
+    /* its publisher's RECEIPT names the stored copy (the store's record) */
+    result st = {.fx = fx};
+    idem_settle(fx->c, m2, settle_done, &st);
+    WAIT(fx, st);
+    assert_int_equal(st.st, CHATD_OK);
+    assert_non_null(st.msg);
+    assert_true(msg_id(st.msg) == id1);
+    consume_wait(fx, m2);
+
+    /* the stream settles: a marker after it, then nothing of copy 2 */
+    result mk = {.fx = fx};
+    chatd_msg_fields fm = {.size = sizeof(fm),
+                           .kind = CHATD_MSG_CHAT,
+                           .room_id = room,
+                           .writer_id = fx->bob,
+                           .text = "marker",
+                           .text_len = 6};
+    fx->api->publish(fx->t, &fm, publish_done, &mk);
+    WAIT(fx, mk);
+    assert_int_equal(mk.st, CHATD_OK);
+    msg_unref(mk.msg);
+    for (int i = 0; i < 30 && record_count(fx, from, "\"message\":\"marker\"") < 3; i++) {
+        int idle = 0;
+        loop_until(fx->c->base, &idle, 0); /* about a second */
+    }
+    assert_int_equal(record_count(fx, from, "\"message\":\"marker\""), 3);
+    assert_int_equal(record_count(fx, from, "\"message\":\"second\""), 0);
+
+    /* the seeded copy itself is the first one: delivered when it comes
+     * (a fan-out that re-reads), and copy 2 is still not */
+    consume_wait(fx, st.msg);
+    consume_wait(fx, m2);
+    assert_int_equal(record_count(fx, from, "\"message\":\"first\""), 3);
+    assert_int_equal(record_count(fx, from, "\"message\":\"second\""), 0);
+    assert_int_equal(count_rows(fx->db, id1), 1);
+    assert_int_equal(count_rows(fx->db, msg_id(m2)), 0);
+    msg_unref(st.msg);
+    msg_unref(m2);
+}
+
 /* Stop order and hooks: an async stop completes; one that never completes
  * is given up after stop_timeout, and chatd still stops. */
 static void stop_async(void **state)
@@ -575,6 +700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(members_and_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(publish_persist_fanout, setup, teardown),
         cmocka_unit_test_setup_teardown(rate_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(idem_seed_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_async, setup, teardown),
         cmocka_unit_test_setup_teardown(stop_timeout, setup_never, teardown),
     };
