@@ -619,15 +619,7 @@ static void idem_seed_after_restart(void **state)
     consume_wait(fx, m2);
 
     /* the stream settles: a marker after it, then nothing of copy 2 */
-    result mk = {.fx = fx};
-    chatd_msg_fields fm = {.size = sizeof(fm),
-                           .kind = CHATD_MSG_CHAT,
-                           .room_id = room,
-                           .writer_id = fx->bob,
-                           .text = "marker",
-                           .text_len = 6};
-    fx->api->publish(fx->t, &fm, publish_done, &mk);
-    WAIT(fx, mk);
+    result mk = publish(fx, CHATD_MSG_CHAT, fx->bob, room, "marker", 0);
     assert_int_equal(mk.st, CHATD_OK);
     msg_unref(mk.msg);
     for (int i = 0; i < 30 && record_count(fx, from, "\"message\":\"marker\"") < 3; i++) {
