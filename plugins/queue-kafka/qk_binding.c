@@ -285,6 +285,36 @@ static rd_kafka_queue_t *qk_close_start(struct qk *qk, rd_kafka_t *rk, const cha
     return NULL;
 }
 
+/* Serve a closing consumer's queue for up to ms (closer thread). The close
+ * forwards the consumer's group queue, and with it the partitions' fetch
+ * queues, to q, so besides the rebalance and commit answers it may carry
+ * messages fetched before the fetchers stopped. rd_kafka_queue_poll_callback
+ * cannot serve those (librdkafka asserts on an op a callback does not take),
+ * so q is served as events: a rebalance goes to the rebalance callback
+ * (unassign), a commit answer to the commit callback, an error is logged and
+ * a fetched message is dropped (it was not persisted, so its offset is not
+ * committed and the next owner reads it again). */
+static void qk_close_serve(rd_kafka_t *rk, rd_kafka_queue_t *q, int ms)
+{
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, ms);
+    struct qk_client *c = rd_kafka_opaque(rk);
+    if (!ev) return;
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_REBALANCE:
+        qk_rebalance_cb(rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev), c);
+        break;
+    case RD_KAFKA_EVENT_OFFSET_COMMIT:
+        qk_commit_cb(rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev), c);
+        break;
+    case RD_KAFKA_EVENT_ERROR:
+        qk_error_cb(rk, rd_kafka_event_error(ev), rd_kafka_event_error_string(ev), c);
+        break;
+    default: /* fetched messages and the rest: nothing to do at close */
+        break;
+    }
+    rd_kafka_event_destroy(ev);
+}
+
 /* The closer thread owns the consumers from now on: commit what was stored,
  * leave the groups, serving their queues (rebalance callbacks only
  * (un)assign) until both closed or stop_timeout ms passed: a close can take
@@ -332,8 +362,8 @@ void *qk_closer_main(void *arg)
                          fdone ? "" : "the fan-out consumer", qk->stop_timeout_ms);
             break;
         }
-        if (!pdone) rd_kafka_queue_poll_callback(pq, 50);
-        if (!fdone) rd_kafka_queue_poll_callback(fq, 50);
+        if (!pdone) qk_close_serve(p, pq, 50);
+        if (!fdone) qk_close_serve(f, fq, 50);
     }
     if (pq) rd_kafka_queue_destroy(pq);
     if (fq) rd_kafka_queue_destroy(fq);

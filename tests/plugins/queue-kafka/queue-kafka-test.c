@@ -19,7 +19,10 @@
  *      past gate_timeout, the RECEIPTs are answered (durable in Kafka) but
  *      nothing is fanned out, the wait is logged as overdue and the fan-out
  *      consumer pauses partitions at max_inflight held deliveries; once
- *      persisted, each is fanned out once, in order (docs/kafka.md).
+ *      persisted, each is fanned out once, in order (docs/kafka.md);
+ *   7. a stop while records are fetched and not yet served: the close
+ *      forwards them to the closer thread's queue, which must drop them
+ *      (librdkafka aborts when a callback-served queue meets a message).
  * Usage: queue-kafka-test [PATH/queue-kafka.so] (default: the build tree's)
  */
 #include "../../lib/testcore.h"
@@ -78,6 +81,7 @@ struct held {
 };
 static struct held held[MAXMSG];
 static int nheld, max_held;
+static int persist_calls; /* persists answered OK */
 
 /* the enqueue of message id: its completion's outcome */
 struct enqueued {
@@ -183,6 +187,7 @@ static void consume(chatd_ctx *ctx, chatd_msg *msg, unsigned flags, chatd_status
             return;
         }
         persisted[id]++;
+        persist_calls++;
         note_order(last_persist_seq, id);
         done(arg, CHATD_OK);
     }
@@ -612,6 +617,19 @@ int main(int argc, char **argv)
     CHECK(fanout_order_errors == 0, "%d fan-outs out of room order", fanout_order_errors);
     CHECK(fanout_resumed_logged, "no paused fan-out partition was resumed");
     instance_stop(&inst);
+
+    /* 7. a new group persists the topic (about 700 records) from its start and
+     * the node stops after its first persist, with fetched records queued */
+    fprintf(stderr, "-- 7: stop with fetched records unserved (t=%.1fs)\n", elapsed());
+    struct conf f;
+    conf_init(&f, "f", "grp-close");
+    conf_set(&f, "fanout", "false");
+    memset(last_persist_seq, 0, sizeof last_persist_seq);
+    persist_calls = 0;
+    if (instance_start(&inst, &f) != 0) return 1;
+    CHECK(testcore_run_until_flag(&persist_calls, 30000) == 0, "the new group persisted nothing");
+    instance_stop(&inst); /* aborted here before the close served its queue as events */
+    fprintf(stderr, "   stopped after %d persists\n", persist_calls);
 
     CHECK(testcore_msgs_live() == 0, "%ld message references never dropped", testcore_msgs_live());
     CHECK(testcore_completions_live() == 0, "%ld completions never finished",
