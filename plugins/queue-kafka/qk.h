@@ -207,6 +207,7 @@ struct qk {
      * 1 where it was set from the store's head (no time filter applies) */
     int64_t *fanout_next;
     uint8_t *fanout_exact;
+    int fanout_heads; /* the store told its heads: a partition without one starts at its start */
     int32_t nfanout;
     struct qk_fanout_ask *fanout_ask; /* the store's heads, still unanswered */
 

@@ -13,9 +13,11 @@
  * between the two reads may come live once more, and resumed subscriptions
  * drop what they already have (docs/delivery.md).
  *
- * A partition the store has no head of (nothing of it stored yet), every
- * partition when the store cannot tell (no stream_heads, or an error), and
- * every partition with fanout_start = clock, starts
+ * A partition the store has no head of (nothing of it stored) starts at its
+ * start. A store belongs to one topic: its heads are that topic's offsets
+ * (a head past the partition's end sends the fan-out to the end, the fan-out
+ * consumer's auto.offset.reset). Every partition when the store cannot tell
+ * (no stream_heads, or an error), or with fanout_start = clock, starts
  * QK_FANOUT_TAIL messages before its end and skips what was produced more
  * than fanout_lookback ms before this node started, by the producers' clocks.
  */
@@ -50,10 +52,11 @@ static void qk_fanout_begin(struct qk *qk, chatd_status st, const uint64_t *pos,
             qk->fanout_exact[p] = 1;
             exact++;
         }
+        qk->fanout_heads = 1;
         qk->api->log(qk->ctx, CHATD_LOG_INFO,
-                     "fan-out starts after the store's head of %zu partition(s); any other "
-                     "starts %" PRId64 " ms before this node's start",
-                     exact, qk->fanout_lookback_ms);
+                     "fan-out starts after the store's head of %zu partition(s), any other "
+                     "at its start (the store holds nothing of it)",
+                     exact);
     } else {
         qk->api->log(qk->ctx, CHATD_LOG_WARN,
                      "the store cannot tell its heads (%s): fan-out starts %" PRId64

@@ -434,9 +434,16 @@ void qk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (c->role == QK_FANOUT && !closing) {
             for (int i = 0; i < parts->cnt; i++) {
-                int64_t *next = qk_fanout_slot(qk, parts->elems[i].partition);
-                parts->elems[i].offset =
-                    next && *next >= 0 ? *next : RD_KAFKA_OFFSET_TAIL(QK_FANOUT_TAIL);
+                int32_t p = parts->elems[i].partition;
+                int64_t *next = qk_fanout_slot(qk, p);
+                if (next && *next < 0 && qk->fanout_heads) {
+                    /* the store holds nothing of it: nothing of it is stored */
+                    parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+                    qk->fanout_exact[p] = 1;
+                } else {
+                    parts->elems[i].offset =
+                        next && *next >= 0 ? *next : RD_KAFKA_OFFSET_TAIL(QK_FANOUT_TAIL);
+                }
             }
         }
         if (coop)

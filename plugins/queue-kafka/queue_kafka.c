@@ -107,14 +107,14 @@ static const chatd_cfg_key qk_cfg_keys[] = {
      .type = CHATD_CFG_STRING,
      .default_value = "heads",
      .help = "where each partition's fan-out starts: heads, right after the store's head of "
-             "it (no clock takes part); clock, fanout_lookback ms before this node's start by "
-             "the producers' clocks"},
+             "it, or its beginning if the store holds nothing of it (no clock takes part); clock, "
+             "fanout_lookback ms before this node's start by the producers' clocks"},
     {.name = "fanout_lookback",
      .type = CHATD_CFG_INT,
      .default_value = "2000",
      .min = 0,
      .max = 3600000,
-     .help = "for a partition the store holds nothing of at start: ms before this node's "
+     .help = "with fanout_start = clock (or a store without heads): ms before this node's "
              "start from which fan-out delivers (clock skew between nodes)"},
     {.name = "gate_timeout",
      .type = CHATD_CFG_INT,

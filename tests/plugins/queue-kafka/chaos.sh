@@ -4,8 +4,10 @@
 # PostgreSQL: a database and a topic of its own, a start script per node
 # whose clock is set CHATD_CHAOS_SKEW seconds off (default "0 -3 4", node 1
 # first) with libfaketime (and faketime-cnd.c) preloaded through env(1) (so
-# that the pid the test signals is chatd's) and fanout_lookback covering the
-# skew, then the test, then a sanitizer check of each log.
+# that the pid the test signals is chatd's) and fanout_lookback=0 (the
+# fan-out starts from the store's heads, no clock takes part; with
+# fanout_start=clock a node ahead would drop the others' first messages),
+# then the test, then a sanitizer check of each log.
 #
 #   chaos.sh --set K=V ...   the settings every node shares (bootstrap.servers, ...)
 # Needs CHATD_TOP, CHATD_BIN, CHATD_OUT, KAFKA_MOCK_CTL and KAFKA_MOCK_OUT
@@ -18,12 +20,6 @@ source "$CHATD_TOP/tests/lib.sh"
 read -r -a skew <<<"${CHATD_CHAOS_SKEW:-0 -3 4}"
 [ ${#skew[@]} -eq 3 ] || { echo "chaos: CHATD_CHAOS_SKEW must give three offsets in seconds" >&2; exit 1; }
 
-# fan-out skips what was produced before the node started, by the producing
-# node's clock: the lookback must cover the widest skew between two nodes
-# (else the fastest clock's node drops its first seconds of the others'
-# messages), plus a margin for a restarted node's start-up
-lookback=$(printf '%s\n' "${skew[@]}" | sort -n | sed -n '1p;$p' | paste -sd' ' |
-    awk '{ print ($2 - $1) * 1000 + 5000 }')
 work=$(mktemp -d "${TMPDIR:-/tmp}/chatd-chaos.XXXXXX")
 cleanup() {
     local p
@@ -79,7 +75,7 @@ for i in 1 2 3; do
             --set "ws.web_root=$CHATD_TOP/web" \
             --set "store.conninfo=$conninfo" \
             --set "queue.topic=kchat-chaos-$$" --set "queue.group=chaos-$$" \
-            --set "queue.fanout_lookback=$lookback" "$@"
+            --set queue.fanout_lookback=0 "$@"
         printf ' >>%q 2>&1 </dev/null\n' "$CHATD_OUT/kafka-chaos-node$i.log"
     } >"$work/node$i.sh"
 done
