@@ -114,11 +114,15 @@ TAILQ_HEAD(qk_held_list, qk_held);
 /* Per partition, beside its held list: the fan-out deliveries held (the
  * fan-out consumer pauses the partition past max_inflight of them), the
  * RECEIPTs held (so that a release stops scanning once none is left), when
- * an overdue hold was last logged. */
+ * an overdue hold was last logged, and the late releases not yet logged (at
+ * most one line per gate_timeout each: after a stall every completion
+ * releases a few). */
 struct qk_held_part {
     int64_t msgs;
     int64_t receipts;
     int64_t warned_ms;
+    int64_t late_logged_ms, late_receipts;      /* RECEIPTs answered without the store */
+    int64_t overdue_logged_ms, overdue, waited; /* deliveries released past gate_timeout */
     int paused;
 };
 

@@ -178,6 +178,34 @@ static void qk_overdue_log(struct qk *qk, int32_t partition, const struct qk_hel
                                           : "the local store's commit");
 }
 
+/* Log what was released late in a partition: added to what is not yet
+ * logged, at most one line of each kind per gate_timeout (the first at once). */
+static void qk_late_log(struct qk *qk, int32_t partition, int late, int overdue, int64_t waited,
+                        int64_t now)
+{
+    struct qk_held_part *hp = &qk->held_part[partition];
+    hp->late_receipts += late;
+    hp->overdue += overdue;
+    if (waited > hp->waited) hp->waited = waited;
+    if (hp->late_receipts && now - hp->late_logged_ms >= qk->gate_timeout_ms) {
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "%" PRId64 " RECEIPTs of %s[%" PRId32 "] answered after %" PRId64
+                     " ms without the local store's commit (durable in Kafka; is the store slow "
+                     "or down?)",
+                     hp->late_receipts, qk->topic, partition, qk->gate_timeout_ms);
+        hp->late_logged_ms = now;
+        hp->late_receipts = 0;
+    }
+    if (hp->overdue && now - hp->overdue_logged_ms >= qk->gate_timeout_ms) {
+        qk->api->log(qk->ctx, CHATD_LOG_WARN,
+                     "fan-out of %s[%" PRId32 "]: %" PRId64 " overdue deliveries released once "
+                     "stored, after up to %" PRId64 " ms",
+                     qk->topic, partition, hp->overdue, hp->waited);
+        hp->overdue_logged_ms = now;
+        hp->overdue = hp->waited = 0;
+    }
+}
+
 /* Release what no longer waits in one partition, keeping fan-out messages in
  * offset order: a fan-out delivery once the store holds it (however long
  * that takes), a RECEIPT once the local store committed it or after
@@ -231,17 +259,7 @@ void qk_gate_release(struct qk *qk, int32_t partition, int force)
         qk_held_release(qk, partition, h, 1);
     }
     if (oldest) qk_overdue_log(qk, partition, oldest, now);
-    if (late)
-        qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                     "%d RECEIPTs of %s[%" PRId32 "] answered after %" PRId64
-                     " ms without the local store's commit (durable in Kafka; is the store slow "
-                     "or down?)",
-                     late, qk->topic, partition, qk->gate_timeout_ms);
-    if (overdue)
-        qk->api->log(qk->ctx, CHATD_LOG_WARN,
-                     "fan-out of %s[%" PRId32 "]: %d overdue deliveries released once stored, "
-                     "after up to %" PRId64 " ms",
-                     qk->topic, partition, overdue, waited);
+    qk_late_log(qk, partition, late, overdue, waited, now);
     if (dropped)
         qk->api->log(qk->ctx, CHATD_LOG_INFO,
                      "stopping: %d deliveries of %s[%" PRId32 "] not yet stored are not fanned "
