@@ -28,6 +28,9 @@
 #      again: none of them twice (tests/plugins/queue-kafka/side-reread.mjs);
 #  10. 8. again on a node whose clock is 30 s ahead: its fan-out starts from
 #      the store's heads, whatever its clock says;
+#  11. a fresh node started between two copies of one idempotency key (the
+#      second produced after its start) delivers only the first, the stored
+#      one (tests/plugins/queue-kafka/idem-fresh.mjs);
 #   chaos: the chaos test of docs/delivery.md on three more nodes, clocks
 #      0, -3 and +4 s off, connections cut at random, a node killed and
 #      restarted, fanout_lookback=0 (tests/plugins/queue-kafka/chaos.sh);
@@ -310,6 +313,9 @@ order_step() {
 #      fanout_lookback=0: from the store's heads it still fans out what the
 #      others send after its start (by its clock they were all sent before
 #      it started; with fanout_start=clock it delivers none of them)
+#  11: idem-fresh.mjs, the fan-out's memory of idempotency keys seeded from
+#      the store: a second copy of a stored key produced after the fresh
+#      node's start is not delivered there
 fresh_step() {
     local n=$1 name=$2 t=$3 lookback=$4 log=$5 port url pid ok=0
     shift 5
@@ -389,6 +395,15 @@ else
     fresh_step 9 side-reread side-reread.mjs 600000 kafka-order4.log --set queue.fanout_start=clock
     say "10. a fresh node whose clock is 30 s ahead fans out from the store's heads"
     fresh_skew=+30s fresh_step 10 side-fresh-ahead side-fresh.mjs 0 kafka-order5.log
+    say "11. a fresh node started between two copies of an idempotency key delivers only the first"
+    kafka_produce=$CHATD_BUILD/tests/plugins/queue-kafka/kafka-produce
+    if [ -x "$kafka_produce" ] || make -C "$CHATD_BUILD/tests" -s plugins/queue-kafka/kafka-produce >&2; then
+        export KAFKA_PG KAFKA_PRODUCE
+        KAFKA_PG=$(conninfo kafka_order) KAFKA_PRODUCE="$kafka_produce $boot kchat-order"
+        fresh_step 11 idem-fresh idem-fresh.mjs 0 kafka-order6.log
+    else
+        fails+=("idem-fresh (cannot build tests/plugins/queue-kafka/kafka-produce)")
+    fi
     for i in 1 2; do
         pid=$(cat "$work/order$i.pid")
         kill -TERM "$pid" 2>/dev/null || true
