@@ -127,6 +127,13 @@ int testcore_init(void)
     core *c = &T.c;
     log_set_level(getenv("CHATD_TEST_DEBUG") ? CHATD_LOG_DEBUG : CHATD_LOG_INFO);
     c->cfg = cfg_new();
+    /* the core's limits at their defaults, as chatd runs with an empty
+     * [chatd] section (core_limit reads them: a store's idempotency_window) */
+    if (c->cfg && cfg_check_core(c->cfg) != 0) {
+        fprintf(stderr, "testcore: the core's default configuration is refused\n");
+        cfg_free(c->cfg);
+        return -1;
+    }
     c->loop_thread = pthread_self();
     c->self.core = c;
     c->self.name = "core";

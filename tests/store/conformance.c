@@ -464,6 +464,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dead_letter),       cmocka_unit_test(test_member_page),
         cmocka_unit_test(test_positions),         cmocka_unit_test(test_side_replay),
         cmocka_unit_test(test_stream_heads),      cmocka_unit_test(test_idem_recent),
+        cmocka_unit_test(test_idem_duplicate),
     };
 
     g_self = argv[0];

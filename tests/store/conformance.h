@@ -152,6 +152,7 @@ void test_positions(void **state);
 void test_side_replay(void **state);
 void test_stream_heads(void **state);
 void test_idem_recent(void **state);
+void test_idem_duplicate(void **state);
 /** The crash child: store_conformance --crash-child ... (conformance_durable.c). */
 int crash_child(int argc, char **argv);
 

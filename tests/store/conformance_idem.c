@@ -1,7 +1,9 @@
 /*
- * tests/store/conformance_idem.c - the store conformance case for
- * idem_recent (ABI 1.7): the newest idempotency records of the window, at
- * most `limit`, given oldest first, then one final call.
+ * tests/store/conformance_idem.c - the store conformance cases for
+ * idempotency keys: a second message with a (writer, key) the store holds
+ * within idempotency_window is not written and idem_get names the first
+ * (ABI 1.2), and idem_recent (ABI 1.7): the newest idempotency records of
+ * the window, at most `limit`, given oldest first, then one final call.
  */
 #include "conformance.h"
 
@@ -131,4 +133,57 @@ void test_idem_recent(void **state)
 
     st_recent(INT64_MAX / 2, RECENT_MAX, &w); /* nothing: the final call only */
     assert_int_equal(w.n, 0);
+}
+
+/* The ids of room's history, oldest first (at most 8). */
+static size_t room_ids(const char *room, uint64_t *ids)
+{
+    history_wait h;
+    st_history(room, 0, 8, &h);
+    for (size_t i = 0; i < h.n; i++)
+        ids[i] = A->msg_id(h.msgs[i]);
+    size_t n = h.n;
+    history_free(&h);
+    return n;
+}
+
+void test_idem_duplicate(void **state)
+{
+    char la[96], lb[96], room[64], key[64], old[64];
+    uint64_t ids[8];
+    history_wait h;
+    (void)state;
+
+    if (!CHATD_HAS(chatd_store_ops, g_ops, idem_get) || !g_ops->idem_get)
+        skip(); /* a store before ABI 1.2 keeps no keys */
+    int64_t window_ms = A->core_limit(g_ctx, "idempotency_window") * 1000;
+    assert_true(window_ms > 0);
+    int64_t a = make_member("dup-a", "Dup A"), b = make_member("dup-b", "Dup B");
+    snprintf(la, sizeof(la), "dup-a-%s", g_run);
+    snprintf(lb, sizeof(lb), "dup-b-%s", g_run);
+    snprintf(key, sizeof(key), "dup-%s", g_run);
+    snprintf(old, sizeof(old), "old-%s", g_run);
+    room_of(a, b, room, sizeof(room));
+    int64_t t = A->now_ms();
+    uint64_t id1 = next_id(), id2 = next_id(), id3 = next_id(), id4 = next_id(), id5 = next_id();
+
+    keyed(id1, room, a, la, key, t);
+    keyed(id2, room, a, la, key, t + 1000); /* a duplicate: completes OK, nothing written */
+    keyed(id3, room, b, lb, key, t + 2000); /* the same key of another member is its own */
+    assert_int_equal(room_ids(room, ids), 2);
+    assert_true(ids[0] == id1 && ids[1] == id3);
+
+    memset(&h, 0, sizeof(h));
+    g_ops->idem_get(g_inst, a, key, t - window_ms, on_history, &h);
+    assert_int_equal(testcore_run_until_flag(&h.done, TIMEOUT_MS), 0);
+    assert_int_equal(h.status, CHATD_OK);
+    assert_int_equal(h.n, 1);
+    assert_true(A->msg_id(h.msgs[0]) == id1);
+    history_free(&h);
+
+    /* a record older than the window before the new message does not count */
+    keyed(id4, room, a, la, old, t - window_ms - 60000);
+    keyed(id5, room, a, la, old, t + 3000);
+    assert_int_equal(room_ids(room, ids), 4);
+    assert_true(ids[2] == id4 && ids[3] == id5);
 }
