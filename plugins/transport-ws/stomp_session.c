@@ -234,10 +234,14 @@ static void auth_cb(void *arg, chatd_status st, const chatd_member *rows, size_t
     char hb[48] = "", sess[48];
     if (c->version >= STOMP_V11) {
         int64_t sx = srv->hb_send, sy = srv->hb_recv;
-        /* STOMP 1.2 negotiation (the larger of the two), then clamped to
-         * [heartbeat_min, heartbeat_max]: a promise of 10^15 ms is held to
-         * heartbeat_max, and nothing overflows */
-        c->hb_out_ms = sx && a->cy ? clamp_hb(srv, sx > a->cy ? sx : a->cy) : 0;
+        /* STOMP 1.2 negotiation (the larger of the two). The client's
+         * promise is clamped to [heartbeat_min, heartbeat_max]: a promise of
+         * 10^15 ms is held to heartbeat_max, and nothing overflows. Our own
+         * beats are only capped at heartbeat_max (more often than asked is
+         * allowed): never rarer than max(sx, cy), which CONNECTED promised,
+         * even when heartbeat_send is below heartbeat_min */
+        int64_t out = sx > a->cy ? sx : a->cy;
+        c->hb_out_ms = sx && a->cy ? (out > srv->hb_max ? srv->hb_max : out) : 0;
         c->hb_in_ms = sy && a->cx ? clamp_hb(srv, sy > a->cx ? sy : a->cx) : 0;
         snprintf(hb, sizeof(hb), "%" PRId64 ",%" PRId64, sx, sy);
     }

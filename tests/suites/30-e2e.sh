@@ -19,3 +19,8 @@ CHATD_E2E_NAME=e2e-sqlite "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.co
 CHATD_E2E_NAME=e2e-paging "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \
     --set "store.path=$tmp/paging.db" \
     -- timeout 300 node --test --test-reporter=spec "$CHATD_TOP"/tests/e2e/paging.mjs
+# STOMP heart-beats when heartbeat_send is below heartbeat_min: chatd still
+# beats as often as its CONNECTED promised
+CHATD_HB_MIN=5000 CHATD_E2E_NAME=e2e-heartbeat "$CHATD_TOP/tests/e2e/run.sh" "$CHATD_TOP/etc/chatd.conf" \
+    --set "store.path=$tmp/heartbeat.db" --set ws.heartbeat_send=300 --set ws.heartbeat_min=5000 \
+    -- timeout 120 node --test --test-reporter=spec "$CHATD_TOP"/tests/e2e/heartbeat-config.mjs
