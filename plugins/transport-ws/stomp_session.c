@@ -521,10 +521,10 @@ static void on_unsubscribe(tw_conn *c, const stomp_frame *f)
 static void on_ack(tw_conn *c, const stomp_frame *f)
 {
     const char *receipt = stomp_frame_header(f, "receipt");
-    const char *need = c->version >= STOMP_V12 ? "id" : "message-id";
-    if (!stomp_frame_header(f, need)) {
+    int v12 = c->version >= STOMP_V12;
+    if (!stomp_frame_header(f, v12 ? "id" : "message-id")) {
         char m[64];
-        snprintf(m, sizeof(m), "%s needs a %s header", f->command, need);
+        snprintf(m, sizeof(m), "%s needs %s header", f->command, v12 ? "an id" : "a message-id");
         tw_stomp_error(c, m, receipt, WS_CLOSE_PROTOCOL);
         return;
     }
