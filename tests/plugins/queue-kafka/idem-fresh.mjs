@@ -16,7 +16,7 @@
 //   KAFKA_PRODUCE="kafka-produce BOOTSTRAP TOPIC"  node idem-fresh.mjs prep|run STATE
 import { readFileSync, writeFileSync } from 'node:fs';
 import { execSync } from 'node:child_process';
-import { makeMember, connect, publish, roomOf, closeAll, until, check, http, uid, sql, subscribe } from './kclient.mjs';
+import { makeMember, connect, roomOf, closeAll, until, check, http, uid, sql, subscribe, sendReceipted as send, roomHistory as history } from './kclient.mjs';
 
 const nodes = (process.env.KAFKA_ORDER_NODES || '').split(/\s+/).filter(Boolean);
 const [phase, statePath] = process.argv.slice(2);
@@ -26,25 +26,13 @@ const [nodeA, nodeB] = nodes;
 const failures = [];
 const q = (s) => `'${s.replace(/'/g, "'\\''")}'`;
 
-async function send(client, room, text, headers = {}) {
-    const res = await publish(client, room, text, 30000, headers);
-    if (res.status !== 'receipt') throw new Error(`publish "${text}": ${res.status} ${res.frame?.headers?.message || ''}`);
-    return res.frame.headers['message-id'];
-}
-
-async function history(token, room) {
-    const h = await http(nodeA, 'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=100`, undefined, token);
-    if (h.status !== 200) throw new Error(`history of ${room}: ${h.status} ${h.text}`);
-    return h.json.messages;
-}
-
 if (phase === 'prep') {
     const a = await makeMember(nodeA, 'ifresh-a-'), b = await makeMember(nodeA, 'ifresh-b-');
     const room = roomOf(a, b), key = uid('ifresh-key-'), first = `ifresh first ${uid()}`;
     const client = await connect(nodeA, a);
     const id1 = await send(client, room, first, { 'idempotency-key': key });
     await closeAll([client]);
-    await until(async () => (await history(a.token, room)).some((m) => m.id === id1), 30000, 'copy 1 in the store');
+    await until(async () => (await history(nodeA, a.token, room)).some((m) => m.id === id1), 30000, 'copy 1 in the store');
     writeFileSync(statePath, JSON.stringify({ a, b, room, key, first, id1 }));
     console.log(`idem-fresh prep: ${room}, key ${key}, copy 1 ${id1}`);
     process.exit(0);
@@ -53,7 +41,7 @@ if (phase === 'prep') {
 const { a, b, room, key, first, id1 } = JSON.parse(readFileSync(statePath, 'utf8'));
 const listener = await connect(nodeB, b);
 const box = await subscribe(listener, `/sub/chat/room/${room}`);
-const orig = (await history(a.token, room)).find((m) => m.id === id1);
+const orig = (await history(nodeA, a.token, room)).find((m) => m.id === id1);
 // copy 2: another id (node_id 1023, which no node of the suite has), the
 // same writer, key and time, on the room's partition (Kafka key: the room)
 const second = `ifresh second ${uid()}`;

@@ -158,6 +158,21 @@ export function publish(client, roomId, message, timeoutMs = 60000, headers = {}
     });
 }
 
+/* publish and require its RECEIPT (an Error otherwise); resolves the
+ * RECEIPT's message-id */
+export async function sendReceipted(client, roomId, message, headers = {}) {
+    const res = await publish(client, roomId, message, 30000, headers);
+    if (res.status !== 'receipt') throw new Error(`publish "${message}": ${res.status} ${res.frame?.headers?.message || ''}`);
+    return res.frame.headers['message-id'];
+}
+
+/* the newest 100 messages of room, read on base (an Error unless 200) */
+export async function roomHistory(base, token, room) {
+    const h = await http(base, 'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=100`, undefined, token);
+    if (h.status !== 200) throw new Error(`history of ${room} on ${base}: ${h.status} ${h.text}`);
+    return h.json.messages;
+}
+
 export async function closeAll(clients) {
     await Promise.all(clients.filter((c) => c && !c.closed).map((c) => c.deactivate().catch(() => {})));
 }

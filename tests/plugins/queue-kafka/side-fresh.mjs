@@ -15,7 +15,7 @@
 //       once, then a live marker of each room once, and nothing else.
 //   KAFKA_ORDER_NODES="http://127.0.0.1:PA http://127.0.0.1:PB"  node side-fresh.mjs prep|run STATE
 import { readFileSync, writeFileSync } from 'node:fs';
-import { makeMember, connect, publish, roomOf, closeAll, until, check, http, uid, subscribe } from './kclient.mjs';
+import { makeMember, connect, roomOf, closeAll, until, check, http, uid, subscribe, sendReceipted as send, roomHistory as history } from './kclient.mjs';
 import { decodeSide, streamOf } from '../../delivery/sidecursor.mjs';
 
 const nodes = (process.env.KAFKA_ORDER_NODES || '').split(/\s+/).filter(Boolean);
@@ -24,18 +24,6 @@ if (nodes.length !== 2 || !['prep', 'run'].includes(phase) || !statePath)
     throw new Error('usage: KAFKA_ORDER_NODES="A B" node side-fresh.mjs prep|run STATE');
 const [nodeA, nodeB] = nodes;
 const failures = [];
-
-async function send(client, room, text) {
-    const res = await publish(client, room, text, 30000);
-    if (res.status !== 'receipt') throw new Error(`publish "${text}": ${res.status} ${res.frame?.headers?.message || ''}`);
-    return res.frame.headers['message-id'];
-}
-
-async function history(base, token, room) {
-    const h = await http(base, 'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=100`, undefined, token);
-    if (h.status !== 200) throw new Error(`history of ${room} on ${base}: ${h.status} ${h.text}`);
-    return h.json.messages;
-}
 
 /* wait until the store has text as room's last message */
 const stored = (token, room, text) =>

@@ -15,7 +15,7 @@
 //       nothing else.
 //   KAFKA_ORDER_NODES="http://127.0.0.1:PA http://127.0.0.1:PC"  node side-reread.mjs prep|run STATE
 import { readFileSync, writeFileSync } from 'node:fs';
-import { makeMember, connect, publish, roomOf, closeAll, until, check, http, uid, subscribe } from './kclient.mjs';
+import { makeMember, connect, roomOf, closeAll, until, check, http, uid, subscribe, sendReceipted as send } from './kclient.mjs';
 
 const N = 30;
 const nodes = (process.env.KAFKA_ORDER_NODES || '').split(/\s+/).filter(Boolean);
@@ -25,11 +25,6 @@ if (nodes.length !== 2 || !['prep', 'run'].includes(phase) || !statePath)
 const [nodeA, nodeC] = nodes;
 const failures = [];
 const key = (msg) => `${msg.type} ${msg.roomId} ${msg.message}`;
-
-async function send(client, room, text) {
-    const res = await publish(client, room, text, 30000);
-    if (res.status !== 'receipt') throw new Error(`publish "${text}": ${res.status} ${res.frame?.headers?.message || ''}`);
-}
 
 async function lastStored(token, room) {
     const h = await http(nodeA, 'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=1`, undefined, token);

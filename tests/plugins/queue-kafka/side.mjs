@@ -11,19 +11,13 @@
 //     each room's order, then live; some of them have ids below the highest
 //     the listener saw (node 2's clock is behind), which an id cursor would skip.
 //   KAFKA_ORDER_NODES="http://127.0.0.1:P1 http://127.0.0.1:P2"  node side.mjs
-import { makeMember, connect, publish, roomOf, closeAll, until, check, http, uid, subscribe } from './kclient.mjs';
+import { makeMember, connect, roomOf, closeAll, until, check, http, uid, subscribe, sendReceipted as send, roomHistory as history } from './kclient.mjs';
 import { decodeSide, streamOf } from '../../delivery/sidecursor.mjs';
 
 const nodes = (process.env.KAFKA_ORDER_NODES || '').split(/\s+/).filter(Boolean);
 if (nodes.length !== 2) throw new Error('KAFKA_ORDER_NODES must list two node URLs');
 const ROUNDS = Number(process.env.KAFKA_SIDE_ROUNDS || 5);
 const failures = [];
-
-async function send(client, room, text) {
-    const res = await publish(client, room, text, 30000);
-    if (res.status !== 'receipt') throw new Error(`publish "${text}": ${res.status} ${res.frame?.headers?.message || ''}`);
-    return res.frame.headers['message-id'];
-}
 
 /* a READ up to message id upTo, receipted */
 function read(client, roomId, upTo) {
@@ -41,12 +35,6 @@ function read(client, roomId, upTo) {
 
 /* what an event is, the same for the sender and the listener */
 const key = (m) => (m.type === 'read' ? `read ${m.roomId} ${m.upTo}` : `chat ${m.roomId} ${m.message}`);
-
-async function history(base, token, room) {
-    const h = await http(base, 'GET', `/api/rooms/${encodeURIComponent(room)}/messages?limit=100`, undefined, token);
-    if (h.status !== 200) throw new Error(`history of ${room} on ${base}: ${h.status} ${h.text}`);
-    return h.json.messages;
-}
 
 // m on node 1; peers alternately on node 2 and node 1, until two rooms are on
 // different partitions (a probe message each; its room cursor names the
