@@ -48,7 +48,9 @@ void pub_send_due(struct conn *c)
             }
         return;
     }
-    double el_us = (double)(now_ns() - c->pub_t0) / 1e3;
+    uint64_t now = now_ns();
+    if (now < c->pub_t0) return; /* its schedule has not begun */
+    double el_us = (double)(now - c->pub_t0) / 1e3;
     uint64_t due = (uint64_t)(el_us / c->pub_interval_us) + 1;
     int burst = 0;
     while (c->sent < due && burst < 1000) {
@@ -61,16 +63,25 @@ void pub_send_due(struct conn *c)
     }
 }
 
+/* Each publisher's k-th message is due at pub_t0 + k x interval on its own
+ * fixed schedule (pub_t0 holds the publisher's offset in the interval), and
+ * its timer is armed for that instant from a fresh clock. Re-arming "one
+ * interval from now" instead drifts with every late wake-up and, since
+ * libevent measures a timeout from the time cached at the start of the loop
+ * turn, makes the publishers whose ticks ran in one turn due together from
+ * then on: the offered load would turn into clumps that grow with the run. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct conn *c = arg;
     if (!g.publishing || c->state != CS_READY) return;
-    if (c->sent == 0) c->pub_t0 = now_ns();
     pub_send_due(c);
-    double iv = c->pub_interval_us < 1000 ? 1000 : c->pub_interval_us;
-    struct timeval tv = {(time_t)(iv / 1e6), (suseconds_t)((uint64_t)iv % 1000000)};
+    uint64_t due = c->pub_t0 + (uint64_t)((double)c->sent * c->pub_interval_us * 1e3);
+    event_base_update_cache_time(g.base);
+    uint64_t now = now_ns();
+    uint64_t wait_us = due > now ? (due - now + 999) / 1000 : 0;
+    struct timeval tv = {(time_t)(wait_us / 1000000), (suseconds_t)(wait_us % 1000000)};
     event_add(c->tick, &tv);
 }
 
@@ -100,12 +111,13 @@ static void start_publishing(void)
     for (int i = 0; i < g.npubs; i++) {
         struct conn *c = g.pubs[i];
         if (c->state != CS_READY) continue;
-        c->pub_t0 = now_ns();
+        c->pub_t0 = g.t_pub0;
         if (g.rate <= 0) {
             pub_send_due(c);
         } else {
             /* spread publishers evenly over one interval */
             double off = c->pub_interval_us * (double)i / (double)g.npubs;
+            c->pub_t0 = g.t_pub0 + (uint64_t)(off * 1e3);
             struct timeval tv = {(time_t)(off / 1e6), (suseconds_t)((uint64_t)off % 1000000)};
             c->tick = evtimer_new(g.base, on_tick, c);
             if (!c->tick) die("out of memory for publisher timers");

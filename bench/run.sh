@@ -14,6 +14,7 @@
 #            --no-profile        skip the perf profiles of chatd
 #            --no-install        never call apt-get
 #            --out DIR           results directory (default bench/out/DATE)
+#            --scenarios "4 1 2 5 3"  which scenarios (5 needs 2 in the same run)
 # Servers: chatd = embedded (queue-local + store-sqlite); chatd-pg = queue-local
 # + store-pg (PostgreSQL, fsync and synchronous_commit on); chatd-kafka-pg =
 # queue-kafka on librdkafka's mock cluster + store-pg; rabbitmq = Debian
@@ -21,14 +22,16 @@
 # Environment: CHATD_BUILD (build dir; default build-bench, configured and
 # built when missing), BENCH_DURATION (seconds per measured run),
 # BENCH_KAFKA_SETS (more chatd --set KEY=VALUE words for chatd-kafka-pg, e.g.
-# "queue.linger=5", to compare settings on the Kafka path), BENCH_KAFKA_FLATOUT=1
+# "queue.linger=5", to compare settings on the Kafka path), BENCH_CHATD_SETS (the
+# same for the embedded chatd, e.g. "store.synchronous=normal"), BENCH_KAFKA_FLATOUT=1
 # (chatd-kafka-pg in the flat-out scenario too: what a setting costs at full
-# load).
+# load), BENCH_LOADGEN (another load generator binary, to compare generators).
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
 
 QUICK=0 DOC=1 PROFILE=1 INSTALL=1 OUT="" TARGETS="chatd chatd-pg chatd-kafka-pg rabbitmq"
+SCENARIOS="4 1 2 5 3"
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) QUICK=1 ;;
@@ -37,7 +40,8 @@ while [ $# -gt 0 ]; do
     --no-install) INSTALL=0 ;;
     --targets) TARGETS=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    --scenarios) SCENARIOS=$2; shift ;;
+    -h | --help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -47,7 +51,7 @@ BUILD=${CHATD_BUILD:-$TOP/build-bench}
 OUT=${OUT:-$TOP/bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT/logs"
 CSV=$OUT/results.csv
-LG=$BUILD/bench/loadgen
+LG=${BENCH_LOADGEN:-$BUILD/bench/loadgen}
 T0=$(date +%s)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -226,10 +230,12 @@ start_pg() { # a throw-away PostgreSQL (fsync on, synchronous_commit on)
 }
 
 start_chatd_sqlite() {
+    local w sets=()
+    for w in ${BENCH_CHATD_SETS:-}; do sets+=(--set "$w"); done
     DATA_DIRS+=("$OUT/chatd/data")
     mkdir -p "$OUT/chatd/data"
     start_chatd chatd "$TOP/etc/chatd.conf" "chatd (embedded: queue-local + store-sqlite)" \
-        --set "store.path=$OUT/chatd/data/chatd.db"
+        --set "store.path=$OUT/chatd/data/chatd.db" "${sets[@]}"
 }
 
 # chatd-pg shares chatd-kafka-pg's PostgreSQL database when that runs (its
@@ -378,8 +384,9 @@ members chatd-kafka-pg "$CHAT_ROOMS"
 active chatd-kafka-pg && active chatd-pg && cp "$OUT/chatd-kafka-pg.tokens" "$OUT/chatd-pg.tokens"
 members chatd-pg "$FLAT_ROOMS"
 
+scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 # (4) idle subscribed connections: RSS delta per connection (first: fresh heap)
-for t in chatd rabbitmq; do
+scenario 4 && for t in chatd rabbitmq; do
     lg "$t" 4-idle --subs "$IDLE_CONNS" --pubs 0 --rooms "$IDLE_ROOMS" --duration 3 --settle 2 \
         --connect-conc 500 --drain 0 --setup-timeout 300
 done
@@ -387,18 +394,18 @@ done
 # shellcheck disable=SC2046
 active rabbitmq && COOL_MAX=240 cool_down $(proc_tree "${PID[rabbitmq]}")
 # (1) 1:1 rooms, 2 members each, 1 msg/s per member
-for t in chatd chatd-kafka-pg rabbitmq; do
+scenario 1 && for t in chatd chatd-kafka-pg rabbitmq; do
     lg "$t" 1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0 \
         --duration $((2 * D)) --hist "$OUT/hist-1-$t.dat" --timeline "$OUT/timeline-1-$t.dat"
 done
 # (2) fan-out at in-flight 1: one publisher, FAN_SUBS subscribers of one room,
 # the next SEND once every subscriber has the last message
-for t in chatd rabbitmq; do
+scenario 2 && for t in chatd rabbitmq; do
     lg "$t" 2-fanout --subs "$FAN_SUBS" --pubs 1 --rooms 1 --rate 0 --inflight 1 --window 16 \
         --duration "$D" --hist "$OUT/hist-2-$t.dat"
 done
 # (5) fan-out paced at half of that server's own in-flight-1 peak
-for t in chatd rabbitmq; do
+scenario 5 && for t in chatd rabbitmq; do
     active "$t" || continue
     peak=$(col_of "$t" 2-fanout pub_per_s)
     if [ "${peak%.*}" -le 1 ] 2>/dev/null; then
@@ -413,7 +420,7 @@ done
 # durable subscriptions, persistent messages, confirmed after its fsync)
 FLAT_TARGETS="chatd chatd-pg rabbitmq"
 [ "${BENCH_KAFKA_FLATOUT:-0}" = 1 ] && FLAT_TARGETS="chatd chatd-pg chatd-kafka-pg rabbitmq"
-for t in $FLAT_TARGETS; do
+scenario 3 && for t in $FLAT_TARGETS; do
     extra=()
     [ "$t" = rabbitmq ] && extra=(--persistent)
     lg "$t" 3-flatout --pubsub "$FLAT_CONNS" --rooms "$FLAT_ROOMS" --rate 0 --window "$FLAT_WINDOW" \
