@@ -6,7 +6,7 @@ section of docs/benchmarks.md (between the FIGURES markers) and PNG plots
     report.py RESULTS_DIR DOC.md IMG_DIR
 
 Only numbers from RESULTS_DIR (results.csv, timeline-*.dat, hist-*.dat,
-floor.txt, perf-*.txt, logs/*.metrics) are written; a server or scenario that
+floor.txt, perf-*.txt, synctrace-*.txt, logs/*.metrics) are written; a server or scenario that
 was not measured is shown as "-" (never estimated).
 """
 import csv
@@ -92,6 +92,25 @@ def loop_lag(before, after):
         (le for le, c in d if c >= n), float("inf"))}
 
 
+def syncfloor_of(line):
+    """The percentiles of a `syncfloor` line, in ms, or None."""
+    v = dict(re.findall(r"(\w+)_ms=([0-9.]+)", line or ""))
+    return {k: float(x) for k, x in v.items()} if "p99" in v else None
+
+
+def sync_trace(path):
+    """Durations (ms) of the fdatasync calls in a `perf trace` output, sorted."""
+    if not os.path.exists(path):
+        return []
+    d = [float(m.group(1)) for m in (re.search(r"\(\s*([0-9.]+) ms\): .*fdatasync", x) for x in open(path))
+         if m]
+    return sorted(d)
+
+
+def pct(sorted_vals, p):
+    return sorted_vals[int((len(sorted_vals) - 1) * p)] if sorted_vals else None
+
+
 def main():
     out, doc, img = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(os.path.join(out, "results.csv"), newline="") as f:
@@ -121,6 +140,7 @@ def main():
         return cpu / 100.0 * 1e6 / d
 
     floor = num(mach.get("floor"))
+    sf = syncfloor_of(mach.get("syncfloor"))
     L = [BEGIN, ""]
     L.append(f"Run of `bench/run.sh{' --quick' if mach.get('quick') == '1' else ''}` "
              f"(results directory `{os.path.basename(os.path.normpath(out))}`; the whole run took "
@@ -139,6 +159,12 @@ def main():
         L.append(f"Floor (`bench/floor`, same run): **{fmt(floor)} µs** of CPU per `write()` of a "
                  "200-byte message to one of 1,000 loopback TCP sockets, the reader in another "
                  "process.")
+        L.append("")
+    if sf:
+        L.append(f"Sync floor (`bench/syncfloor`, same run, before the servers start): one `fdatasync()` "
+                 f"of a 4 KB append to a file in the results directory, 1 at a time: p50 "
+                 f"{fmt(sf['p50'], ' ms')}, p99 {fmt(sf['p99'], ' ms')}, p99.9 {fmt(sf['p999'], ' ms')}, "
+                 f"max {fmt(sf['max'], ' ms')}: what the disk alone adds to a delivery that waits for a sync.")
         L.append("")
 
     # ------------------------------------------------------------ tables
@@ -228,6 +254,12 @@ def main():
     rp99, rp999 = ms(r, "1-chat1to1", "p99_us"), ms(r, "1-chat1to1", "p999_us")
     below = None if None in (p99, p999, rp99, rp999) else (p99 < rp99 and p999 < rp999)
     t2 = None if None in (p99, p999, below) else (p99 <= 1.5 and p999 <= 2.5 and below)
+    np99, np999 = ms("chatd-nosync", "1-chat1to1", "p99_us"), ms("chatd-nosync", "1-chat1to1", "p999_us")
+    t2_more = ""
+    if np99 is not None:
+        t2_more += f"; without fsync (`chatd-nosync`) p99 {fmt(np99, ' ms')}, p99.9 {fmt(np999, ' ms')}"
+    if sf:
+        t2_more += f"; the sync floor p99 {fmt(sf['p99'], ' ms')}, p99.9 {fmt(sf['p999'], ' ms')}"
     kp50, kp99 = ms("chatd-kafka-pg", "1-chat1to1", "p50_us"), ms("chatd-kafka-pg", "1-chat1to1", "p99_us")
     sq, pg = get(c, "3-flatout", "pub_per_s"), get("chatd-pg", "3-flatout", "pub_per_s")
     bpc = get(c, "4-idle", "rss_bytes_per_conn")
@@ -236,7 +268,8 @@ def main():
          f"{fmt(fo_c, ' µs')} / {fmt(floor, ' µs')} = {fmt(ratio(fo_c, floor), 'x')}",
          verdict(le(ratio(fo_c, floor), 1.5))),
         ("2. 1:1 p99 ≤ 1.5 ms, p99.9 ≤ 2.5 ms, both below RabbitMQ's",
-         f"p99 {fmt(p99, ' ms')}, p99.9 {fmt(p999, ' ms')} (RabbitMQ {fmt(rp99, ' ms')}, {fmt(rp999, ' ms')})",
+         f"p99 {fmt(p99, ' ms')}, p99.9 {fmt(p999, ' ms')} (RabbitMQ {fmt(rp99, ' ms')}, {fmt(rp999, ' ms')})"
+         + t2_more,
          verdict(t2)),
         ("3. fan-out at half of own peak: p99 ≤ 5 ms",
          f"p99 {fmt(ms(c, '5-fanout-half', 'p99_us'), ' ms')} at {fmt(get(c, '5-fanout-half', 'pub_per_s'))} msg/s",
@@ -264,6 +297,23 @@ def main():
     rel = os.path.relpath(img, os.path.dirname(os.path.abspath(doc)))
     for name, caption in make_plots(out, img, targets):
         L += [f"![{caption}]({rel}/{name})", ""]
+
+    # ------------------------------------------------------- sync trace
+    st = sync_trace(os.path.join(out, "synctrace-1-chat1to1.txt"))
+    if st:
+        L += ["#### chatd's fdatasync calls during an extra `1-chat1to1` run", ""]
+        prun = os.path.join(out, "logs", "synctrace-1-chat1to1.txt")
+        if os.path.exists(prun):
+            L.append("That run (`perf trace -e fdatasync` attached): " + "; ".join(
+                re.sub(r"\s+", " ", x.strip()) for x in open(prun)
+                if x.startswith(("delivered", "latency"))) + ".")
+            L.append("")
+        slow = sum(1 for x in st if x > 2.5)
+        L.append(f"{fmt(len(st))} calls of the store's sync threads: p50 {fmt(pct(st, 0.5), ' ms')}, "
+                 f"p99 {fmt(pct(st, 0.99), ' ms')}, p99.9 {fmt(pct(st, 0.999), ' ms')}, "
+                 f"max {fmt(st[-1], ' ms')}; {fmt(slow)} took more than 2.5 ms. Every message "
+                 "committed during a slow sync waits for it (its RECEIPT and its MESSAGEs follow the sync).")
+        L.append("")
 
     # ------------------------------------------------------------ profiles
     for scen in ("2-fanout", "1-chat1to1", "3-flatout"):
@@ -322,8 +372,8 @@ def make_plots(out, img, targets):
         print("report.py: python3-matplotlib missing; no plots", file=sys.stderr)
         return []
     plots = []
-    colours = {"chatd": "tab:blue", "chatd-kafka-pg": "tab:green", "chatd-pg": "tab:purple",
-               "rabbitmq": "tab:orange"}
+    colours = {"chatd": "tab:blue", "chatd-nosync": "tab:cyan", "chatd-kafka-pg": "tab:green",
+               "chatd-pg": "tab:purple", "rabbitmq": "tab:orange"}
     # per-second timeline of every latency scenario: p50, p99 and max of each second
     panels = [(sc, title) for sc, title in (("1", "1:1 rooms at 1 msg/s per member"),
                                             ("5", "fan-out at half of own peak"))

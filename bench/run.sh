@@ -9,13 +9,15 @@
 #
 #   bench/run.sh                 full run (about 6-10 minutes on 2 cores)
 #   bench/run.sh --quick         small sizes, checks the machinery (~2 minutes)
-#   options: --targets "chatd chatd-pg chatd-kafka-pg rabbitmq"   which servers
+#   options: --targets "chatd chatd-nosync chatd-pg chatd-kafka-pg rabbitmq"
 #            --no-doc            leave docs/benchmarks.md alone (report in the results dir)
 #            --no-profile        skip the perf profiles of chatd
 #            --no-install        never call apt-get
 #            --out DIR           results directory (default bench/out/DATE)
 #            --scenarios "4 1 2 5 3"  which scenarios (5 needs 2 in the same run)
-# Servers: chatd = embedded (queue-local + store-sqlite); chatd-pg = queue-local
+# Servers: chatd = embedded (queue-local + store-sqlite); chatd-nosync = the
+# same with store.synchronous=normal (no fsync; scenario 1 only: what the
+# disk's sync adds to the 1:1 latency); chatd-pg = queue-local
 # + store-pg (PostgreSQL, fsync and synchronous_commit on); chatd-kafka-pg =
 # queue-kafka on librdkafka's mock cluster + store-pg; rabbitmq = Debian
 # rabbitmq-server with rabbitmq_web_stomp, on loopback, started and stopped here.
@@ -30,7 +32,7 @@ set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
 
-QUICK=0 DOC=1 PROFILE=1 INSTALL=1 OUT="" TARGETS="chatd chatd-pg chatd-kafka-pg rabbitmq"
+QUICK=0 DOC=1 PROFILE=1 INSTALL=1 OUT="" TARGETS="chatd chatd-nosync chatd-pg chatd-kafka-pg rabbitmq"
 SCENARIOS="4 1 2 5 3"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -96,10 +98,10 @@ log "open-file limit $(ulimit -n); results in $OUT"
 
 if [ "$QUICK" = 1 ]; then
     D=${BENCH_DURATION:-3}
-    CHAT_CONNS=200 CHAT_ROOMS=100 FAN_SUBS=200 IDLE_CONNS=1000 IDLE_ROOMS=100 FLOOR_ROUNDS=50
+    CHAT_CONNS=200 CHAT_ROOMS=100 FAN_SUBS=200 IDLE_CONNS=1000 IDLE_ROOMS=100 FLOOR_ROUNDS=50 SYNC_ROUNDS=300
 else
     D=${BENCH_DURATION:-10}
-    CHAT_CONNS=2000 CHAT_ROOMS=1000 FAN_SUBS=1000 IDLE_CONNS=10000 IDLE_ROOMS=1000 FLOOR_ROUNDS=300
+    CHAT_CONNS=2000 CHAT_ROOMS=1000 FAN_SUBS=1000 IDLE_CONNS=10000 IDLE_ROOMS=1000 FLOOR_ROUNDS=300 SYNC_ROUNDS=3000
 fi
 FLAT_CONNS=100 FLAT_ROOMS=50 FLAT_WINDOW=16 SIZE=64
 
@@ -195,6 +197,12 @@ log "measuring the one-write-per-delivery floor ($FAN_SUBS sockets, $FLOOR_ROUND
 FLOOR=$("$BUILD/bench/floor" -n "$FAN_SUBS" -r "$FLOOR_ROUNDS" -s 200 | tee "$OUT/floor.txt" |
     sed -n 's/.*cpu_us_per_write=\([0-9.]*\).*/\1/p') || FLOOR=""
 log "floor: ${FLOOR:-?} us of CPU per write"
+# the disk's floor for a durable delivery: one fdatasync() of a 4 KB append
+# at a time, on the file system the servers write to, before they start
+log "measuring the one-fdatasync-per-commit floor ($SYNC_ROUNDS syncs in $OUT)"
+SYNCFLOOR=$("$BUILD/bench/syncfloor" -f "$OUT/syncfloor.tmp" -n "$SYNC_ROUNDS" -s 4096 | tee "$OUT/syncfloor.txt") ||
+    SYNCFLOOR=""
+log "sync floor: ${SYNCFLOOR:-?}"
 
 # ------------------------------------------------------------------ servers
 declare -A PORT PID LABEL METRICS SEED SEEDK
@@ -229,13 +237,14 @@ start_pg() { # a throw-away PostgreSQL (fsync on, synchronous_commit on)
         -d postgres -c "SELECT current_setting('fsync') || ' / ' || current_setting('synchronous_commit')" 2>/dev/null || echo "?")
 }
 
-start_chatd_sqlite() {
-    local w sets=()
+start_chatd_sqlite() { # TARGET LABEL [--set ...]
+    local t=$1 label=$2 w sets=()
+    shift 2
     for w in ${BENCH_CHATD_SETS:-}; do sets+=(--set "$w"); done
-    DATA_DIRS+=("$OUT/chatd/data")
-    mkdir -p "$OUT/chatd/data"
-    start_chatd chatd "$TOP/etc/chatd.conf" "chatd (embedded: queue-local + store-sqlite)" \
-        --set "store.path=$OUT/chatd/data/chatd.db" "${sets[@]}"
+    DATA_DIRS+=("$OUT/$t/data")
+    mkdir -p "$OUT/$t/data"
+    SEED[$t]=$OUT/$t/data/chatd.db SEEDK[$t]=--sqlite
+    start_chatd "$t" "$TOP/etc/chatd.conf" "$label" --set "store.path=$OUT/$t/data/chatd.db" "$@" "${sets[@]}"
 }
 
 # chatd-pg shares chatd-kafka-pg's PostgreSQL database when that runs (its
@@ -311,11 +320,15 @@ EOF
 
 ACTIVE=()
 ORDERED=""
-for t in chatd chatd-kafka-pg chatd-pg rabbitmq; do [[ " $TARGETS " == *" $t "* ]] && ORDERED+=" $t"; done
+for t in chatd chatd-nosync chatd-kafka-pg chatd-pg rabbitmq; do [[ " $TARGETS " == *" $t "* ]] && ORDERED+=" $t"; done
 for t in $TARGETS; do [[ " $ORDERED " == *" $t "* ]] || ORDERED+=" $t"; done
 for t in $ORDERED; do
     case $t in
-    chatd) [ "$CHATD_OK" = 1 ] && start_chatd_sqlite && ACTIVE+=(chatd) ;;
+    chatd) [ "$CHATD_OK" = 1 ] && start_chatd_sqlite chatd "chatd (embedded: queue-local + store-sqlite)" &&
+        ACTIVE+=(chatd) ;;
+    chatd-nosync) [ "$CHATD_OK" = 1 ] && start_chatd_sqlite chatd-nosync \
+        "chatd (embedded, store.synchronous = normal: committed to SQLite's WAL, no fsync)" \
+        --set store.synchronous=normal && ACTIVE+=(chatd-nosync) ;;
     chatd-pg) [ "$CHATD_OK" = 1 ] && start_chatd_pg && ACTIVE+=(chatd-pg) ;;
     chatd-kafka-pg) [ "$CHATD_OK" = 1 ] && start_chatd_kafka_pg && ACTIVE+=(chatd-kafka-pg) ;;
     rabbitmq) start_rabbitmq && ACTIVE+=(rabbitmq) ;;
@@ -377,8 +390,8 @@ members() { # TARGET ROOMS
         >>"$OUT/logs/0-members-$1.txt" 2>&1 ||
         log "seeding members on $1 failed: $(tail -3 "$OUT/logs/0-members-$1.txt" | tr '\n' ' ')"
 }
-SEED[chatd]=$OUT/chatd/data/chatd.db SEEDK[chatd]=--sqlite
 members chatd "$CHAT_ROOMS"
+members chatd-nosync "$CHAT_ROOMS"
 members chatd-kafka-pg "$CHAT_ROOMS"
 # same database: chatd-pg's members are chatd-kafka-pg's
 active chatd-kafka-pg && active chatd-pg && cp "$OUT/chatd-kafka-pg.tokens" "$OUT/chatd-pg.tokens"
@@ -394,7 +407,7 @@ done
 # shellcheck disable=SC2046
 active rabbitmq && COOL_MAX=240 cool_down $(proc_tree "${PID[rabbitmq]}")
 # (1) 1:1 rooms, 2 members each, 1 msg/s per member
-scenario 1 && for t in chatd chatd-kafka-pg rabbitmq; do
+scenario 1 && for t in chatd chatd-nosync chatd-kafka-pg rabbitmq; do
     lg "$t" 1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0 \
         --duration $((2 * D)) --hist "$OUT/hist-1-$t.dat" --timeline "$OUT/timeline-1-$t.dat"
 done
@@ -456,11 +469,32 @@ profile_run() { # SCENARIO LOADGEN-ARGS...
         -g none 2>/dev/null | grep -v -e '^$' -e '^# *$' -e Tip >"$OUT/perf-$s-dso.txt" || true
     rm -f "$OUT/perf-$s.data.old"
 }
+# sync_trace_run: an extra 1:1 run (not in the figures) with every fdatasync()
+# of chatd timed by perf trace: what the disk's syncs cost on that path
+sync_trace_run() {
+    local lg_pid i
+    cool_down "${PID[chatd]}"
+    log "timing chatd's fdatasync calls with perf trace during 1-chat1to1 (extra run, not in the figures)"
+    "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" --size "$SIZE" \
+        --server-pid "${PID[chatd]}" --duration "$D" --settle 2 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" \
+        --rate 1 --window 0 >"$OUT/logs/synctrace-1-chat1to1.txt" 2>"$OUT/logs/synctrace-1-chat1to1.err" &
+    lg_pid=$!
+    for ((i = 0; i < 600; i++)); do
+        grep -q 'connections ready' "$OUT/logs/synctrace-1-chat1to1.err" 2>/dev/null && break
+        kill -0 "$lg_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 2
+    timeout $((D - 1)) perf trace -e fdatasync -p "${PID[chatd]}" -o "$OUT/synctrace-1-chat1to1.txt" \
+        >"$OUT/logs/perf-trace.log" 2>&1 || true
+    wait "$lg_pid" || true
+}
 if [ "$PROFILE" = 1 ] && active chatd; then
     if command -v perf >/dev/null && perf record -o /dev/null -- true >/dev/null 2>&1; then
-        profile_run 2-fanout --subs "$FAN_SUBS" --pubs 1 --rooms 1 --rate 0 --inflight 1 --window 16
-        profile_run 1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0
-        profile_run 3-flatout --pubsub "$FLAT_CONNS" --rooms "$FLAT_ROOMS" --rate 0 --window "$FLAT_WINDOW"
+        scenario 2 && profile_run 2-fanout --subs "$FAN_SUBS" --pubs 1 --rooms 1 --rate 0 --inflight 1 --window 16
+        scenario 1 && profile_run 1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0
+        scenario 3 && profile_run 3-flatout --pubsub "$FLAT_CONNS" --rooms "$FLAT_ROOMS" --rate 0 --window "$FLAT_WINDOW"
+        scenario 1 && sync_trace_run
     else
         log "perf is not usable here (perf_event_paranoid or a container); no profile"
     fi
@@ -478,6 +512,7 @@ fi
     echo "postgresql|$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null) (fsync / synchronous_commit = ${SYNC_COMMIT:-?})"
     echo "libevent|$(pkg-config --modversion libevent 2>/dev/null)"
     echo "floor|${FLOOR:-}"
+    echo "syncfloor|${SYNCFLOOR:-}"
     echo "quick|$QUICK"
     echo "duration|$D"
     echo "elapsed|$(($(date +%s) - T0))"
