@@ -414,10 +414,10 @@ stop_kafka() {
     active chatd-kafka-pg || return 0
     local p=${PID[chatd-kafka-pg]} i keep=()
     log "stopping chatd-kafka-pg and the mock cluster (their scenarios are done)"
-    kill -TERM "$p" 2>/dev/null
+    kill -TERM "$p" 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    [ -n "${MOCK_PID:-}" ] && kill -TERM "$MOCK_PID" 2>/dev/null
+    kill -KILL "$p" 2>/dev/null || true
+    if [ -n "${MOCK_PID:-}" ]; then kill -TERM "$MOCK_PID" 2>/dev/null || true; fi
     for t in "${ACTIVE[@]}"; do [ "$t" = chatd-kafka-pg ] || keep+=("$t"); done
     ACTIVE=("${keep[@]}")
 }
