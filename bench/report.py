@@ -95,6 +95,7 @@ def loop_lag(before, after):
 def syncfloor_of(line):
     """The percentiles of a `syncfloor` line, in ms, or None."""
     v = dict(re.findall(r"(\w+)_ms=([0-9.]+)", line or ""))
+    v.update({k: x for k, x in re.findall(r"\b(n|secs|over_2\.5ms|over_20ms)=([0-9.]+)", line or "")})
     return {k: float(x) for k, x in v.items()} if "p99" in v else None
 
 
@@ -161,10 +162,13 @@ def main():
                  "process.")
         L.append("")
     if sf:
-        L.append(f"Sync floor (`bench/syncfloor`, same run, before the servers start): one `fdatasync()` "
-                 f"of a 4 KB append to a file in the results directory, 1 at a time: p50 "
+        L.append(f"Sync floor (`bench/syncfloor`, same run, before the servers start): "
+                 f"{fmt(sf.get('n'))} `fdatasync()` calls of a 4 KB append each to a file in the results "
+                 f"directory, one at a time, in {fmt(sf.get('secs'), ' s')}: p50 "
                  f"{fmt(sf['p50'], ' ms')}, p99 {fmt(sf['p99'], ' ms')}, p99.9 {fmt(sf['p999'], ' ms')}, "
-                 f"max {fmt(sf['max'], ' ms')}: what the disk alone adds to a delivery that waits for a sync.")
+                 f"max {fmt(sf['max'], ' ms')}; {fmt(sf.get('over_2.5ms'))} took more than 2.5 ms and "
+                 f"{fmt(sf.get('over_20ms'))} more than 20 ms: what the disk alone adds to a delivery "
+                 "that waits for a sync.")
         L.append("")
 
     # ------------------------------------------------------------ tables

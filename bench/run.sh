@@ -101,7 +101,7 @@ if [ "$QUICK" = 1 ]; then
     CHAT_CONNS=200 CHAT_ROOMS=100 FAN_SUBS=200 IDLE_CONNS=1000 IDLE_ROOMS=100 FLOOR_ROUNDS=50 SYNC_ROUNDS=300
 else
     D=${BENCH_DURATION:-10}
-    CHAT_CONNS=2000 CHAT_ROOMS=1000 FAN_SUBS=1000 IDLE_CONNS=10000 IDLE_ROOMS=1000 FLOOR_ROUNDS=300 SYNC_ROUNDS=3000
+    CHAT_CONNS=2000 CHAT_ROOMS=1000 FAN_SUBS=1000 IDLE_CONNS=10000 IDLE_ROOMS=1000 FLOOR_ROUNDS=300 SYNC_ROUNDS=20000
 fi
 FLAT_CONNS=100 FLAT_ROOMS=50 FLAT_WINDOW=16 SIZE=64
 
@@ -198,7 +198,8 @@ FLOOR=$("$BUILD/bench/floor" -n "$FAN_SUBS" -r "$FLOOR_ROUNDS" -s 200 | tee "$OU
     sed -n 's/.*cpu_us_per_write=\([0-9.]*\).*/\1/p') || FLOOR=""
 log "floor: ${FLOOR:-?} us of CPU per write"
 # the disk's floor for a durable delivery: one fdatasync() of a 4 KB append
-# at a time, on the file system the servers write to, before they start
+# at a time, on the file system the servers write to, before they start;
+# 20,000 of them (a few seconds: this VM's disk stalls now and then)
 log "measuring the one-fdatasync-per-commit floor ($SYNC_ROUNDS syncs in $OUT)"
 SYNCFLOOR=$("$BUILD/bench/syncfloor" -f "$OUT/syncfloor.tmp" -n "$SYNC_ROUNDS" -s 4096 | tee "$OUT/syncfloor.txt") ||
     SYNCFLOOR=""

@@ -10,8 +10,10 @@
  *
  *   syncfloor -f FILE [-n COUNT] [-s SIZE]
  *
- * Prints one line: "syncfloor n=N size=S p50_ms=.. p90_ms=.. p99_ms=..
- * p999_ms=.. max_ms=..".
+ * Prints one line: "syncfloor n=N size=S secs=.. p50_ms=.. p90_ms=.. p99_ms=..
+ * p999_ms=.. max_ms=.. over_2.5ms=.. over_20ms=..": a few syncs of a run of
+ * seconds can stall for far longer than the percentiles say, so the counts
+ * of slow ones are printed too.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -73,6 +75,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int rc = 0;
+    double start = now_ms();
     for (long i = 0; i < count; i++) {
         if (write(fd, buf, (size_t)size) != (ssize_t)size) {
             fprintf(stderr, "syncfloor: write to %s failed: %s\n", path, strerror(errno));
@@ -87,14 +90,20 @@ int main(int argc, char **argv)
         }
         lat[i] = now_ms() - t0;
     }
+    double secs = (now_ms() - start) / 1e3;
     close(fd);
     unlink(path);
     if (rc == 0) {
+        long slow = 0, stalled = 0;
+        for (long i = 0; i < count; i++) {
+            slow += lat[i] > 2.5;
+            stalled += lat[i] > 20;
+        }
         qsort(lat, (size_t)count, sizeof(double), cmp_double);
 #define Q(p) lat[(size_t)((double)(count - 1) * (p))]
-        printf("syncfloor n=%ld size=%ld p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f "
-               "max_ms=%.3f\n",
-               count, size, Q(0.5), Q(0.9), Q(0.99), Q(0.999), lat[count - 1]);
+        printf("syncfloor n=%ld size=%ld secs=%.1f p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f "
+               "p999_ms=%.3f max_ms=%.3f over_2.5ms=%ld over_20ms=%ld\n",
+               count, size, secs, Q(0.5), Q(0.9), Q(0.99), Q(0.999), lat[count - 1], slow, stalled);
 #undef Q
     }
     free(buf);
