@@ -459,26 +459,33 @@ scenario 3 && for t in $FLAT_TARGETS; do
 done
 
 # ------------------------------------------------------------------ profile
-# perf record -g of the embedded chatd during extra runs (not in the figures)
-# of fan-out at in-flight 1, of 1:1 chat and of the persisted flat-out run
-profile_run() { # SCENARIO LOADGEN-ARGS...
-    local s=$1 lg_pid i; shift
+# extra_start NAME LOADGEN-ARGS...: an extra run on the embedded chatd (not in
+# the figures), its output in logs/NAME.*; returns once its publishing phase
+# has begun (connections up, then 2 s), its loadgen's pid in EXTRA_PID
+extra_start() {
+    local name=$1 i; shift
     cool_down "${PID[chatd]}"
-    log "profiling chatd with perf record -g during $s (extra run, not in the figures)"
     "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" --size "$SIZE" \
         --server-pid "${PID[chatd]}" --duration "$D" --settle 2 "$@" \
-        >"$OUT/logs/profile-$s.txt" 2>"$OUT/logs/profile-$s.err" &
-    lg_pid=$!
-    # only the publishing phase: perf starts once the connections are up
+        >"$OUT/logs/$name.txt" 2>"$OUT/logs/$name.err" &
+    EXTRA_PID=$!
     for ((i = 0; i < 600; i++)); do
-        grep -q 'connections ready' "$OUT/logs/profile-$s.err" 2>/dev/null && break
-        kill -0 "$lg_pid" 2>/dev/null || break
+        grep -q 'connections ready' "$OUT/logs/$name.err" 2>/dev/null && break
+        kill -0 "$EXTRA_PID" 2>/dev/null || break
         sleep 0.1
     done
     sleep 2
+}
+
+# perf record -g of the embedded chatd during extra runs (not in the figures)
+# of fan-out at in-flight 1, of 1:1 chat and of the persisted flat-out run
+profile_run() { # SCENARIO LOADGEN-ARGS...
+    local s=$1; shift
+    log "profiling chatd with perf record -g during $s (extra run, not in the figures)"
+    extra_start "profile-$s" "$@"
     perf record -F 999 -g -p "${PID[chatd]}" -o "$OUT/perf-$s.data" -- sleep $((D - 1)) \
         >"$OUT/logs/perf-record-$s.log" 2>&1 || log "perf record failed (see $OUT/logs/perf-record-$s.log)"
-    wait "$lg_pid" || true
+    wait "$EXTRA_PID" || true
     perf report -i "$OUT/perf-$s.data" --stdio --no-children --sort dso,symbol --percent-limit 0.8 \
         -g none 2>/dev/null | grep -v -e '^$' -e '^# *$' -e Tip >"$OUT/perf-$s-flat.txt" || true
     perf report -i "$OUT/perf-$s.data" --stdio --children --sort symbol --percent-limit 1.5 \
@@ -487,25 +494,14 @@ profile_run() { # SCENARIO LOADGEN-ARGS...
         -g none 2>/dev/null | grep -v -e '^$' -e '^# *$' -e Tip >"$OUT/perf-$s-dso.txt" || true
     rm -f "$OUT/perf-$s.data.old"
 }
-# sync_trace_run: an extra 1:1 run (not in the figures) with every fdatasync()
-# of chatd timed by perf trace: what the disk's syncs cost on that path
+# sync_trace_run: an extra 1:1 run with every fdatasync() of chatd timed by
+# perf trace: what the disk's syncs cost on that path
 sync_trace_run() {
-    local lg_pid i
-    cool_down "${PID[chatd]}"
     log "timing chatd's fdatasync calls with perf trace during 1-chat1to1 (extra run, not in the figures)"
-    "$LG" --target chatd --port "${PORT[chatd]}" --token-cache "$OUT/chatd.tokens" --size "$SIZE" \
-        --server-pid "${PID[chatd]}" --duration "$D" --settle 2 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" \
-        --rate 1 --window 0 >"$OUT/logs/synctrace-1-chat1to1.txt" 2>"$OUT/logs/synctrace-1-chat1to1.err" &
-    lg_pid=$!
-    for ((i = 0; i < 600; i++)); do
-        grep -q 'connections ready' "$OUT/logs/synctrace-1-chat1to1.err" 2>/dev/null && break
-        kill -0 "$lg_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    sleep 2
+    extra_start synctrace-1-chat1to1 --pubsub "$CHAT_CONNS" --rooms "$CHAT_ROOMS" --rate 1 --window 0
     timeout $((D - 1)) perf trace -e fdatasync -p "${PID[chatd]}" -o "$OUT/synctrace-1-chat1to1.txt" \
         >"$OUT/logs/perf-trace.log" 2>&1 || true
-    wait "$lg_pid" || true
+    wait "$EXTRA_PID" || true
 }
 if [ "$PROFILE" = 1 ] && active chatd; then
     if command -v perf >/dev/null && perf record -o /dev/null -- true >/dev/null 2>&1; then
