@@ -313,7 +313,7 @@ def main():
                 if x.startswith(("delivered", "latency"))) + ".")
             L.append("")
         slow = sum(1 for x in st if x > 2.5)
-        L.append(f"{fmt(len(st))} calls of the store's sync threads: p50 {fmt(pct(st, 0.5), ' ms')}, "
+        L.append(f"{fmt(len(st))} calls (the store's sync threads and its checkpoints): p50 {fmt(pct(st, 0.5), ' ms')}, "
                  f"p99 {fmt(pct(st, 0.99), ' ms')}, p99.9 {fmt(pct(st, 0.999), ' ms')}, "
                  f"max {fmt(st[-1], ' ms')}; {fmt(slow)} took more than 2.5 ms. Every message "
                  "committed during a slow sync waits for it (its RECEIPT and its MESSAGEs follow the sync).")

@@ -413,7 +413,7 @@ active rabbitmq && COOL_MAX=240 cool_down $(proc_tree "${PID[rabbitmq]}")
 # core between them, taken from every other server's run
 stop_kafka() {
     active chatd-kafka-pg || return 0
-    local p=${PID[chatd-kafka-pg]} i keep=()
+    local p=${PID[chatd-kafka-pg]} i t keep=()
     log "stopping chatd-kafka-pg and the mock cluster (their scenarios are done)"
     kill -TERM "$p" 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
